@@ -1,0 +1,170 @@
+"""Test fixtures: a real redis-server on a unix socket, flushed per test, and helpers to run the CLI.
+
+One server serves the whole session (starting one per test costs more than the tests);
+each test gets an empty database and its own state and log directories, with the
+calendar cache copied in so no test pays for building it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from typer.testing import CliRunner
+
+from tradeul_maint.calendar import load_calendar
+from tradeul_maint.cli import app
+from tradeul_maint.embedded import redis_server_binary
+from tradeul_maint.settings import CalendarOverrides
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server for the session, on a unix socket in a temporary directory."""
+    directory = tmp_path_factory.mktemp("redis")
+    socket = directory / "redis.sock"
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--port", "0", "--unixsocket", str(socket), "--save", "", "--appendonly", "no",
+         "--dir", str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(unix_socket_path=str(socket))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except (redis.ConnectionError, FileNotFoundError):
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+    yield f"unix://{socket}"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
+
+
+@pytest.fixture
+def r(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def calendar_cache(tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("calendar-cache")
+    load_calendar("XNYS", CalendarOverrides(), cache)
+    return cache
+
+
+@dataclass
+class Project:
+    """A config file, state and log directories, and the environment to run the tool against them."""
+
+    root: Path
+    redis_url: str | None
+
+    @property
+    def config(self) -> Path:
+        return self.root / "tradeul-maint.toml"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    def write_config(self, text: str) -> Path:
+        self.config.write_text(textwrap.dedent(text))
+        return self.config
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("TRADEUL_MAINT_") and k not in ("REDIS_URL",)}
+        env.update(TRADEUL_MAINT_CONFIG=str(self.config), TRADEUL_MAINT_STATE_DIR=str(self.state_dir),
+                   TRADEUL_MAINT_LOG_DIR=str(self.log_dir), PYTHONPATH=str(self.root))
+        if self.redis_url:
+            env["TRADEUL_MAINT_REDIS_URL"] = self.redis_url
+        env.update(extra)
+        return env
+
+    def cli(self, *args: str, **env: str):
+        """Run the CLI in process (fast); returns click's Result with exit_code, stdout, stderr."""
+        result = CliRunner().invoke(app, list(args), env=self.env(**env), catch_exceptions=False)
+        return result
+
+    def spawn(self, *args: str, **env: str) -> subprocess.Popen:
+        """Run the CLI in a subprocess (signals, concurrency, crashes)."""
+        return subprocess.Popen([sys.executable, "-m", "tradeul_maint", *args], env=self.env(**env),
+                                cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def run(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tradeul_maint", *args], env=self.env(**env), cwd=self.root,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def project(tmp_path, redis_url, calendar_cache, monkeypatch) -> Project:
+    p = Project(tmp_path, redis_url)
+    shutil.copytree(calendar_cache, p.state_dir / "cache")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return p
+
+
+MARKER_SCRIPT = """\
+import os, sys, time
+name, date, sleep, fail = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "fail"
+with open(os.path.join(os.path.dirname(__file__), name + ".started"), "a") as f:
+    f.write(date + "\\n")
+time.sleep(sleep)
+if fail:
+    print("something went wrong in " + name, file=sys.stderr)
+    sys.exit(3)
+with open(os.path.join(os.path.dirname(__file__), name + ".count"), "a") as f:
+    f.write(date + "\\n")
+"""
+
+
+def marker_tasks(directory: Path, names: list[str], deps: dict[str, list[str]] | None = None,
+                 sleep: dict[str, float] | float = 0.0, fail: tuple[str, ...] = (), extra: str = "") -> str:
+    """[[tasks]] tables of command tasks that append a line to `<name>.count` each time they complete.
+
+    `<name>.started` gets a line when one starts; tasks in `fail` exit 3 instead of completing.
+    """
+    script = directory / "marker.py"
+    script.write_text(MARKER_SCRIPT)
+    deps = deps or {}
+    out = []
+    for name in names:
+        pause = sleep.get(name, 0.0) if isinstance(sleep, dict) else sleep
+        argv = [sys.executable, str(script), name, "{date}", str(pause), "fail" if name in fail else "ok"]
+        after = f"\nafter = {deps[name]!r}".replace("'", '"') if name in deps else ""
+        args = ", ".join(f"'{a}'" for a in argv)
+        out.append(f'[[tasks]]\nname = "{name}"\ncommand = [{args}]{after}\n{extra}')
+    return "\n".join(out)
+
+
+def count_runs(directory: Path, name: str, what: str = "count") -> list[str]:
+    path = directory / f"{name}.{what}"
+    return path.read_text().split() if path.exists() else []

@@ -1,0 +1,3 @@
+from tradeul_maint.cli import main
+
+main()

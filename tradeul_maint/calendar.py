@@ -1,0 +1,219 @@
+"""The trading calendar: which days are sessions, when they open and close, when their window is.
+
+exchange-calendars (and the pandas it imports) answers these questions, but costs half a
+second and 100 MB to load, which a cron tick every few minutes should not pay. So the
+schedule is derived from it once and kept as a small JSON file in the state directory,
+keyed by calendar code and library version, and rebuilt before it runs out. Everything
+else here is plain datetime and zoneinfo arithmetic on that schedule, overrides included.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from tradeul_maint.errors import CalendarExpiredError, ConfigError, UsageError
+from tradeul_maint.settings import CalendarOverrides, WindowStart
+
+CACHE_FORMAT = 1
+CACHE_MAX_AGE = dt.timedelta(days=7)
+UTC = dt.timezone.utc
+
+
+@dataclass(frozen=True)
+class Window:
+    """When a session's maintenance may start: [start, end) in UTC."""
+
+    session: dt.date
+    start: dt.datetime
+    end: dt.datetime
+
+    def contains(self, moment: dt.datetime) -> bool:
+        return self.start <= moment < self.end
+
+
+class TradingCalendar:
+    """Sessions with their open and close (UTC), with the operator's overrides applied."""
+
+    def __init__(self, code: str, tz: str, version: str, days: list[tuple[dt.date, int, int]],
+                 overrides: CalendarOverrides = CalendarOverrides()):
+        self.code = code
+        self.tz = ZoneInfo(tz)
+        self.version = version
+        self.overrides = overrides
+        days = [d for d in days if d[0] not in overrides.closed]
+        self._days = [d for d, _, _ in days]
+        self._opens = [o for _, o, _ in days]
+        self._closes = [c for _, _, c in days]
+        for day, local_close in overrides.early_closes.items():
+            i = self._index(day)
+            if i is None:
+                raise ConfigError(f"[calendar] early_closes: {day} is not a session of {code}")
+            close = dt.datetime.combine(day, local_close, self.tz).astimezone(UTC)
+            if close.timestamp() <= self._opens[i]:
+                raise ConfigError(f"[calendar] early_closes: {day} {local_close:%H:%M} is before the open")
+            self._closes[i] = int(close.timestamp())
+        if not self._days:
+            raise ConfigError(f"calendar {code} has no sessions")
+
+    # --- plain questions -------------------------------------------------------------
+
+    @property
+    def first_session(self) -> dt.date:
+        return self._days[0]
+
+    @property
+    def last_session(self) -> dt.date:
+        return self._days[-1]
+
+    def _index(self, day: dt.date) -> int | None:
+        i = bisect.bisect_left(self._days, day)
+        return i if i < len(self._days) and self._days[i] == day else None
+
+    def is_session(self, day: dt.date) -> bool:
+        self.check_bounds(day)
+        return self._index(day) is not None
+
+    def check_bounds(self, day: dt.date) -> None:
+        if not self.first_session <= day <= self.last_session:
+            raise UsageError(f"{day} is outside the {self.code} calendar ({self.first_session} to "
+                             f"{self.last_session})")
+
+    def open(self, session: dt.date) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._opens[self._require(session)], UTC)
+
+    def close(self, session: dt.date) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._closes[self._require(session)], UTC)
+
+    def _require(self, session: dt.date) -> int:
+        i = self._index(session)
+        if i is None:
+            raise UsageError(f"{session} is not a {self.code} trading session")
+        return i
+
+    def sessions_between(self, first: dt.date, last: dt.date) -> list[dt.date]:
+        """Sessions in [first, last], oldest first."""
+        return self._days[bisect.bisect_left(self._days, first):bisect.bisect_right(self._days, last)]
+
+    def sessions_up_to(self, last: dt.date, count: int) -> list[dt.date]:
+        """The `count` sessions on or before `last`, oldest first."""
+        end = bisect.bisect_right(self._days, last)
+        return self._days[max(0, end - count):end]
+
+    def next_session_after(self, day: dt.date) -> dt.date | None:
+        i = bisect.bisect_right(self._days, day)
+        return self._days[i] if i < len(self._days) else None
+
+    def local_date(self, moment: dt.datetime) -> dt.date:
+        return moment.astimezone(self.tz).date()
+
+    def market_open_at(self, moment: dt.datetime) -> bool:
+        """True between a session's open and close."""
+        ts = moment.timestamp()
+        i = bisect.bisect_right(self._opens, ts) - 1
+        return i >= 0 and self._opens[i] <= ts < self._closes[i]
+
+    def max_span_days(self, sessions: int) -> int:
+        """The most calendar days that `sessions` consecutive sessions (plus today) can cover."""
+        days = self._days
+        if len(days) <= sessions:
+            return (days[-1] - days[0]).days + 1
+        return max((days[i + sessions] - days[i]).days for i in range(len(days) - sessions)) + 1
+
+    # --- windows ---------------------------------------------------------------------
+
+    def window(self, session: dt.date, start: WindowStart, minutes: int) -> Window:
+        if start.wall_time is not None:
+            self._require(session)
+            # zoneinfo resolves the wall time with that day's UTC offset, so DST is handled here.
+            begin = dt.datetime.combine(session, start.wall_time, self.tz).astimezone(UTC)
+        else:
+            begin = self.close(session) + start.close_offset
+        return Window(session, begin, begin + dt.timedelta(minutes=minutes))
+
+    def check_current(self, now: dt.datetime) -> None:
+        """Refuse to decide anything when the calendar does not reach today."""
+        if self.local_date(now) > self.last_session:
+            raise CalendarExpiredError(
+                f"the {self.code} calendar of exchange-calendars {self.version} ends on {self.last_session}, "
+                f"before today ({self.local_date(now)}): upgrade exchange-calendars")
+
+
+# --- the schedule cache ----------------------------------------------------------------
+
+
+def library_version() -> str:
+    try:
+        return metadata.version("exchange-calendars")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def load_calendar(code: str, overrides: CalendarOverrides, cache_dir: Path,
+                  today: dt.date | None = None) -> TradingCalendar:
+    """The calendar from the cache when it is current, else built from exchange-calendars."""
+    today = today or dt.date.today()
+    version = library_version()
+    path = cache_dir / f"calendar-{code}-{version}.json"
+    data = _read_cache(path, today)
+    if data is None:
+        data = _build_schedule(code, version, today)
+        _write_cache(path, data)
+    days = [(dt.date.fromisoformat(d), o, c) for d, o, c in data["sessions"]]
+    return TradingCalendar(code, data["tz"], version, days, overrides)
+
+
+def _read_cache(path: Path, today: dt.date) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        built = dt.date.fromisoformat(data["built_on"])
+        if data["format"] != CACHE_FORMAT or not built <= today < built + CACHE_MAX_AGE:
+            return None
+        return data
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing, stale or damaged: rebuild it
+
+
+def _write_cache(path: Path, data: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".calendar-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, separators=(",", ":"))
+        os.replace(tmp, path)  # atomic: concurrent runs read either the old or the new file
+    except OSError:
+        pass  # a read-only state dir only costs the rebuild next time
+
+
+def _build_schedule(code: str, version: str, today: dt.date) -> dict:
+    import warnings
+
+    with warnings.catch_warnings():
+        # exchange-calendars 4.13 under pandas 3.1 warns about its own use of pandas.
+        warnings.simplefilter("ignore")
+        import exchange_calendars as xcals
+
+        try:
+            cal = xcals.get_calendar(code)
+        except xcals.errors.InvalidCalendarName:
+            raise ConfigError(f"[schedule] calendar = {code!r} is not an exchange-calendars code "
+                              "(e.g. XNYS, XNAS, XLON, XTKS)") from None
+        schedule = cal.schedule
+        opens = [int(ts.timestamp()) for ts in schedule["open"]]
+        closes = [int(ts.timestamp()) for ts in schedule["close"]]
+        dates = [d.date().isoformat() for d in schedule.index]
+    return {
+        "format": CACHE_FORMAT,
+        "code": code,
+        "version": version,
+        "built_on": today.isoformat(),
+        "tz": str(cal.tz),
+        "sessions": [list(row) for row in zip(dates, opens, closes)],
+    }

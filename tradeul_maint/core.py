@@ -1,0 +1,146 @@
+"""The commands' work without the command line: load, plan, lock, run, report.
+
+Each function takes settings and plain values and returns a report for the CLI to render;
+failures are MaintError subclasses that the CLI turns into exit codes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import redis
+from loguru import logger
+
+from tradeul_maint import planner
+from tradeul_maint.calendar import TradingCalendar, load_calendar
+from tradeul_maint.connection import open_redis
+from tradeul_maint.errors import ConfigError, LockBusyError, RedisUnavailableError, UsageError
+from tradeul_maint.keys import Keys
+from tradeul_maint.lock import LockHolder, RunLock
+from tradeul_maint.planner import Plan
+from tradeul_maint.runner import CycleResult, Runner, StopSignals
+from tradeul_maint.settings import Settings
+from tradeul_maint.state import SessionStatus, iso
+from tradeul_maint.store import StateStore
+from tradeul_maint.tasks import ProcessGroups
+
+UTC = dt.timezone.utc
+
+
+@dataclass
+class RunReport:
+    plan: Plan
+    results: list[CycleResult] = field(default_factory=list)
+    busy: LockHolder | None = None  # cron mode found the lock taken and did nothing
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.results)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every command needs before it talks to Redis."""
+
+    settings: Settings
+    calendar: TradingCalendar
+    now: dt.datetime
+
+    def clock(self) -> dt.datetime:
+        """`now`, advancing with real time, so --now simulations record sensible durations."""
+        return self.now + dt.timedelta(seconds=time.monotonic() - _STARTED)
+
+
+_STARTED = time.monotonic()
+
+
+def prepare(settings: Settings, now_text: str | None) -> Context:
+    calendar = load_calendar(settings.schedule.calendar, settings.calendar, settings.state_dir / "cache")
+    _check_ttl(settings, calendar)
+    return Context(settings, calendar, parse_now(now_text, calendar))
+
+
+def parse_now(text: str | None, calendar: TradingCalendar) -> dt.datetime:
+    """ISO 8601; a naive time is exchange-local. None means the real current time."""
+    if not text:
+        return dt.datetime.now(UTC)
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"--now {text!r}: expected an ISO 8601 time like 2026-11-27T17:05 or "
+                         "2026-11-27T22:05:00+00:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=calendar.tz)
+    return moment.astimezone(UTC)
+
+
+def _check_ttl(settings: Settings, calendar: TradingCalendar) -> None:
+    """Everything the lookback can reach must still be in Redis."""
+    needed = calendar.max_span_days(settings.schedule.lookback_sessions) + 1
+    if settings.redis.status_ttl_days < needed:
+        raise ConfigError(
+            f"[redis] status_ttl_days = {settings.redis.status_ttl_days} is shorter than the "
+            f"{settings.schedule.lookback_sessions} sessions of lookback can span on {calendar.code} "
+            f"({needed} days): raise it to at least {needed}")
+
+
+@contextmanager
+def connected(ctx: Context) -> Iterator[StateStore]:
+    s = ctx.settings
+    try:
+        with open_redis(s.redis.url, s.state_dir) as (client, _where):
+            yield StateStore(client, Keys(s.redis.key_prefix), s.redis.status_ttl_days, s.redis.lock_lease_seconds)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnavailableError(f"lost the connection to Redis: {str(exc).strip() or type(exc).__name__}") \
+            from None
+
+
+def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = (), force: bool = False,
+        dry_run: bool = False) -> RunReport:
+    """`run`: cron mode without `session`, a manual trigger with it."""
+    s = ctx.settings
+    if session is not None:
+        planner.check_session(ctx.calendar, session, ctx.now)
+
+    def make_plan(store: StateStore) -> tuple[Plan, dict[dt.date, SessionStatus | None]]:
+        if session is not None:
+            statuses = store.statuses([session])
+            return planner.plan_manual(ctx.now, ctx.calendar, s.tasks, statuses[session], session, only,
+                                       force), statuses
+        statuses = store.statuses(planner.sessions_in_view(ctx.now, ctx.calendar, s.schedule))
+        return planner.plan_cron(ctx.now, ctx.calendar, s.schedule, s.run, s.tasks, statuses), statuses
+
+    with connected(ctx) as store:
+        plan, _ = make_plan(store)
+        if plan.empty and not dry_run:
+            logger.bind(deferred=[f"{d.session}: {d.reason}" for d in plan.deferred]).debug("nothing_to_do")
+        if plan.empty or dry_run:
+            return RunReport(plan)
+        try:
+            return _execute(ctx, store, make_plan)
+        except LockBusyError as exc:
+            if session is None:
+                logger.bind(holder=exc.holder).debug("lock_busy")
+                return RunReport(plan, busy=LockHolder(**exc.holder) if exc.holder else None)
+            raise
+
+
+def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
+    s = ctx.settings
+    run_id = uuid.uuid4().hex[:12]
+    lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now))
+    groups = ProcessGroups()
+    with lock, StopSignals(groups) as stop:
+        # Plan again under the lock: a runner that finished a moment ago may have done it all.
+        plan, statuses = make_plan(store)
+        report = RunReport(plan)
+        runner = Runner(s, store, lock, ctx.clock, store.client, stop, groups)
+        for planned in plan.sessions:
+            stop.check()
+            report.results.append(runner.run_cycle(planned, statuses.get(planned.session)))
+        return report

@@ -1,0 +1,67 @@
+"""One exception family for the core; the CLI alone turns them into exit codes.
+
+Each class is a failure an operator can act on, and its message says what to fix.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_TASKS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CALENDAR_EXPIRED = 69
+EXIT_TEMPORARY = 75
+EXIT_CONFIG = 78
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class MaintError(Exception):
+    """Base of every error the core raises on purpose."""
+
+    exit_code = EXIT_TEMPORARY
+
+
+class UsageError(MaintError):
+    """Bad arguments: an invalid or future date, a date that is not a session, an unknown task."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(MaintError):
+    """The configuration cannot be used as written."""
+
+    exit_code = EXIT_CONFIG
+
+
+class CalendarExpiredError(MaintError):
+    """The trading calendar ends before the current time: exchange-calendars must be upgraded."""
+
+    exit_code = EXIT_CALENDAR_EXPIRED
+
+
+class RedisUnavailableError(MaintError):
+    """Redis cannot be reached or timed out; the next cron tick may succeed."""
+
+    exit_code = EXIT_TEMPORARY
+
+
+class LockBusyError(MaintError):
+    """Another runner holds the run lock."""
+
+    exit_code = EXIT_TEMPORARY
+
+    def __init__(self, message: str, holder: dict | None = None):
+        super().__init__(message)
+        self.holder = holder or {}
+
+
+class LockLostError(MaintError):
+    """This runner's lease expired and another runner took the lock: it must stop writing."""
+
+    exit_code = EXIT_TEMPORARY
+
+
+class EmbeddedRedisError(MaintError):
+    """The embedded redis-server could not be started."""
+
+    exit_code = EXIT_TEMPORARY

@@ -1,0 +1,30 @@
+"""Every Redis key the tool uses, built here and nowhere else.
+
+The names match the scheduler service being replaced, so its history stays readable.
+For Redis Cluster, a hash-tagged prefix (`{maintenance}`) puts them all in one slot,
+which the fenced Lua scripts need.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "maintenance"
+
+    def status(self, session: dt.date) -> str:
+        return f"{self.prefix}:status:{session.isoformat()}"
+
+    def executed(self, session: dt.date) -> str:
+        return f"{self.prefix}:executed:{session.isoformat()}"
+
+    @property
+    def last_run(self) -> str:
+        return f"{self.prefix}:last_run"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.prefix}:lock"

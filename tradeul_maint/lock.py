@@ -1,0 +1,123 @@
+"""The run lock: one runner at a time across every process and host sharing the Redis.
+
+The lock has an owner. Its value is a unique token that also says who holds it (host,
+pid, since); it is taken with `SET NX PX` (lease in the same command), renewed by a
+background thread while tasks run, and renewed or released only by Lua that checks the
+token first. A holder that dies stops renewing and its lease expires. A holder that was
+paused past its lease finds the token changed and learns it has lost the lock: every
+state write is fenced on the same token (see store.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+
+import redis
+from loguru import logger
+
+from tradeul_maint.errors import LockBusyError, LockLostError
+
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    host: str
+    pid: int
+    since: str
+    run_id: str
+
+    @classmethod
+    def parse(cls, raw: bytes | str | None) -> LockHolder | None:
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw)
+            return cls(host=str(doc["host"]), pid=int(doc["pid"]), since=str(doc["since"]),
+                       run_id=str(doc.get("run_id", "")))
+        except (ValueError, KeyError, TypeError):
+            return cls(host="?", pid=0, since="?", run_id=str(raw)[:40])
+
+    def describe(self) -> str:
+        return f"host {self.host}, pid {self.pid}, since {self.since}"
+
+
+class RunLock:
+    """Use as a context manager; `token` fences the state writes made while holding it."""
+
+    def __init__(self, client: redis.Redis, key: str, lease_seconds: float, run_id: str, since: str):
+        self._client = client
+        self._key = key
+        self._lease_ms = max(100, int(lease_seconds * 1000))
+        self.run_id = run_id
+        self.token = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": since,
+                                 "run_id": run_id, "nonce": uuid.uuid4().hex}, separators=(",", ":"))
+        self._renew = client.register_script(RENEW)
+        self._release = client.register_script(RELEASE)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost = threading.Event()
+
+    def acquire(self) -> None:
+        if not self._client.set(self._key, self.token, nx=True, px=self._lease_ms):
+            holder = LockHolder.parse(self._client.get(self._key))
+            where = holder.describe() if holder else "a runner that just released it"
+            raise LockBusyError(f"another runner holds the lock ({where}); try again when it has finished",
+                                holder=holder.__dict__ if holder else None)
+        self._thread = threading.Thread(target=self._keep_alive, name="lock-renewal", daemon=True)
+        self._thread.start()
+
+    def _keep_alive(self) -> None:
+        interval = self._lease_ms / 3000
+        while not self._stop.wait(interval):
+            try:
+                if not self._renew(keys=[self._key], args=[self.token, self._lease_ms]):
+                    logger.bind(event="lock_lost").error("lock_lost")
+                    self.lost.set()
+                    return
+            except redis.RedisError as exc:
+                # Keep trying while the lease lasts; the fenced writes will tell if it ran out.
+                logger.bind(event="lock_renewal_failed", error=str(exc)).warning("lock_renewal_failed")
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise LockLostError("this runner lost the run lock (its lease expired and another runner took "
+                                "over); it stopped without writing more state")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            self._release(keys=[self._key], args=[self.token])
+        except redis.RedisError:
+            pass  # the lease expires on its own
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def read_holder(client: redis.Redis, key: str) -> LockHolder | None:
+    return LockHolder.parse(client.get(key))
+

@@ -1,0 +1,168 @@
+"""What should this invocation do? A pure function of (now, calendar, settings, stored states).
+
+No Redis and no clock in here: the caller reads the states, passes the time, and gets a
+Plan of sessions to run (oldest first) with the tasks and the reason for each, plus the
+sessions it considered and left alone, and why. `--dry-run` prints exactly this.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from tradeul_maint.calendar import TradingCalendar
+from tradeul_maint.errors import UsageError
+from tradeul_maint.settings import RunSettings, ScheduleSettings, TaskSpec
+from tradeul_maint.state import SessionStatus
+
+
+@dataclass(frozen=True)
+class PlannedSession:
+    session: dt.date
+    tasks: tuple[str, ...]  # to run in this cycle, in configuration order
+    reason: str
+    catchup_skipped: dict[str, str] = field(default_factory=dict)  # task -> why it is not run here
+
+
+@dataclass(frozen=True)
+class Deferred:
+    session: dt.date
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    sessions: tuple[PlannedSession, ...] = ()
+    deferred: tuple[Deferred, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.sessions
+
+
+def sessions_in_view(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSettings) -> list[dt.date]:
+    """The lookback: the last `lookback_sessions` sessions up to today, oldest first."""
+    calendar.check_current(now)
+    return calendar.sessions_up_to(calendar.local_date(now), schedule.lookback_sessions)
+
+
+def plan_cron(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSettings, run: RunSettings,
+              tasks: tuple[TaskSpec, ...], statuses: dict[dt.date, SessionStatus | None]) -> Plan:
+    """Today's session inside its window, and (with auto_recover) missed sessions before it."""
+    planned: list[PlannedSession] = []
+    deferred: list[Deferred] = []
+    for session in sessions_in_view(now, calendar, schedule):
+        window = calendar.window(session, schedule.window_start, schedule.window_minutes)
+        status = statuses.get(session)
+        if now < window.start or (status is not None and status.done):
+            continue
+        if window.contains(now):
+            why = f"inside its window ({_local(window.start, calendar)}-{_local(window.end, calendar)})"
+        elif not schedule.auto_recover:
+            deferred.append(Deferred(session, "missed; auto_recover is off (use `recover`)"))
+            continue
+        elif calendar.market_open_at(now) and not schedule.recover_during_market_hours:
+            deferred.append(Deferred(session, "missed; catch-up waits for the market to close"))
+            continue
+        else:
+            why = f"catch-up: {describe(status)}"
+        if (wait := retry_gate(status, now, run)) is not None:
+            deferred.append(Deferred(session, wait))
+            continue
+        planned.append(PlannedSession(session, pending_tasks(tasks, status), why))
+    return Plan(apply_catchup_policy(planned, tasks), tuple(deferred))
+
+
+def plan_manual(now: dt.datetime, calendar: TradingCalendar, tasks: tuple[TaskSpec, ...],
+                status: SessionStatus | None, session: dt.date, only: tuple[str, ...] = (),
+                force: bool = False) -> Plan:
+    """`run --date D [--task T...] [--force]`: one session, whatever the window says."""
+    check_session(calendar, session, now)
+    unknown = [name for name in only if name not in {t.name for t in tasks}]
+    if unknown:
+        raise UsageError(f"unknown task '{unknown[0]}': configured tasks are "
+                         f"{', '.join(t.name for t in tasks)}")
+    if only:
+        chosen = tuple(t.name for t in tasks if t.name in only)
+        return Plan((PlannedSession(session, chosen, f"manual: only {', '.join(chosen)}"),))
+    if status is not None and status.done and not force:
+        return Plan(deferred=(Deferred(session, "already done (use --force to run it again)"),))
+    if force:
+        return Plan((PlannedSession(session, tuple(t.name for t in tasks), "manual, forced: every task"),))
+    return Plan((PlannedSession(session, pending_tasks(tasks, status), f"manual: {describe(status)}"),))
+
+
+def plan_recover(sessions: list[dt.date], tasks: tuple[TaskSpec, ...],
+                 statuses: dict[dt.date, SessionStatus | None], force: bool = False) -> Plan:
+    """`recover`: every given session that is not done (or all, forced), oldest first."""
+    planned = []
+    for session in sorted(sessions):
+        status = statuses.get(session)
+        if status is not None and status.done and not force:
+            continue
+        chosen = tuple(t.name for t in tasks) if force else pending_tasks(tasks, status)
+        planned.append(PlannedSession(session, chosen, "forced" if force and status and status.done
+                                      else describe(status)))
+    return Plan(apply_catchup_policy(planned, tasks))
+
+
+def check_session(calendar: TradingCalendar, session: dt.date, now: dt.datetime) -> None:
+    today = calendar.local_date(now)
+    if session > today:
+        raise UsageError(f"{session} is in the future (today is {today} in {calendar.tz.key})")
+    if not calendar.is_session(session):
+        raise UsageError(f"{session} is not a {calendar.code} trading session")
+
+
+def pending_tasks(tasks: tuple[TaskSpec, ...], status: SessionStatus | None) -> tuple[str, ...]:
+    """Resume: the tasks that have not completed for this session."""
+    if status is None or status.corrupt:
+        return tuple(t.name for t in tasks)
+    return tuple(t.name for t in tasks if not status.completed(t.name))
+
+
+def apply_catchup_policy(planned: list[PlannedSession], tasks: tuple[TaskSpec, ...]) -> tuple[PlannedSession, ...]:
+    """`catchup = "latest"` tasks run only in the newest session of a multi-session catch-up."""
+    latest_only = {t.name for t in tasks if t.catchup == "latest"}
+    if len(planned) < 2 or not latest_only:
+        return tuple(planned)
+    newest = planned[-1].session
+    out = []
+    for p in planned[:-1]:
+        skipped = {n: f"catchup = \"latest\": runs for {newest} only" for n in p.tasks if n in latest_only}
+        out.append(PlannedSession(p.session, tuple(n for n in p.tasks if n not in skipped), p.reason, skipped))
+    return tuple(out) + (planned[-1],)
+
+
+def retry_gate(status: SessionStatus | None, now: dt.datetime, run: RunSettings) -> str | None:
+    """Why a cron-mode run must not retry this session now, or None when it may."""
+    if status is None or status.attempts == 0:
+        return None
+    if status.attempts >= run.max_attempts:
+        return (f"gave up after {status.attempts} attempts (max_attempts = {run.max_attempts}); "
+                f"run it by hand with `run --date {status.session}`")
+    if status.failed and status.completed_at is not None:
+        wait = dt.timedelta(minutes=run.retry_backoff_minutes * 2 ** (status.attempts - 1))
+        retry_at = status.completed_at + wait
+        if now < retry_at:
+            return f"failed {status.attempts} time(s); next retry after {retry_at.isoformat(timespec='minutes')}"
+    return None
+
+
+def describe(status: SessionStatus | None) -> str:
+    if status is None:
+        return "no maintenance recorded"
+    if status.corrupt:
+        return f"status document unreadable ({status.corrupt})"
+    if status.done:
+        return "done"
+    failed = [n for n, s in status.tasks.items() if s in ("failed", "skipped")]
+    if status.unfinished:
+        return "interrupted or still running"
+    if failed:
+        return f"failed ({', '.join(failed)})"
+    return "not finished"
+
+
+def _local(moment: dt.datetime, calendar: TradingCalendar) -> str:
+    return moment.astimezone(calendar.tz).strftime("%H:%M")

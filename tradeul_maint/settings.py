@@ -1,0 +1,457 @@
+"""Settings: command-line option > environment variable > TOML file > default.
+
+Everything is validated here, once, so the rest of the code can trust what it gets:
+an unknown key, a bad value, a duplicate task or a dependency cycle is a ConfigError
+naming the file, the key and what to write instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tradeul_maint.errors import ConfigError
+
+DEFAULT_CONFIG_PATHS = (Path("tradeul-maint.toml"), Path("/etc/tradeul/maint.toml"))
+TASK_NAME = re.compile(r"^[a-z0-9_-]+$")
+WALL_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+CLOSE_RELATIVE = re.compile(r"^close(?:([+-])(\d+)([mh]))?$")
+DURATION = re.compile(r"^(\d+)\s*(s|m|h)?$")
+SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB)$", re.IGNORECASE)
+LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class WindowStart:
+    """When a session's window opens: a local wall time, or an offset from that session's close."""
+
+    wall_time: dt.time | None = None
+    close_offset: dt.timedelta | None = None
+
+    def __str__(self) -> str:
+        if self.wall_time is not None:
+            return self.wall_time.strftime("%H:%M")
+        minutes = int(self.close_offset.total_seconds() // 60)
+        return f"close{'+' if minutes >= 0 else '-'}{abs(minutes)}m"
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    calendar: str = "XNYS"
+    window_start: WindowStart = WindowStart(wall_time=dt.time(17, 0))
+    window_minutes: int = 30
+    lookback_sessions: int = 7
+    auto_recover: bool = True
+    recover_during_market_hours: bool = False
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    max_parallel: int = 1
+    max_attempts: int = 5
+    retry_backoff_minutes: float = 5
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str | None = None
+    key_prefix: str = "maintenance"
+    status_ttl_days: int = 30
+    lock_lease_seconds: float = 60
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    dir: Path | None = None  # None: the default /var/log/tradeul
+    rotation_bytes: int = 10 * 1024 * 1024
+    retention: int = 5
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class CalendarOverrides:
+    """Corrections the calendar library does not know yet."""
+
+    closed: frozenset[dt.date] = frozenset()
+    early_closes: dict[dt.date, dt.time] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One configured task; exactly one of command, python or builtin is set."""
+
+    name: str
+    command: tuple[str, ...] | None = None
+    python: str | None = None
+    builtin: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    timeout: float | None = None
+    retries: int = 0
+    retry_delay: float = 30
+    catchup: str = "all"
+
+    @property
+    def kind(self) -> str:
+        return "command" if self.command else "python" if self.python else "builtin"
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_path: Path | None
+    state_dir: Path
+    log_dir_override: Path | None
+    schedule: ScheduleSettings
+    run: RunSettings
+    redis: RedisSettings
+    logging: LoggingSettings
+    calendar: CalendarOverrides
+    tasks: tuple[TaskSpec, ...]
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)
+
+    def task(self, name: str) -> TaskSpec:
+        return next(t for t in self.tasks if t.name == name)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line gave; None means 'not given'."""
+
+    config: Path | None = None
+    redis_url: str | None = None
+    state_dir: Path | None = None
+    log_dir: Path | None = None
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def load_settings(cli: Overrides, env: dict[str, str] | None = None, require_tasks: bool = True) -> Settings:
+    env = os.environ if env is None else env
+    path = _config_path(cli, env)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    where = str(path) if path else "defaults"
+    try:
+        return _build(raw, path, cli, env, require_tasks)
+    except ConfigError as exc:
+        raise ConfigError(f"config error in {where}: {exc}") from None
+
+
+def _config_path(cli: Overrides, env: dict[str, str]) -> Path | None:
+    explicit = cli.config or (Path(env["TRADEUL_MAINT_CONFIG"]) if env.get("TRADEUL_MAINT_CONFIG") else None)
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        return explicit
+    return next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+
+
+def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], require_tasks: bool) -> Settings:
+    _only(raw, "", {"schedule", "run", "redis", "logging", "calendar", "tasks"})
+    schedule = _schedule(_table(raw, "schedule"))
+    run = _run(_table(raw, "run"))
+    redis = _redis(_table(raw, "redis"), cli, env)
+    logging = _logging(_table(raw, "logging"))
+    calendar = _calendar(_table(raw, "calendar"))
+    tasks = _tasks(raw.get("tasks", []), require_tasks)
+    state_dir = cli.state_dir or (Path(env["TRADEUL_MAINT_STATE_DIR"]) if env.get("TRADEUL_MAINT_STATE_DIR") else None)
+    if state_dir is None:
+        xdg = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "state")
+        state_dir = Path(xdg) / "tradeul-maint"
+    log_dir = cli.log_dir or (Path(env["TRADEUL_MAINT_LOG_DIR"]) if env.get("TRADEUL_MAINT_LOG_DIR") else None)
+    return Settings(
+        config_path=path,
+        state_dir=state_dir.expanduser(),
+        log_dir_override=log_dir,
+        schedule=schedule,
+        run=run,
+        redis=redis,
+        logging=logging,
+        calendar=calendar,
+        tasks=tasks,
+    )
+
+
+def _table(raw: dict, name: str) -> dict:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    _only(value, name, None)
+    return value
+
+
+_KNOWN = {
+    "schedule": {"calendar", "window_start", "window_minutes", "lookback_sessions", "auto_recover",
+                 "recover_during_market_hours"},
+    "run": {"max_parallel", "max_attempts", "retry_backoff_minutes"},
+    "redis": {"url", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
+    "logging": {"dir", "rotation", "retention", "level"},
+    "calendar": {"closed", "early_closes"},
+    "tasks": {"name", "command", "python", "builtin", "params", "after", "timeout", "retries", "retry_delay",
+              "catchup"},
+}
+
+
+def _only(table: dict, section: str, known: set[str] | None) -> None:
+    known = _KNOWN[section] if known is None else known
+    for key in table:
+        if key not in known:
+            where = f"[{section}]" if section else "at top level"
+            hint = ", ".join(sorted(known))
+            raise ConfigError(f"unknown key '{key}' {where} (known: {hint})")
+
+
+def _typed(table: dict, section: str, key: str, kind: type | tuple, default: Any) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        value = object()  # booleans are ints in Python, never in a config file
+    if not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise ConfigError(f"[{section}] {key} = {table[key]!r}: expected {names}")
+    return value
+
+
+def _positive(section: str, key: str, value: float, minimum: float = 1) -> float:
+    if value < minimum:
+        raise ConfigError(f"[{section}] {key} = {value}: must be at least {minimum}")
+    return value
+
+
+def parse_window_start(text: str) -> WindowStart:
+    text = text.strip().replace(" ", "")
+    if match := WALL_TIME.match(text):
+        return WindowStart(wall_time=dt.time(int(match[1]), int(match[2])))
+    if match := CLOSE_RELATIVE.match(text):
+        sign, amount, unit = match.groups()
+        minutes = 0 if amount is None else int(amount) * (60 if unit == "h" else 1)
+        return WindowStart(close_offset=dt.timedelta(minutes=-minutes if sign == "-" else minutes))
+    raise ConfigError(f"[schedule] window_start = {text!r}: expected a local time like \"17:00\" "
+                      "or an offset from the close like \"close+60m\"")
+
+
+def _schedule(t: dict) -> ScheduleSettings:
+    d = ScheduleSettings()
+    calendar = _typed(t, "schedule", "calendar", str, d.calendar).strip()
+    if not calendar:
+        raise ConfigError("[schedule] calendar is empty: give an exchange-calendars code such as \"XNYS\"")
+    window_start = parse_window_start(_typed(t, "schedule", "window_start", str, "17:00"))
+    window_minutes = _typed(t, "schedule", "window_minutes", int, d.window_minutes)
+    if not 1 <= window_minutes <= 24 * 60:
+        raise ConfigError(f"[schedule] window_minutes = {window_minutes}: must be between 1 and 1440")
+    if window_start.close_offset is not None and abs(window_start.close_offset) > dt.timedelta(hours=24):
+        raise ConfigError(f"[schedule] window_start = \"{window_start}\": an offset from the close must be "
+                          "within 24 hours")
+    return ScheduleSettings(
+        calendar=calendar.upper() if calendar.isalpha() else calendar,
+        window_start=window_start,
+        window_minutes=window_minutes,
+        lookback_sessions=int(_positive("schedule", "lookback_sessions",
+                                        _typed(t, "schedule", "lookback_sessions", int, d.lookback_sessions))),
+        auto_recover=_typed(t, "schedule", "auto_recover", bool, d.auto_recover),
+        recover_during_market_hours=_typed(t, "schedule", "recover_during_market_hours", bool,
+                                           d.recover_during_market_hours),
+    )
+
+
+def _run(t: dict) -> RunSettings:
+    d = RunSettings()
+    return RunSettings(
+        max_parallel=int(_positive("run", "max_parallel", _typed(t, "run", "max_parallel", int, d.max_parallel))),
+        max_attempts=int(_positive("run", "max_attempts", _typed(t, "run", "max_attempts", int, d.max_attempts))),
+        retry_backoff_minutes=_positive("run", "retry_backoff_minutes",
+                                        _typed(t, "run", "retry_backoff_minutes", (int, float),
+                                               d.retry_backoff_minutes), 0),
+    )
+
+
+def _redis(t: dict, cli: Overrides, env: dict[str, str]) -> RedisSettings:
+    d = RedisSettings()
+    url = cli.redis_url or env.get("TRADEUL_MAINT_REDIS_URL") or env.get("REDIS_URL") or \
+        _typed(t, "redis", "url", str, None)
+    prefix = _typed(t, "redis", "key_prefix", str, d.key_prefix)
+    if not prefix or any(c.isspace() for c in prefix):
+        raise ConfigError(f"[redis] key_prefix = {prefix!r}: must be non-empty without spaces")
+    return RedisSettings(
+        url=url or None,
+        key_prefix=prefix,
+        status_ttl_days=int(_positive("redis", "status_ttl_days",
+                                      _typed(t, "redis", "status_ttl_days", int, d.status_ttl_days))),
+        lock_lease_seconds=_positive("redis", "lock_lease_seconds",
+                                     _typed(t, "redis", "lock_lease_seconds", (int, float), d.lock_lease_seconds)),
+    )
+
+
+def parse_size(text: str | int) -> int:
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    match = SIZE.match(str(text).strip())
+    if not match:
+        raise ConfigError(f"[logging] rotation = {text!r}: expected a size like \"10 MB\"")
+    factor = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[match[2].upper()]
+    return int(float(match[1]) * factor)
+
+
+def _logging(t: dict) -> LoggingSettings:
+    d = LoggingSettings()
+    directory = _typed(t, "logging", "dir", str, None)
+    level = _typed(t, "logging", "level", str, d.level).upper()
+    if level not in LEVELS:
+        raise ConfigError(f"[logging] level = {level!r}: expected one of {', '.join(LEVELS)}")
+    rotation = parse_size(_typed(t, "logging", "rotation", (str, int), d.rotation_bytes))
+    if rotation < 1024:
+        raise ConfigError(f"[logging] rotation = {t.get('rotation')!r}: must be at least 1 KB")
+    return LoggingSettings(
+        dir=Path(directory) if directory else None,
+        rotation_bytes=rotation,
+        retention=int(_positive("logging", "retention", _typed(t, "logging", "retention", int, d.retention), 0)),
+        level=level,
+    )
+
+
+def parse_date(value: Any, what: str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        raise ConfigError(f"{what} = {value!r}: expected a date YYYY-MM-DD")
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(f"{what} = {value!r}: expected a date YYYY-MM-DD") from None
+
+
+def _calendar(t: dict) -> CalendarOverrides:
+    closed = _typed(t, "calendar", "closed", list, [])
+    early = _typed(t, "calendar", "early_closes", dict, {})
+    early_closes: dict[dt.date, dt.time] = {}
+    for key, value in early.items():
+        day = parse_date(key, "[calendar] early_closes key")
+        match = WALL_TIME.match(str(value))
+        if not match:
+            raise ConfigError(f"[calendar] early_closes.{key} = {value!r}: expected a local time like \"13:00\"")
+        early_closes[day] = dt.time(int(match[1]), int(match[2]))
+    closed_days = frozenset(parse_date(v, "[calendar] closed entry") for v in closed)
+    both = sorted(closed_days & early_closes.keys())
+    if both:
+        raise ConfigError(f"[calendar] {both[0]} is both closed and an early close: keep one")
+    return CalendarOverrides(closed=closed_days, early_closes=early_closes)
+
+
+def parse_seconds(value: Any, what: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value <= 0:
+            raise ConfigError(f"{what} = {value}: must be positive")
+        return float(value)
+    match = DURATION.match(str(value).strip())
+    if not match or int(match[1]) <= 0:
+        raise ConfigError(f"{what} = {value!r}: expected seconds or a duration like \"30m\" or \"2h\"")
+    return float(int(match[1]) * {"s": 1, None: 1, "m": 60, "h": 3600}[match[2]])
+
+
+def _tasks(raw: Any, require_tasks: bool) -> tuple[TaskSpec, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("tasks must be written as [[tasks]] tables")
+    if not raw and require_tasks:
+        raise ConfigError("no tasks configured: add at least one [[tasks]] table")
+    tasks: list[TaskSpec] = []
+    for index, t in enumerate(raw, start=1):
+        if not isinstance(t, dict):
+            raise ConfigError(f"task #{index} must be a table")
+        _only(t, "tasks", None)
+        name = t.get("name")
+        if not isinstance(name, str) or not TASK_NAME.match(name):
+            raise ConfigError(f"task #{index}: name = {name!r}: expected lowercase letters, digits, '_' or '-'")
+        tasks.append(_task(t, name))
+    _check_graph(tasks)
+    return tuple(tasks)
+
+
+def _task(t: dict, name: str) -> TaskSpec:
+    section = f"tasks.{name}"
+    kinds = [k for k in ("command", "python", "builtin") if k in t]
+    if len(kinds) != 1:
+        raise ConfigError(f"[{section}] needs exactly one of command, python or builtin (has {kinds or 'none'})")
+    command = None
+    if "command" in t:
+        command = t["command"]
+        if not isinstance(command, list) or not command or not all(isinstance(a, str) and a for a in command):
+            raise ConfigError(f"[{section}] command must be a non-empty list of strings (argv, no shell)")
+        command = tuple(command)
+    python = _typed(t, section, "python", str, None)
+    if python is not None and not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", python):
+        raise ConfigError(f"[{section}] python = {python!r}: expected \"package.module:callable\"")
+    builtin = _typed(t, section, "builtin", str, None)
+    params = _typed(t, section, "params", dict, {})
+    if builtin is not None:
+        from tradeul_maint.builtins import validate_builtin  # the registry lives beside the builtins
+
+        validate_builtin(builtin, params, section)
+    after = _typed(t, section, "after", list, [])
+    if not all(isinstance(a, str) for a in after):
+        raise ConfigError(f"[{section}] after must be a list of task names")
+    catchup = _typed(t, section, "catchup", str, "all")
+    if catchup not in ("all", "latest"):
+        raise ConfigError(f"[{section}] catchup = {catchup!r}: expected \"all\" or \"latest\"")
+    retries = _typed(t, section, "retries", int, 0)
+    if retries < 0:
+        raise ConfigError(f"[{section}] retries = {retries}: must be 0 or more")
+    return TaskSpec(
+        name=name,
+        command=command,
+        python=python,
+        builtin=builtin,
+        params=params,
+        after=tuple(after),
+        timeout=parse_seconds(t["timeout"], f"[{section}] timeout") if "timeout" in t else None,
+        retries=retries,
+        retry_delay=parse_seconds(t["retry_delay"], f"[{section}] retry_delay") if "retry_delay" in t else 30.0,
+        catchup=catchup,
+    )
+
+
+def _check_graph(tasks: list[TaskSpec]) -> None:
+    names: set[str] = set()
+    for task in tasks:
+        if task.name in names:
+            raise ConfigError(f"duplicate task name '{task.name}': task names must be unique")
+        names.add(task.name)
+    for task in tasks:
+        for dep in task.after:
+            if dep not in names:
+                raise ConfigError(f"[tasks.{task.name}] after = {list(task.after)}: unknown task '{dep}'")
+            if dep == task.name:
+                raise ConfigError(f"[tasks.{task.name}] depends on itself")
+    # Depth-first search for a cycle, reporting the path an operator has to break.
+    after = {t.name: t.after for t in tasks}
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for dep in after[name]:
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep):] + [dep] if dep in path else [name, dep]
+                raise ConfigError(f"dependency cycle: {' -> '.join(cycle)}: remove one 'after' entry")
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[name] = 2
+
+    for name in after:
+        if name not in state:
+            visit(name, [name])

@@ -1,0 +1,140 @@
+"""A session's maintenance status: one JSON document per session, rewritten on each task transition.
+
+The fields `date`, `started_at`, `completed_at`, `duration_seconds`, `all_success` and
+`tasks` (name -> pending | in_progress | completed | failed | skipped) are those of the
+service being replaced, so documents it wrote read as done here and ours read there.
+Everything else (attempts, run id, per-task details) is added alongside.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+PENDING, IN_PROGRESS, COMPLETED, FAILED, SKIPPED = "pending", "in_progress", "completed", "failed", "skipped"
+TASK_STATES = (PENDING, IN_PROGRESS, COMPLETED, FAILED, SKIPPED)
+UTC = dt.timezone.utc
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds") if moment else None
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """Timestamps of either writer; a naive one (the old service's) is taken as UTC."""
+    if not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass
+class TaskRecord:
+    """Details of one task in one session, beyond its legacy status string."""
+
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_seconds: float | None = None
+    attempts: int = 0
+    error: str | None = None
+    output: str | None = None
+    result: dict | None = None
+    reason: str | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class SessionStatus:
+    session: dt.date
+    started_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    duration_seconds: float | None = None
+    all_success: bool = False
+    tasks: dict[str, str] = field(default_factory=dict)
+    details: dict[str, TaskRecord] = field(default_factory=dict)
+    attempts: int = 0
+    run_id: str | None = None
+    runner: str | None = None
+    interrupted: str | None = None
+    corrupt: str | None = None  # why the stored document could not be read
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown fields, kept on rewrite
+
+    @property
+    def done(self) -> bool:
+        return self.all_success and self.completed_at is not None and self.corrupt is None
+
+    @property
+    def finished(self) -> bool:
+        """The last cycle ran to its end (successfully or not)."""
+        return self.completed_at is not None
+
+    @property
+    def failed(self) -> bool:
+        return self.finished and not self.all_success
+
+    @property
+    def unfinished(self) -> bool:
+        """A cycle started and never finished: it is running now, or its runner died or was stopped."""
+        return self.started_at is not None and self.completed_at is None
+
+    def completed(self, task: str) -> bool:
+        return self.tasks.get(task) == COMPLETED
+
+    def to_json(self) -> str:
+        doc = dict(self.extra)
+        doc.update({
+            "date": self.session.isoformat(),
+            "started_at": iso(self.started_at),
+            "completed_at": iso(self.completed_at),
+            "duration_seconds": self.duration_seconds,
+            "all_success": self.all_success,
+            "tasks": self.tasks,
+            "task_details": {name: rec.to_json() for name, rec in self.details.items()},
+            "attempts": self.attempts,
+            "run_id": self.run_id,
+            "runner": self.runner,
+            "interrupted": self.interrupted,
+        })
+        return json.dumps(doc, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, session: dt.date, raw: str | bytes | None) -> SessionStatus | None:
+        """None when there is no document; a `corrupt` status (never done) when it does not parse."""
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            tasks = doc.get("tasks") or {}
+            if not isinstance(tasks, dict):
+                raise ValueError("'tasks' is not an object")
+            details = {
+                name: TaskRecord(**{k: v for k, v in rec.items() if k in TaskRecord.__dataclass_fields__})
+                for name, rec in (doc.get("task_details") or {}).items() if isinstance(rec, dict)
+            }
+            known = {"date", "started_at", "completed_at", "duration_seconds", "all_success", "tasks",
+                     "task_details", "attempts", "run_id", "runner", "interrupted"}
+            return cls(
+                session=session,
+                started_at=parse_time(doc.get("started_at")),
+                completed_at=parse_time(doc.get("completed_at")),
+                duration_seconds=doc.get("duration_seconds"),
+                all_success=doc.get("all_success") is True,
+                tasks={str(k): str(v) for k, v in tasks.items()},
+                details=details,
+                attempts=int(doc.get("attempts") or (1 if doc.get("started_at") else 0)),
+                run_id=doc.get("run_id"),
+                runner=doc.get("runner"),
+                interrupted=doc.get("interrupted"),
+                extra={k: v for k, v in doc.items() if k not in known},
+            )
+        except (ValueError, TypeError) as exc:
+            return cls(session=session, corrupt=str(exc) or type(exc).__name__)
