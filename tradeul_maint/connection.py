@@ -20,7 +20,7 @@ from redis.retry import Retry
 from tradeul_maint.errors import ConfigError, RedisUnavailableError
 
 CONNECT_TIMEOUT = 2.0
-COMMAND_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 2.5  # every command the tool sends is short; a hung server must not hang cron
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 _USERINFO = re.compile(r"^([a-z+]+://)([^/@]*)@")
 
@@ -39,7 +39,7 @@ def _options() -> dict:
     return {
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": COMMAND_TIMEOUT,
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
     }
 

@@ -211,7 +211,7 @@ def _only(table: dict, section: str, known: set[str] | None) -> None:
     known = _KNOWN[section] if known is None else known
     for key in table:
         if key not in known:
-            where = f"[{section}]" if section else "at top level"
+            where = f"in [{section}]" if section else "at top level"
             hint = ", ".join(sorted(known))
             raise ConfigError(f"unknown key '{key}' {where} (known: {hint})")
 
