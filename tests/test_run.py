@@ -328,3 +328,25 @@ def test_dependencies_order_execution(project, r):
     assert details["load"]["finished_at"] <= details["atr"]["started_at"]
     assert details["load"]["finished_at"] <= details["rvol"]["started_at"]
     assert max(details["atr"]["finished_at"], details["rvol"]["finished_at"]) <= details["snapshot"]["started_at"]
+
+
+def test_a_run_started_inside_the_window_goes_on_after_it_ends(project, r):
+    project.write_config(QUIET + marker_tasks(project.root, ["a", "b"], deps={"b": ["a"]}, sleep=1.0))
+    result = project.cli("run", "--now", "2026-11-25T17:29:59.500")
+    assert result.exit_code == 0
+    assert count_runs(project.root, "b") == [DAY]
+    assert status(r)["completed_at"] > "2026-11-25T22:30:00"
+
+
+def test_command_output_is_captured_with_a_size_cap(project, r):
+    script = "import sys; sys.stdout.write('x' * 1000000 + '\\\\nlast line\\\\n'); sys.exit(1)"
+    project.write_config(f"[[tasks]]\nname = \"noisy\"\ncommand = ['{sys.executable}', '-c', \"{script}\"]\n")
+    assert project.cli("run", "--date", DAY).exit_code == 1
+    output = status(r)["task_details"]["noisy"]["output"]
+    assert output.endswith("last line\n") and len(output) <= 4100
+
+
+def test_quiet_success_prints_nothing(project, r):
+    project.write_config(marker_tasks(project.root, ["a"]))
+    result = project.cli("-q", "run", "--date", DAY)
+    assert result.exit_code == 0 and result.output == ""
