@@ -10,6 +10,7 @@ else here is plain datetime and zoneinfo arithmetic on that schedule, overrides 
 from __future__ import annotations
 
 import bisect
+import collections
 import datetime as dt
 import json
 import os
@@ -22,7 +23,7 @@ from zoneinfo import ZoneInfo
 from tradeul_maint.errors import CalendarExpiredError, ConfigError, UsageError
 from tradeul_maint.settings import CalendarOverrides, WindowStart
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 CACHE_MAX_AGE = dt.timedelta(days=7)
 UTC = dt.timezone.utc
 
@@ -43,11 +44,20 @@ class TradingCalendar:
     """Sessions with their open and close (UTC), with the operator's overrides applied."""
 
     def __init__(self, code: str, tz: str, version: str, days: list[tuple[dt.date, int, int]],
-                 overrides: CalendarOverrides = CalendarOverrides()):
+                 overrides: CalendarOverrides = CalendarOverrides(),
+                 regular_hours: tuple[dt.time, dt.time] = (dt.time(9, 30), dt.time(16, 0))):
         self.code = code
         self.tz = ZoneInfo(tz)
         self.version = version
         self.overrides = overrides
+        days = list(days)
+        self.library_last_session = days[-1][0] if days else None
+        known = {d for d, _, _ in days}
+        for day in sorted(overrides.sessions - known):
+            # An extra session trades the calendar's regular hours, on that day's UTC offset.
+            opens, closes = (dt.datetime.combine(day, t, self.tz).timestamp() for t in regular_hours)
+            days.append((day, int(opens), int(closes)))
+        days.sort()
         days = [d for d in days if d[0] not in overrides.closed]
         self._days = [d for d, _, _ in days]
         self._opens = [o for _, o, _ in days]
@@ -138,11 +148,23 @@ class TradingCalendar:
             begin = self.close(session) + start.close_offset
         return Window(session, begin, begin + dt.timedelta(minutes=minutes))
 
+    def override_note(self, day: dt.date) -> str | None:
+        return self.overrides.note(day)
+
+    def expiry_warning(self, now: dt.datetime) -> str | None:
+        """A warning when the library's calendar ends within `expiry_warning_days`, else None."""
+        last = self.library_last_session
+        days_left = (last - self.local_date(now)).days
+        if 0 <= days_left < self.overrides.expiry_warning_days:
+            return (f"the {self.code} calendar of exchange-calendars {self.version} ends on {last}, in {days_left} "
+                    "days: upgrade exchange-calendars before then")
+        return None
+
     def check_current(self, now: dt.datetime) -> None:
         """Refuse to decide anything when the calendar does not reach today."""
-        if self.local_date(now) > self.last_session:
+        if self.local_date(now) > self.library_last_session:
             raise CalendarExpiredError(
-                f"the {self.code} calendar of exchange-calendars {self.version} ends on {self.last_session}, "
+                f"the {self.code} calendar of exchange-calendars {self.version} ends on {self.library_last_session}, "
                 f"before today ({self.local_date(now)}): upgrade exchange-calendars")
 
 
@@ -167,7 +189,8 @@ def load_calendar(code: str, overrides: CalendarOverrides, cache_dir: Path,
         data = _build_schedule(code, version, today)
         _write_cache(path, data)
     days = [(dt.date.fromisoformat(d), o, c) for d, o, c in data["sessions"]]
-    return TradingCalendar(code, data["tz"], version, days, overrides)
+    hours = tuple(dt.time.fromisoformat(t) for t in data["regular_hours"])
+    return TradingCalendar(code, data["tz"], version, days, overrides, hours)
 
 
 def _read_cache(path: Path, today: dt.date) -> dict | None:
@@ -209,8 +232,13 @@ def _build_schedule(code: str, version: str, today: dt.date) -> dict:
         opens = [int(ts.timestamp()) for ts in schedule["open"]]
         closes = [int(ts.timestamp()) for ts in schedule["close"]]
         dates = [d.date().isoformat() for d in schedule.index]
+    tz = ZoneInfo(str(cal.tz))
+    local_hours = collections.Counter(
+        (dt.datetime.fromtimestamp(o, tz).strftime("%H:%M"), dt.datetime.fromtimestamp(c, tz).strftime("%H:%M"))
+        for o, c in zip(opens[-250:], closes[-250:]))
     return {
         "format": CACHE_FORMAT,
+        "regular_hours": list(local_hours.most_common(1)[0][0]),
         "code": code,
         "version": version,
         "built_on": today.isoformat(),

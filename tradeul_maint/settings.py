@@ -79,6 +79,20 @@ class CalendarOverrides:
 
     closed: frozenset[dt.date] = frozenset()
     early_closes: dict[dt.date, dt.time] = field(default_factory=dict)
+    sessions: frozenset[dt.date] = frozenset()  # extra sessions, at the calendar's regular hours
+    expiry_warning_days: int = 30  # warn when the calendar ends sooner than this
+
+    def note(self, day: dt.date) -> str | None:
+        """How an override changed this day, for the plans and views that talk about it."""
+        if day in self.closed:
+            return "closed by override"
+        if day in self.sessions and day in self.early_closes:
+            return f"extra session by override, early close {self.early_closes[day]:%H:%M} by override"
+        if day in self.sessions:
+            return "extra session by override"
+        if day in self.early_closes:
+            return f"early close {self.early_closes[day]:%H:%M} by override"
+        return None
 
 
 @dataclass(frozen=True)
@@ -201,7 +215,7 @@ _KNOWN = {
     "run": {"max_parallel", "max_attempts", "retry_backoff_minutes"},
     "redis": {"url", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
     "logging": {"dir", "rotation", "retention", "level"},
-    "calendar": {"closed", "early_closes"},
+    "calendar": {"closed", "early_closes", "sessions", "expiry_warning_days"},
     "tasks": {"name", "command", "python", "builtin", "params", "after", "timeout", "retries", "retry_delay",
               "catchup"},
 }
@@ -339,6 +353,7 @@ def parse_date(value: Any, what: str) -> dt.date:
 
 def _calendar(t: dict) -> CalendarOverrides:
     closed = _typed(t, "calendar", "closed", list, [])
+    extra = _typed(t, "calendar", "sessions", list, [])
     early = _typed(t, "calendar", "early_closes", dict, {})
     early_closes: dict[dt.date, dt.time] = {}
     for key, value in early.items():
@@ -348,10 +363,14 @@ def _calendar(t: dict) -> CalendarOverrides:
             raise ConfigError(f"[calendar] early_closes.{key} = {value!r}: expected a local time like \"13:00\"")
         early_closes[day] = dt.time(int(match[1]), int(match[2]))
     closed_days = frozenset(parse_date(v, "[calendar] closed entry") for v in closed)
-    both = sorted(closed_days & early_closes.keys())
-    if both:
-        raise ConfigError(f"[calendar] {both[0]} is both closed and an early close: keep one")
-    return CalendarOverrides(closed=closed_days, early_closes=early_closes)
+    extra_days = frozenset(parse_date(v, "[calendar] sessions entry") for v in extra)
+    for other, name in ((early_closes.keys(), "an early close"), (extra_days, "an extra session")):
+        both = sorted(closed_days & set(other))
+        if both:
+            raise ConfigError(f"[calendar] {both[0]} is both closed and {name}: keep one")
+    warn = _typed(t, "calendar", "expiry_warning_days", int, 30)
+    return CalendarOverrides(closed=closed_days, early_closes=early_closes, sessions=extra_days,
+                             expiry_warning_days=int(_positive("calendar", "expiry_warning_days", warn, 0)))
 
 
 def parse_seconds(value: Any, what: str) -> float:

@@ -1,0 +1,105 @@
+"""Calendar trust: operator overrides, the calendar's end, and the per-task catch-up policy."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from conftest import count_runs, marker_tasks
+from tradeul_maint.calendar import load_calendar
+from tradeul_maint.core import parse_now
+from tradeul_maint.planner import plan_cron
+from tradeul_maint.settings import (CalendarOverrides, RunSettings, ScheduleSettings, TaskSpec,
+                                    parse_window_start)
+
+TASKS = (TaskSpec(name="a", command=("true",)),)
+CLOSE_PLUS_60 = ScheduleSettings(window_start=parse_window_start("close+60m"), auto_recover=False)
+
+
+def calendar_with(cache, **overrides):
+    return load_calendar("XNYS", CalendarOverrides(**overrides), cache)
+
+
+def due(calendar, schedule, now_text):
+    plan = plan_cron(parse_now(now_text, calendar), calendar, schedule, RunSettings(), TASKS, {})
+    return [str(p.session) for p in plan.sessions]
+
+
+def test_closure_override_removes_the_session(calendar_cache):
+    plain = calendar_with(calendar_cache)
+    closed = calendar_with(calendar_cache, closed=frozenset({dt.date(2026, 11, 25)}))
+    assert due(plain, CLOSE_PLUS_60, "2026-11-25T17:05") == ["2026-11-25"]
+    assert due(closed, CLOSE_PLUS_60, "2026-11-25T17:05") == []
+    assert not closed.is_session(dt.date(2026, 11, 25))
+    assert closed.sessions_up_to(dt.date(2026, 11, 27), 3) == [dt.date(2026, 11, 23), dt.date(2026, 11, 24),
+                                                                dt.date(2026, 11, 27)]
+
+
+def test_early_close_override_moves_a_close_relative_window(calendar_cache):
+    early = calendar_with(calendar_cache, early_closes={dt.date(2026, 11, 25): dt.time(13, 0)})
+    assert due(early, CLOSE_PLUS_60, "2026-11-25T14:05") == ["2026-11-25"]
+    assert due(early, CLOSE_PLUS_60, "2026-11-25T17:05") == []
+    assert early.override_note(dt.date(2026, 11, 25)) == "early close 13:00 by override"
+
+
+def test_extra_session_gets_the_regular_hours_and_a_window(calendar_cache):
+    extra = calendar_with(calendar_cache, sessions=frozenset({dt.date(2026, 11, 28)}))  # a Saturday
+    assert extra.close(dt.date(2026, 11, 28)) == dt.datetime(2026, 11, 28, 21, 0, tzinfo=dt.timezone.utc)
+    assert due(extra, CLOSE_PLUS_60, "2026-11-28T17:05") == ["2026-11-28"]
+
+
+def test_expiry_warning_before_the_calendar_ends(calendar_cache):
+    calendar = calendar_with(calendar_cache)
+    last = calendar.library_last_session
+    near = dt.datetime.combine(last - dt.timedelta(days=10), dt.time(12), calendar.tz)
+    far = dt.datetime.combine(last - dt.timedelta(days=60), dt.time(12), calendar.tz)
+    assert "upgrade exchange-calendars" in calendar.expiry_warning(near)
+    assert calendar.expiry_warning(far) is None
+
+
+def test_closure_override_applies_through_the_cli(project, r):
+    project.write_config("[schedule]\nauto_recover = false\n[calendar]\nclosed = ['2026-11-25']\n"
+                         + marker_tasks(project.root, ["a"]))
+    cron = project.cli("run", "--now", "2026-11-25T17:05")
+    assert cron.exit_code == 0 and cron.output == ""
+    manual = project.cli("run", "--date", "2026-11-25")
+    assert manual.exit_code == 2 and "not a XNYS trading session" in manual.stderr
+    assert r.keys("*") == []
+
+
+@pytest.mark.parametrize("config, message", [
+    ("[calendar]\nclosed = ['2026-11-25']\nsessions = ['2026-11-25']\n", "both closed and an extra session"),
+    ("[calendar]\nsessions = ['someday']\n", "expected a date"),
+])
+def test_override_errors_are_configuration_errors(project, config, message):
+    project.write_config(config + marker_tasks(project.root, ["a"]))
+    result = project.cli("run", "--date", "2026-11-24")
+    assert result.exit_code == 78 and message in result.stderr
+
+
+def test_expiry_warning_is_logged_on_every_command_near_the_end(project, r, calendar_cache):
+    project.write_config(marker_tasks(project.root, ["a"]))
+    last = load_calendar("XNYS", CalendarOverrides(), calendar_cache).library_last_session
+    now = f"{last - dt.timedelta(days=5)}T12:00"
+    result = project.cli("run", "--now", now)
+    assert result.exit_code == 0
+    entries = [json.loads(line) for line in (project.log_dir / "maintenance.log").read_text().splitlines()]
+    assert any(e["event"] == "calendar_expiring" and e["level"] == "WARNING" for e in entries)
+
+
+def test_latest_tasks_run_once_across_a_multi_session_catch_up(project, r):
+    project.write_config(marker_tasks(project.root, ["load"]) + "\n" +
+                         marker_tasks(project.root, ["reset_cache"], extra='catchup = "latest"\n'))
+    plan = project.cli("run", "--dry-run", "--now", "2026-11-25T17:05")
+    assert "skip reset_cache: catchup = \"latest\"" in plan.stdout
+    result = project.cli("run", "--now", "2026-11-25T17:05")
+    assert result.exit_code == 0, result.output
+    sessions = ["2026-11-17", "2026-11-18", "2026-11-19", "2026-11-20", "2026-11-23",
+                "2026-11-24", "2026-11-25"]
+    assert count_runs(project.root, "load") == sessions  # every session, oldest first
+    assert count_runs(project.root, "reset_cache") == ["2026-11-25"]  # only the newest
+    older = json.loads(r.get("maintenance:status:2026-11-20"))
+    assert older["all_success"] is True and older["tasks"]["reset_cache"] == "skipped"
+    assert "latest" in older["task_details"]["reset_cache"]["reason"]
