@@ -23,6 +23,7 @@ from loguru import logger
 
 from tradeul_maint.errors import LockLostError
 from tradeul_maint.lock import RunLock
+from tradeul_maint.logs import scrub
 from tradeul_maint.planner import PlannedSession
 from tradeul_maint.settings import Settings, TaskSpec
 from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord,
@@ -212,8 +213,9 @@ class Runner:
             task_log.bind(result=outcome.result, output=_tail(outcome.output, LOG_OUTPUT_LIMIT)) \
                 .info("task_completed")
         else:
-            record.error = outcome.error
-            record.output = _tail(outcome.output, STATUS_OUTPUT_LIMIT)
+            # The status document is read by `status` and other tools: no password goes there either.
+            record.error = scrub(outcome.error or "failed")
+            record.output = scrub(_tail(outcome.output, STATUS_OUTPUT_LIMIT) or "") or None
             task_log.bind(error=outcome.error, output=_tail(outcome.output, LOG_OUTPUT_LIMIT), console=False) \
                 .error("task_failed")
         self.store.write(self.lock.token, status)
@@ -305,4 +307,8 @@ def _by_priority(names: list[str], specs: dict[str, TaskSpec], status: SessionSt
 def _tail(text: str | None, limit: int) -> str | None:
     if not text:
         return None
-    return text if len(text) <= limit else "..." + text[-limit:]
+    if len(text) <= limit:
+        return text
+    cut = text[-limit:]
+    newline = cut.find("\n")
+    return "..." + (cut[newline + 1:] if 0 <= newline < len(cut) - 1 else cut)  # whole lines only
