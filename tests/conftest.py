@@ -15,6 +15,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import redis
@@ -124,12 +125,16 @@ class Project:
 
 
 @pytest.fixture
-def project(tmp_path, redis_url, calendar_cache, monkeypatch) -> Project:
+def project(tmp_path, redis_url, calendar_cache, monkeypatch) -> Iterator[Project]:
     p = Project(tmp_path, redis_url)
     shutil.copytree(calendar_cache, p.state_dir / "cache")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    return p
+    yield p
+    # Task modules written by one test must not be found, already imported, by the next.
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
 
 
 MARKER_SCRIPT = """\

@@ -353,9 +353,9 @@ def test_quiet_success_prints_nothing(project, r):
 
 
 def test_password_in_a_task_error_is_hidden_from_output_and_state(project, r):
-    (project.root / "leaky.py").write_text(
+    (project.root / "password_in_error.py").write_text(
         "def connect(ctx):\n    raise ConnectionError('cannot reach redis://app:s3cr3t@cache:6379/0')\n")
-    project.write_config('[[tasks]]\nname = "leaky"\npython = "leaky:connect"\n')
+    project.write_config('[[tasks]]\nname = "leaky"\npython = "password_in_error:connect"\n')
     result = project.cli("run", "--date", DAY)
     assert result.exit_code == 1 and "redis://app:***@cache:6379/0" in result.stderr
     assert "s3cr3t" not in result.output + r.get(f"maintenance:status:{DAY}")

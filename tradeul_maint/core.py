@@ -10,13 +10,13 @@ import datetime as dt
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import redis
 from loguru import logger
 
-from tradeul_maint import planner
+from tradeul_maint import overview, planner
 from tradeul_maint.calendar import TradingCalendar, load_calendar
 from tradeul_maint.connection import open_redis
 from tradeul_maint.errors import ConfigError, LockBusyError, RedisUnavailableError, UsageError
@@ -24,7 +24,7 @@ from tradeul_maint.keys import Keys
 from tradeul_maint.lock import LockHolder, RunLock
 from tradeul_maint.planner import Plan
 from tradeul_maint.runner import CycleResult, Runner, StopSignals
-from tradeul_maint.settings import Settings
+from tradeul_maint.settings import ScheduleSettings, Settings
 from tradeul_maint.state import SessionStatus, iso
 from tradeul_maint.store import StateStore
 from tradeul_maint.tasks import ProcessGroups
@@ -50,19 +50,24 @@ class Context:
     settings: Settings
     calendar: TradingCalendar
     now: dt.datetime
+    # When this command started: `clock` must not drift with the age of the process (tests run many commands).
+    started: float = field(default_factory=time.monotonic, compare=False)
 
     def clock(self) -> dt.datetime:
         """`now`, advancing with real time, so --now simulations record sensible durations."""
-        return self.now + dt.timedelta(seconds=time.monotonic() - _STARTED)
-
-
-_STARTED = time.monotonic()
+        return self.now + dt.timedelta(seconds=time.monotonic() - self.started)
 
 
 def prepare(settings: Settings, now_text: str | None) -> Context:
     calendar = load_calendar(settings.schedule.calendar, settings.calendar, settings.state_dir / "cache")
     _check_ttl(settings, calendar)
-    return Context(settings, calendar, parse_now(now_text, calendar))
+    now = parse_now(now_text, calendar)
+    if warning := calendar.expiry_warning(now):
+        # In the file on every command; on the console only where a person reads (status, calendar,
+        # dry runs), since cron would mail it every few minutes for a month.
+        logger.bind(console=False, last_session=str(calendar.library_last_session)).warning(
+            "calendar_expiring", detail=warning)
+    return Context(settings, calendar, now)
 
 
 def parse_now(text: str | None, calendar: TradingCalendar) -> dt.datetime:
@@ -130,7 +135,55 @@ def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = ()
             raise
 
 
+def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = None,
+            until: dt.date | None = None, force: bool = False, dry_run: bool = False) -> RunReport:
+    """`recover`: the lookback's (or since..until's) sessions that are not done, oldest first, under the lock."""
+    if lookback is not None and since is not None:
+        raise UsageError("--lookback and --since/--until exclude each other: give one or the other")
+    schedule = _lookback(ctx, lookback)
+    sessions, not_yet = planner.recovery_sessions(ctx.now, ctx.calendar, schedule, since, until)
+
+    def make_plan(store: StateStore) -> tuple[Plan, dict[dt.date, SessionStatus | None]]:
+        statuses = store.statuses(sessions)
+        plan = planner.plan_recover(sessions, ctx.settings.tasks, statuses, force)
+        return replace(plan, deferred=plan.deferred + not_yet), statuses
+
+    with connected(ctx) as store:
+        plan, _ = make_plan(store)
+        if plan.empty or dry_run:
+            return RunReport(plan)
+        return _execute(ctx, store, make_plan)  # a busy lock is exit 75: the operator asked for this run
+
+
+def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None) -> overview.StatusView:
+    """`status`: the lookback's sessions (or one), their states, the next window and the lock, in one read."""
+    if session is not None:
+        planner.check_session(ctx.calendar, session, ctx.now)
+        sessions = [session]
+    else:
+        sessions = planner.sessions_in_view(ctx.now, ctx.calendar, _lookback(ctx, lookback))
+    with connected(ctx) as store:
+        seen = store.overview(sessions)
+    return overview.build(ctx.now, ctx.calendar, ctx.settings, seen, sessions)
+
+
+def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
+    """The schedule with `--lookback N` applied; N sessions must not reach past the status TTL."""
+    schedule = ctx.settings.schedule
+    if lookback is None:
+        return schedule
+    if lookback < 1:
+        raise UsageError(f"--lookback {lookback}: expected a number of sessions, 1 or more")
+    needed = ctx.calendar.max_span_days(lookback) + 1
+    if ctx.settings.redis.status_ttl_days < needed:
+        raise UsageError(f"--lookback {lookback} can span {needed} days, longer than status_ttl_days = "
+                         f"{ctx.settings.redis.status_ttl_days} keeps a session's state: use a smaller "
+                         f"--lookback or --since/--until, or raise [redis] status_ttl_days")
+    return replace(schedule, lookback_sessions=lookback)
+
+
 def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
+    """Take the lock, plan again under it, run the cycles: shared by `run` and `recover`."""
     s = ctx.settings
     run_id = uuid.uuid4().hex[:12]
     lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now))
@@ -140,7 +193,14 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
         plan, statuses = make_plan(store)
         report = RunReport(plan)
         runner = Runner(s, store, lock, ctx.clock, store.client, stop, groups)
+        missed = [p.session.isoformat() for p in plan.sessions if p.recovery]
+        if missed:  # the replaced service's event names, so existing alerts keep working
+            logger.bind(count=len(missed), dates=missed, run_id=run_id, console=False) \
+                .warning("missing_maintenance_days_detected")
         for planned in plan.sessions:
             stop.check()
+            if planned.recovery:
+                logger.bind(date=planned.session.isoformat(), run_id=run_id, reason=planned.reason) \
+                    .info("executing_recovery_maintenance")
             report.results.append(runner.run_cycle(planned, statuses.get(planned.session)))
         return report

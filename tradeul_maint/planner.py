@@ -22,6 +22,7 @@ class PlannedSession:
     tasks: tuple[str, ...]  # to run in this cycle, in configuration order
     reason: str
     catchup_skipped: dict[str, str] = field(default_factory=dict)  # task -> why it is not run here
+    recovery: bool = False  # a missed session caught up, not today's session in its window
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def plan_cron(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSet
         if (wait := retry_gate(status, now, run)) is not None:
             deferred.append(Deferred(session, wait))
             continue
-        planned.append(PlannedSession(session, pending_tasks(tasks, status), why))
+        planned.append(PlannedSession(session, pending_tasks(tasks, status), why,
+                                      recovery=not window.contains(now)))
     return Plan(apply_catchup_policy(planned, tasks), tuple(deferred))
 
 
@@ -95,15 +97,49 @@ def plan_manual(now: dt.datetime, calendar: TradingCalendar, tasks: tuple[TaskSp
 def plan_recover(sessions: list[dt.date], tasks: tuple[TaskSpec, ...],
                  statuses: dict[dt.date, SessionStatus | None], force: bool = False) -> Plan:
     """`recover`: every given session that is not done (or all, forced), oldest first."""
-    planned = []
+    planned, deferred = [], []
     for session in sorted(sessions):
         status = statuses.get(session)
         if status is not None and status.done and not force:
+            deferred.append(Deferred(session, "done (use --force to run it again)"))
             continue
         chosen = tuple(t.name for t in tasks) if force else pending_tasks(tasks, status)
         planned.append(PlannedSession(session, chosen, "forced" if force and status and status.done
-                                      else describe(status)))
-    return Plan(apply_catchup_policy(planned, tasks))
+                                      else describe(status), recovery=True))
+    return Plan(apply_catchup_policy(planned, tasks), tuple(deferred))
+
+
+def recovery_sessions(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSettings,
+                      since: dt.date | None = None, until: dt.date | None = None
+                      ) -> tuple[list[dt.date], tuple[Deferred, ...]]:
+    """What `recover` looks at: the lookback (or since..until) sessions whose window has passed.
+
+    A session whose window is still ahead or open is left to `run`, as `status --check` does.
+    """
+    calendar.check_current(now)
+    today = calendar.local_date(now)
+    if since is None and until is not None:
+        raise UsageError("--until needs --since")
+    if since is None:
+        candidates = calendar.sessions_up_to(today, schedule.lookback_sessions)
+    else:
+        until = until or today
+        for option, day in (("--since", since), ("--until", until)):
+            if day > today:
+                raise UsageError(f"{option} {day} is in the future (today is {today} in {calendar.tz.key})")
+            calendar.check_bounds(day)
+        if since > until:
+            raise UsageError(f"--since {since} is after --until {until}")
+        candidates = calendar.sessions_between(since, until)
+        if not candidates:
+            raise UsageError(f"there is no {calendar.code} trading session from {since} to {until}")
+    sessions, deferred = [], []
+    for session in candidates:
+        if now < calendar.window(session, schedule.window_start, schedule.window_minutes).end:
+            deferred.append(Deferred(session, "its window has not passed yet (`run` runs it)"))
+        else:
+            sessions.append(session)
+    return sessions, tuple(deferred)
 
 
 def check_session(calendar: TradingCalendar, session: dt.date, now: dt.datetime) -> None:
@@ -130,7 +166,8 @@ def apply_catchup_policy(planned: list[PlannedSession], tasks: tuple[TaskSpec, .
     out = []
     for p in planned[:-1]:
         skipped = {n: f"catchup = \"latest\": runs for {newest} only" for n in p.tasks if n in latest_only}
-        out.append(PlannedSession(p.session, tuple(n for n in p.tasks if n not in skipped), p.reason, skipped))
+        out.append(PlannedSession(p.session, tuple(n for n in p.tasks if n not in skipped), p.reason, skipped,
+                                  p.recovery))
     return tuple(out) + (planned[-1],)
 
 

@@ -1,0 +1,254 @@
+"""`status`: the state of each session in the lookback, one session task by task, JSON, and `--check`.
+
+Monday 2026-11-30 looks back over 2026-11-19 .. 2026-11-30 (7 sessions; Thanksgiving and the
+weekend are not sessions). Window 17:00-17:30 New York.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from conftest import marker_tasks
+from tradeul_maint.calendar import Window
+from tradeul_maint.lock import LockHolder
+from tradeul_maint.overview import classify
+from tradeul_maint.state import SessionStatus
+
+IN_WINDOW = "2026-11-30T17:10"
+NOON = "2026-11-30T12:00"
+AFTER = "2026-11-30T18:00"
+LOOKBACK = ["2026-11-30", "2026-11-27", "2026-11-25", "2026-11-24", "2026-11-23", "2026-11-20", "2026-11-19"]
+LEGACY = {"date": "2026-11-19", "started_at": "2026-11-19T17:00:01.123456",
+          "completed_at": "2026-11-19T17:18:40.654321", "all_success": True,
+          "tasks": {"load_ohlc": "completed", "calculate_atr": "completed"}}
+
+
+def put(r, session: str, doc) -> None:
+    r.set(f"maintenance:status:{session}", doc if isinstance(doc, str) else json.dumps(doc))
+
+
+def doc(session: str, **changes) -> dict:
+    base = {"date": session, "started_at": f"{session}T22:00:00.000+00:00",
+            "completed_at": f"{session}T22:02:05.000+00:00", "duration_seconds": 125.0, "all_success": True,
+            "tasks": {"a": "completed", "b": "completed"}, "attempts": 1, "run_id": f"run-{session[-2:]}"}
+    return {**base, **changes}
+
+
+def hold_lock(r, run_id: str) -> None:
+    r.set("maintenance:lock", json.dumps({"host": "worker-1", "pid": 321, "since": "2026-11-30T22:05:00+00:00",
+                                          "run_id": run_id, "nonce": "n"}), px=60000)
+
+
+def seed(project, r) -> None:
+    """19th legacy done, 20th done, 23rd failed (a real run), 24th interrupted, 25th corrupt, 27th missing,
+    30th running (its run holds the lock)."""
+    project.write_config(marker_tasks(project.root, ["a", "b"], fail=("b",)))
+    assert project.cli("run", "--date", "2026-11-23", "--now", AFTER).exit_code == 1
+    put(r, "2026-11-19", LEGACY)
+    put(r, "2026-11-20", doc("2026-11-20"))
+    put(r, "2026-11-24", doc("2026-11-24", completed_at=None, all_success=False, run_id="dead",
+                             tasks={"a": "completed", "b": "in_progress"}))
+    put(r, "2026-11-25", "{not json")
+    put(r, "2026-11-30", doc("2026-11-30", started_at="2026-11-30T22:01:00+00:00", completed_at=None,
+                             all_success=False, run_id="live", tasks={"a": "in_progress", "b": "pending"}))
+    hold_lock(r, "live")
+
+
+EXPECTED = {"2026-11-30": "running", "2026-11-27": "missing", "2026-11-25": "corrupt",
+            "2026-11-24": "interrupted", "2026-11-23": "failed", "2026-11-20": "done", "2026-11-19": "done"}
+
+
+def rows(output: str) -> dict[str, str]:
+    """session -> its table row."""
+    return {line[:10]: line for line in output.splitlines() if line[:4] == "2026" and line[10:11] == " "}
+
+
+def test_status_table_shows_the_state_of_each_kind_of_session(project, r):
+    seed(project, r)
+    result = project.cli("status", "--now", IN_WINDOW)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Last 7 XNYS sessions, newest first (times in America/New_York)"
+    assert lines[1].split() == ["session", "state", "tasks", "attempts", "started", "duration", "note"]
+    table = rows(result.stdout)
+    assert list(table) == LOOKBACK
+    for session, state in EXPECTED.items():
+        assert table[session].split()[1] == state, table[session]
+    assert table["2026-11-20"].split()[1:7] == ["done", "2/2", "1", "2026-11-20", "17:00", "2m05s"]
+    assert table["2026-11-23"].split()[1:3] == ["failed", "1/2"] and "b not completed" in table["2026-11-23"]
+    assert table["2026-11-27"].split()[1:4] == ["missing", "0/2", "-"]
+    assert "runner stopped before the end" in table["2026-11-24"]
+    assert "window open now (session 2026-11-30): 2026-11-30 17:00 to 2026-11-30 17:30 America/New_York, " \
+           "2026-11-30 22:00 to 2026-11-30 22:30 UTC" in result.stdout
+    assert "lock: held by host worker-1, pid 321, since 2026-11-30T22:05:00+00:00, run live" in result.stdout
+    assert "\x1b[" not in result.stdout  # not a terminal: no colour
+    assert all(line == line.rstrip() for line in lines)
+
+
+def test_status_json_carries_the_same_information(project, r):
+    seed(project, r)
+    result = project.cli("status", "--json", "--now", IN_WINDOW)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) == {"now", "calendar", "timezone", "order", "lookback", "ok", "not_done", "sessions",
+                         "next_window", "lock", "last_run"}
+    assert data["order"] == "newest_first" and data["lookback"] == 7 and data["timezone"] == "America/New_York"
+    assert {s["date"]: s["state"] for s in data["sessions"]} == EXPECTED
+    assert [s["date"] for s in data["sessions"]] == LOOKBACK
+    assert data["ok"] is False
+    assert data["not_done"] == ["2026-11-27", "2026-11-25", "2026-11-24", "2026-11-23"]  # today's window is open
+    assert data["next_window"] == {"session": "2026-11-30", "start": "2026-11-30T22:00:00.000+00:00",
+                                   "end": "2026-11-30T22:30:00.000+00:00", "start_local": "2026-11-30T17:00-05:00",
+                                   "end_local": "2026-11-30T17:30-05:00", "open": True}
+    assert data["lock"] == {"host": "worker-1", "pid": 321, "since": "2026-11-30T22:05:00+00:00", "run_id": "live"}
+    assert data["last_run"] == "2026-11-23"
+    keys = {"date", "state", "window_start", "window_end", "window_passed", "tasks_completed", "tasks_total",
+            "attempts", "started_at", "completed_at", "duration_seconds", "run_id", "note"}
+    failed = next(s for s in data["sessions"] if s["date"] == "2026-11-23")
+    assert set(failed) == keys  # the lookback view leaves the tasks to `--date`
+    assert (failed["tasks_completed"], failed["tasks_total"], failed["attempts"]) == (1, 2, 1)
+    one = json.loads(project.cli("status", "--json", "--date", "2026-11-23", "--now", IN_WINDOW).stdout)
+    assert [s["date"] for s in one["sessions"]] == ["2026-11-23"] and set(one["sessions"][0]) == keys | {"tasks"}
+    b = one["sessions"][0]["tasks"][1]
+    assert b["name"] == "b" and b["status"] == "failed" and b["attempts"] == 1
+    assert "exit code 3" in b["error"] and "something went wrong in b" in b["error"]
+
+
+def test_status_date_shows_one_session_task_by_task_with_errors(project, r):
+    seed(project, r)
+    result = project.cli("status", "--date", "2026-11-23", "--now", IN_WINDOW)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert out.startswith("2026-11-23: failed, 1/2 tasks completed, 1 attempt(s), times in America/New_York")
+    task_rows = {line.split()[0]: line for line in out.splitlines() if line[:2] in ("a ", "b ")}
+    assert task_rows["a"].split()[1:3] == ["completed", "1"]
+    assert task_rows["b"].split()[1:3] == ["failed", "1"]
+    assert "failed with exit code 3" in task_rows["b"]
+    assert "something went wrong in b" in out  # the last lines of its output
+
+
+@pytest.mark.parametrize("holder, state", [(None, "interrupted"), ("dead", "running"), ("other", "interrupted")])
+def test_unfinished_session_is_running_only_while_its_run_holds_the_lock(project, r, holder, state):
+    project.write_config(marker_tasks(project.root, ["a", "b"]))
+    put(r, "2026-11-27", doc("2026-11-27", completed_at=None, all_success=False, run_id="dead",
+                             tasks={"a": "in_progress", "b": "pending"}))
+    if holder:
+        hold_lock(r, holder)
+    data = json.loads(project.cli("status", "--json", "--now", NOON).stdout)
+    assert data["sessions"][1]["date"] == "2026-11-27" and data["sessions"][1]["state"] == state
+
+
+@pytest.mark.parametrize("now, state", [
+    ("2026-11-30T12:00", "not_yet_due"), ("2026-11-30T17:00", "due"), ("2026-11-30T17:29", "due"),
+    ("2026-11-30T17:30", "missing"),
+])
+def test_session_without_a_document_is_due_only_from_its_window(project, r, now, state):
+    project.write_config(marker_tasks(project.root, ["a"]))
+    data = json.loads(project.cli("status", "--json", "--lookback", "1", "--now", now).stdout)
+    assert [(s["date"], s["state"]) for s in data["sessions"]] == [("2026-11-30", state)]
+
+
+def test_legacy_document_of_the_replaced_service_shows_as_done(project, r):
+    project.write_config(marker_tasks(project.root, ["a"]))
+    put(r, "2026-11-19", LEGACY)
+    table = rows(project.cli("status", "--now", NOON).stdout)
+    assert table["2026-11-19"].split()[1:3] == ["done", "2/2"]
+    assert table["2026-11-19"].split()[6] == "18m40s"  # no duration_seconds: taken from its timestamps
+    data = json.loads(project.cli("status", "--json", "--date", "2026-11-19", "--now", NOON).stdout)
+    session = data["sessions"][0]
+    assert session["state"] == "done" and session["attempts"] == 1
+    assert [t["status"] for t in session["tasks"]] == ["completed", "completed"]
+    assert data["ok"] is True
+
+
+@pytest.mark.parametrize("docs, lock, exit_code, line", [
+    ({s: "done" for s in LOOKBACK[1:]}, None, 0,
+     "OK: all 6 XNYS sessions whose window has passed are done"),
+    ({**{s: "done" for s in LOOKBACK[1:]}, "2026-11-25": None}, None, 1,
+     "NOT OK: 1 of 6 sessions whose window has passed are not done: 2026-11-25 missing"),
+    ({**{s: "done" for s in LOOKBACK[1:]}, "2026-11-19": "failed", "2026-11-24": "corrupt"}, None, 1,
+     "NOT OK: 2 of 6 sessions whose window has passed are not done: 2026-11-19 failed, 2026-11-24 corrupt"),
+    ({**{s: "done" for s in LOOKBACK[1:]}, "2026-11-27": "unfinished"}, "run-27", 1,
+     "NOT OK: 1 of 6 sessions whose window has passed are not done: 2026-11-27 running"),
+])
+def test_check_exits_1_when_a_session_whose_window_has_passed_is_not_done(project, r, docs, lock, exit_code, line):
+    project.write_config(marker_tasks(project.root, ["a", "b"]))
+    for session, kind in docs.items():
+        if kind == "done":
+            put(r, session, doc(session))
+        elif kind == "failed":
+            put(r, session, doc(session, all_success=False, tasks={"a": "completed", "b": "failed"}))
+        elif kind == "corrupt":
+            put(r, session, "[]")
+        elif kind == "unfinished":
+            put(r, session, doc(session, completed_at=None, all_success=False))
+    if lock:
+        hold_lock(r, lock)
+    result = project.cli("status", "--check", "--now", NOON)  # today's window has not passed: not counted
+    assert result.exit_code == exit_code
+    assert result.stdout == line + "\n"
+
+
+def test_check_counts_today_once_its_window_has_passed(project, r):
+    project.write_config(marker_tasks(project.root, ["a"]))
+    for session in LOOKBACK[1:]:
+        put(r, session, doc(session))
+    assert project.cli("status", "--check", "--now", IN_WINDOW).exit_code == 0
+    late = project.cli("status", "--check", "--now", AFTER)
+    assert late.exit_code == 1 and "2026-11-30 missing" in late.stdout
+    as_json = project.cli("status", "--check", "--json", "--now", AFTER)
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["not_done"] == ["2026-11-30"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--date", "2026-11-26"], "2026-11-26 is not a XNYS trading session"),
+    (["--date", "2026-12-01"], "2026-12-01 is in the future"),
+    (["--date", "30/11/2026"], "--date '30/11/2026': expected a date YYYY-MM-DD"),
+    (["--lookback", "400"], "--lookback 400 can span"),
+    (["--lookback", "3", "--date", "2026-11-27"], "--date and --lookback exclude each other"),
+])
+def test_status_bad_usage_exits_2_with_one_line(project, r, args, message):
+    project.write_config(marker_tasks(project.root, ["a"]))
+    result = project.cli("status", *args, "--now", NOON)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+def command_calls(r) -> dict[str, int]:
+    stats = r.info("commandstats")
+    return {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["recover", "--dry-run"]])
+def test_every_lookback_session_is_read_with_one_command(project, r, command):
+    project.write_config("[redis]\nstatus_ttl_days = 120\n" + marker_tasks(project.root, ["a"]))
+    counts = []
+    for lookback in ("3", "60"):
+        r.config_resetstat()
+        assert project.cli(*command, "--lookback", lookback, "--now", NOON).exit_code == 0
+        calls = command_calls(r)
+        calls.pop("config", None)
+        counts.append(calls)
+    assert counts[0] == counts[1]  # 60 sessions cost no more commands than 3
+    assert counts[1]["mget"] == 1
+
+
+@pytest.mark.parametrize("status, now, holder, state", [
+    (None, "2026-11-30T21:59:59+00:00", None, "not_yet_due"),
+    (None, "2026-11-30T22:00:00+00:00", None, "due"),
+    (None, "2026-11-30T22:30:00+00:00", None, "missing"),
+    (SessionStatus(dt.date(2026, 11, 30), corrupt="bad"), "2026-11-30T23:00:00+00:00", None, "corrupt"),
+    (SessionStatus(dt.date(2026, 11, 30), started_at=dt.datetime(2026, 11, 30, 22, tzinfo=dt.timezone.utc),
+                   run_id="x"), "2026-11-30T22:10:00+00:00", LockHolder("h", 1, "s", ""), "running"),
+    (SessionStatus(dt.date(2026, 11, 30), started_at=dt.datetime(2026, 11, 30, 22, tzinfo=dt.timezone.utc),
+                   completed_at=dt.datetime(2026, 11, 30, 22, 5, tzinfo=dt.timezone.utc)),
+     "2026-11-30T22:10:00+00:00", LockHolder("h", 1, "s", "x"), "failed"),
+])
+def test_classify_table(status, now, holder, state):
+    window = Window(dt.date(2026, 11, 30), dt.datetime(2026, 11, 30, 22, tzinfo=dt.timezone.utc),
+                    dt.datetime(2026, 11, 30, 22, 30, tzinfo=dt.timezone.utc))
+    assert classify(status, window, dt.datetime.fromisoformat(now), holder) == state

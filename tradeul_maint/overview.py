@@ -1,0 +1,270 @@
+"""The operator's view: the state of each recent session, the next window, and who holds the lock.
+
+Pure, like the planner: it takes the time, the calendar, the settings and what the store
+read in one round trip (an `Overview`), and returns a `StatusView` that `status` renders
+as a table, one session task by task, or JSON, and that `status --check` sums up.
+
+A session is in exactly one state:
+
+- `done`: its status document says all_success and has completed_at (legacy documents too);
+- `failed`: its last cycle finished with a task failed or skipped;
+- `running` / `interrupted`: a cycle started and did not finish; running while the lock
+  is held by that cycle's run (or by a holder we cannot tell apart), interrupted otherwise;
+- `corrupt`: the document does not parse (never done);
+- `missing`: no document and its window has passed;
+- `due`: no document and its window is open now;
+- `not_yet_due`: no document and its window has not opened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from tradeul_maint.calendar import TradingCalendar, Window
+from tradeul_maint.lock import LockHolder
+from tradeul_maint.planner import retry_gate
+from tradeul_maint.settings import Settings
+from tradeul_maint.state import COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus, TaskRecord, iso, parse_time
+from tradeul_maint.store import Overview
+
+DONE, FAILED_STATE, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
+CORRUPT, MISSING, DUE, NOT_YET_DUE = "corrupt", "missing", "due", "not_yet_due"
+ERROR_OUTPUT_LINES = 5  # last lines of a failed command's output shown with its error
+
+
+@dataclass(frozen=True)
+class TaskView:
+    name: str
+    status: str  # pending | in_progress | completed | failed | skipped
+    attempts: int
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    duration_seconds: float | None
+    error: str | None  # the exception message or exit status, then the last lines of the output
+    note: str | None  # why it was not run in that cycle (catchup = "latest")
+
+
+@dataclass(frozen=True)
+class SessionView:
+    session: dt.date
+    state: str
+    window: Window
+    window_passed: bool
+    tasks_completed: int
+    tasks_total: int
+    attempts: int
+    started_at: dt.datetime | None
+    completed_at: dt.datetime | None
+    duration_seconds: float | None
+    run_id: str | None
+    note: str | None  # what an operator should know: failed tasks, retry gate, why unreadable
+    tasks: tuple[TaskView, ...]
+
+    @property
+    def overdue(self) -> bool:
+        """Its window has passed and it is not done: what `status --check` alerts on."""
+        return self.window_passed and self.state != DONE
+
+
+@dataclass(frozen=True)
+class StatusView:
+    now: dt.datetime
+    calendar: str
+    timezone: str
+    lookback: int
+    sessions: tuple[SessionView, ...]  # newest first
+    next_window: Window | None
+    holder: LockHolder | None
+    last_run: str | None
+
+    @property
+    def overdue(self) -> tuple[SessionView, ...]:
+        return tuple(s for s in self.sessions if s.overdue)
+
+    @property
+    def ok(self) -> bool:
+        return not self.overdue
+
+    def check_line(self) -> str:
+        passed = [s for s in self.sessions if s.window_passed]
+        if self.ok:
+            return f"OK: all {len(passed)} {self.calendar} sessions whose window has passed are done"
+        late = ", ".join(f"{s.session} {s.state.replace('_', ' ')}" for s in reversed(self.overdue))
+        return f"NOT OK: {len(self.overdue)} of {len(passed)} sessions whose window has passed are not done: {late}"
+
+    def to_json(self, tasks: bool = False) -> dict:
+        """The `status --json` document; its key names are part of the tool's interface.
+
+        `tasks` adds each session's tasks (`status --date D --json`); the lookback view leaves
+        them out, as its table does, so 250 sessions stay a small document.
+        """
+        return {
+            "now": iso(self.now),
+            "calendar": self.calendar,
+            "timezone": self.timezone,
+            "order": "newest_first",
+            "lookback": self.lookback,
+            "ok": self.ok,
+            "not_done": [s.session.isoformat() for s in self.overdue],
+            "sessions": [_session_json(s, tasks) for s in self.sessions],
+            "next_window": _window_json(self.next_window, self.now, self.timezone),
+            "lock": None if self.holder is None else {"host": self.holder.host, "pid": self.holder.pid,
+                                                      "since": self.holder.since, "run_id": self.holder.run_id},
+            "last_run": self.last_run,
+        }
+
+
+def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen: Overview,
+          sessions: list[dt.date]) -> StatusView:
+    """The view of `sessions` (any order) as read in `seen`."""
+    schedule = settings.schedule
+    views = []
+    for session in sorted(sessions, reverse=True):
+        window = calendar.window(session, schedule.window_start, schedule.window_minutes)
+        views.append(session_view(session, seen.statuses.get(session), window, now, seen.holder, settings))
+    return StatusView(now, calendar.code, calendar.tz.key, len(sessions), tuple(views),
+                      next_window(now, calendar, settings), seen.holder, seen.last_run)
+
+
+def classify(status: SessionStatus | None, window: Window, now: dt.datetime, holder: LockHolder | None) -> str:
+    if status is None:
+        return MISSING if now >= window.end else DUE if now >= window.start else NOT_YET_DUE
+    if status.corrupt:
+        return CORRUPT
+    if status.done:
+        return DONE
+    if status.unfinished:
+        # Only the lock holder writes, so an unfinished cycle is alive only while its run holds the lock.
+        mine = holder is not None and (holder.run_id == status.run_id or not holder.run_id or not status.run_id)
+        return RUNNING if mine else INTERRUPTED
+    return FAILED_STATE
+
+
+def session_view(session: dt.date, status: SessionStatus | None, window: Window, now: dt.datetime,
+                 holder: LockHolder | None, settings: Settings) -> SessionView:
+    state = classify(status, window, now, holder)
+    readable = status is not None and not status.corrupt
+    names = list(status.tasks) if readable and status.tasks else list(settings.task_names)
+    tasks = tuple(_task_view(name, status if readable else None) for name in names)
+    return SessionView(
+        session=session,
+        state=state,
+        window=window,
+        window_passed=now >= window.end,
+        tasks_completed=sum(t.status == COMPLETED for t in tasks),
+        tasks_total=len(tasks),
+        attempts=status.attempts if readable else 0,
+        started_at=status.started_at if readable else None,
+        completed_at=status.completed_at if readable else None,
+        duration_seconds=_duration(status) if readable else None,
+        run_id=status.run_id if readable else None,
+        note=_note(state, status, now, settings),
+        tasks=tasks,
+    )
+
+
+def next_window(now: dt.datetime, calendar: TradingCalendar, settings: Settings) -> Window | None:
+    """The window open now, or else the next one to open; None past the end of the calendar."""
+    schedule = settings.schedule
+    today = calendar.local_date(now)
+    # Start a session back: a window set late after the close (close+8h) may open after midnight.
+    candidates = calendar.sessions_up_to(today, 2)
+    session = candidates[0] if candidates else calendar.first_session
+    for _ in range(10):
+        if session is None:
+            return None
+        window = calendar.window(session, schedule.window_start, schedule.window_minutes)
+        if now < window.end:
+            return window
+        session = calendar.next_session_after(session)
+    return None
+
+
+def _task_view(name: str, status: SessionStatus | None) -> TaskView:
+    if status is None:
+        return TaskView(name, PENDING, 0, None, None, None, None, None)
+    record = status.details.get(name) or TaskRecord()
+    state = status.tasks.get(name, PENDING)
+    error = None
+    if state in (FAILED, SKIPPED) and (record.error or record.output):
+        error = "\n".join(filter(None, [record.error, _last_lines(record.output)]))
+    return TaskView(name, state, record.attempts, parse_time(record.started_at), parse_time(record.finished_at),
+                    record.duration_seconds, error, record.reason)
+
+
+def _note(state: str, status: SessionStatus | None, now: dt.datetime, settings: Settings) -> str | None:
+    if status is None:
+        return None
+    if state == CORRUPT:
+        return f"status document unreadable: {status.corrupt}"
+    if state == INTERRUPTED:
+        return f"stopped by {status.interrupted}" if status.interrupted else "its runner stopped before the end"
+    if state == FAILED_STATE:
+        bad = [n for n, s in status.tasks.items() if s in (FAILED, SKIPPED)]
+        why = f"{', '.join(bad)} not completed" if bad else "not all tasks completed"
+        if settings.schedule.auto_recover and (gate := retry_gate(status, now, settings.run)) is not None:
+            why += f"; {gate}"
+        return why
+    return None
+
+
+def _duration(status: SessionStatus) -> float | None:
+    """The recorded duration; documents of the replaced service may have only the two timestamps."""
+    if isinstance(status.duration_seconds, (int, float)):
+        return status.duration_seconds
+    if status.started_at and status.completed_at:
+        return round((status.completed_at - status.started_at).total_seconds(), 3)
+    return None
+
+
+def _last_lines(output: str | None) -> str | None:
+    if not output:
+        return None
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    return "\n".join(lines[-ERROR_OUTPUT_LINES:]) or None
+
+
+def _session_json(s: SessionView, tasks: bool) -> dict:
+    doc = {
+        "date": s.session.isoformat(),
+        "state": s.state,
+        "window_start": iso(s.window.start),
+        "window_end": iso(s.window.end),
+        "window_passed": s.window_passed,
+        "tasks_completed": s.tasks_completed,
+        "tasks_total": s.tasks_total,
+        "attempts": s.attempts,
+        "started_at": iso(s.started_at),
+        "completed_at": iso(s.completed_at),
+        "duration_seconds": s.duration_seconds,
+        "run_id": s.run_id,
+        "note": s.note,
+    }
+    if tasks:
+        doc["tasks"] = [{
+            "name": t.name,
+            "status": t.status,
+            "attempts": t.attempts,
+            "started_at": iso(t.started_at),
+            "finished_at": iso(t.finished_at),
+            "duration_seconds": t.duration_seconds,
+            "error": t.error,
+            "note": t.note,
+        } for t in s.tasks]
+    return doc
+
+
+def _window_json(window: Window | None, now: dt.datetime, tz: str) -> dict | None:
+    if window is None:
+        return None
+    local = ZoneInfo(tz)
+    return {
+        "session": window.session.isoformat(),
+        "start": iso(window.start),
+        "end": iso(window.end),
+        "start_local": window.start.astimezone(local).isoformat(timespec="minutes"),
+        "end_local": window.end.astimezone(local).isoformat(timespec="minutes"),
+        "open": window.contains(now),
+    }
