@@ -103,3 +103,49 @@ def test_latest_tasks_run_once_across_a_multi_session_catch_up(project, r):
     older = json.loads(r.get("maintenance:status:2026-11-20"))
     assert older["all_success"] is True and older["tasks"]["reset_cache"] == "skipped"
     assert "latest" in older["task_details"]["reset_cache"]["reason"]
+
+
+def test_status_and_dry_run_say_when_an_override_changed_the_day(project, r):
+    project.write_config("[schedule]\nwindow_start = 'close+60m'\n"
+                         "[calendar]\nearly_closes = { 2026-11-24 = '13:00' }\nclosed = ['2026-11-23']\n"
+                         + marker_tasks(project.root, ["a"]))
+    dry = project.cli("run", "--dry-run", "--now", "2026-11-24T14:05")
+    assert "would run 2026-11-24 (inside its window (14:00-14:30); early close 13:00 by override)" in dry.stdout
+    status = project.cli("status", "--json", "--now", "2026-11-24T14:05")
+    sessions = {s["date"]: s for s in json.loads(status.stdout)["sessions"]}
+    assert sessions["2026-11-24"]["override"] == "early close 13:00 by override"
+    assert "2026-11-23" not in sessions  # closed by override: not a session at all
+    table = project.cli("status", "--now", "2026-11-24T14:05")
+    assert "early close 13:00 by override" in table.stdout
+
+
+def test_calendar_command_shows_reach_overrides_and_next_windows(project):
+    project.write_config("[schedule]\nwindow_start = 'close+60m'\n[calendar]\nclosed = ['2026-11-30']\n"
+                         + marker_tasks(project.root, ["a"]))
+    result = project.cli("calendar", "--now", "2026-11-25T12:00", "--sessions", "3")
+    assert result.exit_code == 0
+    assert "XNYS (America/New_York), exchange-calendars" in result.stdout
+    assert "closed 2026-11-30" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("2026-")]
+    assert rows == [["2026-11-25", "16:00", "17:00-17:30", "22:00-22:30"],
+                    ["2026-11-27", "13:00", "14:00-14:30", "19:00-19:30"],
+                    ["2026-12-01", "16:00", "17:00-17:30", "22:00-22:30"]]
+    info = json.loads(project.cli("calendar", "--json", "--now", "2026-11-25T12:00").stdout)
+    assert info["first_session"] < "2010-01-01" and info["last_session"] > "2027-01-01"
+    assert info["warning"] is None
+
+
+def test_status_check_reports_a_calendar_about_to_end(project, r, calendar_cache):
+    project.write_config("[schedule]\nauto_recover = false\n" + marker_tasks(project.root, ["a"]))
+    last = load_calendar("XNYS", CalendarOverrides(), calendar_cache).library_last_session
+    day = last - dt.timedelta(days=8)
+    while not load_calendar("XNYS", CalendarOverrides(), calendar_cache).is_session(day):
+        day -= dt.timedelta(days=1)
+    now = f"{day}T12:00"
+    for previous in load_calendar("XNYS", CalendarOverrides(), calendar_cache).sessions_up_to(day, 8)[:-1]:
+        assert project.cli("run", "--date", str(previous), "--now", now).exit_code == 0
+    check = project.cli("status", "--check", "--now", now)
+    assert check.exit_code == 1
+    assert "NOT OK" in check.stdout and "upgrade exchange-calendars" in check.stdout
+    fine = project.cli("status", "--check", "--now", f"{day - dt.timedelta(days=60)}T12:00")
+    assert "upgrade exchange-calendars" not in fine.stdout

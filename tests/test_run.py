@@ -359,3 +359,12 @@ def test_password_in_a_task_error_is_hidden_from_output_and_state(project, r):
     result = project.cli("run", "--date", DAY)
     assert result.exit_code == 1 and "redis://app:***@cache:6379/0" in result.stderr
     assert "s3cr3t" not in result.output + r.get(f"maintenance:status:{DAY}")
+
+
+def test_counts_reported_before_a_failure_are_kept(project, r):
+    (project.root / "partial_task.py").write_text(
+        "def run(ctx):\n    ctx.report(rows_loaded=40)\n    raise ValueError('row 41 is malformed')\n")
+    project.write_config('[[tasks]]\nname = "partial"\npython = "partial_task:run"\n')
+    assert project.cli("run", "--date", DAY).exit_code == 1
+    details = status(r)["task_details"]["partial"]
+    assert details["result"] == {"rows_loaded": 40} and details["error"] == "ValueError: row 41 is malformed"

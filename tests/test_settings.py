@@ -50,6 +50,8 @@ TASK = '[[tasks]]\nname = "a"\ncommand = ["true"]\n'
         ("[calendar]\nearly_closes = { 2026-12-24 = '1pm' }\n" + TASK, "expected a local time"),
         ("[calendar]\nearly_closes = { 2026-12-26 = '13:00' }\n" + TASK, "2026-12-26 is not a session"),
         ("[redis]\nurl = 'http://localhost'\n" + TASK, "expected redis://"),
+        ('[[tasks]]\nname = "a"\nbuiltin = "redis.delete_keys"\nparams = { patterns = ["main*"] }\n',
+         "'main*' would delete this tool's own state"),
     ],
 )
 def test_configuration_errors_exit_78_with_one_line(project, config, expected):

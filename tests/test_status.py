@@ -94,7 +94,7 @@ def test_status_json_carries_the_same_information(project, r):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert set(data) == {"now", "calendar", "timezone", "order", "lookback", "ok", "not_done", "sessions",
-                         "next_window", "lock", "last_run"}
+                         "next_window", "lock", "last_run", "calendar_warning"}
     assert data["order"] == "newest_first" and data["lookback"] == 7 and data["timezone"] == "America/New_York"
     assert {s["date"]: s["state"] for s in data["sessions"]} == EXPECTED
     assert [s["date"] for s in data["sessions"]] == LOOKBACK
@@ -106,7 +106,7 @@ def test_status_json_carries_the_same_information(project, r):
     assert data["lock"] == {"host": "worker-1", "pid": 321, "since": "2026-11-30T22:05:00+00:00", "run_id": "live"}
     assert data["last_run"] == "2026-11-23"
     keys = {"date", "state", "window_start", "window_end", "window_passed", "tasks_completed", "tasks_total",
-            "attempts", "started_at", "completed_at", "duration_seconds", "run_id", "note"}
+            "attempts", "started_at", "completed_at", "duration_seconds", "run_id", "note", "override"}
     failed = next(s for s in data["sessions"] if s["date"] == "2026-11-23")
     assert set(failed) == keys  # the lookback view leaves the tasks to `--date`
     assert (failed["tasks_completed"], failed["tasks_total"], failed["attempts"]) == (1, 2, 1)

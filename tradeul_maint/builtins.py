@@ -1,70 +1,314 @@
 """Built-in tasks: ordinary task callables registered by name, with their parameters checked at load.
 
-Each entry names the callable and the parameters it accepts; `validate_builtin` runs when
-the configuration is loaded, so a typo in `params` is a configuration error (exit 78)
-rather than a failure at 17:00.
+Each entry names the callable, the parameters it accepts and a check of how they combine;
+`validate_builtin` runs when the configuration is loaded, so a typo in `params` is a
+configuration error (exit 78) rather than a failure at 17:00. A built-in acts on the
+maintenance Redis, or on the Redis a task names with `params.url`, which it opens and
+closes itself. An operator-actionable failure is returned as `{"success": False, "error":
+...}`, like every other task; an unexpected Redis error is raised and recorded as is.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import redis
 
+from tradeul_maint.connection import SCHEMES, client_for_url, redact
 from tradeul_maint.errors import ConfigError
 
+# Buckets examined per SCAN call: a fraction of a millisecond of server time each, and few
+# enough round trips that a million keys take seconds even over a network.
 SCAN_COUNT = 1000
-UNLINK_BATCH = 1000
+BGSAVE_TIMEOUT = 600.0
+POLL_FIRST, POLL_MAX = 0.02, 0.5  # seconds between INFO polls while a snapshot runs (doubling)
+AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])?$")
+AGE_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
 class Builtin:
-    func: Callable
+    func: Callable[[Any], dict[str, Any]]
     required: dict[str, type | tuple]
     optional: dict[str, type | tuple]
+    check: Callable[[dict[str, Any], str], None] | None = None  # how the parameters combine
 
 
-def target_redis(ctx) -> redis.Redis:
-    """The maintenance Redis, or the one a task names with `params.url`."""
+@contextmanager
+def target_redis(ctx) -> Iterator[redis.Redis]:
+    """The maintenance Redis, or the one a task names with `params.url` (opened here, closed after)."""
     url = ctx.params.get("url")
     if not url:
-        return ctx.redis
-    from tradeul_maint.connection import client_for_url
+        yield ctx.redis
+        return
+    client = client_for_url(url)
+    try:
+        yield client
+    finally:
+        client.close()
 
-    return client_for_url(url)
+
+def parse_age(value: Any, what: str) -> float:
+    """Seconds from a number or a duration such as "90s", "30m", "2h", "7d"."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := AGE.match(value.strip())):
+        seconds = float(match[1]) * AGE_UNITS[match[2]]
+    else:
+        raise ConfigError(f"{what} = {value!r}: expected seconds or a duration like \"30m\", \"2h\" or \"7d\"")
+    if seconds <= 0:
+        raise ConfigError(f"{what} = {value!r}: must be positive")
+    return seconds
+
+
+# --- redis.delete_keys -------------------------------------------------------------------
 
 
 def delete_keys(ctx) -> dict[str, Any]:
-    """Delete every key matching the glob `patterns`: SCAN and UNLINK in pipelined batches, never KEYS."""
-    client = target_redis(ctx)
-    dry_run = bool(ctx.params.get("dry_run", False))
+    """Delete every key matching the glob `patterns`; with `dry_run`, only count them."""
+    dry_run = ctx.params.get("dry_run", False)
     total = 0
-    for pattern in ctx.params["patterns"]:
-        count = 0
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
-            batch.append(key)
-            if len(batch) >= UNLINK_BATCH:
-                count += _unlink(client, batch, dry_run)
-                batch = []
-        count += _unlink(client, batch, dry_run)
-        ctx.logger.info("keys_deleted", pattern=pattern, keys=count, dry_run=dry_run)
-        total += count
-    ctx.report(keys_matched=total) if dry_run else ctx.report(keys_deleted=total)
+    with target_redis(ctx) as client:
+        for pattern in ctx.params["patterns"]:
+            count = _delete_matching(client, pattern, dry_run)
+            ctx.logger.bind(pattern=pattern, keys=count, dry_run=dry_run) \
+                .info("keys_matched" if dry_run else "keys_deleted")
+            total += count
+    ctx.report(**{"keys_matched" if dry_run else "keys_deleted": total})
     return {"success": True}
 
 
-def _unlink(client: redis.Redis, keys: list[bytes], dry_run: bool) -> int:
-    if not keys:
-        return 0
-    if dry_run:
-        return len(keys)
-    return int(client.unlink(*keys))
+def _delete_matching(client: redis.Redis, pattern: str, dry_run: bool) -> int:
+    """SCAN the keyspace once, UNLINKing what each step found while the next step runs.
+
+    On one connection, the next SCAN is sent before the UNLINK of the keys the last one
+    returned, and the server runs that UNLINK while this side reads the SCAN's reply: the
+    deletes cost no round trip of their own, client and server work side by side, and at
+    most two steps' keys (about 2 x SCAN_COUNT) are held at a time, whatever the key count.
+    Never KEYS: it blocks the server for the whole keyspace. A dry run counts what SCAN
+    returns, which may include a key twice if the server rehashes meanwhile; the deleted
+    count comes from UNLINK and is exact.
+    """
+    pool = client.connection_pool
+    conn = _connection(pool)
+    count, unlinking = 0, False
+    try:
+        conn.send_command("SCAN", 0, "MATCH", pattern, "COUNT", SCAN_COUNT)
+        while True:
+            cursor, keys = conn.read_response()
+            if unlinking:  # its reply follows the SCAN's, which was sent before it
+                count += int(conn.read_response())
+            finished = int(cursor) == 0
+            if not finished:
+                conn.send_command("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
+            unlinking = bool(keys) and not dry_run
+            if unlinking:
+                conn.send_command("UNLINK", *keys)
+            elif dry_run:
+                count += len(keys)
+            if finished:
+                return count + (int(conn.read_response()) if unlinking else 0)
+    except BaseException:
+        conn.disconnect()  # replies may be unread: the pool must not hand this connection out as it is
+        raise
+    finally:
+        pool.release(conn)
+
+
+def _connection(pool: redis.ConnectionPool) -> redis.Connection:
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py before 5.3 wants a command name
+        return pool.get_connection("SCAN")
+
+
+# --- redis.trim_streams ------------------------------------------------------------------
+
+
+def trim_streams(ctx) -> dict[str, Any]:
+    """Trim the named streams and those matching `patterns` to `maxlen` entries or to the last `max_age`."""
+    params = ctx.params
+    approximate = params.get("approximate", True)
+    named = list(dict.fromkeys(params.get("streams", [])))
+    with target_redis(ctx) as client:
+        if "max_age" in params:
+            # The cutoff comes from the server's clock, the one that stamped the entry IDs.
+            seconds, micros = client.time()
+            cutoff_ms = max(0, seconds * 1000 + micros // 1000 - int(parse_age(params["max_age"], "max_age") * 1000))
+            limit: dict[str, Any] = {"minid": f"{cutoff_ms}-0"}
+            kept = f"entries newer than {dt.datetime.fromtimestamp(cutoff_ms / 1000, dt.timezone.utc).isoformat()}"
+        else:
+            limit = {"maxlen": params["maxlen"]}
+            kept = f"{'about ' if approximate else ''}{params['maxlen']} entries"
+        types = client.pipeline(transaction=False)
+        for name in named:
+            types.type(name)
+        present = []
+        for name, kind in zip(named, types.execute()):
+            kind = kind.decode() if isinstance(kind, bytes) else kind
+            if kind == "none":
+                ctx.logger.bind(stream=name).warning("stream_missing")
+            elif kind != "stream":
+                return {"success": False, "error": f"params.streams: {name} is a {kind}, not a stream"}
+            else:
+                present.append(name)
+        # (log field, its value, the streams): the named ones first, then each pattern's.
+        groups: list[tuple[str, Any, Any]] = [("streams", named, present)] if named else []
+        groups += [("pattern", pattern, _streams_matching(client, pattern, set(named)))
+                   for pattern in params.get("patterns", [])]
+        streams = removed = 0
+        for field, value, names in groups:
+            group_streams = group_removed = 0
+            for name in names:
+                n = _trim(client, name, approximate, limit)
+                ctx.logger.bind(stream=_text(name), entries_removed=n).debug("stream_trimmed")
+                group_streams += 1
+                group_removed += n
+            ctx.logger.bind(**{field: value}, streams_trimmed=group_streams, entries_removed=group_removed,
+                            kept=kept).info("streams_trimmed")
+            streams += group_streams
+            removed += group_removed
+    ctx.report(streams_trimmed=streams, entries_removed=removed)
+    return {"success": True}
+
+
+def _streams_matching(client: redis.Redis, pattern: str, skip: set[str]) -> Iterator[bytes]:
+    for key in client.scan_iter(match=pattern, count=SCAN_COUNT, _type="stream"):
+        if _text(key) not in skip:
+            yield key
+
+
+def _trim(client: redis.Redis, name: str | bytes, approximate: bool, limit: dict[str, Any]) -> int:
+    """XTRIM until done: an approximate trim stops after 100 x stream-node-max-entries entries a call.
+
+    Repeating the call (rather than LIMIT 0) keeps each call short on a stream of millions of
+    entries; an exact trim removes everything in one call.
+    """
+    removed = 0
+    while True:
+        n = int(client.xtrim(name, approximate=approximate, **limit))
+        removed += n
+        if n == 0 or not approximate:
+            return removed
+
+
+# --- redis.bgsave ------------------------------------------------------------------------
+
+
+def bgsave(ctx) -> dict[str, Any]:
+    """BGSAVE and wait for it; success with a note, doing nothing, when the server does not persist."""
+    timeout = parse_age(ctx.params.get("timeout", BGSAVE_TIMEOUT), "timeout")
+    with target_redis(ctx) as client:
+        if not _persistence_enabled(client):
+            note = "skipped: persistence is disabled on this Redis (save \"\" and appendonly no)"
+            ctx.logger.bind(reason=note).info("snapshot_skipped")
+            return {"success": True, "note": note}
+        deadline = time.monotonic() + timeout
+        waited = False
+        while True:
+            try:
+                client.bgsave(schedule=False)
+                break  # the child has forked: our snapshot is in progress
+            except redis.ResponseError as exc:
+                if "in progress" not in str(exc).lower():
+                    raise
+                # Another save or an AOF rewrite forked before the tasks' last writes, so its
+                # snapshot may miss them: let it finish, then take ours.
+                waited = True
+                ctx.logger.bind(reason=str(exc)).info("snapshot_waiting_for_running_save")
+                if not _wait_until_idle(client, deadline) or time.monotonic() >= deadline:
+                    return _timed_out(timeout, "the save already running")
+                time.sleep(POLL_FIRST)
+        ctx.logger.info("snapshot_started")
+        if not _wait_until_idle(client, deadline):
+            return _timed_out(timeout, "BGSAVE")
+        info = client.info("persistence")
+    if info.get("rdb_last_bgsave_status") != "ok":
+        return {"success": False, "error": "BGSAVE failed (rdb_last_bgsave_status:err): the Redis server log says "
+                                           "why (disk full, permissions of its dir, dbfilename)"}
+    saved_at = dt.datetime.fromtimestamp(int(info["rdb_last_save_time"]), dt.timezone.utc).isoformat()
+    ctx.logger.bind(saved_at=saved_at, seconds=info.get("rdb_last_bgsave_time_sec")).info("snapshot_completed")
+    ctx.report(saved_at=saved_at, bgsave_seconds=info.get("rdb_last_bgsave_time_sec"),
+               waited_for_running_save=waited)
+    return {"success": True}
+
+
+def _persistence_enabled(client: redis.Redis) -> bool:
+    """False only when CONFIG GET shows no save points and no AOF; a server that hides CONFIG is asked anyway."""
+    try:
+        config = {_text(k): _text(v) for k, v in client.config_get("save").items()}
+        config.update({_text(k): _text(v) for k, v in client.config_get("appendonly").items()})
+    except redis.ResponseError:  # CONFIG renamed or forbidden, as on managed services
+        return True
+    return bool(config.get("save", "").strip()) or config.get("appendonly") == "yes"
+
+
+def _wait_until_idle(client: redis.Redis, deadline: float) -> bool:
+    """Poll INFO persistence until no RDB save and no AOF rewrite runs; False at the deadline."""
+    pause = POLL_FIRST
+    while True:
+        info = client.info("persistence")
+        if not info.get("rdb_bgsave_in_progress") and not info.get("aof_rewrite_in_progress"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, POLL_MAX)
+
+
+def _timed_out(timeout: float, what: str) -> dict[str, Any]:
+    return {"success": False, "error": f"{what} did not finish within {timeout:g}s (it goes on in the server): "
+                                       "raise params.timeout or see why the server is slow to write"}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --- the registry and load-time validation ----------------------------------------------
+
+
+def _names(params: dict[str, Any], key: str, section: str) -> None:
+    value = params.get(key)
+    if value is not None and not (value and all(isinstance(v, str) and v for v in value)):
+        raise ConfigError(f"[{section}] params.{key} must be a non-empty list of names or glob patterns")
+
+
+def _check_delete_keys(params: dict[str, Any], section: str) -> None:
+    _names(params, "patterns", section)
+
+
+def _check_trim_streams(params: dict[str, Any], section: str) -> None:
+    _names(params, "streams", section)
+    _names(params, "patterns", section)
+    if "streams" not in params and "patterns" not in params:
+        raise ConfigError(f"[{section}] redis.trim_streams needs params.streams or params.patterns")
+    if ("maxlen" in params) == ("max_age" in params):
+        raise ConfigError(f"[{section}] redis.trim_streams needs exactly one of params.maxlen (entries kept) "
+                          "or params.max_age (e.g. \"2h\")")
+    if "maxlen" in params and params["maxlen"] < 0:
+        raise ConfigError(f"[{section}] params.maxlen = {params['maxlen']}: must be 0 or more")
+    if "max_age" in params:
+        parse_age(params["max_age"], f"[{section}] params.max_age")
+
+
+def _check_bgsave(params: dict[str, Any], section: str) -> None:
+    if "timeout" in params:
+        parse_age(params["timeout"], f"[{section}] params.timeout")
 
 
 REGISTRY: dict[str, Builtin] = {
-    "redis.delete_keys": Builtin(delete_keys, {"patterns": list}, {"dry_run": bool, "url": str}),
+    "redis.delete_keys": Builtin(delete_keys, {"patterns": list}, {"dry_run": bool, "url": str},
+                                 _check_delete_keys),
+    "redis.trim_streams": Builtin(trim_streams, {}, {"streams": list, "patterns": list, "maxlen": int,
+                                                     "max_age": (int, float, str), "approximate": bool, "url": str},
+                                  _check_trim_streams),
+    "redis.bgsave": Builtin(bgsave, {}, {"timeout": (int, float, str), "url": str}, _check_bgsave),
 }
 
 
@@ -77,14 +321,19 @@ def validate_builtin(name: str, params: dict[str, Any], section: str) -> None:
         if kind is None:
             raise ConfigError(f"[{section}] params.{key}: unknown parameter for {name} "
                               f"(known: {', '.join(sorted({**entry.required, **entry.optional}))})")
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
-            raise ConfigError(f"[{section}] params.{key} = {value!r}: wrong type for {name}")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise ConfigError(f"[{section}] params.{key} = {value!r}: expected "
+                              f"{' or '.join(k.__name__ for k in kinds)} for {name}")
     missing = [k for k in entry.required if k not in params]
     if missing:
         raise ConfigError(f"[{section}] {name} needs params.{missing[0]}")
-    patterns = params.get("patterns")
-    if name == "redis.delete_keys" and not (patterns and all(isinstance(p, str) and p for p in patterns)):
-        raise ConfigError(f"[{section}] params.patterns must be a non-empty list of glob patterns")
+    url = params.get("url")
+    if url is not None and url.split("://", 1)[0].lower() not in SCHEMES:
+        raise ConfigError(f"[{section}] params.url = {redact(url)!r}: expected redis://, rediss://, unix:// "
+                          "or redis+sentinel://")
+    if entry.check:
+        entry.check(params, section)
 
 
 def builtin_callable(name: str) -> Callable:

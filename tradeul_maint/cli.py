@@ -300,6 +300,8 @@ def render_footer(console: Console, view: overview.StatusView) -> None:
     holder = view.holder
     console.print(f"lock: held by {holder.describe()}, run {holder.run_id}" if holder else "lock: free",
                   markup=False, emoji=False)
+    if view.calendar_warning:
+        console.print(Text(f"warning: {view.calendar_warning}", style="bold yellow"))
 
 
 def _local(moment: dt.datetime | None, tz: str) -> str:
@@ -313,6 +315,39 @@ def _duration(seconds: float | None) -> str:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+@app.command("calendar")
+def calendar_command(
+    ctx: typer.Context,
+    sessions: Annotated[int, typer.Option("--sessions", metavar="N", min=1, help="How many next sessions.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    now: NowOption = None,
+) -> None:
+    """The trading calendar in use: its version and reach, overrides, and the next sessions' windows."""
+    g: Globals = ctx.obj
+    with errors_to_exit_codes(g):
+        info = core.calendar(core.prepare(g.settings(require_tasks=False), now), sessions)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    tz = info["timezone"]
+    with _screen() as console:
+        console.print(f"{info['calendar']} ({tz}), {info['library']}: sessions {info['first_session']} to "
+                      f"{info['last_session']}; window {info['window']}", markup=False)
+        overrides = info["overrides"]
+        early = ", ".join(f"{d} {t}" for d, t in overrides["early_closes"].items())
+        console.print(f"overrides: closed {', '.join(overrides['closed']) or '-'}; extra sessions "
+                      f"{', '.join(overrides['sessions']) or '-'}; early closes {early or '-'}", markup=False)
+        table = _plain_table("session", "close", f"window ({tz})", "window (UTC)", "note")
+        for s in info["next_sessions"]:
+            start, end = dt.datetime.fromisoformat(s["start"]), dt.datetime.fromisoformat(s["end"])
+            table.add_row(s["session"], _local(dt.datetime.fromisoformat(s["close"]), tz)[11:],
+                          f"{_local(start, tz)[11:]}-{_local(end, tz)[11:]}", f"{start:%H:%M}-{end:%H:%M}",
+                          Text("; ".join(filter(None, ("open now" if s["open"] else None, s["override"])))))
+        console.print(table)
+        if info["warning"]:
+            console.print(Text(f"warning: {info['warning']}", style="bold yellow"))
 
 
 @app.command()

@@ -204,3 +204,8 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
                     .info("executing_recovery_maintenance")
             report.results.append(runner.run_cycle(planned, statuses.get(planned.session)))
         return report
+
+
+def calendar(ctx: Context, count: int = 5) -> dict:
+    """`calendar`: the calendar in use, how far it reaches, its overrides and the next windows."""
+    return overview.calendar_view(ctx.now, ctx.calendar, ctx.settings, count)

@@ -19,7 +19,7 @@ A session is in exactly one state:
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 from tradeul_maint.calendar import TradingCalendar, Window
@@ -61,6 +61,7 @@ class SessionView:
     run_id: str | None
     note: str | None  # what an operator should know: failed tasks, retry gate, why unreadable
     tasks: tuple[TaskView, ...]
+    override: str | None = None  # how a [calendar] override changed this day
 
     @property
     def overdue(self) -> bool:
@@ -78,6 +79,7 @@ class StatusView:
     next_window: Window | None
     holder: LockHolder | None
     last_run: str | None
+    calendar_warning: str | None = None  # the calendar ends soon: upgrade exchange-calendars
 
     @property
     def overdue(self) -> tuple[SessionView, ...]:
@@ -85,14 +87,17 @@ class StatusView:
 
     @property
     def ok(self) -> bool:
-        return not self.overdue
+        return not self.overdue and not self.calendar_warning
 
     def check_line(self) -> str:
         passed = [s for s in self.sessions if s.window_passed]
-        if self.ok:
-            return f"OK: all {len(passed)} {self.calendar} sessions whose window has passed are done"
+        warning = f"; {self.calendar_warning}" if self.calendar_warning else ""
+        if not self.overdue:
+            line = f"all {len(passed)} {self.calendar} sessions whose window has passed are done"
+            return f"NOT OK: {line}{warning}" if warning else f"OK: {line}"
         late = ", ".join(f"{s.session} {s.state.replace('_', ' ')}" for s in reversed(self.overdue))
-        return f"NOT OK: {len(self.overdue)} of {len(passed)} sessions whose window has passed are not done: {late}"
+        return (f"NOT OK: {len(self.overdue)} of {len(passed)} sessions whose window has passed are not done: "
+                f"{late}{warning}")
 
     def to_json(self, tasks: bool = False) -> dict:
         """The `status --json` document; its key names are part of the tool's interface.
@@ -113,6 +118,7 @@ class StatusView:
             "lock": None if self.holder is None else {"host": self.holder.host, "pid": self.holder.pid,
                                                       "since": self.holder.since, "run_id": self.holder.run_id},
             "last_run": self.last_run,
+            "calendar_warning": self.calendar_warning,
         }
 
 
@@ -123,9 +129,13 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
     views = []
     for session in sorted(sessions, reverse=True):
         window = calendar.window(session, schedule.window_start, schedule.window_minutes)
-        views.append(session_view(session, seen.statuses.get(session), window, now, seen.holder, settings))
+        view = session_view(session, seen.statuses.get(session), window, now, seen.holder, settings)
+        if override := calendar.override_note(session):
+            view = replace(view, override=override, note="; ".join(filter(None, (override, view.note))))
+        views.append(view)
     return StatusView(now, calendar.code, calendar.tz.key, len(sessions), tuple(views),
-                      next_window(now, calendar, settings), seen.holder, seen.last_run)
+                      next_window(now, calendar, settings), seen.holder, seen.last_run,
+                      calendar.expiry_warning(now))
 
 
 def classify(status: SessionStatus | None, window: Window, now: dt.datetime, holder: LockHolder | None) -> str:
@@ -241,6 +251,7 @@ def _session_json(s: SessionView, tasks: bool) -> dict:
         "duration_seconds": s.duration_seconds,
         "run_id": s.run_id,
         "note": s.note,
+        "override": s.override,
     }
     if tasks:
         doc["tasks"] = [{
@@ -267,4 +278,37 @@ def _window_json(window: Window | None, now: dt.datetime, tz: str) -> dict | Non
         "start_local": window.start.astimezone(local).isoformat(timespec="minutes"),
         "end_local": window.end.astimezone(local).isoformat(timespec="minutes"),
         "open": window.contains(now),
+    }
+
+
+def calendar_view(now: dt.datetime, calendar: TradingCalendar, settings: Settings, count: int = 5) -> dict:
+    """The `calendar` command's document: what calendar is in use, how far it reaches, and the next windows."""
+    schedule = settings.schedule
+    overrides = calendar.overrides
+    upcoming = []
+    session = calendar.local_date(now)
+    while len(upcoming) < count:
+        if calendar.first_session <= session <= calendar.last_session and calendar.is_session(session):
+            window = calendar.window(session, schedule.window_start, schedule.window_minutes)
+            if now < window.end:
+                upcoming.append({**_window_json(window, now, calendar.tz.key), "close": iso(calendar.close(session)),
+                                 "override": calendar.override_note(session)})
+        following = calendar.next_session_after(session)
+        if following is None:
+            break
+        session = following
+    return {
+        "calendar": calendar.code,
+        "timezone": calendar.tz.key,
+        "library": f"exchange-calendars {calendar.version}",
+        "first_session": calendar.first_session.isoformat(),
+        "last_session": calendar.library_last_session.isoformat(),
+        "window": f"{schedule.window_start} for {schedule.window_minutes} min",
+        "overrides": {
+            "closed": sorted(d.isoformat() for d in overrides.closed),
+            "sessions": sorted(d.isoformat() for d in overrides.sessions),
+            "early_closes": {d.isoformat(): t.strftime("%H:%M") for d, t in sorted(overrides.early_closes.items())},
+        },
+        "warning": calendar.expiry_warning(now),
+        "next_sessions": upcoming,
     }

@@ -70,6 +70,7 @@ def plan_cron(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSet
         if (wait := retry_gate(status, now, run)) is not None:
             deferred.append(Deferred(session, wait))
             continue
+        why = _with_override(why, calendar, session)
         planned.append(PlannedSession(session, pending_tasks(tasks, status), why,
                                       recovery=not window.contains(now)))
     return Plan(apply_catchup_policy(planned, tasks), tuple(deferred))
@@ -86,12 +87,20 @@ def plan_manual(now: dt.datetime, calendar: TradingCalendar, tasks: tuple[TaskSp
                          f"{', '.join(t.name for t in tasks)}")
     if only:
         chosen = tuple(t.name for t in tasks if t.name in only)
-        return Plan((PlannedSession(session, chosen, f"manual: only {', '.join(chosen)}"),))
-    if status is not None and status.done and not force:
+        why = f"manual: only {', '.join(chosen)}"
+    elif status is not None and status.done and not force:
         return Plan(deferred=(Deferred(session, "already done (use --force to run it again)"),))
-    if force:
-        return Plan((PlannedSession(session, tuple(t.name for t in tasks), "manual, forced: every task"),))
-    return Plan((PlannedSession(session, pending_tasks(tasks, status), f"manual: {describe(status)}"),))
+    elif force:
+        chosen, why = tuple(t.name for t in tasks), "manual, forced: every task"
+    else:
+        chosen, why = pending_tasks(tasks, status), f"manual: {describe(status)}"
+    return Plan((PlannedSession(session, chosen, _with_override(why, calendar, session)),))
+
+
+def _with_override(reason: str, calendar: TradingCalendar, session: dt.date) -> str:
+    """Plans say when an operator's [calendar] override changed the day they are about."""
+    note = calendar.override_note(session)
+    return f"{reason}; {note}" if note else reason
 
 
 def plan_recover(sessions: list[dt.date], tasks: tuple[TaskSpec, ...],

@@ -183,6 +183,7 @@ def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], re
     logging = _logging(_table(raw, "logging"))
     calendar = _calendar(_table(raw, "calendar"))
     tasks = _tasks(raw.get("tasks", []), require_tasks)
+    _protect_own_keys(tasks, redis)
     state_dir = cli.state_dir or (Path(env["TRADEUL_MAINT_STATE_DIR"]) if env.get("TRADEUL_MAINT_STATE_DIR") else None)
     if state_dir is None:
         xdg = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "state")
@@ -443,6 +444,22 @@ def _task(t: dict, name: str) -> TaskSpec:
         retry_delay=parse_seconds(t["retry_delay"], f"[{section}] retry_delay") if "retry_delay" in t else 30.0,
         catchup=catchup,
     )
+
+
+def _protect_own_keys(tasks: tuple[TaskSpec, ...], redis: RedisSettings) -> None:
+    """A delete pattern on the maintenance Redis must not match the tool's own state and lock."""
+    import fnmatch
+
+    own = [f"{redis.key_prefix}:status:2026-01-02", f"{redis.key_prefix}:lock", f"{redis.key_prefix}:last_run"]
+    for task in tasks:
+        if task.builtin != "redis.delete_keys" or task.params.get("url"):
+            continue
+        for pattern in task.params.get("patterns", []):
+            # Redis globs and fnmatch agree on *, ? and [..], which is all a prefix check needs.
+            hit = next((key for key in own if fnmatch.fnmatchcase(key, pattern)), None)
+            if hit:
+                raise ConfigError(f"[tasks.{task.name}] params.patterns: {pattern!r} would delete this tool's own "
+                                  f"state ({hit}): narrow the pattern")
 
 
 def _check_graph(tasks: list[TaskSpec]) -> None:

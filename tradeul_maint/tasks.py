@@ -29,22 +29,34 @@ KILL_GRACE = 5.0
 
 @dataclass
 class TaskContext:
-    """What a Python or built-in task receives."""
+    """What a Python or built-in task receives: one per task per cycle, shared by its retries.
 
-    date: dt.date  # the session the maintenance is for
-    task: str
-    run_id: str
-    redis: Any  # a redis.Redis client on the maintenance Redis
-    logger: Any  # a loguru logger bound to date, task and run id
-    params: dict[str, Any] = field(default_factory=dict)
-    result: dict[str, Any] = field(default_factory=dict)
+    The task sees only this: the session it works for (never "today": a catch-up runs
+    older sessions), a Redis client, a logger, its configured params, and `report` for the
+    counts an operator reads in the status document. Sync callables run in a thread of
+    their own, abandoned (not stopped) at the task's `timeout`; async ones run on an event
+    loop the runner creates for the attempt, and the timeout cancels them (CancelledError
+    at the pending await, so their cleanup runs).
+    """
+
+    date: dt.date  # the session the maintenance is for; also `session`
+    task: str  # the task's configured name
+    run_id: str  # this invocation's run id, as in the logs and the status document
+    redis: Any  # a redis.Redis client (bytes replies) on the maintenance Redis, shared: do not close it
+    logger: Any  # a loguru logger bound to date, task and run_id: ctx.logger.bind(rows=n).info("bars_loaded")
+    params: dict[str, Any] = field(default_factory=dict)  # the task's `params` table, as written in the config
+    result: dict[str, Any] = field(default_factory=dict)  # what report() collected
 
     @property
     def session(self) -> dt.date:
         return self.date
 
     def report(self, **counts: Any) -> None:
-        """Record result counts (keys deleted, rows loaded...) into the session's status document."""
+        """Record result counts (keys deleted, rows loaded...) for the session's status document.
+
+        They land in `task_details.<task>.result` when the task completes, merged with the
+        scalars of a returned `{"success": True, ...}` dict. Keep them JSON scalars.
+        """
         self.result.update(counts)
 
 
@@ -199,7 +211,7 @@ def _interpret(result: Any, ctx: TaskContext) -> Outcome:
     if isinstance(result, dict):
         if result.get("success") is False:
             return Outcome(False, str(result.get("error") or "task returned success = false"),
-                           result=_counts(result))
+                           result={**ctx.result, **_counts(result)} or None)
         ctx.result.update(_counts(result))
     return Outcome(True, result=dict(ctx.result) or None)
 
@@ -223,4 +235,5 @@ def run_python(spec: TaskSpec, ctx: TaskContext) -> Outcome:
     try:
         return run_callable(func, ctx, spec.timeout)
     except Exception as exc:
-        return Outcome(False, f"{type(exc).__name__}: {exc}")
+        # What the task reported before it failed still tells how far it got.
+        return Outcome(False, f"{type(exc).__name__}: {exc}", result=dict(ctx.result) or None)
