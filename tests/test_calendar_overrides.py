@@ -96,6 +96,7 @@ def test_latest_tasks_run_once_across_a_multi_session_catch_up(project, r):
     assert "skip reset_cache: catchup = \"latest\"" in plan.stdout
     result = project.cli("run", "--now", "2026-11-25T17:05")
     assert result.exit_code == 0, result.output
+    assert "2026-11-20: 1/2 tasks completed (1 left to the newest session: catchup = \"latest\")" in result.stdout
     sessions = ["2026-11-17", "2026-11-18", "2026-11-19", "2026-11-20", "2026-11-23",
                 "2026-11-24", "2026-11-25"]
     assert count_runs(project.root, "load") == sessions  # every session, oldest first

@@ -147,7 +147,10 @@ def render_results(report: core.RunReport, quiet: bool) -> None:
     for result in report.results:
         s = result.status
         completed = sum(state == "completed" for state in s.tasks.values())
-        line = f"{result.session}: {completed}/{len(s.tasks)} tasks completed in {result.seconds:.1f}s"
+        deferred = sum(state == "skipped" and bool(s.details.get(name) and s.details[name].reason)
+                       for name, state in s.tasks.items())
+        later = f" ({deferred} left to the newest session: catchup = \"latest\")" if deferred else ""
+        line = f"{result.session}: {completed}/{len(s.tasks)} tasks completed{later} in {result.seconds:.1f}s"
         if result.success:
             if not quiet:
                 out.print(line, markup=False)
