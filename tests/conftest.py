@@ -173,3 +173,13 @@ def marker_tasks(directory: Path, names: list[str], deps: dict[str, list[str]] |
 def count_runs(directory: Path, name: str, what: str = "count") -> list[str]:
     path = directory / f"{name}.{what}"
     return path.read_text().split() if path.exists() else []
+
+
+def wait_for(predicate, timeout: float = 20.0) -> bool:
+    """Poll `predicate` until it holds or `timeout` passes (for subprocess tests)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())

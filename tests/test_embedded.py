@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import Project, count_runs, marker_tasks
+from conftest import Project, count_runs, marker_tasks, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +73,7 @@ def test_overlapping_invocations_use_a_single_server(embedded):
     embedded.write_config(marker_tasks(embedded.root, ["a"], sleep=3))
     long_run = embedded.spawn("run", "--date", "2026-11-25")
     try:
-        assert _wait(lambda: count_runs(embedded.root, "a", "started"))
+        assert wait_for(lambda: count_runs(embedded.root, "a", "started"))
         overlapping = embedded.spawn("run", "--date", "2026-11-24")
         assert len(servers_for(embedded.state_dir)) == 1
         overlapping.communicate(timeout=30)
@@ -82,12 +81,3 @@ def test_overlapping_invocations_use_a_single_server(embedded):
     finally:
         long_run.communicate(timeout=30)
     assert servers_for(embedded.state_dir) == []
-
-
-def _wait(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False

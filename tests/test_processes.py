@@ -12,21 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import count_runs, marker_tasks
+from conftest import count_runs, marker_tasks, wait_for
 
 pytestmark = pytest.mark.slow
 
 DAY = "2026-11-25"
 QUIET = "[schedule]\nauto_recover = false\n"
-
-
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def kill_tasks_of(root: Path) -> None:

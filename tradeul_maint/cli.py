@@ -131,16 +131,17 @@ def run(
         raise typer.Exit(EXIT_TASKS_FAILED)
 
 
-def render_plan(plan: core.Plan) -> None:
+def render_plan(plan: core.Plan, nothing: str = "nothing to do") -> None:
+    """Every session looked at, oldest first: what would run and why, and what is left alone and why."""
+    lines = [(p.session, f"would run {p.session} ({p.reason}): {', '.join(p.tasks) or 'no tasks'}",
+              [f"  skip {name}: {why}" for name, why in p.catchup_skipped.items()]) for p in plan.sessions]
+    lines += [(d.session, f"leave {d.session}: {d.reason}", []) for d in plan.deferred]
     if plan.empty:
-        out.print("nothing to do", markup=False)
-    for p in plan.sessions:
-        tasks = ", ".join(p.tasks) if p.tasks else "no tasks"
-        out.print(f"would run {p.session} ({p.reason}): {tasks}", markup=False)
-        for name, why in p.catchup_skipped.items():
-            out.print(f"  skip {name}: {why}", markup=False)
-    for d in plan.deferred:
-        out.print(f"not now {d.session}: {d.reason}", markup=False)
+        out.print(nothing, markup=False)
+    for _, line, details in sorted(lines, key=lambda item: item[0]):
+        out.print(line, markup=False, emoji=False)
+        for detail in details:
+            out.print(detail, markup=False, emoji=False)
 
 
 def render_results(report: core.RunReport, quiet: bool) -> None:
@@ -179,28 +180,13 @@ def recover(
         context = core.prepare(g.settings(), now)
         report = core.recover(context, lookback, first, last, force, dry_run)
     if dry_run:
-        render_recovery_plan(report.plan)
+        render_plan(report.plan, "nothing to recover")
         return
     if not report.results and not g.quiet:
         out.print("nothing to recover: every session whose window has passed is done", markup=False)
     render_results(report, g.quiet)
     if not report.success:
         raise typer.Exit(EXIT_TASKS_FAILED)
-
-
-def render_recovery_plan(plan: core.Plan) -> None:
-    """Every session looked at, oldest first, with what recovery would do and why."""
-    lines = [(p.session, f"would run {p.session} ({p.reason}): {', '.join(p.tasks) or 'no tasks'}")
-             for p in plan.sessions]
-    lines += [(d.session, f"leave {d.session}: {d.reason}") for d in plan.deferred]
-    for session, line in sorted(lines, key=lambda item: item[0]):
-        out.print(line, markup=False, emoji=False)
-        for p in plan.sessions:
-            if p.session == session:
-                for name, why in p.catchup_skipped.items():
-                    out.print(f"  skip {name}: {why}", markup=False, emoji=False)
-    if plan.empty:
-        out.print("nothing to recover", markup=False)
 
 
 @app.command()
