@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from conftest import count_runs, marker_tasks
+from conftest import count_runs, marker_tasks, processes_running, wait_for
 from tradeul_maint.connection import redact
 from tradeul_maint.embedded import redis_server_binary
 
@@ -124,3 +124,22 @@ def test_a_task_longer_than_the_lease_keeps_the_lock(project, r):
     out, err = runner.communicate(timeout=30)
     assert runner.returncode == 0, err
     assert r.get("maintenance:lock") is None
+
+
+@pytest.mark.slow
+def test_redis_lost_mid_cycle_stops_the_tasks_and_exits_75(project, tmp_path, servers):
+    proc, port = start_server(tmp_path, "dies")
+    project.write_config("[redis]\nlock_lease_seconds = 1\n" + marker_tasks(project.root, ["a", "b"], sleep={"a": 30}))
+    runner = project.spawn("run", "--date", DAY, TRADEUL_MAINT_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    deadline = time.monotonic() + 20
+    while not count_runs(project.root, "a", "started") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(10)
+    started = time.monotonic()
+    out, err = runner.communicate(timeout=30)
+    assert runner.returncode == 75, err
+    assert time.monotonic() - started < 10
+    assert "lost the run lock" in err and "Redis could not be reached" in err
+    assert count_runs(project.root, "b", "started") == []
+    assert wait_for(lambda: not processes_running(str(project.root / "marker.py")), 5)  # no orphan task

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import count_runs, marker_tasks, wait_for
+from conftest import count_runs, marker_tasks, processes_running, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -22,14 +22,11 @@ QUIET = "[schedule]\nauto_recover = false\n"
 
 def kill_tasks_of(root: Path) -> None:
     """What a crashed pod's kernel would do: kill the task processes the dead runner left."""
-    marker = str(root / "marker.py")
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except OSError:
-                pass
+    for pid in processes_running(str(root / "marker.py")):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def status(r, day=DAY):
@@ -109,16 +106,7 @@ def test_signal_stops_the_task_group_records_it_and_releases_the_lock(project, r
     assert doc["interrupted"] == signal.Signals(sig).name and doc["completed_at"] is None
     assert r.get("maintenance:lock") is None
     assert count_runs(project.root, "b") == []  # its process was stopped, not left to finish
-    time.sleep(0.5)
-    assert not any(str(project.root / "marker.py") in _cmdline(p) for p in Path("/proc").iterdir()
-                   if p.name.isdigit())
-
-
-def _cmdline(proc: Path) -> str:
-    try:
-        return (proc / "cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return ""
+    assert wait_for(lambda: not processes_running(str(project.root / "marker.py")), 5)
 
 
 def test_manual_run_while_another_holds_the_lock_exits_75_naming_the_holder(project, r):

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -74,6 +75,7 @@ class RunLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost = threading.Event()
+        self.lost_reason = ""
 
     def acquire(self) -> None:
         if not self._client.set(self._key, self.token, nx=True, px=self._lease_ms):
@@ -86,20 +88,29 @@ class RunLock:
 
     def _keep_alive(self) -> None:
         interval = self._lease_ms / 3000
+        renewed = time.monotonic()
         while not self._stop.wait(interval):
             try:
                 if not self._renew(keys=[self._key], args=[self.token, self._lease_ms]):
-                    logger.bind(event="lock_lost").error("lock_lost")
-                    self.lost.set()
+                    self._lose("its lease expired and another runner took over")
                     return
+                renewed = time.monotonic()
             except redis.RedisError as exc:
-                # Keep trying while the lease lasts; the fenced writes will tell if it ran out.
-                logger.bind(event="lock_renewal_failed", error=str(exc)).warning("lock_renewal_failed")
+                if time.monotonic() - renewed > self._lease_ms / 1000:
+                    self._lose(f"Redis could not be reached for longer than the lease ({exc})")
+                    return
+                # Keep trying while the lease lasts.
+                logger.bind(error=str(exc)).warning("lock_renewal_failed")
+
+    def _lose(self, why: str) -> None:
+        self.lost_reason = why
+        logger.bind(reason=why, run_id=self.run_id).error("lock_lost")
+        self.lost.set()
 
     def check(self) -> None:
         if self.lost.is_set():
-            raise LockLostError("this runner lost the run lock (its lease expired and another runner took "
-                                "over); it stopped without writing more state")
+            raise LockLostError(f"this runner lost the run lock ({self.lost_reason}); it stopped its tasks "
+                                "without writing more state")
 
     def release(self) -> None:
         self._stop.set()

@@ -136,8 +136,10 @@ class Runner:
                     continue
                 running.pop(name).join()
                 self._finish_task(status, name, outcome, attempts, seconds, log)
-        except LockLostError:
-            self.groups.stop_all("lost lock")
+        except BaseException as exc:
+            # Fenced out, Redis gone, or a bug: this cycle cannot record anything more, so no task
+            # of it may go on as an orphan.
+            self.groups.stop_all("lost lock" if isinstance(exc, LockLostError) else type(exc).__name__)
             raise
         if self.stop.signum is not None and (pending or running):
             self._interrupt(status, running, done, log)
