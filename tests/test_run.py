@@ -368,3 +368,17 @@ def test_counts_reported_before_a_failure_are_kept(project, r):
     assert project.cli("run", "--date", DAY).exit_code == 1
     details = status(r)["task_details"]["partial"]
     assert details["result"] == {"rows_loaded": 40} and details["error"] == "ValueError: row 41 is malformed"
+
+
+def test_an_unexpected_error_is_one_line_without_traceback(project, monkeypatch):
+    project.write_config(marker_tasks(project.root, ["a"]))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full at redis://u:pw123@h:1")
+
+    monkeypatch.setattr("tradeul_maint.core.run", broken)
+    result = project.cli("run", "--date", DAY)
+    assert result.exit_code == 70
+    assert result.stderr.strip() == ("tradeul-maint: unexpected error: RuntimeError: disk full at redis://u:***@h:1 "
+                                     "(run with -v for the traceback)")
+    assert "Traceback" in project.cli("-v", "run", "--date", DAY).stderr

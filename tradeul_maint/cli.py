@@ -23,8 +23,9 @@ from rich.text import Text
 
 from tradeul_maint import __version__, core, overview
 from tradeul_maint import logread
-from tradeul_maint.errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_TASKS_FAILED, MaintError, UsageError
-from tradeul_maint.logs import configure_logging
+from tradeul_maint.errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TASKS_FAILED, MaintError,
+                                  UsageError)
+from tradeul_maint.logs import configure_logging, scrub
 from tradeul_maint.runner import Interrupted
 from tradeul_maint.settings import Overrides, Settings, load_settings
 
@@ -83,7 +84,7 @@ def errors_to_exit_codes(g: Globals) -> Iterator[None]:
     except MaintError as exc:
         if g.verbose:
             traceback.print_exc()
-        err.print(f"tradeul-maint: {exc}", markup=False)
+        err.print(f"tradeul-maint: {scrub(str(exc))}", markup=False)
         raise typer.Exit(exc.exit_code) from None
     except Interrupted as exc:
         err.print(f"tradeul-maint: stopped by {exc}; the interrupted task is recorded as not completed",
@@ -91,6 +92,12 @@ def errors_to_exit_codes(g: Globals) -> Iterator[None]:
         raise typer.Exit(EXIT_SIGTERM if exc.signum == 15 else EXIT_SIGINT) from None
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_SIGINT) from None
+    except Exception as exc:  # a bug or an unforeseen environment: still one line, no secrets
+        if g.verbose:
+            traceback.print_exc()
+        err.print(f"tradeul-maint: unexpected error: {type(exc).__name__}: {scrub(str(exc))} "
+                  "(run with -v for the traceback)", markup=False)
+        raise typer.Exit(EXIT_INTERNAL) from None
 
 
 def parse_date(text: str | None, option: str = "--date") -> dt.date | None:

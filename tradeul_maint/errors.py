@@ -9,6 +9,7 @@ EXIT_OK = 0
 EXIT_TASKS_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CALENDAR_EXPIRED = 69
+EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE: a bug, reported in one line (traceback with -v)
 EXIT_TEMPORARY = 75
 EXIT_CONFIG = 78
 EXIT_SIGINT = 130
