@@ -382,3 +382,13 @@ def test_an_unexpected_error_is_one_line_without_traceback(project, monkeypatch)
     assert result.stderr.strip() == ("tradeul-maint: unexpected error: RuntimeError: disk full at redis://u:***@h:1 "
                                      "(run with -v for the traceback)")
     assert "Traceback" in project.cli("-v", "run", "--date", DAY).stderr
+
+
+def test_a_python_task_calling_sys_exit_fails_without_hanging_the_runner(project, r):
+    (project.root / "exits.py").write_text("import sys\n\ndef run(ctx):\n    sys.exit(3)\n")
+    project.write_config('[[tasks]]\nname = "exits"\npython = "exits:run"\n'
+                         '[[tasks]]\nname = "after_it"\ncommand = ["true"]\n')
+    result = project.cli("run", "--date", DAY)
+    assert result.exit_code == 1
+    assert status(r)["tasks"] == {"exits": "failed", "after_it": "completed"}
+    assert status(r)["task_details"]["exits"]["error"] == "SystemExit: 3"

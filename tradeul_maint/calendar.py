@@ -5,6 +5,11 @@ second and 100 MB to load, which a cron tick every few minutes should not pay. S
 schedule is derived from it once and kept as a small JSON file in the state directory,
 keyed by calendar code and library version, and rebuilt before it runs out. Everything
 else here is plain datetime and zoneinfo arithmetic on that schedule, overrides included.
+
+The file holds some 5,000 sessions as three runs of small integers (day steps, open steps,
+session lengths), which load in well under a millisecond; the calendar keeps them as
+integers (day ordinals, Unix seconds) and makes dates and datetimes only of the sessions
+an answer is about, since a cron tick looks at a handful of them.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import bisect
 import collections
 import datetime as dt
+import itertools
 import json
+import operator
 import os
 import tempfile
 from dataclasses import dataclass
@@ -23,7 +30,7 @@ from zoneinfo import ZoneInfo
 from tradeul_maint.errors import CalendarExpiredError, ConfigError, UsageError
 from tradeul_maint.settings import CalendarOverrides, WindowStart
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 CACHE_MAX_AGE = dt.timedelta(days=7)
 UTC = dt.timezone.utc
 
@@ -41,27 +48,32 @@ class Window:
 
 
 class TradingCalendar:
-    """Sessions with their open and close (UTC), with the operator's overrides applied."""
+    """Sessions with their open and close (UTC), with the operator's overrides applied.
 
-    def __init__(self, code: str, tz: str, version: str, days: list[tuple[dt.date, int, int]],
+    `days` are the sessions' day ordinals (`date.toordinal()`), ascending; `opens` and
+    `closes` their open and close in Unix seconds.
+    """
+
+    def __init__(self, code: str, tz: str, version: str, days: list[int], opens: list[int], closes: list[int],
                  overrides: CalendarOverrides = CalendarOverrides(),
                  regular_hours: tuple[dt.time, dt.time] = (dt.time(9, 30), dt.time(16, 0))):
         self.code = code
         self.tz = ZoneInfo(tz)
         self.version = version
         self.overrides = overrides
-        days = list(days)
-        self.library_last_session = days[-1][0] if days else None
-        known = {d for d, _, _ in days}
-        for day in sorted(overrides.sessions - known):
-            # An extra session trades the calendar's regular hours, on that day's UTC offset.
-            opens, closes = (dt.datetime.combine(day, t, self.tz).timestamp() for t in regular_hours)
-            days.append((day, int(opens), int(closes)))
-        days.sort()
-        days = [d for d in days if d[0] not in overrides.closed]
-        self._days = [d for d, _, _ in days]
-        self._opens = [o for _, o, _ in days]
-        self._closes = [c for _, _, c in days]
+        self.library_last_session = dt.date.fromordinal(days[-1]) if days else None
+        if overrides.sessions or overrides.closed:
+            rows = list(zip(days, opens, closes))
+            known = set(days)
+            for day in sorted(overrides.sessions):
+                if day.toordinal() not in known:
+                    # An extra session trades the calendar's regular hours, on that day's UTC offset.
+                    start, end = (int(dt.datetime.combine(day, t, self.tz).timestamp()) for t in regular_hours)
+                    rows.append((day.toordinal(), start, end))
+            closed = {day.toordinal() for day in overrides.closed}
+            rows = sorted(row for row in rows if row[0] not in closed)
+            days, opens, closes = (list(column) for column in zip(*rows)) if rows else ([], [], [])
+        self._days, self._opens, self._closes = days, opens, list(closes)
         for day, local_close in overrides.early_closes.items():
             i = self._index(day)
             if i is None:
@@ -77,15 +89,16 @@ class TradingCalendar:
 
     @property
     def first_session(self) -> dt.date:
-        return self._days[0]
+        return dt.date.fromordinal(self._days[0])
 
     @property
     def last_session(self) -> dt.date:
-        return self._days[-1]
+        return dt.date.fromordinal(self._days[-1])
 
     def _index(self, day: dt.date) -> int | None:
-        i = bisect.bisect_left(self._days, day)
-        return i if i < len(self._days) and self._days[i] == day else None
+        ordinal = day.toordinal()
+        i = bisect.bisect_left(self._days, ordinal)
+        return i if i < len(self._days) and self._days[i] == ordinal else None
 
     def is_session(self, day: dt.date) -> bool:
         self.check_bounds(day)
@@ -110,16 +123,17 @@ class TradingCalendar:
 
     def sessions_between(self, first: dt.date, last: dt.date) -> list[dt.date]:
         """Sessions in [first, last], oldest first."""
-        return self._days[bisect.bisect_left(self._days, first):bisect.bisect_right(self._days, last)]
+        days = self._days
+        return _dates(days[bisect.bisect_left(days, first.toordinal()):bisect.bisect_right(days, last.toordinal())])
 
     def sessions_up_to(self, last: dt.date, count: int) -> list[dt.date]:
         """The `count` sessions on or before `last`, oldest first."""
-        end = bisect.bisect_right(self._days, last)
-        return self._days[max(0, end - count):end]
+        end = bisect.bisect_right(self._days, last.toordinal())
+        return _dates(self._days[max(0, end - count):end])
 
     def next_session_after(self, day: dt.date) -> dt.date | None:
-        i = bisect.bisect_right(self._days, day)
-        return self._days[i] if i < len(self._days) else None
+        i = bisect.bisect_right(self._days, day.toordinal())
+        return dt.date.fromordinal(self._days[i]) if i < len(self._days) else None
 
     def local_date(self, moment: dt.datetime) -> dt.date:
         return moment.astimezone(self.tz).date()
@@ -134,8 +148,8 @@ class TradingCalendar:
         """The most calendar days that `sessions` consecutive sessions (plus today) can cover."""
         days = self._days
         if len(days) <= sessions:
-            return (days[-1] - days[0]).days + 1
-        return max((days[i + sessions] - days[i]).days for i in range(len(days) - sessions)) + 1
+            return days[-1] - days[0] + 1
+        return max(map(operator.sub, days[sessions:], days[:-sessions])) + 1
 
     # --- windows ---------------------------------------------------------------------
 
@@ -188,9 +202,9 @@ def load_calendar(code: str, overrides: CalendarOverrides, cache_dir: Path,
     if data is None:
         data = _build_schedule(code, version, today)
         _write_cache(path, data)
-    days = [(dt.date.fromisoformat(d), o, c) for d, o, c in data["sessions"]]
+    days, opens, closes = _unpack(data["sessions"])
     hours = tuple(dt.time.fromisoformat(t) for t in data["regular_hours"])
-    return TradingCalendar(code, data["tz"], version, days, overrides, hours)
+    return TradingCalendar(code, data["tz"], version, days, opens, closes, overrides, hours)
 
 
 def _read_cache(path: Path, today: dt.date) -> dict | None:
@@ -199,9 +213,28 @@ def _read_cache(path: Path, today: dt.date) -> dict | None:
         built = dt.date.fromisoformat(data["built_on"])
         if data["format"] != CACHE_FORMAT or not built <= today < built + CACHE_MAX_AGE:
             return None
+        sessions = data["sessions"]
+        if not len(sessions["days"]) == len(sessions["opens"]) == len(sessions["closes"]):
+            return None
         return data
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing, stale or damaged: rebuild it
+
+
+def _pack(days: list[int], opens: list[int], closes: list[int]) -> dict[str, list[int]]:
+    """The schedule as the cache file holds it: the first value then the steps; closes as seconds after the open."""
+    return {"days": days[:1] + list(map(operator.sub, days[1:], days[:-1])),
+            "opens": opens[:1] + list(map(operator.sub, opens[1:], opens[:-1])),
+            "closes": list(map(operator.sub, closes, opens))}
+
+
+def _unpack(packed: dict[str, list[int]]) -> tuple[list[int], list[int], list[int]]:
+    opens = list(itertools.accumulate(packed["opens"]))
+    return list(itertools.accumulate(packed["days"])), opens, list(map(operator.add, opens, packed["closes"]))
+
+
+def _dates(ordinals: list[int]) -> list[dt.date]:
+    return list(map(dt.date.fromordinal, ordinals))
 
 
 def _write_cache(path: Path, data: dict) -> None:
@@ -231,7 +264,7 @@ def _build_schedule(code: str, version: str, today: dt.date) -> dict:
         schedule = cal.schedule
         opens = [int(ts.timestamp()) for ts in schedule["open"]]
         closes = [int(ts.timestamp()) for ts in schedule["close"]]
-        dates = [d.date().isoformat() for d in schedule.index]
+        days = [d.date().toordinal() for d in schedule.index]
     tz = ZoneInfo(str(cal.tz))
     local_hours = collections.Counter(
         (dt.datetime.fromtimestamp(o, tz).strftime("%H:%M"), dt.datetime.fromtimestamp(c, tz).strftime("%H:%M"))
@@ -243,5 +276,5 @@ def _build_schedule(code: str, version: str, today: dt.date) -> dict:
         "version": version,
         "built_on": today.isoformat(),
         "tz": str(cal.tz),
-        "sessions": [list(row) for row in zip(dates, opens, closes)],
+        "sessions": _pack(days, opens, closes),
     }

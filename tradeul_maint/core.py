@@ -2,32 +2,36 @@
 
 Each function takes settings and plain values and returns a report for the CLI to render;
 failures are MaintError subclasses that the CLI turns into exit codes.
+
+The cron tick with nothing to do (`quiet_tick`) needs only settings, the calendar, Redis
+and the planner, and must not pay for more (see cli.py): the runner, the lock, the status
+view and loguru are imported by the functions that use them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import redis
-from loguru import logger
 
-from tradeul_maint import overview, planner
+from tradeul_maint import planner
 from tradeul_maint.calendar import TradingCalendar, load_calendar
 from tradeul_maint.connection import open_redis
 from tradeul_maint.errors import ConfigError, LockBusyError, RedisUnavailableError, UsageError
 from tradeul_maint.keys import Keys
-from tradeul_maint.lock import LockHolder, RunLock
 from tradeul_maint.planner import Plan
-from tradeul_maint.runner import CycleResult, Runner, StopSignals
 from tradeul_maint.settings import ScheduleSettings, Settings
 from tradeul_maint.state import SessionStatus, iso
 from tradeul_maint.store import StateStore
-from tradeul_maint.tasks import ProcessGroups
+
+if TYPE_CHECKING:
+    from tradeul_maint import overview
+    from tradeul_maint.lock import LockHolder
+    from tradeul_maint.runner import CycleResult
 
 UTC = dt.timezone.utc
 
@@ -59,15 +63,38 @@ class Context:
 
 
 def prepare(settings: Settings, now_text: str | None) -> Context:
-    calendar = load_calendar(settings.schedule.calendar, settings.calendar, settings.state_dir / "cache")
-    _check_ttl(settings, calendar)
-    now = parse_now(now_text, calendar)
-    if warning := calendar.expiry_warning(now):
+    ctx = _context(settings, now_text)
+    if warning := ctx.calendar.expiry_warning(ctx.now):
+        from loguru import logger
+
         # In the file on every command; on the console only where a person reads (status, calendar,
         # dry runs), since cron would mail it every few minutes for a month.
-        logger.bind(console=False, last_session=str(calendar.library_last_session)).warning(
+        logger.bind(console=False, last_session=str(ctx.calendar.library_last_session)).warning(
             "calendar_expiring", detail=warning)
-    return Context(settings, calendar, now)
+    return ctx
+
+
+def _context(settings: Settings, now_text: str | None) -> Context:
+    calendar = load_calendar(settings.schedule.calendar, settings.calendar, settings.state_dir / "cache")
+    _check_ttl(settings, calendar)
+    return Context(settings, calendar, parse_now(now_text, calendar))
+
+
+def quiet_tick(settings: Settings, now_text: str | None) -> bool:
+    """Whether `run` in cron mode would do nothing and log nothing: the question cli.py asks before typer loads.
+
+    The steps of `prepare` and `run`, in their order and with their functions, minus the
+    logging: False as soon as they would log (a calendar about to expire, `nothing_to_do`
+    at a DEBUG file level). An error propagates; the caller lets commands.py report it.
+    """
+    if settings.logging.level in ("TRACE", "DEBUG"):
+        return False
+    ctx = _context(settings, now_text)
+    if ctx.calendar.expiry_warning(ctx.now):
+        return False
+    with connected(ctx) as store:
+        plan, _ = _cron_plan(ctx, store)
+    return plan.empty
 
 
 def parse_now(text: str | None, calendar: TradingCalendar) -> dt.datetime:
@@ -117,8 +144,9 @@ def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = ()
             statuses = store.statuses([session])
             return planner.plan_manual(ctx.now, ctx.calendar, s.tasks, statuses[session], session, only,
                                        force), statuses
-        statuses = store.statuses(planner.sessions_in_view(ctx.now, ctx.calendar, s.schedule))
-        return planner.plan_cron(ctx.now, ctx.calendar, s.schedule, s.run, s.tasks, statuses), statuses
+        return _cron_plan(ctx, store)
+
+    from loguru import logger
 
     with connected(ctx) as store:
         plan, _ = make_plan(store)
@@ -130,9 +158,18 @@ def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = ()
             return _execute(ctx, store, make_plan)
         except LockBusyError as exc:
             if session is None:
+                from tradeul_maint.lock import LockHolder
+
                 logger.bind(holder=exc.holder).debug("lock_busy")
                 return RunReport(plan, busy=LockHolder(**exc.holder) if exc.holder else None)
             raise
+
+
+def _cron_plan(ctx: Context, store: StateStore) -> tuple[Plan, dict[dt.date, SessionStatus | None]]:
+    """`run` without --date: the lookback's states, read in one round trip, and what to do about them."""
+    s = ctx.settings
+    statuses = store.statuses(planner.sessions_in_view(ctx.now, ctx.calendar, s.schedule))
+    return planner.plan_cron(ctx.now, ctx.calendar, s.schedule, s.run, s.tasks, statuses), statuses
 
 
 def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = None,
@@ -157,6 +194,8 @@ def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = N
 
 def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None) -> overview.StatusView:
     """`status`: the lookback's sessions (or one), their states, the next window and the lock, in one read."""
+    from tradeul_maint import overview
+
     if session is not None:
         planner.check_session(ctx.calendar, session, ctx.now)
         sessions = [session]
@@ -184,6 +223,15 @@ def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
 
 def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
     """Take the lock, plan again under it, run the cycles: shared by `run` and `recover`."""
+    import uuid
+
+    from loguru import logger
+
+    from tradeul_maint.lock import RunLock
+    from tradeul_maint.runner import Runner, StopSignals
+    from tradeul_maint.schedule import known_durations
+    from tradeul_maint.tasks import ProcessGroups
+
     s = ctx.settings
     run_id = uuid.uuid4().hex[:12]
     lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now))
@@ -192,7 +240,9 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
         # Plan again under the lock: a runner that finished a moment ago may have done it all.
         plan, statuses = make_plan(store)
         report = RunReport(plan)
-        runner = Runner(s, store, lock, ctx.clock, store.client, stop, groups)
+        # Yesterday's durations tell a new session's cycle which tasks to start first.
+        history = known_durations(statuses[d] for d in sorted(statuses, reverse=True))
+        runner = Runner(s, store, lock, ctx.clock, store.client, stop, groups, durations=history)
         missed = [p.session.isoformat() for p in plan.sessions if p.recovery]
         if missed:  # the replaced service's event names, so existing alerts keep working
             logger.bind(count=len(missed), dates=missed, run_id=run_id, console=False) \
@@ -208,4 +258,6 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
 
 def calendar(ctx: Context, count: int = 5) -> dict:
     """`calendar`: the calendar in use, how far it reaches, its overrides and the next windows."""
+    from tradeul_maint import overview
+
     return overview.calendar_view(ctx.now, ctx.calendar, ctx.settings, count)

@@ -21,6 +21,10 @@ class Keys:
     def executed(self, session: dt.date) -> str:
         return f"{self.prefix}:executed:{session.isoformat()}"
 
+    def transitions(self, session: dt.date) -> str:
+        """A hash, task -> its latest record, while a cycle of the session runs (see store.py)."""
+        return f"{self.prefix}:transitions:{session.isoformat()}"
+
     @property
     def last_run(self) -> str:
         return f"{self.prefix}:last_run"

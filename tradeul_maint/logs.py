@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from loguru import logger
-
 from tradeul_maint.errors import ConfigError
 from tradeul_maint.settings import Settings
 
@@ -317,6 +315,8 @@ def configure_logging(settings: Settings | None, verbose: bool = False, quiet: b
     its first line on the console: a cron tick with nothing to do stays silent, since cron
     mails anything it prints, while any run that logs anything says where its log went.
     """
+    from loguru import logger  # here, not above: the cron tick uses this module's log-dir checks without it
+
     logger.remove()
     logger.configure(patcher=_patch)
     directory = None

@@ -1,10 +1,14 @@
 """Running one cycle of one session: the task graph, parallelism, retries, signals and state.
 
-The runner owns threads, processes and signals; tasks see only their context. Each task
-attempt runs in a thread of its own while the main thread schedules and records: every
-transition (in_progress, completed, failed, skipped) is written to the status document
-when it happens, fenced on the run lock, so a crash loses nothing that completed and a
-runner that lost the lock stops instead of overwriting its successor.
+The runner owns threads, processes and signals; tasks see only their context. Each running
+task has a thread of its own (a worker, reused for the next task) while the main thread
+schedules (schedule.py) and records. Every transition (in_progress, completed, failed,
+skipped) is in Redis, fenced on the run lock, before anything that depends on it happens:
+the transitions of one scheduling step (the tasks that just ended, those they block, those
+that now start) go out together in one round trip, before the new tasks start. So a crash
+loses nothing that completed, a runner that lost the lock stops instead of overwriting its
+successor, and a cycle of many short tasks pays one small write per step rather than one
+rewrite of the whole status document per transition (store.py).
 """
 
 from __future__ import annotations
@@ -25,16 +29,18 @@ from tradeul_maint.errors import LockLostError
 from tradeul_maint.lock import RunLock
 from tradeul_maint.logs import scrub
 from tradeul_maint.planner import PlannedSession
+from tradeul_maint.schedule import Schedule, known_durations, priority_order
 from tradeul_maint.settings import Settings, TaskSpec
 from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord,
                                  iso)
-from tradeul_maint.store import StateStore
+from tradeul_maint.store import Slots, StateStore
 from tradeul_maint.tasks import Outcome, ProcessGroups, TaskContext, run_command, run_python
 
 Clock = Callable[[], dt.datetime]
 STATUS_OUTPUT_LIMIT = 4096  # characters of a failed command's output kept in the status document
 LOG_OUTPUT_LIMIT = 16384
 STOP_GRACE = 10.0  # seconds to let running tasks end after a signal before giving up on them
+WHOLE_WRITE_SECONDS = 1.0  # while tasks complete, the status document is rewritten whole at least this often
 
 
 class Interrupted(Exception):
@@ -101,54 +107,76 @@ class Runner:
     redis_client: object
     stop: StopSignals
     groups: ProcessGroups = field(default_factory=ProcessGroups)
+    # Each task's last known duration, from earlier sessions and this run's cycles: the priorities.
+    durations: dict[str, float] = field(default_factory=dict)
+    _changed: set[str] = field(default_factory=set, init=False)  # tasks recorded in memory, not yet in Redis
+    _written: float = field(default=0.0, init=False)  # when the document was last written whole (monotonic)
+    _slots: Slots = field(default_factory=dict, init=False)  # where its states sit, for `store.record`
 
     def run_cycle(self, planned: PlannedSession, existing: SessionStatus | None) -> CycleResult:
         """Run the planned tasks of one session and record the outcome; raises Interrupted on a signal."""
         log = logger.bind(date=planned.session.isoformat(), run_id=self.lock.run_id)
         started = time.monotonic()
         specs = {t.name: t for t in self.settings.tasks}
-        pending = list(planned.tasks)
-        if self.settings.run.max_parallel > 1:
-            pending = _by_priority(pending, specs, existing or SessionStatus(planned.session))
+        parallel = self.settings.run.max_parallel
+        order = priority_order(planned.tasks, specs, {**self.durations, **known_durations([existing])}, parallel)
         status = self._begin(planned, existing, log)
-        running: dict[str, threading.Thread] = {}
+        schedule = Schedule(order, specs, done_before={name for name, state in status.tasks.items()
+                                                       if state == COMPLETED and name not in planned.tasks})
+        running: set[str] = set()
         done: queue.Queue[tuple[str, Outcome, int, float]] = queue.Queue()
+        workers = Workers()
         try:
-            while pending or running:
+            while True:
                 self.lock.check()
                 if self.stop.signum is not None:
                     break
-                for name in list(pending):
-                    blocker = self._blocker(specs[name], status, planned)
-                    if blocker:
-                        pending.remove(name)
-                        self._record(status, name, SKIPPED, log, error=f"dependency {blocker} did not complete")
-                ready = [n for n in pending if all(status.tasks.get(d) == COMPLETED for d in specs[n].after)]
-                for name in ready[: self.settings.run.max_parallel - len(running)]:
-                    pending.remove(name)
+                for name, blocker in schedule.take_blocked():
+                    self._record(status, name, SKIPPED, log, error=f"dependency {blocker} did not complete")
+                starting = schedule.take_ready(parallel - len(running))
+                for name in starting:
                     self._record(status, name, IN_PROGRESS, log)
-                    running[name] = self._start(specs[name], planned.session, done, log)
+                self._commit(status)  # the step's transitions, before any task they allow starts
+                for name in starting:
+                    self._start(specs[name], planned.session, workers, done, log)
+                    running.add(name)
                 if not running:
                     break
                 try:
-                    name, outcome, attempts, seconds = done.get(timeout=0.2)
+                    ended = [done.get(timeout=0.2)]
                 except queue.Empty:
                     continue
-                running.pop(name).join()
-                self._finish_task(status, name, outcome, attempts, seconds, log)
+                while True:  # and every other task that ended meanwhile: one write for them all
+                    try:
+                        ended.append(done.get_nowait())
+                    except queue.Empty:
+                        break
+                for name, outcome, attempts, seconds in ended:
+                    running.discard(name)
+                    self._finish_task(status, name, outcome, attempts, seconds, log)
+                    if outcome.success:
+                        schedule.completed(name)
+                    else:
+                        schedule.failed(name)
         except BaseException as exc:
             # Fenced out, Redis gone, or a bug: this cycle cannot record anything more, so no task
             # of it may go on as an orphan.
             self.groups.stop_all("lost lock" if isinstance(exc, LockLostError) else type(exc).__name__)
+            workers.close()
             raise
-        if self.stop.signum is not None and (pending or running):
-            self._interrupt(status, running, done, log)
+        try:
+            if self.stop.signum is not None and (schedule.pending or running):
+                self._interrupt(status, running, done, log)
+        finally:
+            workers.close()
         status.completed_at = self.clock()
         status.duration_seconds = round(time.monotonic() - started, 3)
         status.all_success = all(status.tasks.get(t.name) == COMPLETED or
                                  (status.tasks.get(t.name) == SKIPPED and t.name in planned.catchup_skipped)
                                  for t in self.settings.tasks)
         self.store.finish(self.lock.token, status)
+        self._changed.clear()
+        self.durations.update(known_durations([status]))
         log.bind(all_success=status.all_success, duration_seconds=status.duration_seconds,
                  completed=sum(s == COMPLETED for s in status.tasks.values()), total=len(status.tasks),
                  console=False) \
@@ -185,7 +213,7 @@ class Runner:
         status.attempts += 1
         status.run_id = self.lock.run_id
         status.runner = f"{socket.gethostname()}:{os.getpid()}"
-        self.store.write(self.lock.token, status)
+        self._write_whole(status)
         log.bind(tasks=list(planned.tasks), attempt=status.attempts, reason=planned.reason) \
             .info("starting_maintenance_cycle")
         return status
@@ -199,7 +227,22 @@ class Runner:
         elif state == SKIPPED:
             record.error = error
             log.bind(task=name, reason=error, console=False).error("task_skipped")
-        self.store.write(self.lock.token, status)
+        self._changed.add(name)
+
+    def _commit(self, status: SessionStatus) -> None:
+        """What was recorded since the last write, in one round trip: the document whole if a second has passed."""
+        if not self._changed:
+            return
+        if time.monotonic() - self._written < WHOLE_WRITE_SECONDS and \
+                self.store.record(self.lock.token, status, self._changed, self._slots):
+            self._changed.clear()
+        else:
+            self._write_whole(status)
+
+    def _write_whole(self, status: SessionStatus) -> None:
+        self._slots = self.store.write(self.lock.token, status)
+        self._changed.clear()
+        self._written = time.monotonic()
 
     def _finish_task(self, status: SessionStatus, name: str, outcome: Outcome, attempts: int, seconds: float,
                      log) -> None:
@@ -220,9 +263,9 @@ class Runner:
             record.output = scrub(_tail(outcome.output, STATUS_OUTPUT_LIMIT) or "") or None
             task_log.bind(error=outcome.error, output=_tail(outcome.output, LOG_OUTPUT_LIMIT), console=False) \
                 .error("task_failed")
-        self.store.write(self.lock.token, status)
+        self._changed.add(name)
 
-    def _interrupt(self, status: SessionStatus, running: dict[str, threading.Thread], done: queue.Queue,
+    def _interrupt(self, status: SessionStatus, running: set[str], done: queue.Queue,
                    log) -> None:
         """Let the running tasks notice the signal, record them as not completed, and stop."""
         deadline = time.monotonic() + STOP_GRACE
@@ -231,7 +274,7 @@ class Runner:
                 name, outcome, attempts, seconds = done.get(timeout=0.1)
             except queue.Empty:
                 continue
-            running.pop(name)
+            running.discard(name)
             if outcome.success:
                 self._finish_task(status, name, outcome, attempts, seconds, log)
         why = f"interrupted by {signal.Signals(self.stop.signum).name}"
@@ -240,29 +283,18 @@ class Runner:
             status.details.setdefault(name, TaskRecord()).error = why
             log.bind(task=name, console=False).error("task_interrupted")
         status.interrupted = signal.Signals(self.stop.signum).name
-        self.store.write(self.lock.token, status)
+        self._write_whole(status)
         log.bind(signal=status.interrupted).warning("maintenance_cycle_interrupted")
         raise Interrupted(self.stop.signum)
 
     # --- tasks -------------------------------------------------------------------------
 
-    def _blocker(self, spec: TaskSpec, status: SessionStatus, planned: PlannedSession) -> str | None:
-        """The dependency that stops this task from ever running in this cycle, if any."""
-        for dep in spec.after:
-            state = status.tasks.get(dep)
-            if state in (FAILED, SKIPPED) or (state != COMPLETED and dep not in planned.tasks):
-                return dep
-        return None
-
-    def _start(self, spec: TaskSpec, session: dt.date, done: queue.Queue, log) -> threading.Thread:
+    def _start(self, spec: TaskSpec, session: dt.date, workers: Workers, done: queue.Queue, log) -> None:
         ctx = TaskContext(date=session, task=spec.name, run_id=self.lock.run_id, redis=self.redis_client,
                           logger=log.bind(task=spec.name), params=dict(spec.params))
-        thread = threading.Thread(target=self._attempts, args=(spec, ctx, done), name=f"task-{spec.name}",
-                                  daemon=True)
-        thread.start()
-        return thread
+        workers.run(lambda: self._attempts(spec, ctx), done)
 
-    def _attempts(self, spec: TaskSpec, ctx: TaskContext, done: queue.Queue) -> None:
+    def _attempts(self, spec: TaskSpec, ctx: TaskContext) -> tuple[str, Outcome, int, float]:
         """All attempts of one task within this cycle: `retries` more after a failure, delay doubling."""
         started = time.monotonic()
         attempt = 0
@@ -270,7 +302,7 @@ class Runner:
             attempt += 1
             try:
                 outcome = run_command(spec, ctx, self.groups) if spec.command else run_python(spec, ctx)
-            except Exception as exc:  # a bug in a task adapter must not kill the runner
+            except BaseException as exc:  # nothing a task does may end this worker without an outcome
                 outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
             if outcome.success or attempt > spec.retries or self.stop.event.is_set() or self.lock.lost.is_set():
                 break
@@ -278,32 +310,50 @@ class Runner:
             ctx.logger.bind(attempt=attempt, error=outcome.error, retry_in_seconds=delay).warning("task_retry")
             if self.stop.event.wait(delay):
                 break
-        done.put((spec.name, outcome, attempt, time.monotonic() - started))
+        return spec.name, outcome, attempt, time.monotonic() - started
 
 
-def _by_priority(names: list[str], specs: dict[str, TaskSpec], status: SessionStatus) -> list[str]:
-    """Longest remaining path first, weighted by each task's last known duration (1 s when unknown).
+class Workers:
+    """The threads a cycle's tasks run in: one to each running task, reused for the next.
 
-    With max_parallel > 1 this starts the critical path early, which is what minimises
-    the cycle's wall time; with one worker it keeps configuration order among equals.
+    Starting a thread costs about as much as running a short task, so a cycle of many
+    keeps its threads: a worker says it is free before it hands its task's outcome over,
+    so the task the runner starts next finds it. A task that outlives its cycle (abandoned
+    after a signal or a lost lock) keeps its worker, which ends after it.
     """
-    planned = set(names)
-    dependents: dict[str, list[str]] = {n: [] for n in names}
-    for n in names:
-        for dep in specs[n].after:
-            if dep in planned:
-                dependents[dep].append(n)
-    rank: dict[str, float] = {}
 
-    def path(n: str) -> float:
-        if n not in rank:
-            known = status.details.get(n)
-            own = known.duration_seconds if known and known.duration_seconds else 1.0
-            rank[n] = own + max((path(c) for c in dependents[n]), default=0.0)
-        return rank[n]
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._free = 0
+        self._count = 0
+        self._lock = threading.Lock()
 
-    order = {n: i for i, n in enumerate(names)}
-    return sorted(names, key=lambda n: (-path(n), order[n]))
+    def run(self, job: Callable[[], object], done: queue.Queue) -> None:
+        """Run `job` in a worker of its own and put what it returns on `done`."""
+        with self._lock:
+            spawn = self._free == 0
+            if spawn:
+                self._count += 1
+            else:
+                self._free -= 1
+        if spawn:
+            threading.Thread(target=self._work, name=f"task-worker-{self._count}", daemon=True).start()
+        self._jobs.put((job, done))
+
+    def _work(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, done = item
+            result = job()
+            with self._lock:
+                self._free += 1
+            done.put(result)
+
+    def close(self) -> None:
+        """Let every worker end as soon as it is free."""
+        with self._lock:
+            count = self._count
+        for _ in range(count):
+            self._jobs.put(None)
 
 
 def _tail(text: str | None, limit: int) -> str | None:

@@ -450,7 +450,8 @@ def _protect_own_keys(tasks: tuple[TaskSpec, ...], redis: RedisSettings) -> None
     """A delete pattern on the maintenance Redis must not match the tool's own state and lock."""
     import fnmatch
 
-    own = [f"{redis.key_prefix}:status:2026-01-02", f"{redis.key_prefix}:lock", f"{redis.key_prefix}:last_run"]
+    own = [f"{redis.key_prefix}:status:2026-01-02", f"{redis.key_prefix}:transitions:2026-01-02",
+           f"{redis.key_prefix}:lock", f"{redis.key_prefix}:last_run"]
     for task in tasks:
         if task.builtin != "redis.delete_keys" or task.params.get("url"):
             continue

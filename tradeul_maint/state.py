@@ -1,4 +1,9 @@
-"""A session's maintenance status: one JSON document per session, rewritten on each task transition.
+"""A session's maintenance status: one JSON document per session, kept current task by task.
+
+While a cycle runs, a transition does not rewrite the document: the task's state is
+overwritten in place (each state sits in a fixed-width slot, see `layout`) and its details
+go to a hash of their own, folded into the document at its next whole write, and by
+`apply_transitions` for readers in between (store.py).
 
 The fields `date`, `started_at`, `completed_at`, `duration_seconds`, `all_success` and
 `tasks` (name -> pending | in_progress | completed | failed | skipped) are those of the
@@ -15,6 +20,7 @@ from typing import Any
 
 PENDING, IN_PROGRESS, COMPLETED, FAILED, SKIPPED = "pending", "in_progress", "completed", "failed", "skipped"
 TASK_STATES = (PENDING, IN_PROGRESS, COMPLETED, FAILED, SKIPPED)
+STATE_SLOT = len('"in_progress"')  # characters each task's state takes in the document, blanks included
 UTC = dt.timezone.utc
 
 
@@ -88,21 +94,70 @@ class SessionStatus:
         return self.tasks.get(task) == COMPLETED
 
     def to_json(self) -> str:
-        doc = dict(self.extra)
-        doc.update({
+        return self.layout()[0]
+
+    def layout(self) -> tuple[str, dict[str, tuple[int, int]]]:
+        """The document, and where each task's state sits in it: task -> (offset, width).
+
+        Each state is written quoted and padded with blanks to STATE_SLOT characters (JSON
+        allows blanks between tokens), so that a transition can overwrite it in place and
+        the `tasks` map stays exact however many tasks the document holds. The text is
+        ASCII (json.dumps escapes the rest), so the offsets count bytes too.
+        """
+        head = dict(self.extra)
+        head.update({
             "date": self.session.isoformat(),
             "started_at": iso(self.started_at),
             "completed_at": iso(self.completed_at),
             "duration_seconds": self.duration_seconds,
             "all_success": self.all_success,
-            "tasks": self.tasks,
+        })
+        tail = {
             "task_details": {name: rec.to_json() for name, rec in self.details.items()},
             "attempts": self.attempts,
             "run_id": self.run_id,
             "runner": self.runner,
             "interrupted": self.interrupted,
-        })
-        return json.dumps(doc, separators=(",", ":"))
+        }
+        parts = [_compact(head)[:-1], ',"tasks":{']
+        size = len(parts[0]) + len(parts[1])
+        slots: dict[str, tuple[int, int]] = {}
+        for i, (name, state) in enumerate(self.tasks.items()):
+            key = ("," if i else "") + json.dumps(name) + ":"
+            value = json.dumps(state)
+            width = max(STATE_SLOT, len(value))
+            slots[name] = (size + len(key), width)
+            parts += [key, value.ljust(width)]
+            size += len(key) + width
+        parts += ["},", _compact(tail)[1:]]
+        return "".join(parts), slots
+
+    def state_slot(self, task: str, width: int) -> str | None:
+        """The task's state as its slot holds it, or None when it does not fit the slot."""
+        value = json.dumps(self.tasks[task])
+        return value.ljust(width) if len(value) <= width else None
+
+    def transition_json(self, task: str) -> str:
+        """One task's state and details, as the transitions hash holds them."""
+        record = self.details.get(task)
+        return json.dumps({"state": self.tasks[task], **(record.to_json() if record else {})},
+                          separators=(",", ":"))
+
+    def apply_transitions(self, records: dict[bytes | str, bytes | str]) -> None:
+        """Fold in the transitions recorded since the document was last written whole; newer than it."""
+        for name, raw in records.items():
+            task = name.decode() if isinstance(name, bytes) else name
+            try:
+                doc = json.loads(raw)
+                state = doc.pop("state")
+                if not isinstance(state, str):
+                    raise ValueError("'state' is not a string")
+                record = TaskRecord(**{k: v for k, v in doc.items() if k in TaskRecord.__dataclass_fields__})
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                self.corrupt = f"the transition record of {task} does not parse: {str(exc) or type(exc).__name__}"
+                return
+            self.tasks[task] = state
+            self.details[task] = record
 
     @classmethod
     def from_json(cls, session: dt.date, raw: str | bytes | None) -> SessionStatus | None:
@@ -138,3 +193,7 @@ class SessionStatus:
             )
         except (ValueError, TypeError) as exc:
             return cls(session=session, corrupt=str(exc) or type(exc).__name__)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

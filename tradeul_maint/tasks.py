@@ -234,6 +234,6 @@ def run_python(spec: TaskSpec, ctx: TaskContext) -> Outcome:
             return Outcome(False, f"cannot load {spec.python}: {type(exc).__name__}: {exc}")
     try:
         return run_callable(func, ctx, spec.timeout)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a task fails the task, not the runner
         # What the task reported before it failed still tells how far it got.
         return Outcome(False, f"{type(exc).__name__}: {exc}", result=dict(ctx.result) or None)
