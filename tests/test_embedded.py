@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, count_runs, marker_tasks, wait_for
+from conftest import Project, count_runs, marker_tasks, processes_running, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -21,18 +21,14 @@ def embedded(tmp_path, calendar_cache, monkeypatch) -> Project:
 
 
 def servers_for(state_dir: Path) -> list[int]:
-    """Live (non-zombie) redis-server processes serving this state directory."""
+    """Live redis-server processes serving this state directory (the server runs in its data dir)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in processes_running("redis-server"):
         try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+            if str(state_dir) in Path(f"/proc/{pid}/cwd").resolve().as_posix():
+                found.append(pid)
         except OSError:
             continue
-        if "redis-server" in cmdline and state != "Z" and str(state_dir) in (entry / "cwd").resolve().as_posix():
-            found.append(int(entry.name))
     return found
 
 
