@@ -30,7 +30,6 @@ import json
 import statistics
 import sys
 import tempfile
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 

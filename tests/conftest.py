@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -29,27 +30,43 @@ from tradeul_maint.settings import CalendarOverrides
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    """A real redis-server for the session, on a unix socket in a temporary directory."""
-    directory = tmp_path_factory.mktemp("redis")
-    socket = directory / "redis.sock"
-    proc = subprocess.Popen(
-        [redis_server_binary(), "--port", "0", "--unixsocket", str(socket), "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(unix_socket_path=str(socket))
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_redis(directory: Path, *args: str, tcp: bool = False) -> tuple[subprocess.Popen, str]:
+    """A real redis-server with its data in `directory`, on a unix socket there or a free loopback
+    port, returned with its URL once it accepts connections; `args` add server options."""
+    if tcp:
+        port = free_port()
+        listen, url = ["--port", str(port), "--bind", "127.0.0.1"], f"redis://127.0.0.1:{port}/0"
+        address, family = ("127.0.0.1", port), socket.AF_INET
+    else:
+        path = str(directory / "redis.sock")
+        listen, url = ["--port", "0", "--unixsocket", path], f"unix://{path}"
+        address, family = path, socket.AF_UNIX
+    proc = subprocess.Popen([redis_server_binary(), *listen, "--dir", str(directory), "--save", "",
+                             "--appendonly", "no", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while True:
         try:
-            client.ping()
-            break
-        except (redis.ConnectionError, FileNotFoundError):
-            if time.monotonic() > deadline:
+            with socket.socket(family) as conn:
+                conn.connect(address)
+            return proc, url
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                raise RuntimeError("redis-server did not start")
+                raise RuntimeError(f"redis-server in {directory} did not start")
             time.sleep(0.02)
-    yield f"unix://{socket}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server for the session, on a unix socket in a temporary directory."""
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
     proc.terminate()
     proc.wait(10)
 

@@ -4,7 +4,6 @@ import datetime as dt
 import json
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -15,8 +14,8 @@ from loguru import logger
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from conftest import start_redis
 from tradeul_maint import builtins
-from tradeul_maint.embedded import redis_server_binary
 from tradeul_maint.tasks import TaskContext
 
 SESSION = dt.date(2026, 11, 20)
@@ -56,20 +55,9 @@ def run_builtin(name: str, client, **params) -> tuple[dict, dict]:
 def persistent_redis():
     """A second redis-server of our own, with RDB save points on, in a short temporary directory."""
     directory = Path(tempfile.mkdtemp(prefix="tm-rdb-"))
-    socket = directory / "redis.sock"
-    proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", str(socket), "--dir", str(directory),
-                             "--save", "3600", "1", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    c = redis.Redis(unix_socket_path=str(socket), retry=Retry(NoBackoff(), 0))  # SHUTDOWN must not be retried
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            c.ping()
-            break
-        except (redis.ConnectionError, FileNotFoundError):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)
-    yield c, f"unix://{socket}", directory
+    proc, url = start_redis(directory, "--save", "3600", "1")
+    c = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0))  # SHUTDOWN must not be retried
+    yield c, url, directory
     try:
         c.shutdown(nosave=True)  # also stops a save child still running
     except redis.ConnectionError:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 
 import pytest
 import redis
 
-from conftest import count_runs, marker_tasks, processes_running, wait_for
+from conftest import count_runs, free_port, marker_tasks, processes_running, start_redis, wait_for
 from tradeul_maint.connection import redact
 from tradeul_maint.embedded import redis_server_binary
 
@@ -32,27 +31,11 @@ def test_redact_hides_passwords(url, shown):
     assert redact(url) == shown
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(tmp_path, name: str, *args: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
     directory = tmp_path / name
     directory.mkdir()
-    proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--dir", str(directory), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, port
-        except OSError:
-            time.sleep(0.02)
-    proc.kill()
-    raise RuntimeError(f"{name} did not start")
+    proc, url = start_redis(directory, *args, tcp=True)
+    return proc, int(url.rsplit(":", 1)[1].split("/")[0])
 
 
 @pytest.fixture

@@ -139,8 +139,6 @@ def run(
         for deferred in report.plan.deferred:
             out.print(f"{deferred.session}: {deferred.reason}", markup=False)
     render_results(report, g.quiet)
-    if not report.success:
-        raise typer.Exit(EXIT_TASKS_FAILED)
 
 
 def render_plan(plan: core.Plan, nothing: str = "nothing to do") -> None:
@@ -157,6 +155,7 @@ def render_plan(plan: core.Plan, nothing: str = "nothing to do") -> None:
 
 
 def render_results(report: core.RunReport, quiet: bool) -> None:
+    """One summary line per session run (stdout), failures on stderr; exit 1 when one is not done."""
     for result in report.results:
         s = result.status
         completed = sum(state == "completed" for state in s.tasks.values())
@@ -171,6 +170,8 @@ def render_results(report: core.RunReport, quiet: bool) -> None:
         err.print(f"{line}; not done", markup=False)
         for name, error in result.failures.items():
             err.print(f"  {name} {s.tasks[name]}: {error}", markup=False)
+    if not report.success:
+        raise typer.Exit(EXIT_TASKS_FAILED)
 
 
 @app.command()
@@ -197,8 +198,6 @@ def recover(
     if not report.results and not g.quiet:
         out.print("nothing to recover: every session whose window has passed is done", markup=False)
     render_results(report, g.quiet)
-    if not report.success:
-        raise typer.Exit(EXIT_TASKS_FAILED)
 
 
 @app.command()
