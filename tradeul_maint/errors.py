@@ -12,8 +12,10 @@ EXIT_CALENDAR_EXPIRED = 69
 EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE: a bug, reported in one line (traceback with -v)
 EXIT_TEMPORARY = 75
 EXIT_CONFIG = 78
+EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+SIGNAL_EXIT_CODES = {1: EXIT_SIGHUP, 2: EXIT_SIGINT, 15: EXIT_SIGTERM}  # by signal number: 128 + signum
 
 
 class MaintError(Exception):
@@ -46,6 +48,16 @@ class RedisUnavailableError(MaintError):
     exit_code = EXIT_TEMPORARY
 
 
+class KeyTypeError(ConfigError):
+    """A key under the tool's prefix holds another Redis type: most likely another application shares the prefix."""
+
+    def __init__(self, key: str, actual: str, expected: str):
+        super().__init__(f"Redis key {key} is a {actual}, not the {expected} this tool keeps there: another "
+                         "application may use the same prefix; set [redis] key_prefix to one of this tool's own "
+                         "(or remove the key if it is left over)")
+        self.key, self.actual, self.expected = key, actual, expected
+
+
 class LockBusyError(MaintError):
     """Another runner holds the run lock."""
 
@@ -60,6 +72,24 @@ class LockLostError(MaintError):
     """This runner's lease expired and another runner took the lock: it must stop writing."""
 
     exit_code = EXIT_TEMPORARY
+
+
+class ForeignLockError(MaintError):
+    """The lock key holds a value this tool did not write, or has no expiry: it would block every run forever."""
+
+    exit_code = EXIT_TEMPORARY
+
+
+class RedisRefusedWriteError(MaintError):
+    """Redis refused a write for a reason of its own state (READONLY replica, OOM, NOREPLICAS): temporary."""
+
+    exit_code = EXIT_TEMPORARY
+
+
+class TaskLoadError(MaintError):
+    """A `python` task's module does not import or its attribute is not a callable."""
+
+    exit_code = EXIT_CONFIG
 
 
 class EmbeddedRedisError(MaintError):

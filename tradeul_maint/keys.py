@@ -32,3 +32,11 @@ class Keys:
     @property
     def lock(self) -> str:
         return f"{self.prefix}:lock"
+
+    def expected_types(self, sessions: list[dt.date]) -> dict[str, str]:
+        """The Redis type each of the tool's keys must have (when it exists) for these sessions."""
+        types = {self.lock: "string", self.last_run: "string"}
+        for session in sessions:
+            types.update({self.status(session): "string", self.executed(session): "string",
+                          self.transitions(session): "hash"})
+        return types

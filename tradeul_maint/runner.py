@@ -301,7 +301,7 @@ class Runner:
         while True:
             attempt += 1
             try:
-                outcome = run_command(spec, ctx, self.groups) if spec.command else run_python(spec, ctx)
+                outcome = run_command(spec, ctx, self.groups) if spec.command else run_python(spec, ctx, self.settings.python_paths)
             except BaseException as exc:  # nothing a task does may end this worker without an outcome
                 outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
             if outcome.success or attempt > spec.retries or self.stop.event.is_set() or self.lock.lost.is_set():

@@ -55,6 +55,7 @@ class RunSettings:
     max_parallel: int = 1
     max_attempts: int = 5
     retry_backoff_minutes: float = 5
+    pythonpath: tuple[Path, ...] = ()  # extra import paths for `python` tasks, absolute
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,13 @@ class Settings:
     def task(self, name: str) -> TaskSpec:
         return next(t for t in self.tasks if t.name == name)
 
+    @property
+    def python_paths(self) -> tuple[str, ...]:
+        """Where `python` tasks are imported from, whatever the working directory: the config
+        file's directory first, then `[run] pythonpath`; without a config file, the working directory."""
+        base = self.config_path.resolve().parent if self.config_path else Path.cwd()
+        return tuple(dict.fromkeys(str(p) for p in (base, *self.run.pythonpath)))
+
 
 @dataclass(frozen=True)
 class Overrides:
@@ -178,7 +186,7 @@ def _config_path(cli: Overrides, env: dict[str, str]) -> Path | None:
 def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], require_tasks: bool) -> Settings:
     _only(raw, "", {"schedule", "run", "redis", "logging", "calendar", "tasks"})
     schedule = _schedule(_table(raw, "schedule"))
-    run = _run(_table(raw, "run"))
+    run = _run(_table(raw, "run"), path)
     redis = _redis(_table(raw, "redis"), cli, env)
     logging = _logging(_table(raw, "logging"))
     calendar = _calendar(_table(raw, "calendar"))
@@ -213,7 +221,7 @@ def _table(raw: dict, name: str) -> dict:
 _KNOWN = {
     "schedule": {"calendar", "window_start", "window_minutes", "lookback_sessions", "auto_recover",
                  "recover_during_market_hours"},
-    "run": {"max_parallel", "max_attempts", "retry_backoff_minutes"},
+    "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath"},
     "redis": {"url", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
     "logging": {"dir", "rotation", "retention", "level"},
     "calendar": {"closed", "early_closes", "sessions", "expiry_warning_days"},
@@ -286,9 +294,14 @@ def _schedule(t: dict) -> ScheduleSettings:
     )
 
 
-def _run(t: dict) -> RunSettings:
+def _run(t: dict, config_path: Path | None) -> RunSettings:
     d = RunSettings()
+    paths = _typed(t, "run", "pythonpath", list, [])
+    if not all(isinstance(p, str) and p for p in paths):
+        raise ConfigError("[run] pythonpath must be a list of directories (relative to the config file)")
+    base = config_path.resolve().parent if config_path else Path.cwd()
     return RunSettings(
+        pythonpath=tuple((base / Path(p).expanduser()).resolve() for p in paths),
         max_parallel=int(_positive("run", "max_parallel", _typed(t, "run", "max_parallel", int, d.max_parallel))),
         max_attempts=int(_positive("run", "max_attempts", _typed(t, "run", "max_attempts", int, d.max_attempts))),
         retry_backoff_minutes=_positive("run", "retry_backoff_minutes",

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import redis
 
-from tradeul_maint.errors import LockLostError
+from tradeul_maint.errors import KeyTypeError, LockLostError
 from tradeul_maint.keys import Keys
 from tradeul_maint.state import SessionStatus
 
@@ -135,6 +135,17 @@ class StateStore:
             if status is not None and status.corrupt is None:
                 status.apply_transitions(transitions)
             statuses[session] = status
+
+    def check_key_types(self, sessions: list[dt.date]) -> None:
+        """Raise KeyTypeError for the first of the tool's keys (for these sessions) that holds another type."""
+        expected = self.keys.expected_types(sessions)
+        pipe = self.client.pipeline(transaction=False)
+        for key in expected:
+            pipe.type(key)
+        for (key, want), got in zip(expected.items(), pipe.execute()):
+            got = got.decode() if isinstance(got, bytes) else str(got)
+            if got not in ("none", want):
+                raise KeyTypeError(key, got, want)
 
     def write(self, token: str, status: SessionStatus) -> Slots:
         """The whole document, which takes in (and empties) the transitions hash; returns where its states sit."""

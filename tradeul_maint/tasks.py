@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tradeul_maint.errors import TaskLoadError
 from tradeul_maint.settings import TaskSpec
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of a command's output kept, from the end
@@ -158,16 +159,29 @@ def _read_tail(stream, tail: collections.deque) -> None:
     stream.close()
 
 
-def resolve_callable(reference: str) -> Callable:
-    """`package.module:callable`, importable from the working directory as with `python -m`."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+def load_callable(reference: str, paths: tuple[str, ...] = ()) -> Callable:
+    """`package.module:callable`, imported from `paths` (Settings.python_paths) before sys.path.
+
+    The paths come first so that a task resolves the same whatever the working directory
+    (cron starts in $HOME or /); TaskLoadError says, in one line, what did not load and why.
+    """
+    for path in reversed(paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
     module_name, _, attr = reference.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        target = getattr(target, part)
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except ImportError as exc:
+        raise TaskLoadError(f"{reference}: {type(exc).__name__}: {exc} (searched {', '.join(paths) or 'sys.path'} "
+                            "first: set [run] pythonpath)") from None
+    except AttributeError:
+        raise TaskLoadError(f"{reference}: module {module_name} has no attribute {attr!r}") from None
+    except Exception as exc:  # the module itself failed while being imported
+        raise TaskLoadError(f"{reference}: importing {module_name} raised {type(exc).__name__}: {exc}") from None
     if not callable(target):
-        raise TypeError(f"{reference} is not callable")
+        raise TaskLoadError(f"{reference} is a {type(target).__name__}, not a callable")
     return target
 
 
@@ -222,16 +236,16 @@ def _counts(result: dict) -> dict:
             and isinstance(v, (int, float, str, bool)) and not (isinstance(v, str) and len(v) > 200)}
 
 
-def run_python(spec: TaskSpec, ctx: TaskContext) -> Outcome:
+def run_python(spec: TaskSpec, ctx: TaskContext, paths: tuple[str, ...] = ()) -> Outcome:
     if spec.builtin:
         from tradeul_maint.builtins import builtin_callable
 
         func = builtin_callable(spec.builtin)
     else:
         try:
-            func = resolve_callable(spec.python)
-        except (ImportError, AttributeError, TypeError) as exc:
-            return Outcome(False, f"cannot load {spec.python}: {type(exc).__name__}: {exc}")
+            func = load_callable(spec.python, paths)
+        except TaskLoadError as exc:
+            return Outcome(False, f"cannot load {exc}")
     try:
         return run_callable(func, ctx, spec.timeout)
     except (Exception, SystemExit) as exc:  # sys.exit() in a task fails the task, not the runner
