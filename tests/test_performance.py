@@ -391,7 +391,9 @@ def test_the_next_session_starts_its_longest_path_first_from_the_last_durations(
 
     before, after = started("2026-11-24"), started(DAY)
     assert before["short2"] < before["long"]
-    assert after["long"] <= after["short1"] < after["short2"]
+    # Known durations put the long task, last in the file, first; which short one joins it depends on
+    # their measured durations (equal nominally), so only the long one's place is asserted.
+    assert after["long"] <= min(after["short1"], after["short2"])
     assert known_durations([None, SessionStatus(dt.date(2026, 11, 25), details={"x": TaskRecord(duration_seconds=2)}),
                             SessionStatus(dt.date(2026, 11, 24), details={"x": TaskRecord(duration_seconds=9),
                                                                           "y": TaskRecord(duration_seconds=1)})]) \

@@ -27,8 +27,7 @@ from rich.text import Text
 from tradeul_maint import __version__, core, overview
 from tradeul_maint import logread
 from tradeul_maint.cli import GLOBAL_OPTIONS, NOW_ENVVAR, NOW_FLAG, error_line
-from tradeul_maint.errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TASKS_FAILED, MaintError,
-                                  UsageError)
+from tradeul_maint.errors import EXIT_INTERNAL, EXIT_SIGINT, EXIT_TASKS_FAILED, MaintError, UsageError
 from tradeul_maint.logs import configure_logging, scrub
 from tradeul_maint.runner import Interrupted
 from tradeul_maint.settings import Overrides, Settings, load_settings
@@ -94,7 +93,7 @@ def errors_to_exit_codes(g: Globals) -> Iterator[None]:
     except Interrupted as exc:
         err.print(f"tradeul-maint: stopped by {exc}; the interrupted task is recorded as not completed",
                   markup=False)
-        raise typer.Exit(EXIT_SIGTERM if exc.signum == 15 else EXIT_SIGINT) from None
+        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_SIGINT) from None
     except Exception as exc:  # a bug or an unforeseen environment: still one line, no secrets
