@@ -21,7 +21,7 @@ import redis
 
 from conftest import marker_tasks
 
-from tradeul_maint import cli, commands
+from tradeul_maint import cli, commands, options
 from tradeul_maint.keys import Keys
 from tradeul_maint.lock import RunLock
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
@@ -105,10 +105,10 @@ def test_the_flags_are_declared_once_for_both_paths():
     from typer.main import get_command
 
     group = get_command(commands.app)
-    declared = {p.name: tuple(p.opts) for p in group.params if p.name in cli.GLOBAL_OPTIONS}
-    assert declared == {name: tuple(flags) for name, flags in cli.GLOBAL_OPTIONS.items()}
+    declared = {p.name: tuple(p.opts) for p in group.params if p.name in options.OPTIONS_BY_NAME}
+    assert declared == {option.name: option.flags for option in options.GLOBAL_OPTIONS}
     now = next(p for p in group.commands["run"].params if p.name == "now")
-    assert now.opts == [cli.NOW_FLAG] and now.envvar == cli.NOW_ENVVAR
+    assert now.opts == [options.NOW_FLAG] and now.envvar == options.NOW_ENVVAR
 
 
 def tick(project, now: str) -> cli.Tick:

@@ -1,15 +1,14 @@
 """The command line: options in, one core call, the result rendered, exceptions turned into exit codes.
 
-This is the only module that knows about exit codes and terminals. The console script
-enters through cli.py, which answers the cron tick with nothing to do before this module
-(typer, rich) is loaded, and hands every other invocation to `app` here; the options the
-two share are declared once, in cli.py.
+This is the only module that knows about exit codes. The console script enters through
+cli.py, which answers the cron tick with nothing to do before this module (typer, rich) is
+loaded, and hands every other invocation to `app` here; the options the two share are
+declared once, in options.py. What a person reads is drawn by render.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import sys
 import traceback
@@ -17,16 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
-from zoneinfo import ZoneInfo
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from tradeul_maint import __version__, core, overview
-from tradeul_maint import logread
-from tradeul_maint.cli import GLOBAL_OPTIONS, NOW_ENVVAR, NOW_FLAG, error_line
+from tradeul_maint import __version__, core, logread, render
+from tradeul_maint.options import NOW_ENVVAR, NOW_FLAG, OPTIONS_BY_NAME, error_line
 from tradeul_maint.errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TASKS_FAILED, MaintError,
                                   UsageError)
 from tradeul_maint.logs import configure_logging, scrub
@@ -35,8 +29,7 @@ from tradeul_maint.settings import Overrides, Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Runs end-of-day maintenance exactly once per exchange trading session.")
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out, err = render.out, render.err
 
 NowOption = Annotated[Optional[str], typer.Option(
     NOW_FLAG, envvar=NOW_ENVVAR, metavar="TIMESTAMP",
@@ -66,17 +59,21 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _global(name: str):
+    """The typer option of a global option, as options.py declares it."""
+    option = OPTIONS_BY_NAME[name]
+    return typer.Option(*option.flags, metavar=option.metavar, help=option.help or None)
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    config: Annotated[Optional[Path], typer.Option(*GLOBAL_OPTIONS["config"], metavar="PATH",
-                                                   help="Config file (TOML).")] = None,
-    redis_url: Annotated[Optional[str], typer.Option(*GLOBAL_OPTIONS["redis_url"], metavar="URL",
-                                                     help="Redis URL; none anywhere: the embedded Redis.")] = None,
-    state_dir: Annotated[Optional[Path], typer.Option(*GLOBAL_OPTIONS["state_dir"], metavar="PATH")] = None,
-    log_dir: Annotated[Optional[Path], typer.Option(*GLOBAL_OPTIONS["log_dir"], metavar="PATH")] = None,
-    verbose: Annotated[bool, typer.Option(*GLOBAL_OPTIONS["verbose"], help="Debug output and tracebacks.")] = False,
-    quiet: Annotated[bool, typer.Option(*GLOBAL_OPTIONS["quiet"], help="Only errors.")] = False,
+    config: Annotated[Optional[Path], _global("config")] = None,
+    redis_url: Annotated[Optional[str], _global("redis_url")] = None,
+    state_dir: Annotated[Optional[Path], _global("state_dir")] = None,
+    log_dir: Annotated[Optional[Path], _global("log_dir")] = None,
+    verbose: Annotated[bool, _global("verbose")] = False,
+    quiet: Annotated[bool, _global("quiet")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
 ) -> None:
     ctx.obj = Globals(Overrides(config, redis_url, state_dir, log_dir), verbose, quiet)
@@ -133,25 +130,12 @@ def run(
         context = core.prepare(g.settings(), now)
         report = core.run(context, session, tuple(task or ()), force, dry_run)
     if dry_run:
-        render_plan(report.plan)
+        render.render_plan(report.plan)
         return
     if session is not None and report.plan.empty:
         for deferred in report.plan.deferred:
             out.print(f"{deferred.session}: {deferred.reason}", markup=False)
     render_results(report, g.quiet)
-
-
-def render_plan(plan: core.Plan, nothing: str = "nothing to do") -> None:
-    """Every session looked at, oldest first: what would run and why, and what is left alone and why."""
-    lines = [(p.session, f"would run {p.session} ({p.reason}): {', '.join(p.tasks) or 'no tasks'}",
-              [f"  skip {name}: {why}" for name, why in p.catchup_skipped.items()]) for p in plan.sessions]
-    lines += [(d.session, f"leave {d.session}: {d.reason}", []) for d in plan.deferred]
-    if plan.empty:
-        out.print(nothing, markup=False)
-    for _, line, details in sorted(lines, key=lambda item: item[0]):
-        out.print(line, markup=False, emoji=False)
-        for detail in details:
-            out.print(detail, markup=False, emoji=False)
 
 
 def render_results(report: core.RunReport, quiet: bool) -> None:
@@ -193,7 +177,7 @@ def recover(
         context = core.prepare(g.settings(), now)
         report = core.recover(context, lookback, first, last, force, dry_run)
     if dry_run:
-        render_plan(report.plan, "nothing to recover")
+        render.render_plan(report.plan, "nothing to recover")
         return
     if not report.results and not g.quiet:
         out.print("nothing to recover: every session whose window has passed is done", markup=False)
@@ -223,98 +207,11 @@ def status(
     elif check:
         out.print(view.check_line(), markup=False, emoji=False)
     elif session is not None:
-        render_session(view)
+        render.render_session(view)
     else:
-        render_status(view)
+        render.render_status(view)
     if check and not view.ok:
         raise typer.Exit(EXIT_TASKS_FAILED)
-
-
-STATE_STYLES = {overview.DONE: "green", overview.FAILED_STATE: "bold red", overview.CORRUPT: "bold red",
-                overview.INTERRUPTED: "yellow", overview.MISSING: "yellow", overview.RUNNING: "cyan",
-                overview.DUE: "cyan", overview.NOT_YET_DUE: "dim"}
-
-
-@contextmanager
-def _screen() -> Iterator[Console]:
-    """`out` on a terminal; else plain text: no colour, rows never wrapped, no trailing blanks (pipes, mail)."""
-    if out.is_terminal:
-        yield out
-        return
-    buffer = io.StringIO()
-    yield Console(file=buffer, width=400, color_system=None, highlight=False, emoji=False)
-    sys.stdout.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
-
-
-def _plain_table(*columns: str) -> Table:
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in columns:
-        table.add_column(column, no_wrap=column != "note")
-    return table
-
-
-def render_status(view: overview.StatusView) -> None:
-    tz = view.timezone
-    table = _plain_table("session", "state", "tasks", "attempts", "started", "duration", "note")
-    for s in view.sessions:
-        table.add_row(s.session.isoformat(), Text(s.state.replace("_", " "), style=STATE_STYLES.get(s.state, "")),
-                      f"{s.tasks_completed}/{s.tasks_total}", str(s.attempts) if s.attempts else "-",
-                      _local(s.started_at, tz), _duration(s.duration_seconds), Text(s.note or ""))
-    with _screen() as console:
-        console.print(f"Last {view.lookback} {view.calendar} sessions, newest first (times in {tz})",
-                      markup=False)
-        console.print(table)
-        render_footer(console, view)
-
-
-def render_session(view: overview.StatusView) -> None:
-    s = view.sessions[0]
-    tz = view.timezone
-    table = _plain_table("task", "status", "attempts", "started", "duration", "error")
-    for t in s.tasks:
-        style = "green" if t.status == "completed" else "bold red" if t.status in ("failed", "skipped") else ""
-        table.add_row(t.name, Text(t.status, style=style), str(t.attempts) if t.attempts else "-",
-                      _local(t.started_at, tz), _duration(t.duration_seconds), Text(t.error or t.note or ""))
-    with _screen() as console:
-        console.print(Text(f"{s.session}: ") + Text(s.state.replace("_", " "), style=STATE_STYLES.get(s.state, ""))
-                      + Text(f", {s.tasks_completed}/{s.tasks_total} tasks completed, {s.attempts} attempt(s), "
-                             f"times in {tz}"))
-        if s.started_at:
-            console.print(f"started {_local(s.started_at, tz)}, finished {_local(s.completed_at, tz)}, took "
-                          f"{_duration(s.duration_seconds)}" + (f", run {s.run_id}" if s.run_id else ""),
-                          markup=False)
-        if s.note:
-            console.print(Text(s.note))
-        console.print(table)
-        render_footer(console, view)
-
-
-def render_footer(console: Console, view: overview.StatusView) -> None:
-    w, tz = view.next_window, view.timezone
-    if w is None:
-        console.print("next window: none (the calendar ends; upgrade exchange-calendars)", markup=False)
-    else:
-        label = "window open now" if w.contains(view.now) else "next window"
-        console.print(f"{label} (session {w.session}): {_local(w.start, tz)} to {_local(w.end, tz)} {tz}, "
-                      f"{w.start:%Y-%m-%d %H:%M} to {w.end:%Y-%m-%d %H:%M} UTC", markup=False)
-    holder = view.holder
-    console.print(f"lock: held by {holder.describe()}, run {holder.run_id}" if holder else "lock: free",
-                  markup=False, emoji=False)
-    if view.calendar_warning:
-        console.print(Text(f"warning: {view.calendar_warning}", style="bold yellow"))
-
-
-def _local(moment: dt.datetime | None, tz: str) -> str:
-    return moment.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M") if moment else "-"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 @app.command("calendar")
@@ -331,23 +228,7 @@ def calendar_command(
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
-    tz = info["timezone"]
-    with _screen() as console:
-        console.print(f"{info['calendar']} ({tz}), {info['library']}: sessions {info['first_session']} to "
-                      f"{info['last_session']}; window {info['window']}", markup=False)
-        overrides = info["overrides"]
-        early = ", ".join(f"{d} {t}" for d, t in overrides["early_closes"].items())
-        console.print(f"overrides: closed {', '.join(overrides['closed']) or '-'}; extra sessions "
-                      f"{', '.join(overrides['sessions']) or '-'}; early closes {early or '-'}", markup=False)
-        table = _plain_table("session", "close", f"window ({tz})", "window (UTC)", "note")
-        for s in info["next_sessions"]:
-            start, end = dt.datetime.fromisoformat(s["start"]), dt.datetime.fromisoformat(s["end"])
-            table.add_row(s["session"], _local(dt.datetime.fromisoformat(s["close"]), tz)[11:],
-                          f"{_local(start, tz)[11:]}-{_local(end, tz)[11:]}", f"{start:%H:%M}-{end:%H:%M}",
-                          Text("; ".join(filter(None, ("open now" if s["open"] else None, s["override"])))))
-        console.print(table)
-        if info["warning"]:
-            console.print(Text(f"warning: {info['warning']}", style="bold yellow"))
+    render.render_calendar(info)
 
 
 @app.command()

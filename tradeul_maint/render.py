@@ -1,0 +1,146 @@
+"""What a person reads: plans, the status table, one session, the calendar, as rich renders them.
+
+Every renderer takes the values the core returns (the same ones `--json` prints) and only
+draws them; no decision is taken here. On a terminal the output has colour; in a pipe or
+under cron it is plain text without trailing blanks, so mail and grep read it as well.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tradeul_maint import overview
+from tradeul_maint.planner import Plan
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def render_plan(plan: Plan, nothing: str = "nothing to do") -> None:
+    """Every session looked at, oldest first: what would run and why, and what is left alone and why."""
+    lines = [(p.session, f"would run {p.session} ({p.reason}): {', '.join(p.tasks) or 'no tasks'}",
+              [f"  skip {name}: {why}" for name, why in p.catchup_skipped.items()]) for p in plan.sessions]
+    lines += [(d.session, f"leave {d.session}: {d.reason}", []) for d in plan.deferred]
+    if plan.empty:
+        out.print(nothing, markup=False)
+    for _, line, details in sorted(lines, key=lambda item: item[0]):
+        out.print(line, markup=False, emoji=False)
+        for detail in details:
+            out.print(detail, markup=False, emoji=False)
+
+
+STATE_STYLES = {overview.DONE: "green", overview.FAILED_STATE: "bold red", overview.CORRUPT: "bold red",
+                overview.INTERRUPTED: "yellow", overview.MISSING: "yellow", overview.RUNNING: "cyan",
+                overview.DUE: "cyan", overview.NOT_YET_DUE: "dim"}
+
+
+@contextmanager
+def screen() -> Iterator[Console]:
+    """`out` on a terminal; else plain text: no colour, rows never wrapped, no trailing blanks (pipes, mail)."""
+    if out.is_terminal:
+        yield out
+        return
+    buffer = io.StringIO()
+    yield Console(file=buffer, width=400, color_system=None, highlight=False, emoji=False)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
+
+
+def plain_table(*columns: str) -> Table:
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for column in columns:
+        table.add_column(column, no_wrap=column != "note")
+    return table
+
+
+def render_status(view: overview.StatusView) -> None:
+    tz = view.timezone
+    table = plain_table("session", "state", "tasks", "attempts", "started", "duration", "note")
+    for s in view.sessions:
+        table.add_row(s.session.isoformat(), Text(s.state.replace("_", " "), style=STATE_STYLES.get(s.state, "")),
+                      f"{s.tasks_completed}/{s.tasks_total}", str(s.attempts) if s.attempts else "-",
+                      local(s.started_at, tz), duration(s.duration_seconds), Text(s.note or ""))
+    with screen() as console:
+        console.print(f"Last {view.lookback} {view.calendar} sessions, newest first (times in {tz})",
+                      markup=False)
+        console.print(table)
+        render_footer(console, view)
+
+
+def render_session(view: overview.StatusView) -> None:
+    s = view.sessions[0]
+    tz = view.timezone
+    table = plain_table("task", "status", "attempts", "started", "duration", "error")
+    for t in s.tasks:
+        style = "green" if t.status == "completed" else "bold red" if t.status in ("failed", "skipped") else ""
+        table.add_row(t.name, Text(t.status, style=style), str(t.attempts) if t.attempts else "-",
+                      local(t.started_at, tz), duration(t.duration_seconds), Text(t.error or t.note or ""))
+    with screen() as console:
+        console.print(Text(f"{s.session}: ") + Text(s.state.replace("_", " "), style=STATE_STYLES.get(s.state, ""))
+                      + Text(f", {s.tasks_completed}/{s.tasks_total} tasks completed, {s.attempts} attempt(s), "
+                             f"times in {tz}"))
+        if s.started_at:
+            console.print(f"started {local(s.started_at, tz)}, finished {local(s.completed_at, tz)}, took "
+                          f"{duration(s.duration_seconds)}" + (f", run {s.run_id}" if s.run_id else ""),
+                          markup=False)
+        if s.note:
+            console.print(Text(s.note))
+        console.print(table)
+        render_footer(console, view)
+
+
+def render_footer(console: Console, view: overview.StatusView) -> None:
+    w, tz = view.next_window, view.timezone
+    if w is None:
+        console.print("next window: none (the calendar ends; upgrade exchange-calendars)", markup=False)
+    else:
+        label = "window open now" if w.contains(view.now) else "next window"
+        console.print(f"{label} (session {w.session}): {local(w.start, tz)} to {local(w.end, tz)} {tz}, "
+                      f"{w.start:%Y-%m-%d %H:%M} to {w.end:%Y-%m-%d %H:%M} UTC", markup=False)
+    holder = view.holder
+    console.print(f"lock: held by {holder.describe()}, run {holder.run_id}" if holder else "lock: free",
+                  markup=False, emoji=False)
+    if view.calendar_warning:
+        console.print(Text(f"warning: {view.calendar_warning}", style="bold yellow"))
+
+
+def local(moment: dt.datetime | None, tz: str) -> str:
+    return moment.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def render_calendar(info: dict) -> None:
+    """The `calendar` command's document as lines and a table of the next windows."""
+    tz = info["timezone"]
+    with screen() as console:
+        console.print(f"{info['calendar']} ({tz}), {info['library']}: sessions {info['first_session']} to "
+                      f"{info['last_session']}; window {info['window']}", markup=False)
+        overrides = info["overrides"]
+        early = ", ".join(f"{d} {t}" for d, t in overrides["early_closes"].items())
+        console.print(f"overrides: closed {', '.join(overrides['closed']) or '-'}; extra sessions "
+                      f"{', '.join(overrides['sessions']) or '-'}; early closes {early or '-'}", markup=False)
+        table = plain_table("session", "close", f"window ({tz})", "window (UTC)", "note")
+        for s in info["next_sessions"]:
+            start, end = dt.datetime.fromisoformat(s["start"]), dt.datetime.fromisoformat(s["end"])
+            table.add_row(s["session"], local(dt.datetime.fromisoformat(s["close"]), tz)[11:],
+                          f"{local(start, tz)[11:]}-{local(end, tz)[11:]}", f"{start:%H:%M}-{end:%H:%M}",
+                          Text("; ".join(filter(None, ("open now" if s["open"] else None, s["override"])))))
+        console.print(table)
+        if info["warning"]:
+            console.print(Text(f"warning: {info['warning']}", style="bold yellow"))
