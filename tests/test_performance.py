@@ -57,13 +57,20 @@ TYPER_READS = [
     ["--config", "other.toml", "run"],
     ["--config=other.toml", "--redis-url", "redis://h:1/2", "--state-dir", "st", "--log-dir=lg", "run"],
     ["run", "--now=2026-11-25T12:00"],
+    # global options after the command, as people type them
+    ["run", "-q"],
+    ["run", "--config", "other.toml"],
+    ["run", "--now", BEFORE_WINDOW, "--quiet", "--log-dir=lg", "--state-dir", "st"],
+    ["--redis-url", "redis://h:1/2", "run", "--config=run"],
+    ["--config", "run", "run", "-q"],
 ]
 NOT_A_PLAIN_TICK = [
-    [], ["-v", "run"], ["--verbose", "run"], ["-qv", "run"], ["run", "-q"], ["run", "--date", DAY],
+    [], ["-v", "run"], ["--verbose", "run"], ["-qv", "run"], ["run", "-v"], ["run", "-qv"], ["run", "--date", DAY],
     ["run", "--dry-run"], ["run", "--force"], ["run", "--task", "a"], ["status"], ["--help"], ["run", "--help"],
     ["--version"], ["--config", "a", "--config", "b", "run"], ["--config", "-x", "run"], ["--config=", "run"],
     ["run", "--now"], ["run", "--now", "x", "--now", "y"], ["--now", BEFORE_WINDOW, "run"], ["run", "extra"],
-    ["--", "run"], ["-q=1", "run"], ["--quiet=yes", "run"],
+    ["--", "run"], ["-q=1", "run"], ["--quiet=yes", "run"], ["run", "--config"], ["run", "--", "-q"],
+    ["--config", "a", "run", "--config", "b"], ["run", "--quiet=yes"], ["run", "--now", "x", "-h"],
 ]
 
 

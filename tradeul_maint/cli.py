@@ -5,7 +5,7 @@ Loading typer costs more than such a tick may: a typer app that declares these o
 and does nothing takes 1.6x `python -c "import redis"` (typer, click, and the pydantic
 typer parses option values with; bench/bench_tick.py measures it), against 1.5x for the
 whole tick. So `main` first reads the command line itself, for one shape only: the global
-options below, `run`, and `--now`. For that shape it asks `core.quiet_tick` whether the
+options (before or after the command), `run`, and `--now`. For that shape it asks `core.quiet_tick` whether the
 run would do nothing and log nothing, and if so exits 0 at once, having printed and
 written nothing. Every other invocation, and this one whenever the answer is not a plain
 "nothing" (work to do, an error, a warning to log, a value it does not take), goes to the
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tradeul_maint.errors import EXIT_SIGINT
-from tradeul_maint.options import GLOBAL_OPTIONS, NOW_ENVVAR, NOW_FLAG, error_line
+from tradeul_maint.options import GLOBAL_OPTIONS, NOW_ENVVAR, NOW_FLAG, error_line, hoist
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Tick:
 def parse_tick(argv: list[str], environ: Mapping[str, str]) -> Tick | None:
     """`argv` as a plain cron tick, or None when it is anything else (typer parses it then).
 
+    Global options after `run` are put in front of it first, as the typer app does (`hoist`).
     Only what typer would read the same way is taken: each option once, a value that is not
     empty and does not start with '-', `--opt value` or `--opt=value`. `-v` is refused too:
     a verbose tick prints its debug lines, so commands.py runs it.
@@ -52,7 +53,10 @@ def parse_tick(argv: list[str], environ: Mapping[str, str]) -> Tick | None:
     switches = {option.name for option in GLOBAL_OPTIONS if option.switch}
     values: dict[str, str | bool] = {}
     command = None
-    args = list(argv)
+    try:
+        args = hoist(argv, lambda command: (NOW_FLAG,) if command == "run" else ())
+    except ValueError:
+        return None
     while args:
         arg = args.pop(0)
         if command is None and arg == "run":

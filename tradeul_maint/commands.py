@@ -18,25 +18,84 @@ from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
+from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from tradeul_maint import __version__, core, logread, render
-from tradeul_maint.options import NOW_ENVVAR, NOW_FLAG, OPTIONS_BY_NAME, error_line
-from tradeul_maint.errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TASKS_FAILED, MaintError,
+from tradeul_maint.errors import (EXIT_CALENDAR_EXPIRED, EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, EXIT_SIGHUP,
+                                  EXIT_SIGINT, EXIT_SIGTERM, EXIT_TASKS_FAILED, EXIT_TEMPORARY, EXIT_USAGE, MaintError,
                                   UsageError)
 from tradeul_maint.logs import configure_logging, scrub
+from tradeul_maint.options import NOW_ENVVAR, NOW_FLAG, OPTIONS_BY_NAME, VERSION_FLAG, error_line, hoist
 from tradeul_maint.runner import Interrupted
-from tradeul_maint.settings import Overrides, Settings, load_settings
+from tradeul_maint.settings import DEFAULT_CONFIG_PATHS, Overrides, Settings, load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+EXIT_CODES = ((EXIT_OK, "done, or nothing to do"), (EXIT_TASKS_FAILED, "a task this command ran failed or was skipped"),
+              (EXIT_USAGE, "bad usage"), (EXIT_CALENDAR_EXPIRED, "the calendar ends before today: upgrade exchange-calendars"),
+              (EXIT_INTERNAL, "internal error, a bug (-v shows the traceback)"),
+              (EXIT_TEMPORARY, "temporary: Redis unreachable, the lock held by another run"),
+              (EXIT_CONFIG, "configuration error"),
+              (f"{EXIT_SIGHUP}/{EXIT_SIGINT}/{EXIT_SIGTERM}", "stopped by SIGHUP/SIGINT/SIGTERM"))
+CONFIG_SEARCH = ", else ".join(str(p) if p.is_absolute() else f"./{p}" for p in DEFAULT_CONFIG_PATHS)
+EPILOG = (f"Config file: --config, else TRADEUL_MAINT_CONFIG, else {CONFIG_SEARCH}.\n\n"
+          + "Exit codes:\n" + "\n".join(f"  {code:<11} {meaning}" for code, meaning in EXIT_CODES))
+COMMAND_EPILOG = ("Global options (--config, --redis-url, --state-dir, --log-dir, -v, -q) go before or after "
+                  "the command: see tradeul-maint -h.")
+
+
+def _no_bool_metavar(option):
+    """click's own --help switch would show as `<bool>` in typer's help: switches take no value."""
+    if option is not None and option.metavar is None:
+        option.metavar = ""
+    return option
+
+
+class Command(TyperCommand):
+    def __init__(self, *args, **kwargs):
+        kwargs["epilog"] = kwargs.get("epilog") or COMMAND_EPILOG
+        super().__init__(*args, **kwargs)
+
+    def get_help_option(self, ctx):
+        return _no_bool_metavar(super().get_help_option(ctx))
+
+
+class Group(TyperGroup):
+    """The app: global options are read after the command's name too, as cli.py's quick parser reads them."""
+
+    def get_help_option(self, ctx):
+        return _no_bool_metavar(super().get_help_option(ctx))
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        try:
+            args = hoist(args, self._value_flags)
+        except ValueError as exc:
+            ctx.fail(str(exc))
+        return super().parse_args(ctx, args)
+
+    def _value_flags(self, name: str) -> list[str]:
+        """The command's options that take a value: theirs stays theirs even when it looks like a global flag."""
+        command = self.commands.get(name)
+        return [flag for param in (command.params if command else ()) if not getattr(param, "is_flag", True)
+                for flag in param.opts]
+
+
+app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG,
                   help="Runs end-of-day maintenance exactly once per exchange trading session.")
 out, err = render.out, render.err
+
+
+def Switch(*flags: str, help: str):  # noqa: N802 - reads like typer.Option, which it wraps
+    """A flag without a value; shown without a `<bool>` type in the help."""
+    return typer.Option(*flags, metavar="", help=help)
+
 
 NowOption = Annotated[Optional[str], typer.Option(
     NOW_FLAG, envvar=NOW_ENVVAR, metavar="TIMESTAMP",
     help="Behave as if this were the current time (ISO 8601; a naive time is exchange-local).")]
 DateOption = Annotated[Optional[str], typer.Option("--date", metavar="YYYY-MM-DD", help="One session.")]
-DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
-ForceOption = Annotated[bool, typer.Option("--force", help="Run sessions that are already done too.")]
+DryRunOption = Annotated[bool, Switch("--dry-run", help="Print the plan and change nothing.")]
+ForceOption = Annotated[bool, Switch("--force", help="Run sessions that are already done too.")]
 LookbackOption = Annotated[Optional[int], typer.Option(
     "--lookback", metavar="N", min=1, help="How many sessions back, today's included (default: lookback_sessions).")]
 
@@ -60,9 +119,10 @@ def _version(value: bool) -> None:
 
 
 def _global(name: str):
-    """The typer option of a global option, as options.py declares it."""
+    """The typer option of a global option, as options.py declares it, its variable and default in the help."""
     option = OPTIONS_BY_NAME[name]
-    return typer.Option(*option.flags, metavar=option.metavar, help=option.help or None)
+    help = f"{option.help} [env var: {option.envvar}] [default: {option.default}]"
+    return typer.Option(*option.flags, metavar=option.metavar or "", help=escape(help))
 
 
 @app.callback()
@@ -74,7 +134,8 @@ def main_options(
     log_dir: Annotated[Optional[Path], _global("log_dir")] = None,
     verbose: Annotated[bool, _global("verbose")] = False,
     quiet: Annotated[bool, _global("quiet")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+    version: Annotated[bool, typer.Option(VERSION_FLAG, callback=_version, is_eager=True, metavar="",
+                                          help="Print the version and exit.")] = False,
 ) -> None:
     ctx.obj = Globals(Overrides(config, redis_url, state_dir, log_dir), verbose, quiet)
 
@@ -111,7 +172,7 @@ def parse_date(text: str | None, option: str = "--date") -> dt.date | None:
         raise UsageError(f"{option} {text!r}: expected a date YYYY-MM-DD") from None
 
 
-@app.command()
+@app.command(cls=Command)
 def run(
     ctx: typer.Context,
     date: DateOption = None,
@@ -158,7 +219,7 @@ def render_results(report: core.RunReport, quiet: bool) -> None:
         raise typer.Exit(EXIT_TASKS_FAILED)
 
 
-@app.command()
+@app.command(cls=Command)
 def recover(
     ctx: typer.Context,
     lookback: LookbackOption = None,
@@ -184,13 +245,13 @@ def recover(
     render_results(report, g.quiet)
 
 
-@app.command()
+@app.command(cls=Command)
 def status(
     ctx: typer.Context,
     date: DateOption = None,
     lookback: LookbackOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document (see the README for its keys).")] = False,
-    check: Annotated[bool, typer.Option("--check", help="One summary line; exit 1 when a session whose window "
+    as_json: Annotated[bool, Switch("--json", help="One JSON document (see the README for its keys).")] = False,
+    check: Annotated[bool, Switch("--check", help="One summary line; exit 1 when a session whose window "
                                                         "has passed is not done.")] = False,
     now: NowOption = None,
 ) -> None:
@@ -214,11 +275,11 @@ def status(
         raise typer.Exit(EXIT_TASKS_FAILED)
 
 
-@app.command("calendar")
+@app.command("calendar", cls=Command)
 def calendar_command(
     ctx: typer.Context,
     sessions: Annotated[int, typer.Option("--sessions", metavar="N", min=1, help="How many next sessions.")] = 5,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    as_json: Annotated[bool, Switch("--json", help="One JSON document.")] = False,
     now: NowOption = None,
 ) -> None:
     """The trading calendar in use: its version and reach, overrides, and the next sessions' windows."""
@@ -231,19 +292,19 @@ def calendar_command(
     render.render_calendar(info)
 
 
-@app.command()
+@app.command(cls=Command)
 def logs(
     ctx: typer.Context,
     lines: Annotated[int, typer.Option("-n", "--lines", metavar="N", min=0,
                                        help="How many of the last entries (across rotated files).")] = 50,
-    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new entries (Ctrl-C ends).")] = False,
-    errors: Annotated[bool, typer.Option("--errors", help="Read maintenance_errors.log.")] = False,
+    follow: Annotated[bool, Switch("-f", "--follow", help="Keep printing new entries (Ctrl-C ends).")] = False,
+    errors: Annotated[bool, Switch("--errors", help="Read maintenance_errors.log.")] = False,
     date: DateOption = None,
     task: Annotated[Optional[str], typer.Option("--task", metavar="NAME", help="Only this task's entries.")] = None,
     level: Annotated[Optional[str], typer.Option("--level", metavar="LEVEL",
                                                  help="Only this level and above (DEBUG, INFO, WARNING, ERROR).")]
     = None,
-    as_json: Annotated[bool, typer.Option("--json", help="The entries as written: one JSON object a line.")] = False,
+    as_json: Annotated[bool, Switch("--json", help="The entries as written: one JSON object a line.")] = False,
 ) -> None:
     """The last entries of the maintenance log, oldest first; works without a config file."""
     g: Globals = ctx.obj

@@ -1,0 +1,75 @@
+"""A command line that explains itself: help, global options anywhere, configuration errors that say what to fix."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import marker_tasks
+from tradeul_maint.cli import app
+from tradeul_maint.options import GLOBAL_OPTIONS
+
+COMMANDS = ["run", "recover", "status", "calendar", "logs"]
+NOON = "2026-11-30T12:00"
+
+
+def help_text(*args: str) -> str:
+    """The help as one line of words: rich's boxes and wrapping taken out."""
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.stdout).split())
+
+
+@pytest.mark.parametrize("command", [[], *([c] for c in COMMANDS)])
+def test_h_is_help_and_no_option_shows_a_bool_type(command):
+    long = help_text(*command, "--help")
+    assert help_text(*command, "-h") == long
+    assert long.startswith("Usage: ") and "--help -h Show this message and exit" in long
+    assert "<bool>" not in long and "bool" not in long.lower()
+
+
+def test_every_global_option_says_its_environment_variable_and_default():
+    text = help_text("-h")
+    for option in GLOBAL_OPTIONS:
+        assert option.help, option.name  # --state-dir and --log-dir too
+        assert f"{option.help} [env var: {option.envvar}] [default: {option.default}]" in text
+    assert "TRADEUL_MAINT_STATE_DIR" in text and "TRADEUL_MAINT_LOG_DIR" in text and "[default: off]" in text
+
+
+def test_the_main_help_lists_the_exit_codes_and_where_the_config_is_looked_for():
+    text = help_text("-h")
+    assert ("Config file: --config, else TRADEUL_MAINT_CONFIG, else ./tradeul-maint.toml, else "
+            "/etc/tradeul/maint.toml") in text
+    for code, meaning in [("0", "done, or nothing to do"), ("1", "a task this command ran failed or was skipped"),
+                          ("2", "bad usage"), ("69", "upgrade exchange-calendars"), ("70", "a bug"),
+                          ("75", "temporary"), ("78", "configuration error"),
+                          ("129/130/143", "stopped by SIGHUP/SIGINT/SIGTERM")]:
+        assert re.search(rf"\b{re.escape(code)} [^0-9]*{re.escape(meaning)}", text), code
+
+
+def test_each_command_help_says_global_options_may_follow_it():
+    for command in COMMANDS:
+        assert "go before or after the command" in help_text(command, "-h")
+
+
+def test_global_options_are_read_after_the_command(project, r):
+    project.write_config(marker_tasks(project.root, ["a"]))
+    other = project.root / "other.toml"
+    other.write_text(marker_tasks(project.root, ["x", "y"]))
+    before = project.cli("--config", str(other), "status", "--json", "--lookback", "1", "--now", NOON)
+    after = project.cli("status", "--json", "--config", str(other), "--lookback", "1", "--now", NOON)
+    assert before.exit_code == after.exit_code == 0, after.output
+    assert json.loads(before.stdout)["sessions"] == json.loads(after.stdout)["sessions"]
+    assert json.loads(after.stdout)["sessions"][0]["tasks_total"] == 2  # other.toml's, not the project's
+
+    run = project.cli("run", "--date", "2026-11-27", "-q", "--config", str(other), "--now", NOON)
+    assert run.exit_code == 0 and run.stdout == ""  # -q after the command silences the summary too
+    assert r.exists("maintenance:executed:2026-11-27")
+
+    missing = project.cli("run", "--config")
+    assert missing.exit_code == 2 and "Option '--config' requires an argument" in missing.stderr
+    version = project.cli("status", "--version")
+    assert version.exit_code == 0 and version.stdout.startswith("tradeul-maint ")
