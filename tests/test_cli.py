@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -73,3 +74,46 @@ def test_global_options_are_read_after_the_command(project, r):
     assert missing.exit_code == 2 and "Option '--config' requires an argument" in missing.stderr
     version = project.cli("status", "--version")
     assert version.exit_code == 0 and version.stdout.startswith("tradeul-maint ")
+
+
+# --- configuration errors ----------------------------------------------------------------------
+
+
+def one_line(result, code: int) -> str:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
+    return lines[0]
+
+
+def test_no_config_found_lists_the_paths_searched(project):
+    if Path("/etc/tradeul/maint.toml").exists():
+        pytest.skip("/etc/tradeul/maint.toml exists on this machine")
+    line = one_line(project.cli("run", "--now", NOON, TRADEUL_MAINT_CONFIG=""), 78)
+    assert line == (f"tradeul-maint: no config file found (looked for {project.root / 'tradeul-maint.toml'}, "
+                    "/etc/tradeul/maint.toml): write one there, or give --config PATH or TRADEUL_MAINT_CONFIG")
+
+
+def test_a_config_path_that_is_a_directory_says_so(project):
+    line = one_line(project.cli("--config", str(project.root), "run", "--now", NOON), 78)
+    assert line == (f"tradeul-maint: --config {project.root} is a directory: give the config file itself "
+                    f"(e.g. {project.root / 'maint.toml'})")
+    line = one_line(project.cli("status", TRADEUL_MAINT_CONFIG=str(project.root)), 78)
+    assert line.startswith(f"tradeul-maint: TRADEUL_MAINT_CONFIG={project.root} is a directory")
+
+
+@pytest.mark.parametrize("command", [["run"], ["status"], ["recover", "--dry-run"], ["calendar"]])
+def test_a_bad_now_in_the_environment_names_the_variable(project, command):
+    project.write_config(marker_tasks(project.root, ["a"]))
+    line = one_line(project.cli(*command, TRADEUL_MAINT_NOW="garbage"), 2)
+    assert line.startswith("tradeul-maint: TRADEUL_MAINT_NOW='garbage' in the environment: expected an ISO 8601")
+    line = one_line(project.cli(*command, "--now", "garbage"), 2)
+    assert line.startswith("tradeul-maint: --now 'garbage': expected an ISO 8601")
+
+
+def test_an_unknown_key_in_a_task_names_the_task(project):
+    project.write_config('[[tasks]]\nname = "compute"\npyhton = "m:f"\n')
+    line = one_line(project.cli("run", "--now", NOON), 78)
+    assert "unknown key 'pyhton' in task 'compute' (known: " in line
+    project.write_config('[[tasks]]\nname = "a"\ncommand = ["true"]\n[[tasks]]\ncomand = ["true"]\n')
+    assert "unknown key 'comand' in task #2" in one_line(project.cli("run", "--now", NOON), 78)

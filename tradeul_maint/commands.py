@@ -163,6 +163,18 @@ def errors_to_exit_codes(g: Globals) -> Iterator[None]:
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
+def _now(ctx: typer.Context, now: str | None) -> str | None:
+    """`--now`; when it came from TRADEUL_MAINT_NOW and does not parse, the error names the variable."""
+    source = ctx.get_parameter_source("now")
+    if now and source is not None and source.name == "ENVIRONMENT":
+        try:
+            dt.datetime.fromisoformat(now.strip())
+        except ValueError:
+            raise UsageError(f"{NOW_ENVVAR}={now!r} in the environment: expected an ISO 8601 time like "
+                             "2026-11-27T17:05 or 2026-11-27T22:05:00+00:00 (or unset it)") from None
+    return now
+
+
 def parse_date(text: str | None, option: str = "--date") -> dt.date | None:
     if text is None:
         return None
@@ -188,7 +200,7 @@ def run(
         session = parse_date(date)
         if (task or force) and session is None:
             raise UsageError(f"{'--task' if task else '--force'} needs --date YYYY-MM-DD")
-        context = core.prepare(g.settings(), now)
+        context = core.prepare(g.settings(), _now(ctx, now))
         report = core.run(context, session, tuple(task or ()), force, dry_run)
     if dry_run:
         render.render_plan(report.plan)
@@ -235,7 +247,7 @@ def recover(
     g: Globals = ctx.obj
     with errors_to_exit_codes(g):
         first, last = parse_date(since, "--since"), parse_date(until, "--until")
-        context = core.prepare(g.settings(), now)
+        context = core.prepare(g.settings(), _now(ctx, now))
         report = core.recover(context, lookback, first, last, force, dry_run)
     if dry_run:
         render.render_plan(report.plan, "nothing to recover")
@@ -261,7 +273,7 @@ def status(
         session = parse_date(date)
         if session is not None and lookback is not None:
             raise UsageError("--date and --lookback exclude each other: give one or the other")
-        context = core.prepare(g.settings(require_tasks=False), now)
+        context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
         view = core.status(context, lookback, session)
     if as_json:
         typer.echo(json.dumps(view.to_json(tasks=session is not None), indent=2))
@@ -285,7 +297,7 @@ def calendar_command(
     """The trading calendar in use: its version and reach, overrides, and the next sessions' windows."""
     g: Globals = ctx.obj
     with errors_to_exit_codes(g):
-        info = core.calendar(core.prepare(g.settings(require_tasks=False), now), sessions)
+        info = core.calendar(core.prepare(g.settings(require_tasks=False), _now(ctx, now)), sessions)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -314,6 +326,11 @@ def logs(
         if where.notice:
             err.print(f"tradeul-maint: {where.notice}", markup=False)
         entries, cursor = logread.last_entries(where.path, query, lines, keep_open=follow)
+        if task is not None and not entries and lines and not where.notice:
+            seen = logread.task_names(where.path)
+            if task not in seen:  # else another filter left nothing: the entries are there
+                err.print(f"tradeul-maint: no entries for task {task!r} in {where.path} (or its rotated files); "
+                          f"tasks seen there: {', '.join(seen) or 'none'}", markup=False)
         _print_entries(entries, as_json)
         try:
             for batch in logread.follow(cursor, query) if follow else ():
