@@ -94,7 +94,8 @@ def test_status_json_carries_the_same_information(project, r):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert set(data) == {"now", "calendar", "timezone", "order", "lookback", "ok", "not_done", "sessions",
-                         "next_window", "lock", "last_run", "calendar_warning"}
+                         "next_window", "lock", "last_run", "calendar_warning", "config", "redis", "log_dir",
+                         "log_dir_fallback"}
     assert data["order"] == "newest_first" and data["lookback"] == 7 and data["timezone"] == "America/New_York"
     assert {s["date"]: s["state"] for s in data["sessions"]} == EXPECTED
     assert [s["date"] for s in data["sessions"]] == LOOKBACK
@@ -252,3 +253,78 @@ def test_classify_table(status, now, holder, state):
     window = Window(dt.date(2026, 11, 30), dt.datetime(2026, 11, 30, 22, tzinfo=dt.timezone.utc),
                     dt.datetime(2026, 11, 30, 22, 30, tzinfo=dt.timezone.utc))
     assert classify(status, window, dt.datetime.fromisoformat(now), holder) == state
+
+
+# --- which configuration, which Redis, which log directory ------------------------------------------------
+
+
+def test_status_and_calendar_say_which_config_and_redis_they_use_password_hidden(project, tmp_path):
+    from conftest import start_redis
+
+    project.write_config(marker_tasks(project.root, ["a"]))
+    proc, url = start_redis(tmp_path, "--requirepass", "s3cret", tcp=True)
+    try:
+        secret_url = url.replace("redis://", "redis://:s3cret@")
+        shown = url.replace("redis://", "redis://:***@")
+        status = project.cli("status", "--now", NOON, "--redis-url", secret_url)
+        assert status.exit_code == 0, status.output
+        assert f"config: {project.config}; redis: {shown}" in status.stdout.splitlines()
+        assert f"log: {project.log_dir}" in status.stdout.splitlines()
+        data = json.loads(project.cli("status", "--json", "--now", NOON, "--redis-url", secret_url).stdout)
+        assert (data["config"], data["redis"], data["log_dir"], data["log_dir_fallback"]) == \
+            (str(project.config), shown, str(project.log_dir), None)
+        calendar = project.cli("calendar", "--now", NOON, "--redis-url", secret_url)
+        assert calendar.exit_code == 0 and f"config: {project.config}; redis: {shown}" in calendar.stdout
+        info = json.loads(project.cli("calendar", "--json", "--now", NOON, "--redis-url", secret_url).stdout)
+        assert (info["config"], info["redis"]) == (str(project.config), shown)
+        for result in (status, calendar):
+            assert "s3cret" not in result.output and result.stderr == ""
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_the_embedded_redis_without_a_config_file_is_a_warning(project):
+    embedded = {"TRADEUL_MAINT_CONFIG": "", "TRADEUL_MAINT_REDIS_URL": ""}
+    warning = (f"tradeul-maint: warning: no config file found (looked for {project.root / 'tradeul-maint.toml'}, "
+               f"/etc/tradeul/maint.toml) and no Redis URL given: this is the embedded Redis in "
+               f"{project.state_dir / 'redis'}, not a shared one; give --config or --redis-url")
+    for command in (["status"], ["status", "--json"], ["calendar"]):
+        result = project.cli(*command, "--now", NOON, **embedded)
+        assert result.exit_code == 0, result.output
+        assert result.stderr.strip() == warning
+    table = project.cli("status", "--now", NOON, **embedded).stdout
+    assert f"config: none found; redis: embedded Redis in {project.state_dir / 'redis'}" in table
+    assert json.loads(project.cli("status", "--json", "--now", NOON, **embedded).stdout)["config"] is None
+    project.write_config(marker_tasks(project.root, ["a"]))  # with a config file the embedded Redis is a choice
+    quiet = project.cli("status", "--now", NOON, TRADEUL_MAINT_REDIS_URL="")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_status_says_when_the_log_directory_falls_back(project):
+    project.write_config(marker_tasks(project.root, ["a"]))
+    (project.root / "blocker").write_text("")
+    wanted = project.root / "blocker" / "logs"
+    result = project.cli("status", "--now", NOON, TRADEUL_MAINT_LOG_DIR=str(wanted))
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.stdout.splitlines() if line.startswith("log: "))
+    assert line.startswith(f"log: {project.state_dir / 'logs'}, falling back: {wanted} is not writable (")
+    data = json.loads(project.cli("status", "--json", "--now", NOON, TRADEUL_MAINT_LOG_DIR=str(wanted)).stdout)
+    assert data["log_dir"] == str(project.state_dir / "logs")
+    assert data["log_dir_fallback"]["preferred"] == str(wanted) and data["log_dir_fallback"]["reason"]
+
+
+def test_a_run_that_did_work_says_once_that_its_log_fell_back_and_a_silent_tick_says_nothing(project):
+    project.write_config(marker_tasks(project.root, ["a"]))
+    (project.root / "blocker").write_text("")
+    env = {"TRADEUL_MAINT_LOG_DIR": str(project.root / "blocker" / "logs")}
+    worked = project.cli("run", "--date", "2026-11-27", "--now", NOON, **env)
+    assert worked.exit_code == 0 and "2026-11-27: 1/1 tasks completed" in worked.stdout
+    assert worked.stderr.count("log_dir_fallback") == 1
+    assert worked.stderr.startswith(f"WARNING log_dir_fallback: {env['TRADEUL_MAINT_LOG_DIR']} is not writable")
+    again = project.cli("run", "--date", "2026-11-27", "--now", NOON, **env)  # already done: no work
+    assert again.exit_code == 0 and again.stderr == ""
+    quiet = project.cli("-q", "run", "--date", "2026-11-27", "--force", "--now", NOON, **env)
+    assert quiet.exit_code == 0 and quiet.stderr == ""  # -q: errors only
+    recovered = project.cli("recover", "--now", NOON, **env)  # the other sessions of the lookback
+    assert recovered.exit_code == 0 and recovered.stderr.count("log_dir_fallback") == 1

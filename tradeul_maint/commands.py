@@ -21,11 +21,11 @@ import typer
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
-from tradeul_maint import __version__, core, logread, render
+from tradeul_maint import __version__, core, logread, overview, render
 from tradeul_maint.errors import (EXIT_CALENDAR_EXPIRED, EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, EXIT_SIGHUP,
                                   EXIT_SIGINT, EXIT_SIGTERM, EXIT_TASKS_FAILED, EXIT_TEMPORARY, EXIT_USAGE, MaintError,
                                   UsageError)
-from tradeul_maint.logs import configure_logging, scrub
+from tradeul_maint.logs import FallbackNotice, choose_log_dir, configure_logging, fallback_log_dir, log_dir_for, scrub
 from tradeul_maint.options import NOW_ENVVAR, NOW_FLAG, OPTIONS_BY_NAME, VERSION_FLAG, error_line, hoist
 from tradeul_maint.runner import Interrupted
 from tradeul_maint.settings import DEFAULT_CONFIG_PATHS, Overrides, Settings, load_settings
@@ -105,11 +105,21 @@ class Globals:
     overrides: Overrides
     verbose: bool
     quiet: bool
+    log_dir: overview.LogPlace | None = None  # where this command's log entries go, once settings are loaded
 
     def settings(self, require_tasks: bool = True, log_files: bool = True) -> Settings:
         settings = load_settings(self.overrides, require_tasks=require_tasks)
         configure_logging(settings, self.verbose, self.quiet, files=log_files)
+        if log_files:  # the choice configure_logging made, asked again to learn why it fell back
+            preferred = log_dir_for(settings)
+            chosen = choose_log_dir(preferred, fallback_log_dir(settings))
+            self.log_dir = overview.LogPlace(chosen.path, preferred, chosen.fallback_reason)
         return settings
+
+    def warn(self, message: str | None) -> None:
+        """A warning a person should see, on stderr (stdout may be JSON or a --check line), unless -q."""
+        if message and not self.quiet:
+            err.print(f"tradeul-maint: warning: {message}", markup=False, emoji=False)
 
 
 def _version(value: bool) -> None:
@@ -201,14 +211,44 @@ def run(
         if (task or force) and session is None:
             raise UsageError(f"{'--task' if task else '--force'} needs --date YYYY-MM-DD")
         context = core.prepare(g.settings(), _now(ctx, now))
-        report = core.run(context, session, tuple(task or ()), force, dry_run)
+        with _watch(g) as console_lines:
+            report = core.run(context, session, tuple(task or ()), force, dry_run)
     if dry_run:
         render.render_plan(report.plan)
         return
     if session is not None and report.plan.empty:
         for deferred in report.plan.deferred:
             out.print(f"{deferred.session}: {deferred.reason}", markup=False)
+    _say_log_fallback(g, report, console_lines)
     render_results(report, g.quiet)
+
+
+@contextmanager
+def _watch(g: Globals) -> Iterator[list[str]]:
+    """While a run works: the log lines the console sink prints (logs.py), with its level and filter.
+
+    The first of them carries the `log_dir_fallback` notice when the log directory fell back;
+    a run that did work and printed none says it itself afterwards (`_say_log_fallback`).
+    """
+    from loguru import logger
+
+    printed: list[str] = []
+    handler = logger.add(lambda message: printed.append(message.record["message"]),
+                         level="DEBUG" if g.verbose else "ERROR" if g.quiet else "WARNING",
+                         filter=lambda record: record["extra"].get("console", True) or g.verbose,
+                         format="{message}", colorize=False)
+    try:
+        yield printed
+    finally:
+        logger.remove(handler)
+
+
+def _say_log_fallback(g: Globals, report: core.RunReport, console_lines: list[str]) -> None:
+    """Once on stderr, from a run that did work: its log is not where the settings point (silent ticks say nothing)."""
+    place = g.log_dir
+    if report.results and place is not None and place.fallback_reason and not console_lines and not g.quiet:
+        err.print(FallbackNotice(place.preferred, place.path, place.fallback_reason).console_line().rstrip("\n"),
+                  markup=False, emoji=False)
 
 
 def render_results(report: core.RunReport, quiet: bool) -> None:
@@ -248,12 +288,14 @@ def recover(
     with errors_to_exit_codes(g):
         first, last = parse_date(since, "--since"), parse_date(until, "--until")
         context = core.prepare(g.settings(), _now(ctx, now))
-        report = core.recover(context, lookback, first, last, force, dry_run)
+        with _watch(g) as console_lines:
+            report = core.recover(context, lookback, first, last, force, dry_run)
     if dry_run:
         render.render_plan(report.plan, "nothing to recover")
         return
     if not report.results and not g.quiet:
         out.print("nothing to recover: every session whose window has passed is done", markup=False)
+    _say_log_fallback(g, report, console_lines)
     render_results(report, g.quiet)
 
 
@@ -275,14 +317,16 @@ def status(
             raise UsageError("--date and --lookback exclude each other: give one or the other")
         context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
         view = core.status(context, lookback, session)
+    g.warn(view.sources.warning)
     if as_json:
-        typer.echo(json.dumps(view.to_json(tasks=session is not None), indent=2))
+        typer.echo(json.dumps({**view.to_json(tasks=session is not None), **(g.log_dir.to_json() if g.log_dir else {})},
+                              indent=2))
     elif check:
         out.print(view.check_line(), markup=False, emoji=False)
     elif session is not None:
-        render.render_session(view)
+        render.render_session(view, g.log_dir)
     else:
-        render.render_status(view)
+        render.render_status(view, g.log_dir)
     if check and not view.ok:
         raise typer.Exit(EXIT_TASKS_FAILED)
 
@@ -297,7 +341,9 @@ def calendar_command(
     """The trading calendar in use: its version and reach, overrides, and the next sessions' windows."""
     g: Globals = ctx.obj
     with errors_to_exit_codes(g):
-        info = core.calendar(core.prepare(g.settings(require_tasks=False), _now(ctx, now)), sessions)
+        context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
+        info = core.calendar(context, sessions)
+    g.warn(overview.sources(context.settings).warning)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return

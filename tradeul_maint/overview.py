@@ -20,18 +20,62 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, replace
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from tradeul_maint.calendar import TradingCalendar, Window
+from tradeul_maint.connection import redact
+from tradeul_maint.embedded import EmbeddedRedis
 from tradeul_maint.lock import LockHolder
 from tradeul_maint.planner import retry_gate
-from tradeul_maint.settings import Settings
+from tradeul_maint.settings import Settings, searched
 from tradeul_maint.state import COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus, TaskRecord, iso, parse_time
 from tradeul_maint.store import Overview
 
 DONE, FAILED_STATE, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
 CORRUPT, MISSING, DUE, NOT_YET_DUE = "corrupt", "missing", "due", "not_yet_due"
 ERROR_OUTPUT_LINES = 5  # last lines of a failed command's output shown with its error
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Which configuration and which Redis a command reads: the first thing to check when a view looks empty."""
+
+    config: str | None  # the config file, None when none was found
+    redis: str  # the URL with its password hidden, or "embedded Redis in DIR" (as connection.open_redis says)
+    embedded: bool
+    searched: str  # where a config file was looked for
+
+    @property
+    def warning(self) -> str | None:
+        """An embedded Redis without a config file is most likely not the Redis the operator meant."""
+        if not self.embedded or self.config is not None:
+            return None
+        return (f"no config file found (looked for {self.searched}) and no Redis URL given: this is the "
+                f"{self.redis}, not a shared one; give --config or --redis-url")
+
+    def to_json(self) -> dict:
+        return {"config": self.config, "redis": self.redis}
+
+
+@dataclass(frozen=True)
+class LogPlace:
+    """Where this command's log entries go, and why not where the settings point when it fell back."""
+
+    path: Path
+    preferred: Path
+    fallback_reason: str | None = None
+
+    def to_json(self) -> dict:
+        return {"log_dir": str(self.path),
+                "log_dir_fallback": None if self.fallback_reason is None else
+                {"preferred": str(self.preferred), "reason": self.fallback_reason}}
+
+
+def sources(settings: Settings) -> Sources:
+    url = settings.redis.url
+    where = redact(url) if url else f"embedded Redis in {EmbeddedRedis(settings.state_dir).dir}"
+    return Sources(str(settings.config_path) if settings.config_path else None, where, url is None, searched())
 
 
 @dataclass(frozen=True)
@@ -80,6 +124,7 @@ class StatusView:
     holder: LockHolder | None
     last_run: str | None
     calendar_warning: str | None = None  # the calendar ends soon: upgrade exchange-calendars
+    sources: Sources | None = None
 
     @property
     def overdue(self) -> tuple[SessionView, ...]:
@@ -119,6 +164,7 @@ class StatusView:
                                                       "since": self.holder.since, "run_id": self.holder.run_id},
             "last_run": self.last_run,
             "calendar_warning": self.calendar_warning,
+            **(self.sources.to_json() if self.sources else {}),
         }
 
 
@@ -135,7 +181,7 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
         views.append(view)
     return StatusView(now, calendar.code, calendar.tz.key, len(sessions), tuple(views),
                       next_window(now, calendar, settings), seen.holder, seen.last_run,
-                      calendar.expiry_warning(now))
+                      calendar.expiry_warning(now), sources(settings))
 
 
 def classify(status: SessionStatus | None, window: Window, now: dt.datetime, holder: LockHolder | None) -> str:
@@ -311,4 +357,5 @@ def calendar_view(now: dt.datetime, calendar: TradingCalendar, settings: Setting
         },
         "warning": calendar.expiry_warning(now),
         "next_sessions": upcoming,
+        **sources(settings).to_json(),
     }

@@ -61,7 +61,7 @@ def plain_table(*columns: str) -> Table:
     return table
 
 
-def render_status(view: overview.StatusView) -> None:
+def render_status(view: overview.StatusView, log_dir: overview.LogPlace | None = None) -> None:
     tz = view.timezone
     table = plain_table("session", "state", "tasks", "attempts", "started", "duration", "note")
     for s in view.sessions:
@@ -72,10 +72,10 @@ def render_status(view: overview.StatusView) -> None:
         console.print(f"Last {view.lookback} {view.calendar} sessions, newest first (times in {tz})",
                       markup=False)
         console.print(table)
-        render_footer(console, view)
+        render_footer(console, view, log_dir)
 
 
-def render_session(view: overview.StatusView) -> None:
+def render_session(view: overview.StatusView, log_dir: overview.LogPlace | None = None) -> None:
     s = view.sessions[0]
     tz = view.timezone
     table = plain_table("task", "status", "attempts", "started", "duration", "error")
@@ -94,10 +94,10 @@ def render_session(view: overview.StatusView) -> None:
         if s.note:
             console.print(Text(s.note))
         console.print(table)
-        render_footer(console, view)
+        render_footer(console, view, log_dir)
 
 
-def render_footer(console: Console, view: overview.StatusView) -> None:
+def render_footer(console: Console, view: overview.StatusView, log_dir: overview.LogPlace | None = None) -> None:
     w, tz = view.next_window, view.timezone
     if w is None:
         console.print("next window: none (the calendar ends; upgrade exchange-calendars)", markup=False)
@@ -108,8 +108,23 @@ def render_footer(console: Console, view: overview.StatusView) -> None:
     holder = view.holder
     console.print(f"lock: held by {holder.describe()}, run {holder.run_id}" if holder else "lock: free",
                   markup=False, emoji=False)
+    if view.sources is not None:
+        console.print(sources_line(view.sources.to_json()), markup=False, emoji=False)
+    if log_dir is not None:
+        console.print(log_dir_line(log_dir), markup=False, emoji=False)
     if view.calendar_warning:
         console.print(Text(f"warning: {view.calendar_warning}", style="bold yellow"))
+
+
+def sources_line(doc: dict) -> str:
+    """Which config file and which Redis, from the `config` and `redis` keys of a --json document."""
+    return f"config: {doc['config'] or 'none found'}; redis: {doc['redis']}"
+
+
+def log_dir_line(log_dir: overview.LogPlace) -> str:
+    if log_dir.fallback_reason is None:
+        return f"log: {log_dir.path}"
+    return f"log: {log_dir.path}, falling back: {log_dir.preferred} is not writable ({log_dir.fallback_reason})"
 
 
 def local(moment: dt.datetime | None, tz: str) -> str:
@@ -142,5 +157,6 @@ def render_calendar(info: dict) -> None:
                           f"{local(start, tz)[11:]}-{local(end, tz)[11:]}", f"{start:%H:%M}-{end:%H:%M}",
                           Text("; ".join(filter(None, ("open now" if s["open"] else None, s["override"])))))
         console.print(table)
+        console.print(sources_line(info), markup=False, emoji=False)
         if info["warning"]:
             console.print(Text(f"warning: {info['warning']}", style="bold yellow"))
