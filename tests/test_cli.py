@@ -117,3 +117,13 @@ def test_an_unknown_key_in_a_task_names_the_task(project):
     assert "unknown key 'pyhton' in task 'compute' (known: " in line
     project.write_config('[[tasks]]\nname = "a"\ncommand = ["true"]\n[[tasks]]\ncomand = ["true"]\n')
     assert "unknown key 'comand' in task #2" in one_line(project.cli("run", "--now", NOON), 78)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("[run]\nslow_factor = 0.5\n", "[run] slow_factor = 0.5: must be at least 1"),
+    ("[run]\nslow_factor = 'twice'\n", "[run] slow_factor = 'twice': expected int or float"),
+    ("[schedule]\ndeadline_minutes = 0\n", "[schedule] deadline_minutes = 0: must be at least 1"),
+])
+def test_trend_settings_are_checked(project, setting, message):
+    project.write_config(setting + marker_tasks(project.root, ["a"]))
+    assert message in one_line(project.cli("status", "--now", NOON), 78)

@@ -304,27 +304,42 @@ def status(
     ctx: typer.Context,
     date: DateOption = None,
     lookback: LookbackOption = None,
+    task: Annotated[Optional[str], typer.Option(
+        "--task", metavar="NAME", help="One task across the sessions: a sparkline of its durations, the median, "
+                                       "the latest as a multiple of it.")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", metavar="YYYY-MM-DD",
+                                                 help="The sessions from this date (instead of the lookback)...")]
+    = None,
+    until: Annotated[Optional[str], typer.Option("--until", metavar="YYYY-MM-DD",
+                                                 help="...to this date (default: today).")] = None,
     as_json: Annotated[bool, Switch("--json", help="One JSON document (see the README for its keys).")] = False,
     check: Annotated[bool, Switch("--check", help="One summary line; exit 1 when a session whose window "
-                                                        "has passed is not done.")] = False,
+                                                  "has passed is not done.")] = False,
     now: NowOption = None,
 ) -> None:
     """Recent sessions and their state, the next window, and who holds the lock."""
     g: Globals = ctx.obj
     with errors_to_exit_codes(g):
         session = parse_date(date)
-        if session is not None and lookback is not None:
-            raise UsageError("--date and --lookback exclude each other: give one or the other")
+        first, last = parse_date(since, "--since"), parse_date(until, "--until")
+        given = [name for name, value in (("--date", date), ("--lookback", lookback),
+                                          ("--since/--until", since or until)) if value is not None]
+        if len(given) > 1:
+            raise UsageError(f"{' and '.join(given)} exclude each other: give one of them")
+        if task is not None and (session is not None or check):
+            raise UsageError(f"--task and {'--date' if session else '--check'} exclude each other")
         context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
-        view = core.status(context, lookback, session)
+        view = core.status(context, lookback, session, first, last, task)
     g.warn(view.sources.warning)
     if as_json:
-        typer.echo(json.dumps({**view.to_json(tasks=session is not None), **(g.log_dir.to_json() if g.log_dir else {})},
-                              indent=2))
+        doc = view.trend_json() if task else view.to_json(tasks=session is not None)
+        typer.echo(json.dumps({**doc, **(g.log_dir.to_json() if g.log_dir else {})}, indent=2))
     elif check:
         out.print(view.check_line(), markup=False, emoji=False)
+    elif task is not None:
+        render.render_trend(view)
     elif session is not None:
-        render.render_session(view, g.log_dir)
+        render.render_session(view, g.log_dir, g.verbose)
     else:
         render.render_status(view, g.log_dir)
     if check and not view.ok:

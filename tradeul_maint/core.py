@@ -192,18 +192,27 @@ def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = N
         return _execute(ctx, store, make_plan)  # a busy lock is exit 75: the operator asked for this run
 
 
-def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None) -> overview.StatusView:
-    """`status`: the lookback's sessions (or one), their states, the next window and the lock, in one read."""
+def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None,
+           since: dt.date | None = None, until: dt.date | None = None, task: str | None = None
+           ) -> overview.StatusView:
+    """`status`: the lookback's sessions (or one, or since..until's), the next window and the lock, in one read.
+
+    With `task`, the view carries that task's trend over those sessions.
+    """
     from tradeul_maint import overview
 
     if session is not None:
         planner.check_session(ctx.calendar, session, ctx.now)
         sessions = [session]
+    elif since is not None or until is not None:
+        # The range's sessions, validated as `recover --since/--until` validates them, whatever their window.
+        passed, later = planner.recovery_sessions(ctx.now, ctx.calendar, ctx.settings.schedule, since, until)
+        sessions = passed + [d.session for d in later]
     else:
         sessions = planner.sessions_in_view(ctx.now, ctx.calendar, _lookback(ctx, lookback))
     with connected(ctx) as store:
         seen = store.overview(sessions)
-    return overview.build(ctx.now, ctx.calendar, ctx.settings, seen, sessions)
+    return overview.build(ctx.now, ctx.calendar, ctx.settings, seen, sessions, detail=session is not None, task=task)
 
 
 def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:

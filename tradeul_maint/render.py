@@ -41,6 +41,7 @@ def render_plan(plan: Plan, nothing: str = "nothing to do") -> None:
 STATE_STYLES = {overview.DONE: "green", overview.FAILED_STATE: "bold red", overview.CORRUPT: "bold red",
                 overview.INTERRUPTED: "yellow", overview.MISSING: "yellow", overview.RUNNING: "cyan",
                 overview.DUE: "cyan", overview.NOT_YET_DUE: "dim"}
+TASK_STYLES = {"completed": "green", "failed": "bold red", "skipped": "bold red", "in_progress": "cyan"}
 
 
 @contextmanager
@@ -75,14 +76,16 @@ def render_status(view: overview.StatusView, log_dir: overview.LogPlace | None =
         render_footer(console, view, log_dir)
 
 
-def render_session(view: overview.StatusView, log_dir: overview.LogPlace | None = None) -> None:
+def render_session(view: overview.StatusView, log_dir: overview.LogPlace | None = None,
+                   verbose: bool = False) -> None:
+    """One session task by task, its timeline, and with `verbose` the failed Python tasks' whole tracebacks."""
     s = view.sessions[0]
     tz = view.timezone
     table = plain_table("task", "status", "attempts", "started", "duration", "error")
     for t in s.tasks:
-        style = "green" if t.status == "completed" else "bold red" if t.status in ("failed", "skipped") else ""
-        table.add_row(t.name, Text(t.status, style=style), str(t.attempts) if t.attempts else "-",
-                      local(t.started_at, tz), duration(t.duration_seconds), Text(t.error or t.note or ""))
+        table.add_row(t.name, Text(t.status, style=TASK_STYLES.get(t.status, "")),
+                      str(t.attempts) if t.attempts else "-", local(t.started_at, tz), duration(t.duration_seconds),
+                      Text(t.error_summary or t.note or ""))
     with screen() as console:
         console.print(Text(f"{s.session}: ") + Text(s.state.replace("_", " "), style=STATE_STYLES.get(s.state, ""))
                       + Text(f", {s.tasks_completed}/{s.tasks_total} tasks completed, {s.attempts} attempt(s), "
@@ -94,7 +97,84 @@ def render_session(view: overview.StatusView, log_dir: overview.LogPlace | None 
         if s.note:
             console.print(Text(s.note))
         console.print(table)
+        if s.timeline is not None:
+            console.print()
+            render_timeline(console, s.timeline, tz)
+        for t in s.tasks if verbose else ():
+            if t.traceback:
+                console.print()
+                console.print(Text(f"{t.name}: traceback", style="bold"))
+                console.print(Text(t.traceback.rstrip("\n")))
+        console.print()
         render_footer(console, view, log_dir)
+
+
+def render_trend(view: overview.StatusView) -> None:
+    """`status --task NAME`: the task in each session (newest first), a sparkline of its durations, the median."""
+    trend, tz = view.trend, view.timezone
+    median = trend.median_seconds
+    table = plain_table("session", "status", "attempts", "started", "duration", "x median")
+    for run in reversed(trend.runs):
+        ratio = f"{run.completed_in / median:.2f}x" if median and run.completed_in is not None else "-"
+        table.add_row(run.session.isoformat(), Text(run.state or "not recorded", style=TASK_STYLES.get(run.state, "dim")),
+                      str(run.attempts) if run.attempts else "-", local(run.started_at, tz),
+                      duration(run.duration_seconds), ratio)
+    with screen() as console:
+        console.print(f"{trend.task} over {len(trend.runs)} {view.calendar} sessions, newest first (times in {tz})",
+                      markup=False)
+        console.print(table)
+        console.print()
+        console.print(Text("durations, oldest to newest: ") + Text(sparkline([r.completed_in for r in trend.runs]),
+                                                                   style="cyan"))
+        if median is None:
+            console.print("median: - (no completed run in these sessions)", markup=False)
+            return
+        latest = trend.latest
+        console.print(f"median {duration(median)} over {len(trend.durations)} completed runs; latest "
+                      f"{duration(latest.completed_in)} ({latest.session}) = {trend.ratio:g}x the median", markup=False)
+        if trend.slow:
+            console.print(Text(f"slower than usual: more than slow_factor = {trend.slow_factor:g} times the median",
+                               style="bold yellow"))
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None]) -> str:
+    """One character per value, its height proportional to it (0 to the largest); `·` for no value."""
+    top = max((v for v in values if v is not None), default=0.0)
+    return "".join("·" if v is None else SPARKS[min(len(SPARKS) - 1, int(v / top * len(SPARKS)))] if top else
+                   SPARKS[0] for v in values)
+
+
+TIMELINE_WIDTH = 60
+BAR_CHARS = {"completed": "█", "failed": "▓", "skipped": "░", "in_progress": "▒"}
+
+
+def timeline_rows(timeline: overview.Timeline, width: int = TIMELINE_WIDTH) -> list[tuple[str, str, str]]:
+    """(task, its bar as `width` characters, status): a bar from its start to its end on the common axis."""
+    scale = width / timeline.seconds if timeline.seconds else 0.0
+    rows = []
+    for bar in timeline.bars:
+        first = min(width - 1, int(bar.start * scale))
+        last = max(first + 1, min(width, round(bar.end * scale)))  # every task gets a mark, even a 0.1 s one
+        rows.append((bar.task, " " * first + BAR_CHARS.get(bar.status, "█") * (last - first) + " " * (width - last),
+                     bar.status))
+    return rows
+
+
+def render_timeline(console: Console, timeline: overview.Timeline, tz: str, width: int = TIMELINE_WIDTH) -> None:
+    """A terminal Gantt chart: one bar per task that started, on the axis from the first start to the last end."""
+    rows = timeline_rows(timeline, width)
+    name_width = max(len(task) for task, _, _ in rows)
+    console.print(Text(f"timeline: {clock(timeline.start, tz)} to {clock(timeline.end, tz)} {tz}, "
+                       f"{duration(timeline.seconds)} (█ completed, ▓ failed, ▒ running)", style="bold"))
+    for task, bar, status in rows:
+        console.print(Text(f"{task:<{name_width}} ") + Text("│" + bar + "│", style=TASK_STYLES.get(status, "")))
+    left, centre, right = clock(timeline.start, tz), f"+{duration(timeline.seconds / 2)}", f"+{duration(timeline.seconds)}"
+    gap = width + 2 - len(left) - len(centre) - len(right)
+    console.print(" " * (name_width + 1) + left + " " * (gap // 2) + centre + " " * (gap - gap // 2) + right,
+                  markup=False)
 
 
 def render_footer(console: Console, view: overview.StatusView, log_dir: overview.LogPlace | None = None) -> None:
@@ -112,6 +192,8 @@ def render_footer(console: Console, view: overview.StatusView, log_dir: overview
         console.print(sources_line(view.sources.to_json()), markup=False, emoji=False)
     if log_dir is not None:
         console.print(log_dir_line(log_dir), markup=False, emoji=False)
+    if view.risk is not None and view.risk.at_risk:
+        console.print(Text(f"warning: {view.risk.message()}", style="bold yellow"))
     if view.calendar_warning:
         console.print(Text(f"warning: {view.calendar_warning}", style="bold yellow"))
 
@@ -129,6 +211,10 @@ def log_dir_line(log_dir: overview.LogPlace) -> str:
 
 def local(moment: dt.datetime | None, tz: str) -> str:
     return moment.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def clock(moment: dt.datetime, tz: str) -> str:
+    return moment.astimezone(ZoneInfo(tz)).strftime("%H:%M:%S")
 
 
 def duration(seconds: float | None) -> str:

@@ -48,6 +48,8 @@ class ScheduleSettings:
     lookback_sessions: int = 7
     auto_recover: bool = True
     recover_during_market_hours: bool = False
+    # A cycle started when the window opens should end within this; None: twice window_minutes.
+    deadline_minutes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class RunSettings:
     max_attempts: int = 5
     retry_backoff_minutes: float = 5
     pythonpath: tuple[Path, ...] = ()  # extra import paths for `python` tasks, absolute
+    slow_factor: float = 2.0  # a task whose run takes more than this times its median is slower than usual
 
 
 @dataclass(frozen=True)
@@ -235,8 +238,8 @@ def _table(raw: dict, name: str) -> dict:
 
 _KNOWN = {
     "schedule": {"calendar", "window_start", "window_minutes", "lookback_sessions", "auto_recover",
-                 "recover_during_market_hours"},
-    "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath"},
+                 "recover_during_market_hours", "deadline_minutes"},
+    "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor"},
     "redis": {"url", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
     "logging": {"dir", "rotation", "retention", "level"},
     "calendar": {"closed", "early_closes", "sessions", "expiry_warning_days"},
@@ -306,6 +309,8 @@ def _schedule(t: dict) -> ScheduleSettings:
         auto_recover=_typed(t, "schedule", "auto_recover", bool, d.auto_recover),
         recover_during_market_hours=_typed(t, "schedule", "recover_during_market_hours", bool,
                                            d.recover_during_market_hours),
+        deadline_minutes=None if "deadline_minutes" not in t else
+        int(_positive("schedule", "deadline_minutes", _typed(t, "schedule", "deadline_minutes", int, None))),
     )
 
 
@@ -322,6 +327,8 @@ def _run(t: dict, config_path: Path | None) -> RunSettings:
         retry_backoff_minutes=_positive("run", "retry_backoff_minutes",
                                         _typed(t, "run", "retry_backoff_minutes", (int, float),
                                                d.retry_backoff_minutes), 0),
+        slow_factor=float(_positive("run", "slow_factor", _typed(t, "run", "slow_factor", (int, float),
+                                                                 d.slow_factor), 1)),
     )
 
 
