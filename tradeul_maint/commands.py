@@ -211,7 +211,7 @@ def run(
         if (task or force) and session is None:
             raise UsageError(f"{'--task' if task else '--force'} needs --date YYYY-MM-DD")
         context = core.prepare(g.settings(), _now(ctx, now))
-        with _watch(g) as console_lines:
+        with _watch(g, context, dry_run) as console_lines:
             report = core.run(context, session, tuple(task or ()), force, dry_run)
     if dry_run:
         render.render_plan(report.plan)
@@ -224,11 +224,13 @@ def run(
 
 
 @contextmanager
-def _watch(g: Globals) -> Iterator[list[str]]:
-    """While a run works: the log lines the console sink prints (logs.py), with its level and filter.
+def _watch(g: Globals, context: core.Context, dry_run: bool) -> Iterator[list[str]]:
+    """While a run works: the live view on a terminal, and the log lines the console sink prints.
 
-    The first of them carries the `log_dir_fallback` notice when the log directory fell back;
-    a run that did work and printed none says it itself afterwards (`_say_log_fallback`).
+    The live view is drawn only when stderr is a terminal and not -q; anywhere else the
+    output is exactly the summary. The console sink (logs.py) prints with its own level and
+    filter; the first line it prints carries the `log_dir_fallback` notice when the log
+    directory fell back, so a run that did work and printed none says it itself afterwards.
     """
     from loguru import logger
 
@@ -238,7 +240,18 @@ def _watch(g: Globals) -> Iterator[list[str]]:
                          filter=lambda record: record["extra"].get("console", True) or g.verbose,
                          format="{message}", colorize=False)
     try:
-        yield printed
+        if dry_run or g.quiet or not err.is_terminal:
+            yield printed
+            return
+        from tradeul_maint import live
+
+        settings = context.settings
+        try:  # what the tasks usually take, when the cycle does not say: the lookback's medians
+            history = live.usual_durations(core.status(context))
+        except MaintError:
+            history = {}  # the run itself reports what is wrong
+        with live.showing(err, {t.name: t for t in settings.tasks}, history, settings.run.max_parallel):
+            yield printed
     finally:
         logger.remove(handler)
 
@@ -288,7 +301,7 @@ def recover(
     with errors_to_exit_codes(g):
         first, last = parse_date(since, "--since"), parse_date(until, "--until")
         context = core.prepare(g.settings(), _now(ctx, now))
-        with _watch(g) as console_lines:
+        with _watch(g, context, dry_run) as console_lines:
             report = core.recover(context, lookback, first, last, force, dry_run)
     if dry_run:
         render.render_plan(report.plan, "nothing to recover")
