@@ -127,3 +127,16 @@ def test_an_unknown_key_in_a_task_names_the_task(project):
 def test_trend_settings_are_checked(project, setting, message):
     project.write_config(setting + marker_tasks(project.root, ["a"]))
     assert message in one_line(project.cli("status", "--now", NOON), 78)
+
+
+def test_rerunning_one_task_that_completes_exits_0_and_says_what_is_left(project, r):
+    project.write_config(marker_tasks(project.root, ["a", "b", "c"], fail=("b",)))
+    first = project.cli("run", "--date", "2026-11-27", "--now", NOON)
+    assert first.exit_code == 1 and "b failed" in first.stderr
+    again = project.cli("run", "--date", "2026-11-27", "--task", "a", "--now", NOON)
+    assert again.exit_code == 0, again.output
+    assert re.fullmatch(r"2026-11-27: 2/3 tasks completed in \d+\.\ds; the session is not done yet, left: b \(failed\)\n",
+                        again.stdout)
+    assert again.stderr == "" and not r.exists("maintenance:executed:2026-11-27")
+    failing = project.cli("run", "--date", "2026-11-27", "--task", "b", "--now", NOON)
+    assert failing.exit_code == 1 and "  b failed: " in failing.stderr  # a task this command ran failed

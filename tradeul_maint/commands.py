@@ -265,22 +265,33 @@ def _say_log_fallback(g: Globals, report: core.RunReport, console_lines: list[st
 
 
 def render_results(report: core.RunReport, quiet: bool) -> None:
-    """One summary line per session run (stdout), failures on stderr; exit 1 when one is not done."""
+    """One summary line per session run (stdout), failures on stderr; exit 1 when a task this command ran failed.
+
+    A session can stay not done without any of this command's tasks failing: `run --date D
+    --task T` re-ran T alone, and another task of D is still failed or pending. That is said
+    on stdout with the tasks left, and is exit 0: what was asked for worked.
+    """
+    failed = False
     for result in report.results:
         s = result.status
         completed = sum(state == "completed" for state in s.tasks.values())
-        deferred = sum(state == "skipped" and bool(s.details.get(name) and s.details[name].reason)
-                       for name, state in s.tasks.items())
-        later = f" ({deferred} left to the newest session: catchup = \"latest\")" if deferred else ""
+        latest_only = {name for name, state in s.tasks.items()
+                       if state == "skipped" and s.details.get(name) and s.details[name].reason}
+        later = f" ({len(latest_only)} left to the newest session: catchup = \"latest\")" if latest_only else ""
         line = f"{result.session}: {completed}/{len(s.tasks)} tasks completed{later} in {result.seconds:.1f}s"
         if result.success:
             if not quiet:
                 out.print(line, markup=False)
-            continue
-        err.print(f"{line}; not done", markup=False)
-        for name, error in result.failures.items():
-            err.print(f"  {name} {s.tasks[name]}: {error}", markup=False)
-    if not report.success:
+        elif result.failures:
+            failed = True
+            err.print(f"{line}; not done", markup=False)
+            for name, error in result.failures.items():
+                err.print(f"  {name} {s.tasks[name]}: {error}", markup=False)
+        elif not quiet:
+            left = [f"{name} ({state})" for name, state in s.tasks.items()
+                    if state != "completed" and name not in latest_only]
+            out.print(f"{line}; the session is not done yet, left: {', '.join(left)}", markup=False)
+    if failed:
         raise typer.Exit(EXIT_TASKS_FAILED)
 
 
