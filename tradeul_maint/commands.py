@@ -21,7 +21,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
-from tradeul_maint import __version__, core, logread, overview, render
+from tradeul_maint import __version__, core, logread, render
 from tradeul_maint.errors import (EXIT_CALENDAR_EXPIRED, EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, EXIT_SIGHUP,
                                   EXIT_SIGINT, EXIT_SIGTERM, EXIT_TASKS_FAILED, EXIT_TEMPORARY, EXIT_USAGE, MaintError,
                                   UsageError)
@@ -29,6 +29,7 @@ from tradeul_maint.logs import FallbackNotice, choose_log_dir, configure_logging
 from tradeul_maint.options import NOW_ENVVAR, NOW_FLAG, OPTIONS_BY_NAME, VERSION_FLAG, error_line, hoist
 from tradeul_maint.runner import Interrupted
 from tradeul_maint.settings import DEFAULT_CONFIG_PATHS, Overrides, Settings, load_settings
+from tradeul_maint.sources import LogPlace, sources
 
 EXIT_CODES = ((EXIT_OK, "done, or nothing to do"), (EXIT_TASKS_FAILED, "a task this command ran failed or was skipped"),
               (EXIT_USAGE, "bad usage"), (EXIT_CALENDAR_EXPIRED, "the calendar ends before today: upgrade exchange-calendars"),
@@ -105,7 +106,7 @@ class Globals:
     overrides: Overrides
     verbose: bool
     quiet: bool
-    log_dir: overview.LogPlace | None = None  # where this command's log entries go, once settings are loaded
+    log_dir: LogPlace | None = None  # where this command's log entries go, once settings are loaded
 
     def settings(self, require_tasks: bool = True, log_files: bool = True) -> Settings:
         settings = load_settings(self.overrides, require_tasks=require_tasks)
@@ -113,7 +114,7 @@ class Globals:
         if log_files:  # the choice configure_logging made, asked again to learn why it fell back
             preferred = log_dir_for(settings)
             chosen = choose_log_dir(preferred, fallback_log_dir(settings))
-            self.log_dir = overview.LogPlace(chosen.path, preferred, chosen.fallback_reason)
+            self.log_dir = LogPlace(chosen.path, preferred, chosen.fallback_reason)
         return settings
 
     def warn(self, message: str | None) -> None:
@@ -382,7 +383,7 @@ def calendar_command(
     with errors_to_exit_codes(g):
         context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
         info = core.calendar(context, sessions)
-    g.warn(overview.sources(context.settings).warning)
+    g.warn(sources(context.settings).warning)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return

@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, replace
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from tradeul_maint import trends
 from tradeul_maint.calendar import TradingCalendar, Window
-from tradeul_maint.connection import redact
-from tradeul_maint.embedded import EmbeddedRedis
 from tradeul_maint.lock import LockHolder
 from tradeul_maint.planner import retry_gate
 from tradeul_maint.errors import UsageError
-from tradeul_maint.settings import Settings, searched
+from tradeul_maint.settings import Settings
+from tradeul_maint.sources import Sources, sources
 from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord, iso,
                                  parse_time)
 from tradeul_maint.store import Overview
@@ -39,48 +37,6 @@ from tradeul_maint.trends import Trend, WindowRisk
 DONE, FAILED_STATE, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
 CORRUPT, MISSING, DUE, NOT_YET_DUE = "corrupt", "missing", "due", "not_yet_due"
 ERROR_OUTPUT_LINES = 5  # last lines of a failed command's output shown with its error
-
-
-@dataclass(frozen=True)
-class Sources:
-    """Which configuration and which Redis a command reads: the first thing to check when a view looks empty."""
-
-    config: str | None  # the config file, None when none was found
-    redis: str  # the URL with its password hidden, or "embedded Redis in DIR" (as connection.open_redis says)
-    embedded: bool
-    searched: str  # where a config file was looked for
-
-    @property
-    def warning(self) -> str | None:
-        """An embedded Redis without a config file is most likely not the Redis the operator meant."""
-        if not self.embedded or self.config is not None:
-            return None
-        return (f"no config file found (looked for {self.searched}) and no Redis URL given: this is the "
-                f"{self.redis}, not a shared one; give --config or --redis-url")
-
-    def to_json(self) -> dict:
-        return {"config": self.config, "redis": self.redis}
-
-
-@dataclass(frozen=True)
-class LogPlace:
-    """Where this command's log entries go, and why not where the settings point when it fell back."""
-
-    path: Path
-    preferred: Path
-    fallback_reason: str | None = None
-
-    def to_json(self) -> dict:
-        return {"log_dir": str(self.path),
-                "log_dir_fallback": None if self.fallback_reason is None else
-                {"preferred": str(self.preferred), "reason": self.fallback_reason}}
-
-
-def sources(settings: Settings) -> Sources:
-    url = settings.redis.url
-    where = redact(url) if url else f"embedded Redis in {EmbeddedRedis(settings.state_dir).dir}"
-    config = str(settings.config_path.resolve()) if settings.config_path else None
-    return Sources(config, where, url is None, searched())
 
 
 @dataclass(frozen=True)

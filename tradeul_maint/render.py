@@ -20,6 +20,7 @@ from rich.text import Text
 
 from tradeul_maint import overview
 from tradeul_maint.planner import Plan
+from tradeul_maint.sources import LogPlace
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -62,7 +63,7 @@ def plain_table(*columns: str) -> Table:
     return table
 
 
-def render_status(view: overview.StatusView, log_dir: overview.LogPlace | None = None) -> None:
+def render_status(view: overview.StatusView, log_dir: LogPlace | None = None) -> None:
     tz = view.timezone
     table = plain_table("session", "state", "tasks", "attempts", "started", "duration", "note")
     for s in view.sessions:
@@ -76,7 +77,7 @@ def render_status(view: overview.StatusView, log_dir: overview.LogPlace | None =
         render_footer(console, view, log_dir)
 
 
-def render_session(view: overview.StatusView, log_dir: overview.LogPlace | None = None,
+def render_session(view: overview.StatusView, log_dir: LogPlace | None = None,
                    verbose: bool = False) -> None:
     """One session task by task, its timeline, and with `verbose` the failed Python tasks' whole tracebacks."""
     s = view.sessions[0]
@@ -177,7 +178,7 @@ def render_timeline(console: Console, timeline: overview.Timeline, tz: str, widt
                   markup=False)
 
 
-def render_footer(console: Console, view: overview.StatusView, log_dir: overview.LogPlace | None = None) -> None:
+def render_footer(console: Console, view: overview.StatusView, log_dir: LogPlace | None = None) -> None:
     w, tz = view.next_window, view.timezone
     if w is None:
         console.print("next window: none (the calendar ends; upgrade exchange-calendars)", markup=False)
@@ -203,7 +204,7 @@ def sources_line(doc: dict) -> str:
     return f"config: {doc['config'] or 'none found'}; redis: {doc['redis']}"
 
 
-def log_dir_line(log_dir: overview.LogPlace) -> str:
+def log_dir_line(log_dir: LogPlace) -> str:
     if log_dir.fallback_reason is None:
         return f"log: {log_dir.path}"
     return f"log: {log_dir.path}, falling back: {log_dir.preferred} is not writable ({log_dir.fallback_reason})"
