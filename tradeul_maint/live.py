@@ -6,7 +6,8 @@ the runner logs anyway (`starting_maintenance_cycle`, `task_starting`, `task_com
 `executing_recovery_maintenance`) with their bound fields, and drawn by rich's Live on
 stderr a few times a second. It reads nothing else while the cycle runs: the dependencies
 come from the settings, the expected durations from the cycle's `expected_seconds` field or,
-without it, from the medians of the lookback read before the run started. Off a terminal
+without it, from the medians of the lookback, read once (in a thread of its own, not in the
+logging call) when a cycle starts without them. Off a terminal
 (cron, pipes, CI) the command never installs it, so the output stays the summary alone.
 """
 
@@ -66,14 +67,17 @@ class LiveView:
     """The state of the run as the events tell it, and its drawing; callable as a loguru sink."""
 
     specs: Mapping[str, TaskSpec]
-    history: Mapping[str, float]  # task -> usual duration, seconds (the lookback's medians)
+    # task -> usual duration in seconds (the lookback's medians), read when a cycle does not say
+    history: Callable[[], Mapping[str, float]]
     parallel: int = 1
     cycles: list[Cycle] = field(default_factory=list)
     recovering: str | None = None  # the session `executing_recovery_maintenance` announced
     clock: Callable[[], float] = time.monotonic
     on_first_event: Callable[[], object] | None = None  # starts the drawing: a run with nothing to do draws nothing
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
     _expected: dict[str, float] = field(default_factory=dict)
+    _usual: Mapping[str, float] | None = None  # `history()`, once read
+    _reading: threading.Thread | None = None
 
     # --- the events ------------------------------------------------------------------
 
@@ -94,7 +98,10 @@ class LiveView:
             return
         if event == "starting_maintenance_cycle":
             expected = fields.get("expected_seconds")
-            self._expected = {**self.history, **(expected if isinstance(expected, Mapping) else {})}
+            self._expected = dict(expected if isinstance(expected, Mapping) else self._usual or {})
+            if not isinstance(expected, Mapping) and self._usual is None and self._reading is None:
+                self._reading = threading.Thread(target=self._read_history, name="live-history", daemon=True)
+                self._reading.start()
             self.cycles.append(Cycle(str(fields.get("date")), fields.get("attempt"), str(fields.get("reason") or ""),
                                      {name: TaskLine(name) for name in fields.get("tasks") or ()}, now))
             return
@@ -124,6 +131,17 @@ class LiveView:
             line.state, line.ended, line.note = "skipped", now, _first_line(fields.get("reason"))
         elif event == "task_interrupted":
             line.state, line.ended = "interrupted", now
+
+    def _read_history(self) -> None:
+        """The lookback's medians, for the cycles that came without `expected_seconds`."""
+        try:
+            usual = dict(self.history())
+        except Exception:  # an estimate is a nicety: the run goes on without it
+            usual = {}
+        with self._lock:
+            self._usual = usual
+            if not self._expected:
+                self._expected = dict(usual)
 
     # --- the drawing -----------------------------------------------------------------
 
@@ -215,7 +233,7 @@ def _style_key(state: str) -> str:
 
 
 @contextmanager
-def showing(console: Console, specs: Mapping[str, TaskSpec], history: Mapping[str, float],
+def showing(console: Console, specs: Mapping[str, TaskSpec], history: Callable[[], Mapping[str, float]],
             parallel: int) -> Iterator[LiveView]:
     """The live view on `console` while the body runs, fed by loguru's events; it stays on screen at the end."""
     from loguru import logger
