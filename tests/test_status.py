@@ -402,6 +402,9 @@ def test_status_task_over_an_explicit_range_and_unknown_tasks(project, r):
                                   "--json", "--now", AFTER).stdout)
     assert [s["date"] for s in data["sessions"]] == ["2026-11-20", "2026-11-23", "2026-11-24", "2026-11-25"]
     assert data["median_seconds"] == 5.0 and data["slow"] is False
+    ranged = project.cli("status", "--since", "2026-11-20", "--until", "2026-11-25", "--now", AFTER).stdout
+    assert ranged.splitlines()[0] == "XNYS sessions 2026-11-20 to 2026-11-25, newest first (times in America/New_York)"
+    assert list(rows(ranged)) == ["2026-11-25", "2026-11-24", "2026-11-23", "2026-11-20"]
     unknown = project.cli("status", "--task", "nope", "--now", AFTER)
     assert unknown.exit_code == 2
     assert unknown.stderr.strip() == "tradeul-maint: unknown task 'nope': tasks configured or recorded are load, atr"

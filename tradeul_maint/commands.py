@@ -369,7 +369,7 @@ def status(
     elif session is not None:
         render.render_session(view, g.log_dir, g.verbose)
     else:
-        render.render_status(view, g.log_dir)
+        render.render_status(view, g.log_dir, ranged=first is not None or last is not None)
     if check and not view.ok:
         raise typer.Exit(EXIT_TASKS_FAILED)
 

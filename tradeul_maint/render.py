@@ -63,7 +63,8 @@ def plain_table(*columns: str) -> Table:
     return table
 
 
-def render_status(view: overview.StatusView, log_dir: LogPlace | None = None) -> None:
+def render_status(view: overview.StatusView, log_dir: LogPlace | None = None, ranged: bool = False) -> None:
+    """The sessions of the lookback (or of --since/--until: `ranged`), newest first, then the footer."""
     tz = view.timezone
     table = plain_table("session", "state", "tasks", "attempts", "started", "duration", "note")
     for s in view.sessions:
@@ -71,8 +72,10 @@ def render_status(view: overview.StatusView, log_dir: LogPlace | None = None) ->
                       f"{s.tasks_completed}/{s.tasks_total}", str(s.attempts) if s.attempts else "-",
                       local(s.started_at, tz), duration(s.duration_seconds), Text(s.note or ""))
     with screen() as console:
-        console.print(f"Last {view.lookback} {view.calendar} sessions, newest first (times in {tz})",
-                      markup=False)
+        days = [s.session for s in view.sessions]
+        which = (f"{view.calendar} sessions {min(days)} to {max(days)}" if ranged and days else
+                 f"Last {view.lookback} {view.calendar} sessions")
+        console.print(f"{which}, newest first (times in {tz})", markup=False)
         console.print(table)
         render_footer(console, view, log_dir)
 
