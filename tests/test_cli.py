@@ -135,8 +135,8 @@ def test_rerunning_one_task_that_completes_exits_0_and_says_what_is_left(project
     assert first.exit_code == 1 and "b failed" in first.stderr
     again = project.cli("run", "--date", "2026-11-27", "--task", "a", "--now", NOON)
     assert again.exit_code == 0, again.output
-    assert re.fullmatch(r"2026-11-27: 2/3 tasks completed in \d+\.\ds; the session is not done yet, left: b \(failed\)\n",
-                        again.stdout)
+    assert re.fullmatch(r"2026-11-27: 2/3 tasks completed in \d+\.\ds; the session is not done yet, "
+                        r"left: b \(failed\)\n", again.stdout)
     assert again.stderr == "" and not r.exists("maintenance:executed:2026-11-27")
     failing = project.cli("run", "--date", "2026-11-27", "--task", "b", "--now", NOON)
     assert failing.exit_code == 1 and "  b failed: " in failing.stderr  # a task this command ran failed

@@ -295,8 +295,9 @@ def test_logs_task_without_entries_says_so_and_lists_the_tasks_it_has_seen(reade
     assert '"oldest"' in oldest.read_text()  # found only in the oldest rotated file
     result = project.cli("logs", "--task", "load-ohlc")
     assert (result.exit_code, result.stdout) == (0, "")
-    assert result.stderr.strip() == (f"tradeul-maint: no entries for task 'load-ohlc' in {project.log_dir / MAIN_LOG} "
-                                     "(or its rotated files); tasks seen there: calc \"atr\", load_ohlc, oldest, snapshot")
+    assert result.stderr.strip() == (
+        f"tradeul-maint: no entries for task 'load-ohlc' in {project.log_dir / MAIN_LOG} (or its rotated files); "
+        "tasks seen there: calc \"atr\", load_ohlc, oldest, snapshot")
     narrowed = project.cli("logs", "--task", "snapshot", "--date", "2026-11-24")  # the task has entries: no notice
     assert (narrowed.exit_code, narrowed.stdout, narrowed.stderr) == (0, "", "")
     found = project.cli("logs", "--task", "snapshot", "-n", "1")

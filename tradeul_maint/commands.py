@@ -31,8 +31,10 @@ from tradeul_maint.runner import Interrupted
 from tradeul_maint.settings import DEFAULT_CONFIG_PATHS, Overrides, Settings, load_settings
 from tradeul_maint.sources import LogPlace, sources
 
-EXIT_CODES = ((EXIT_OK, "done, or nothing to do"), (EXIT_TASKS_FAILED, "a task this command ran failed or was skipped"),
-              (EXIT_USAGE, "bad usage"), (EXIT_CALENDAR_EXPIRED, "the calendar ends before today: upgrade exchange-calendars"),
+EXIT_CODES = ((EXIT_OK, "done, or nothing to do"),
+              (EXIT_TASKS_FAILED, "a task this command ran failed or was skipped"),
+              (EXIT_USAGE, "bad usage"),
+              (EXIT_CALENDAR_EXPIRED, "the calendar ends before today: upgrade exchange-calendars"),
               (EXIT_INTERNAL, "internal error, a bug (-v shows the traceback)"),
               (EXIT_TEMPORARY, "temporary: Redis unreachable, the lock held by another run"),
               (EXIT_CONFIG, "configuration error"),
@@ -52,6 +54,8 @@ def _no_bool_metavar(option):
 
 
 class Command(TyperCommand):
+    """Every command: says that global options may follow it, and shows no `<bool>` for -h."""
+
     def __init__(self, *args, **kwargs):
         kwargs["epilog"] = kwargs.get("epilog") or COMMAND_EPILOG
         super().__init__(*args, **kwargs)

@@ -188,7 +188,9 @@ class LiveView:
         if pending:
             return "waiting on " + ", ".join(f"{dep} ({cycle.tasks[dep].state})" for dep in pending)
         busy = sum(other.state in (RUNNING, RETRYING) for other in cycle.tasks.values())
-        return f"ready: waiting for a free worker (max_parallel = {self.parallel})" if busy >= self.parallel else "ready"
+        if busy >= self.parallel:
+            return f"ready: waiting for a free worker (max_parallel = {self.parallel})"
+        return "ready"
 
     def _left(self, line: TaskLine, now: float) -> str:
         usual = self._expected.get(line.name)

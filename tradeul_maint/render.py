@@ -120,7 +120,8 @@ def render_trend(view: overview.StatusView) -> None:
     table = plain_table("session", "status", "attempts", "started", "duration", "x median")
     for run in reversed(trend.runs):
         ratio = f"{run.completed_in / median:.2f}x" if median and run.completed_in is not None else "-"
-        table.add_row(run.session.isoformat(), Text(run.state or "not recorded", style=TASK_STYLES.get(run.state, "dim")),
+        state = Text(run.state or "not recorded", style=TASK_STYLES.get(run.state, "dim"))
+        table.add_row(run.session.isoformat(), state,
                       str(run.attempts) if run.attempts else "-", local(run.started_at, tz),
                       duration(run.duration_seconds), ratio)
     with screen() as console:
@@ -175,7 +176,8 @@ def render_timeline(console: Console, timeline: overview.Timeline, tz: str, widt
                        f"{duration(timeline.seconds)} (█ completed, ▓ failed, ▒ running)", style="bold"))
     for task, bar, status in rows:
         console.print(Text(f"{task:<{name_width}} ") + Text("│" + bar + "│", style=TASK_STYLES.get(status, "")))
-    left, centre, right = clock(timeline.start, tz), f"+{duration(timeline.seconds / 2)}", f"+{duration(timeline.seconds)}"
+    left = clock(timeline.start, tz)
+    centre, right = f"+{duration(timeline.seconds / 2)}", f"+{duration(timeline.seconds)}"
     gap = width + 2 - len(left) - len(centre) - len(right)
     console.print(" " * (name_width + 1) + left + " " * (gap // 2) + centre + " " * (gap - gap // 2) + right,
                   markup=False)
