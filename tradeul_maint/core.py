@@ -192,18 +192,27 @@ def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = N
         return _execute(ctx, store, make_plan)  # a busy lock is exit 75: the operator asked for this run
 
 
-def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None) -> overview.StatusView:
-    """`status`: the lookback's sessions (or one), their states, the next window and the lock, in one read."""
+def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None,
+           since: dt.date | None = None, until: dt.date | None = None, task: str | None = None
+           ) -> overview.StatusView:
+    """`status`: the lookback's sessions (or one, or since..until's), the next window and the lock, in one read.
+
+    With `task`, the view carries that task's trend over those sessions.
+    """
     from tradeul_maint import overview
 
     if session is not None:
         planner.check_session(ctx.calendar, session, ctx.now)
         sessions = [session]
+    elif since is not None or until is not None:
+        # The range's sessions, validated as `recover --since/--until` validates them, whatever their window.
+        passed, later = planner.recovery_sessions(ctx.now, ctx.calendar, ctx.settings.schedule, since, until)
+        sessions = passed + [d.session for d in later]
     else:
         sessions = planner.sessions_in_view(ctx.now, ctx.calendar, _lookback(ctx, lookback))
     with connected(ctx) as store:
         seen = store.overview(sessions)
-    return overview.build(ctx.now, ctx.calendar, ctx.settings, seen, sessions)
+    return overview.build(ctx.now, ctx.calendar, ctx.settings, seen, sessions, detail=session is not None, task=task)
 
 
 def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
@@ -233,7 +242,7 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
 
     from tradeul_maint.lock import RunLock
     from tradeul_maint.runner import Interrupted, Runner, StopSignals
-    from tradeul_maint.schedule import durations_by_task, known_durations
+    from tradeul_maint.schedule import known_durations
 
     s = ctx.settings
     run_id = uuid.uuid4().hex[:12]
@@ -244,13 +253,13 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
         report = RunReport(plan)
         if plan.empty:
             return report
-        lookback = store.statuses(planner.sessions_in_view(ctx.now, ctx.calendar, s.schedule))
-        newest_first = [{**lookback, **statuses}[d] for d in sorted({**lookback, **statuses}, reverse=True)]
+        seen = {**store.statuses(planner.sessions_in_view(ctx.now, ctx.calendar, s.schedule)), **statuses}
+        newest_first = [seen[d] for d in sorted(seen, reverse=True)]
         processes = _supervisor(ctx, store, lock)
         try:
             # Yesterday's durations tell a new session's cycle which tasks to start first.
             runner = Runner(s, store, lock, ctx.clock, processes, stop, durations=known_durations(newest_first),
-                            history=durations_by_task(reversed(newest_first)))
+                            history=seen)
             missed = [p.session.isoformat() for p in plan.sessions if p.recovery]
             if missed:  # the replaced service's event names, so existing alerts keep working
                 logger.bind(count=len(missed), dates=missed, run_id=run_id, console=False) \

@@ -23,7 +23,6 @@ import datetime as dt
 import os
 import signal
 import socket
-import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPE
 from tradeul_maint.store import Slots, StateStore
 from tradeul_maint.supervisor import STOP_GRACE, TaskProcesses, stop_leftovers
 from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
+from tradeul_maint.trends import slow_tasks
 
 Clock = Callable[[], dt.datetime]
 STATUS_OUTPUT_LIMIT = 4096  # characters of a failed command's output kept in the status document
@@ -142,8 +142,8 @@ class Runner:
     stop: StopSignals
     # Each task's last known duration, from earlier sessions and this run's cycles: the priorities.
     durations: dict[str, float] = field(default_factory=dict)
-    # Each task's durations over the lookback, oldest first: what "slower than usual" compares with.
-    history: dict[str, list[float]] = field(default_factory=dict)
+    # The lookback's status documents: what "slower than usual" compares a task's duration with.
+    history: dict[dt.date, SessionStatus | None] = field(default_factory=dict)
     _changed: set[str] = field(default_factory=set, init=False)  # tasks recorded in memory, not yet in Redis
     _written: float = field(default=0.0, init=False)  # when the document was last written whole (monotonic)
     _slots: Slots = field(default_factory=dict, init=False)  # where its states sit, for `store.record`
@@ -404,17 +404,12 @@ class Runner:
 
     def _warn_slow(self, status: SessionStatus, ran: tuple[str, ...], log) -> None:
         """A task that took more than `slow_factor` times its median over the lookback is worth a warning."""
-        factor = getattr(self.settings.schedule, "slow_factor", 2.0)
-        for name in ran:
-            record = status.details.get(name)
-            past = self.history.get(name, [])
-            if status.tasks.get(name) != COMPLETED or not record or not record.duration_seconds or len(past) < 3:
-                continue
-            median = statistics.median(past)
-            if median > 0 and record.duration_seconds > factor * median:
-                log.bind(task=name, duration_seconds=record.duration_seconds, median_seconds=round(median, 3),
-                         factor=round(record.duration_seconds / median, 2), sessions=len(past), console=False) \
-                    .warning("task_slower_than_usual")
+        statuses = {**self.history, status.session: status}
+        for trend in slow_tasks([n for n in ran if status.tasks.get(n) == COMPLETED], statuses,
+                                self.settings.run.slow_factor):
+            log.bind(task=trend.task, duration_seconds=trend.latest.completed_in, median_seconds=trend.median_seconds,
+                     ratio=trend.ratio, slow_factor=trend.slow_factor, sessions=len(trend.durations), console=False) \
+                .warning("task_slower_than_usual")
 
 
 def _outcome(spec: TaskSpec, ended: dict) -> Outcome:

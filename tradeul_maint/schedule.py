@@ -159,14 +159,3 @@ def known_durations(statuses: Iterable[SessionStatus | None]) -> dict[str, float
                 durations[name] = record.duration_seconds
     return durations
 
-
-def durations_by_task(statuses: Iterable[SessionStatus | None]) -> dict[str, list[float]]:
-    """Each task's recorded durations of completed runs, in the order of `statuses` (oldest first for trends)."""
-    series: dict[str, list[float]] = {}
-    for status in statuses:
-        if status is None or status.corrupt:
-            continue
-        for name, record in status.details.items():
-            if status.tasks.get(name) == "completed" and record.duration_seconds:
-                series.setdefault(name, []).append(record.duration_seconds)
-    return series
