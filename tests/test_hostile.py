@@ -21,7 +21,8 @@ from conftest import processes_running, wait_for
 pytestmark = pytest.mark.slow
 
 DAY = "2026-11-25"
-QUIET = "[schedule]\nauto_recover = false\n"
+# A short grace period keeps these trials quick; the mechanism is the same at the default 10 s.
+QUIET = "[schedule]\nauto_recover = false\n[run]\nstop_grace_seconds = 2\n"
 
 # A task that ignores SIGTERM and leaves a grandchild in its group: `sh` and its `sleep`.
 STUBBORN = """

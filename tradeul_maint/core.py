@@ -21,7 +21,8 @@ import redis
 from tradeul_maint import planner
 from tradeul_maint.calendar import TradingCalendar, load_calendar
 from tradeul_maint.connection import open_redis
-from tradeul_maint.errors import ConfigError, LockBusyError, RedisUnavailableError, UsageError
+from tradeul_maint.errors import (ConfigError, LockBusyError, RedisRefusedWriteError, RedisUnavailableError,
+                                  UsageError)
 from tradeul_maint.keys import Keys
 from tradeul_maint.planner import Plan
 from tradeul_maint.settings import ScheduleSettings, Settings
@@ -98,22 +99,22 @@ def quiet_tick(settings: Settings, now_text: str | None) -> bool:
 
 
 def parse_now(text: str | None, calendar: TradingCalendar) -> dt.datetime:
-    """ISO 8601; a naive time is exchange-local. None means the real current time."""
-    if not text:
+    """ISO 8601; a naive time is exchange-local. None (not given) means the real current time."""
+    if text is None:
         return dt.datetime.now(UTC)
     try:
         moment = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=calendar.tz)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time, or one that UTC cannot hold (9999-12-31T23:59 local)
         raise UsageError(f"--now {text!r}: expected an ISO 8601 time like 2026-11-27T17:05 or "
                          "2026-11-27T22:05:00+00:00") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=calendar.tz)
-    return moment.astimezone(UTC)
 
 
 def _check_ttl(settings: Settings, calendar: TradingCalendar) -> None:
-    """Everything the lookback can reach must still be in Redis."""
-    needed = calendar.max_span_days(settings.schedule.lookback_sessions) + 1
+    """Everything the lookback can reach must still be in Redis (see planner.sessions_in_view)."""
+    needed = calendar.max_span_days(planner.sessions_reached(settings.schedule.lookback_sessions)) + 1
     if settings.redis.status_ttl_days < needed:
         raise ConfigError(
             f"[redis] status_ttl_days = {settings.redis.status_ttl_days} is shorter than the "
@@ -130,6 +131,41 @@ def connected(ctx: Context) -> Iterator[StateStore]:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailableError(f"lost the connection to Redis: {str(exc).strip() or type(exc).__name__}") \
             from None
+    except redis.ResponseError as exc:
+        if (why := refused(exc)) is None:
+            raise
+        raise RedisRefusedWriteError(f"Redis refused the tool's commands: {why}; nothing was recorded as done that "
+                                     "did not finish, and the next run resumes") from None
+
+
+# Error codes of a Redis that is working but cannot take writes (or commands) right now.
+REFUSALS = {
+    "READONLY": "it is a read-only replica (READONLY; after a failover, point the URL at the new master or use "
+                "Sentinel)",
+    "NOREPLICAS": "not enough replicas acknowledge writes (NOREPLICAS, min-replicas-to-write)",
+    "OOM": "it is out of memory (OOM, maxmemory with noeviction)",
+    "MISCONF": "it cannot persist its data and refuses writes (MISCONF; see the Redis server log)",
+    "LOADING": "it is loading its dataset (LOADING)",
+    "MASTERDOWN": "its master is down (MASTERDOWN)",
+    "BUSY": "it is busy running a script (BUSY)",
+    "CLUSTERDOWN": "the cluster is down (CLUSTERDOWN)",
+    "TRYAGAIN": "the cluster is resharding (TRYAGAIN)",
+}
+
+
+def refused(exc: redis.ResponseError) -> str | None:
+    """Why Redis refused a command for a passing state of its own (exit 75), or None for anything else.
+
+    redis-py turns some codes into classes (and drops the code from the text); others lead the
+    message, or follow a "-" inside a script's error ("... @user_script: 1: -READONLY ...").
+    """
+    classes = {redis.exceptions.ReadOnlyError: "READONLY", redis.exceptions.OutOfMemoryError: "OOM",
+               redis.exceptions.BusyLoadingError: "LOADING"}
+    code = next((c for cls, c in classes.items() if isinstance(exc, cls)), None)
+    if code is None:
+        text = str(exc)
+        code = next((c for c in REFUSALS if text.startswith(c + " ") or f"-{c} " in text), None)
+    return REFUSALS.get(code)
 
 
 def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = (), force: bool = False,
@@ -222,7 +258,7 @@ def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
         return schedule
     if lookback < 1:
         raise UsageError(f"--lookback {lookback}: expected a number of sessions, 1 or more")
-    needed = ctx.calendar.max_span_days(lookback) + 1
+    needed = ctx.calendar.max_span_days(planner.sessions_reached(lookback)) + 1
     if ctx.settings.redis.status_ttl_days < needed:
         raise UsageError(f"--lookback {lookback} can span {needed} days, longer than status_ttl_days = "
                          f"{ctx.settings.redis.status_ttl_days} keeps a session's state: use a smaller "
@@ -253,6 +289,8 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
         report = RunReport(plan)
         if plan.empty:
             return report
+        # A key of another type would stop a cycle at its first write: find out before any task runs.
+        store.check_key_types([p.session for p in plan.sessions])
         seen = {**store.statuses(planner.sessions_in_view(ctx.now, ctx.calendar, s.schedule)), **statuses}
         newest_first = [seen[d] for d in sorted(seen, reverse=True)]
         processes = _supervisor(ctx, store, lock)
@@ -282,7 +320,7 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
 def _supervisor(ctx: Context, store: StateStore, lock) -> object:
     """Start this run's supervisor (supervisor.py), which owns every task process of the run."""
     from tradeul_maint import logs
-    from tradeul_maint.supervisor import STOP_GRACE, TaskProcesses
+    from tradeul_maint.processes import TaskProcesses
 
     s = ctx.settings
     socket_path = store.client.connection_pool.connection_kwargs.get("path") if s.redis.url is None else None
@@ -294,7 +332,7 @@ def _supervisor(ctx: Context, store: StateStore, lock) -> object:
         "quiet": logs.installed.quiet,
         "redis": {"unix_socket": socket_path} if socket_path else {"url": s.redis.url},
         "lock": {"key": store.keys.lock, "token": lock.token, "lease_ms": int(s.redis.lock_lease_seconds * 1000)},
-        "grace": STOP_GRACE,
+        "grace": s.run.stop_grace_seconds,
     })
 
 

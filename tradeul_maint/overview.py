@@ -135,12 +135,19 @@ class StatusView:
         return tuple(s for s in self.sessions if s.overdue)
 
     @property
+    def lock_problem(self) -> str | None:
+        """A lock no run of this tool would leave: it blocks every run until someone removes it."""
+        if self.holder is None or not self.holder.foreign:
+            return None
+        return f"the run lock holds {self.holder.foreign}; no run can start until it is deleted"
+
+    @property
     def ok(self) -> bool:
-        return not self.overdue and not self.calendar_warning
+        return not self.overdue and not self.calendar_warning and not self.lock_problem
 
     def check_line(self) -> str:
         passed = [s for s in self.sessions if s.window_passed]
-        warning = f"; {self.calendar_warning}" if self.calendar_warning else ""
+        warning = "".join(f"; {w}" for w in (self.lock_problem, self.calendar_warning) if w)
         if not self.overdue:
             line = f"all {len(passed)} {self.calendar} sessions whose window has passed are done"
             return f"NOT OK: {line}{warning}" if warning else f"OK: {line}"
@@ -165,7 +172,8 @@ class StatusView:
             "sessions": [_session_json(s, tasks) for s in self.sessions],
             "next_window": _window_json(self.next_window, self.now, self.timezone),
             "lock": None if self.holder is None else {"host": self.holder.host, "pid": self.holder.pid,
-                                                      "since": self.holder.since, "run_id": self.holder.run_id},
+                                                      "since": self.holder.since, "run_id": self.holder.run_id,
+                                                      "foreign": self.holder.foreign},
             "last_run": self.last_run,
             "calendar_warning": self.calendar_warning,
             **(self.sources.to_json() if self.sources else {}),
@@ -199,7 +207,7 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
     views = []
     for session in sorted(sessions, reverse=True):
         window = calendar.window(session, schedule.window_start, schedule.window_minutes)
-        view = session_view(session, statuses[session], window, now, seen.holder, settings)
+        view = session_view(session, statuses[session], window, now, seen.holder, settings, calendar.tz)
         if override := calendar.override_note(session):
             view = replace(view, override=override, note="; ".join(filter(None, (override, view.note))))
         if session in slow_notes:
@@ -257,7 +265,7 @@ def classify(status: SessionStatus | None, window: Window, now: dt.datetime, hol
 
 
 def session_view(session: dt.date, status: SessionStatus | None, window: Window, now: dt.datetime,
-                 holder: LockHolder | None, settings: Settings) -> SessionView:
+                 holder: LockHolder | None, settings: Settings, tz: dt.tzinfo) -> SessionView:
     state = classify(status, window, now, holder)
     readable = status is not None and not status.corrupt
     names = list(status.tasks) if readable and status.tasks else list(settings.task_names)
@@ -274,7 +282,7 @@ def session_view(session: dt.date, status: SessionStatus | None, window: Window,
         completed_at=status.completed_at if readable else None,
         duration_seconds=_duration(status) if readable else None,
         run_id=status.run_id if readable else None,
-        note=_note(state, status, now, settings),
+        note=_note(state, status, now, settings, tz),
         tasks=tasks,
     )
 
@@ -309,7 +317,8 @@ def _task_view(name: str, status: SessionStatus | None) -> TaskView:
                     record.duration_seconds, error, record.reason, trace if isinstance(trace, str) else None)
 
 
-def _note(state: str, status: SessionStatus | None, now: dt.datetime, settings: Settings) -> str | None:
+def _note(state: str, status: SessionStatus | None, now: dt.datetime, settings: Settings,
+          tz: dt.tzinfo) -> str | None:
     if status is None:
         return None
     if state == CORRUPT:
@@ -319,7 +328,7 @@ def _note(state: str, status: SessionStatus | None, now: dt.datetime, settings: 
     if state == FAILED_STATE:
         bad = [n for n, s in status.tasks.items() if s in (FAILED, SKIPPED)]
         why = f"{', '.join(bad)} not completed" if bad else "not all tasks completed"
-        if settings.schedule.auto_recover and (gate := retry_gate(status, now, settings.run)) is not None:
+        if settings.schedule.auto_recover and (gate := retry_gate(status, now, settings.run, tz)) is not None:
             why += f"; {gate}"
         return why
     return None

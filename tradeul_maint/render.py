@@ -192,8 +192,11 @@ def render_footer(console: Console, view: overview.StatusView, log_dir: LogPlace
         console.print(f"{label} (session {w.session}): {local(w.start, tz)} to {local(w.end, tz)} {tz}, "
                       f"{w.start:%Y-%m-%d %H:%M} to {w.end:%Y-%m-%d %H:%M} UTC", markup=False)
     holder = view.holder
-    console.print(f"lock: held by {holder.describe()}, run {holder.run_id}" if holder else "lock: free",
-                  markup=False, emoji=False)
+    if view.lock_problem:
+        console.print(Text(f"lock: {view.lock_problem}", style="bold red"))
+    else:
+        console.print(f"lock: held by {holder.describe()}, run {holder.run_id}" if holder else "lock: free",
+                      markup=False, emoji=False)
     if view.sources is not None:
         console.print(sources_line(view.sources.to_json()), markup=False, emoji=False)
     if log_dir is not None:

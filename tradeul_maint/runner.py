@@ -39,7 +39,7 @@ from tradeul_maint.settings import Settings, TaskSpec
 from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord,
                                  iso)
 from tradeul_maint.store import Slots, StateStore
-from tradeul_maint.supervisor import STOP_GRACE, TaskProcesses, stop_leftovers
+from tradeul_maint.processes import TaskProcesses, stop_leftovers
 from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
 from tradeul_maint.trends import slow_tasks
 
@@ -48,9 +48,9 @@ STATUS_OUTPUT_LIMIT = 4096  # characters of a failed command's output kept in th
 LOG_OUTPUT_LIMIT = 16384
 WHOLE_WRITE_SECONDS = 1.0  # while tasks complete, the status document is rewritten whole at least this often
 POLL_SECONDS = 0.2  # the longest the main thread waits before it looks at signals and the lock again
-# How long a stop may take: the supervisor SIGKILLs a group STOP_GRACE after its SIGTERM; what
-# SIGKILL cannot end at once (a process in uninterruptible sleep) gets this much longer.
-STOP_WAIT = STOP_GRACE + 20
+# How long a stop may take beyond the grace period ([run] stop_grace_seconds, after which the
+# supervisor SIGKILLs what is left): what SIGKILL cannot end at once (uninterruptible sleep).
+STOP_MARGIN = 20.0
 
 
 class Interrupted(Exception):
@@ -245,17 +245,21 @@ class Runner:
             elif task.attempt_id is None and task.retry_at is not None and now >= task.retry_at:
                 self._launch(task, session, log)
 
+    @property
+    def _stop_wait(self) -> float:
+        return self.settings.run.stop_grace_seconds + STOP_MARGIN
+
     def _wait_ended(self, running: dict[str, Running]) -> dict[str, dict]:
         """After a stop: wait until the supervisor reports every running attempt ended; those it did, by task."""
         ended: dict[str, dict] = {}
-        deadline = time.monotonic() + STOP_WAIT
+        deadline = time.monotonic() + self._stop_wait
         while any(t.attempt_id and name not in ended for name, t in running.items()) and \
                 time.monotonic() < deadline:
             try:
                 events = self.processes.events(POLL_SECONDS)
             except TaskProcessesLostError:
                 # Its task processes lost their main process with it (PDEATHSIG); the rest carry our run id.
-                stop_leftovers(self.lock.run_id)
+                stop_leftovers(self.lock.run_id, self.settings.run.stop_grace_seconds)
                 return {n: {"id": t.attempt_id, "stopped": "its supervisor died"}
                         for n, t in running.items() if t.attempt_id}
             for event in events:
@@ -290,7 +294,7 @@ class Runner:
             status.tasks[name] = FAILED
             record = status.details.setdefault(name, TaskRecord())
             record.error = why if event is not None or not task.attempt_id else \
-                f"{why}; its processes did not end within {STOP_WAIT:g}s"
+                f"{why}; its processes did not end within {self._stop_wait:g}s"
             record.attempts += task.attempt
             record.finished_at = iso(self.clock())
             log.bind(task=name, console=False).error("task_interrupted")
@@ -350,7 +354,7 @@ class Runner:
         host = (status.runner or "").rpartition(":")[0]
         if not status.run_id or status.run_id == self.lock.run_id or host != socket.gethostname():
             return
-        pids = stop_leftovers(status.run_id)
+        pids = stop_leftovers(status.run_id, self.settings.run.stop_grace_seconds)
         if pids:
             log.bind(previous_run_id=status.run_id, pids=pids, tasks=tasks).warning("leftover_processes_stopped")
 

@@ -59,6 +59,7 @@ class RunSettings:
     retry_backoff_minutes: float = 5
     pythonpath: tuple[Path, ...] = ()  # extra import paths for `python` tasks, absolute
     slow_factor: float = 2.0  # a task whose run takes more than this times its median is slower than usual
+    stop_grace_seconds: float = 10  # between SIGTERM and SIGKILL of a task's processes when it is stopped
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,8 @@ def _table(raw: dict, name: str) -> dict:
 _KNOWN = {
     "schedule": {"calendar", "window_start", "window_minutes", "lookback_sessions", "auto_recover",
                  "recover_during_market_hours", "deadline_minutes"},
-    "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor"},
+    "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor",
+            "stop_grace_seconds"},
     "redis": {"url", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
     "logging": {"dir", "rotation", "retention", "level"},
     "calendar": {"closed", "early_closes", "sessions", "expiry_warning_days"},
@@ -329,6 +331,8 @@ def _run(t: dict, config_path: Path | None) -> RunSettings:
                                                d.retry_backoff_minutes), 0),
         slow_factor=float(_positive("run", "slow_factor", _typed(t, "run", "slow_factor", (int, float),
                                                                  d.slow_factor), 1)),
+        stop_grace_seconds=float(_positive("run", "stop_grace_seconds", _typed(
+            t, "run", "stop_grace_seconds", (int, float), d.stop_grace_seconds), 0.1)),
     )
 
 

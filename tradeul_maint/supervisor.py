@@ -23,7 +23,7 @@ killed. It stops every task by itself when
 Task processes also get PR_SET_PDEATHSIG, so a task's main process dies with this one
 if both this process and the runner are killed at once. Every process of a run carries
 TRADEUL_MAINT_RUN_ID in its environment, which lets the next runner on the host stop
-what such a double kill left behind (`stop_leftovers`).
+what such a double kill left behind (`processes.stop_leftovers`).
 
 The messages are dicts sent with `multiprocessing.connection` (length-framed pickles)
 between the runner and its own child: runner -> supervisor `start`, `stop`, `stop_all`,
@@ -37,7 +37,6 @@ import json
 import os
 import selectors
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -46,7 +45,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL of a task's group
+STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL of a task's group, unless the hello says otherwise
 OUTPUT_LIMIT = 64 * 1024  # bytes of a task's output kept, from the end
 RESULT_LIMIT = 4 * 1024 * 1024  # bytes of a Python task's result message read at most
 RUN_ID_VAR = "TRADEUL_MAINT_RUN_ID"
@@ -509,121 +508,10 @@ def task_redis(target: dict[str, Any] | None):
     return client_for_url(target["url"])
 
 
-# --- the runner's side -----------------------------------------------------------------------
-
-
-class TaskProcesses:
-    """The runner's handle on its supervisor: start and stop attempts, and hear when they have ended.
-
-    `events` waits on the socket (a signal interrupts the wait within `timeout`); `close` says
-    goodbye and waits for the supervisor to have stopped everything and exited.
-    """
-
-    def __init__(self, hello: dict[str, Any]):
-        import subprocess
-
-        here, there = socket.socketpair()
-        env = {**os.environ, RUN_ID_VAR: hello["run_id"]}
-        self.proc = subprocess.Popen([sys.executable, "-m", "tradeul_maint.supervisor", str(there.fileno())],
-                                     pass_fds=(there.fileno(),), stdin=subprocess.DEVNULL, env=env,
-                                     start_new_session=True)
-        there.close()
-        self.conn = Connection(here.detach())
-        self.conn.send(hello)
-        self.pids: dict[str, int] = {}
-
-    def start(self, attempt_id: str, request: dict[str, Any]) -> None:
-        self._send({"op": "start", "id": attempt_id, **request})
-
-    def stop(self, attempt_id: str, why: str) -> None:
-        self._send({"op": "stop", "id": attempt_id, "why": why})
-
-    def stop_all(self, why: str) -> None:
-        self._send({"op": "stop_all", "why": why})
-
-    def _send(self, message: dict[str, Any]) -> None:
-        try:
-            self.conn.send(message)
-        except OSError:
-            pass  # the supervisor is gone: it stopped its tasks before it went
-
-    def events(self, timeout: float) -> list[dict[str, Any]]:
-        """What the supervisor said within `timeout` seconds; [] when nothing. EOFError: it died."""
-        found = []
-        try:
-            ready = self.conn.poll(timeout)
-            while ready and self.conn.poll(0):
-                message = self.conn.recv()
-                if message["op"] == "started":
-                    self.pids[message["id"]] = message["pid"]
-                    continue
-                found.append(message)
-        except (EOFError, OSError):
-            from tradeul_maint.errors import TaskProcessesLostError
-
-            raise TaskProcessesLostError("the run's supervisor process died (was it killed?): the tasks it ran "
-                                         "are recorded as not completed and run again next time") from None
-        return found
-
-    def close(self, timeout: float = STOP_GRACE + 20) -> bool:
-        """Goodbye: True once the supervisor has exited (every task process is gone)."""
-        import subprocess
-
-        self._send({"op": "bye"})
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        finally:
-            self.conn.close()
-        return True
-
-
-def stop_leftovers(run_id: str, grace: float = STOP_GRACE) -> list[int]:
-    """Stop every process on this host that another run started (its environment names `run_id`).
-
-    Used when a runner finds a task left in progress by a run that died: its supervisor
-    normally stopped them already, but not if it was killed too. A process is recognised by
-    its environment, never by a recorded pid that may have been reused. Returns the pids found.
-    """
-    needle = f"\0{RUN_ID_VAR}={run_id}\0".encode()
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                environ = b"\0" + f.read()
-        except OSError:
-            continue
-        if needle in environ:
-            found.append(int(entry.name))
-    for sig in (signal.SIGTERM, signal.SIGCONT):
-        _kill_all(found, sig)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(pid) for pid in found):
-        time.sleep(0.05)
-    _kill_all([pid for pid in found if _alive(pid)], signal.SIGKILL)
-    return found
-
-
-def _kill_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] != b"Z"
-    except OSError:
-        return False
-
-
 def main() -> None:
+    # `python -m` put the working directory first on sys.path: tasks import from their config's paths only.
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
     conn = Connection(int(sys.argv[1]))
     try:
         hello = conn.recv()
