@@ -283,7 +283,8 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
     s = ctx.settings
     run_id = uuid.uuid4().hex[:12]
     lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now))
-    with lock, StopSignals() as stop:
+    # Signals first: one that comes while the lock is being taken still stops the run cleanly.
+    with StopSignals() as stop, lock:
         # Plan again under the lock: a runner that finished a moment ago may have done it all.
         plan, statuses = make_plan(store)
         report = RunReport(plan)

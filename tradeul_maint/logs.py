@@ -186,6 +186,13 @@ class RotatingFile:
                     os.close(fd)
             self._fd = self._lock_fd = self._id = None
 
+    def after_fork(self, console=None) -> None:
+        """In a forked child: open the files anew on its first write. A descriptor shared with the
+        parent shares its flock too, which would then no longer keep the two apart."""
+        self._mutex = threading.Lock()
+        self._preamble = None
+        self.stop()
+
     # ---
 
     def _lock(self) -> int:
@@ -264,6 +271,11 @@ class ConsoleSink:
         self._preamble = preamble
         self._stream = stream
 
+    def after_fork(self, console=None) -> None:
+        """In a forked task process, whose own stderr is its captured output: write to `console`."""
+        self._preamble = None
+        self._stream = console or self._stream
+
     def write(self, message: str) -> None:
         text = scrub(str(message))
         if self._preamble is not None:
@@ -302,6 +314,17 @@ class Sinks:
 
 
 installed = Sinks(None, False, False)
+_sinks: list[RotatingFile | ConsoleSink] = []  # what configure_logging added, for after_fork
+
+
+def after_fork(console=None) -> None:
+    """Make this freshly forked process's copy of the sinks its own (see RotatingFile.after_fork).
+
+    Much cheaper than configure_logging again (loguru's `add` costs milliseconds), which a
+    task process started per attempt would pay every time.
+    """
+    for sink in _sinks:
+        sink.after_fork(console)
 
 
 @dataclass(frozen=True)
@@ -321,15 +344,14 @@ class FallbackNotice:
 
 
 def configure_logging(settings: Settings | None, verbose: bool = False, quiet: bool = False,
-                      files: bool = True, directory: Path | None = None, console=None) -> Path | None:
+                      files: bool = True, directory: Path | None = None) -> Path | None:
     """Install the sinks for this invocation and return the log directory in use (None without files).
 
     When the configured directory is not writable the files go to <state-dir>/logs, and a
     one-line `log_dir_fallback` notice precedes this process's first entry in the file and
     its first line on the console: a cron tick with nothing to do stays silent, since cron
     mails anything it prints, while any run that logs anything says where its log went.
-    A task's process passes the `directory` its runner chose (and a `console` stream, since
-    its own stderr is its captured output).
+    A run's supervisor passes the `directory` its runner chose.
     """
     from loguru import logger  # here, not above: the cron tick uses this module's log-dir checks without it
 
@@ -344,8 +366,10 @@ def configure_logging(settings: Settings | None, verbose: bool = False, quiet: b
     if directory is not None and directory.fallback_reason:
         notice = FallbackNotice(log_dir_for(settings), directory.path, directory.fallback_reason)
     console_level = "DEBUG" if verbose else "ERROR" if quiet else "WARNING"
-    logger.add(ConsoleSink(notice.console_line if notice else None, console), level=console_level,
-               format=_console_line, colorize=(console or sys.stderr).isatty(), backtrace=False, diagnose=False,
+    _sinks.clear()
+    _sinks.append(ConsoleSink(notice.console_line if notice else None))
+    logger.add(_sinks[-1], level=console_level,
+               format=_console_line, colorize=sys.stderr.isatty(), backtrace=False, diagnose=False,
                filter=lambda r: r["extra"].get("console", True) or verbose)
     installed = Sinks(directory.path if directory else None, verbose, quiet)
     if directory is None:
@@ -353,10 +377,12 @@ def configure_logging(settings: Settings | None, verbose: bool = False, quiet: b
     log = settings.logging
     common = dict(format=lambda record: "{message}", colorize=False, backtrace=False, diagnose=False,
                   enqueue=False)
-    logger.add(RotatingFile(directory.path / MAIN_LOG, log.rotation_bytes, log.retention,
-                            notice.file_line if notice else None),
+    _sinks.append(RotatingFile(directory.path / MAIN_LOG, log.rotation_bytes, log.retention,
+                               notice.file_line if notice else None))
+    logger.add(_sinks[-1],
                level=log.level, **common)
-    logger.add(RotatingFile(directory.path / ERRORS_LOG, log.rotation_bytes, log.retention),
+    _sinks.append(RotatingFile(directory.path / ERRORS_LOG, log.rotation_bytes, log.retention))
+    logger.add(_sinks[-1],
                level="ERROR", **common)
     return directory.path
 

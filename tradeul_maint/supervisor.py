@@ -62,11 +62,19 @@ class TaskStopped(BaseException):
     """Raised in a Python task's process by SIGTERM: not an Exception, so a task's `except Exception` lets it pass."""
 
 
-def _prctl(option: int, value: int) -> None:
+def _load_prctl():
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # not Linux: the other safeguards still hold
-        pass
+        return None
+
+
+_PRCTL = _load_prctl()  # loaded once: a task process forked from here calls it at once
+
+
+def _prctl(option: int, value: int) -> None:
+    if _PRCTL is not None:
+        _PRCTL(option, value, 0, 0, 0)
 
 
 # --- the supervisor process ----------------------------------------------------------------
@@ -459,8 +467,7 @@ def _exec_command(message: dict[str, Any], res_w: int) -> None:
 
 def _run_python(message: dict[str, Any], hello: dict[str, Any], res_w: int, console: int) -> int:
     """Run the task's callable with a context rebuilt here; the outcome goes to `res_w` as JSON."""
-    from tradeul_maint import tasks
-    from tradeul_maint.logs import configure_logging
+    from tradeul_maint import logs, tasks
 
     sys.stdin = open(os.devnull)  # noqa: SIM115 - the process ends with the task
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
@@ -471,9 +478,7 @@ def _run_python(message: dict[str, Any], hello: dict[str, Any], res_w: int, cons
 
     signal.signal(signal.SIGTERM, stopped)
     settings = hello["settings"]
-    configure_logging(settings, hello.get("verbose", False), hello.get("quiet", False),
-                      files=bool(hello.get("log_dir")), directory=Path(hello["log_dir"]) if hello.get("log_dir") else None,
-                      console=open(console, "w", buffering=1))  # noqa: SIM115
+    logs.after_fork(console=open(console, "w", buffering=1))  # noqa: SIM115
     from loguru import logger
 
     spec = message["spec"]
@@ -518,6 +523,8 @@ def main() -> None:
     except (EOFError, OSError):
         return
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    # What every Python task needs, imported once here: each task process is a fork of this one.
+    from tradeul_maint import builtins, connection, tasks  # noqa: F401
     from tradeul_maint.logs import configure_logging
 
     configure_logging(hello["settings"], hello.get("verbose", False), hello.get("quiet", False),
