@@ -206,9 +206,10 @@ class Supervisor:
     # Starting ---------------------------------------------------------------------------
 
     def _start(self, message: dict[str, Any]) -> None:
-        if self.stopping:  # nothing new starts once everything is being stopped
+        refused = self.stopping or self._lease.trouble  # nothing new starts while stopping
+        if refused:
             self._send({"op": "ended", "id": message["id"], "returncode": None, "output": "",
-                        "result": None, "stopped": self.stopping})
+                        "result": None, "stopped": refused})
             return
         out_r, out_w = os.pipe()
         res_r, res_w = os.pipe2(os.O_CLOEXEC)
@@ -274,8 +275,10 @@ class Supervisor:
             attempt.signal_group(signal.SIGCONT)  # a stopped (SIGSTOP) process would never see the SIGTERM
         attempt.kill_at = kill_at if attempt.kill_at is None else min(attempt.kill_at, kill_at)
 
-    def _stop_all(self, why: str, grace: float | None = None) -> None:
-        self.stopping = self.stopping or why
+    def _stop_all(self, why: str, grace: float | None = None, final: bool = True) -> None:
+        """Stop every attempt; `final`: and start none any more (the run is ending)."""
+        if final:
+            self.stopping = self.stopping or why
         for attempt in list(self.attempts.values()):
             self._stop(attempt, why, grace)
 
@@ -293,9 +296,11 @@ class Supervisor:
                 leaders[pid].returncode = os.waitstatus_to_exitcode(status)
 
     def _watch_lease(self) -> None:
-        why, deadline = self._lease.check(self.log)
-        if why is not None and self.attempts:
-            self._stop_all(why, grace=max(0.0, deadline - time.monotonic()))
+        """While the lease is in doubt nothing runs; a lock taken over by another runner is the end."""
+        self._lease.check(self.log)
+        if self._lease.trouble is not None:
+            self._stop_all(self._lease.trouble, grace=max(0.0, self._lease.deadline - time.monotonic()),
+                           final=self._lease.lost)
 
     def _advance(self) -> None:
         """Escalate overdue stops, stop what a finished main process left behind, report what has ended."""
@@ -355,7 +360,9 @@ class LeaseWatch:
         self.expires_at = time.monotonic() + self.lease  # at the latest; the runner just took or renewed it
         self._client = task_redis(target) if lock and target else None
         self._script = self._client.register_script(LEASE_LEFT) if self._client else None
-        self._reported: str | None = None
+        self.trouble: str | None = None  # why no task may run now: the lease is in doubt or gone
+        self.deadline = 0.0  # by when the tasks must be gone (monotonic)
+        self.lost = False  # another runner holds the lock: for good
 
     def safe_grace(self) -> float:
         """How long stopping may take and still end before the lease can pass to another runner."""
@@ -364,10 +371,10 @@ class LeaseWatch:
     def _margin(self) -> float:
         return min(1.0, self.lease / 10)
 
-    def check(self, log) -> tuple[str | None, float]:
-        """(why the tasks must stop, by when) or (None, 0) while the lease is healthy."""
+    def check(self, log) -> None:
+        """Look at the lease when it is time to: `trouble` says why tasks must stop (by `deadline`), or None."""
         if self._script is None or time.monotonic() < self.next_check:
-            return None, 0.0
+            return
         self.next_check = time.monotonic() + max(0.05, self.lease / 4)
         asked = time.monotonic()
         try:
@@ -375,23 +382,23 @@ class LeaseWatch:
         except Exception as exc:  # Redis unreachable from here too: trust the last lease seen
             left = None
             error = f"{type(exc).__name__}: {exc}"
-        if left is not None and left == -3:
-            return self._report(log, "the run lock was taken over by another runner", asked)
+        if left == -3:
+            self.lost = True
+            self._trouble(log, "the run lock was taken over by another runner", asked)
+            return
         if left is not None and left >= 0:
             self.expires_at = asked + left / 1000
         # The runner renews every third of the lease: half of it gone means renewals stopped.
         if self.expires_at - time.monotonic() < self.lease / 2:
             why = "the run lock's lease was not renewed in time (the runner is paused or cut off from Redis)"
-            if left is None:
-                why += f"; Redis: {error}"
-            return self._report(log, why, self.expires_at - self._margin())
-        return None, 0.0
+            self._trouble(log, why + (f"; Redis: {error}" if left is None else ""), self.expires_at - self._margin())
+        elif not self.lost:
+            self.trouble = None
 
-    def _report(self, log, why: str, deadline: float) -> tuple[str, float]:
-        if self._reported != why:
-            self._reported = why
+    def _trouble(self, log, why: str, deadline: float) -> None:
+        if self.trouble != why:
             log.bind(reason=why, console=False).error("lease_lost_stopping_tasks")
-        return why, deadline
+        self.trouble, self.deadline = why, deadline
 
 
 def _children(pid: int) -> list[int]:
