@@ -21,10 +21,14 @@ import redis
 
 from tradeul_maint.connection import SCHEMES, client_for_url, redact
 from tradeul_maint.errors import ConfigError
+from tradeul_maint.keys import Keys
+from tradeul_maint.redisglob import can_match_key_starting_with
+from tradeul_maint.settings import RedisSettings
 
 # Buckets examined per SCAN call: a fraction of a millisecond of server time each, and few
 # enough round trips that a million keys take seconds even over a network.
 SCAN_COUNT = 1000
+DEFAULT_PREFIX = RedisSettings.key_prefix
 BGSAVE_TIMEOUT = 600.0
 POLL_FIRST, POLL_MAX = 0.02, 0.5  # seconds between INFO polls while a snapshot runs (doubling)
 AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])?$")
@@ -70,12 +74,22 @@ def parse_age(value: Any, what: str) -> float:
 
 
 def delete_keys(ctx) -> dict[str, Any]:
-    """Delete every key matching the glob `patterns`; with `dry_run`, only count them."""
+    """Delete every key matching the glob `patterns`; with `dry_run`, only count them.
+
+    Never a key under the tool's own prefix, whatever the pattern and whichever Redis
+    `params.url` names: those are skipped as SCAN returns them (and counted, with a
+    warning), so no pattern can delete a status document or the lock.
+    """
     dry_run = ctx.params.get("dry_run", False)
+    # TaskContext.key_prefix is the configured [redis] key_prefix; a context without it is the default's.
+    namespace = Keys(getattr(ctx, "key_prefix", DEFAULT_PREFIX)).namespace
     total = 0
     with target_redis(ctx) as client:
         for pattern in ctx.params["patterns"]:
-            count = _delete_matching(client, pattern, dry_run)
+            guard = namespace if can_match_key_starting_with(pattern, namespace) else None
+            count, spared = _delete_matching(client, pattern, dry_run, guard)
+            if spared:
+                ctx.logger.bind(pattern=pattern, keys=spared, prefix=namespace).warning("own_keys_spared")
             ctx.logger.bind(pattern=pattern, keys=count, dry_run=dry_run) \
                 .info("keys_matched" if dry_run else "keys_deleted")
             total += count
@@ -83,20 +97,22 @@ def delete_keys(ctx) -> dict[str, Any]:
     return {"success": True}
 
 
-def _delete_matching(client: redis.Redis, pattern: str, dry_run: bool) -> int:
-    """SCAN the keyspace once, UNLINKing what each step found while the next step runs.
+def _delete_matching(client: redis.Redis, pattern: str, dry_run: bool, guard: str | None) -> tuple[int, int]:
+    """SCAN the keyspace once, UNLINKing what each step found while the next step runs; (deleted, spared).
 
     On one connection, the next SCAN is sent before the UNLINK of the keys the last one
     returned, and the server runs that UNLINK while this side reads the SCAN's reply: the
     deletes cost no round trip of their own, client and server work side by side, and at
     most two steps' keys (about 2 x SCAN_COUNT) are held at a time, whatever the key count.
-    Never KEYS: it blocks the server for the whole keyspace. A dry run counts what SCAN
-    returns, which may include a key twice if the server rehashes meanwhile; the deleted
-    count comes from UNLINK and is exact.
+    Never KEYS: it blocks the server for the whole keyspace. Keys that begin with `guard`
+    (the tool's own) are left out of every UNLINK. A dry run counts what SCAN returns,
+    which may include a key twice if the server rehashes meanwhile; the deleted count
+    comes from UNLINK and is exact.
     """
     pool = client.connection_pool
     conn = _connection(pool)
-    count, unlinking = 0, False
+    count = spared = 0
+    unlinking = False
     try:
         conn.send_command("SCAN", 0, "MATCH", pattern, "COUNT", SCAN_COUNT)
         while True:
@@ -106,18 +122,28 @@ def _delete_matching(client: redis.Redis, pattern: str, dry_run: bool) -> int:
             finished = int(cursor) == 0
             if not finished:
                 conn.send_command("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
+            if guard is not None and keys:
+                kept = _not_under(keys, guard)
+                spared += len(keys) - len(kept)
+                keys = kept
             unlinking = bool(keys) and not dry_run
             if unlinking:
                 conn.send_command("UNLINK", *keys)
             elif dry_run:
                 count += len(keys)
             if finished:
-                return count + (int(conn.read_response()) if unlinking else 0)
+                return count + (int(conn.read_response()) if unlinking else 0), spared
     except BaseException:
         conn.disconnect()  # replies may be unread: the pool must not hand this connection out as it is
         raise
     finally:
         pool.release(conn)
+
+
+def _not_under(keys: list, namespace: str) -> list:
+    """The keys that do not begin with `namespace` (bytes or str, as the connection returns them)."""
+    start = namespace.encode() if isinstance(keys[0], bytes) else namespace
+    return [key for key in keys if not key.startswith(start)]
 
 
 def _connection(pool: redis.ConnectionPool) -> redis.Connection:

@@ -460,20 +460,23 @@ def _task(t: dict, name: str) -> TaskSpec:
 
 
 def _protect_own_keys(tasks: tuple[TaskSpec, ...], redis: RedisSettings) -> None:
-    """A delete pattern on the maintenance Redis must not match the tool's own state and lock."""
-    import fnmatch
+    """A delete pattern on the maintenance Redis that could match one of the tool's keys is refused here.
 
-    own = [f"{redis.key_prefix}:status:2026-01-02", f"{redis.key_prefix}:transitions:2026-01-02",
-           f"{redis.key_prefix}:lock", f"{redis.key_prefix}:last_run"]
+    An early, clear error: the guarantee is at run time, where `redis.delete_keys` skips
+    every key under the prefix whatever its pattern and target (builtins.py).
+    """
+    from tradeul_maint.keys import Keys
+    from tradeul_maint.redisglob import can_match_key_starting_with
+
+    namespace = Keys(redis.key_prefix).namespace
     for task in tasks:
         if task.builtin != "redis.delete_keys" or task.params.get("url"):
             continue
         for pattern in task.params.get("patterns", []):
-            # Redis globs and fnmatch agree on *, ? and [..], which is all a prefix check needs.
-            hit = next((key for key in own if fnmatch.fnmatchcase(key, pattern)), None)
-            if hit:
+            if can_match_key_starting_with(pattern, namespace):
                 raise ConfigError(f"[tasks.{task.name}] params.patterns: {pattern!r} would delete this tool's own "
-                                  f"state ({hit}): narrow the pattern")
+                                  f"state (it can match keys under {namespace}, the status documents and the "
+                                  "lock): narrow the pattern")
 
 
 def _check_graph(tasks: list[TaskSpec]) -> None:
