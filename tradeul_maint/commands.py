@@ -12,7 +12,6 @@ import datetime as dt
 import io
 import json
 import sys
-import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from tradeul_maint import logread
 from tradeul_maint.cli import GLOBAL_OPTIONS, NOW_ENVVAR, NOW_FLAG, error_line
 from tradeul_maint.errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TASKS_FAILED, MaintError,
                                   UsageError)
-from tradeul_maint.logs import configure_logging, scrub
+from tradeul_maint.logs import configure_logging, scrub, scrubbed_traceback
 from tradeul_maint.runner import Interrupted
 from tradeul_maint.settings import Overrides, Settings, load_settings
 
@@ -88,7 +87,7 @@ def errors_to_exit_codes(g: Globals) -> Iterator[None]:
         yield
     except MaintError as exc:
         if g.verbose:
-            traceback.print_exc()
+            sys.stderr.write(scrubbed_traceback())
         err.print(error_line(exc), markup=False, emoji=False)
         raise typer.Exit(exc.exit_code) from None
     except Interrupted as exc:
@@ -99,7 +98,7 @@ def errors_to_exit_codes(g: Globals) -> Iterator[None]:
         raise typer.Exit(EXIT_SIGINT) from None
     except Exception as exc:  # a bug or an unforeseen environment: still one line, no secrets
         if g.verbose:
-            traceback.print_exc()
+            sys.stderr.write(scrubbed_traceback())
         err.print(f"tradeul-maint: unexpected error: {type(exc).__name__}: {scrub(str(exc))} "
                   "(run with -v for the traceback)", markup=False)
         raise typer.Exit(EXIT_INTERNAL) from None

@@ -1,13 +1,19 @@
-"""Connecting to Redis: URLs of every supported form, the embedded server, and redaction.
+"""Connecting to Redis: URLs of every supported form, the embedded server, Cluster, and redaction.
 
 Timeouts are short and retries few, so an unreachable Redis turns into exit 75 within a
-few seconds rather than a hung cron job. No password ever leaves this module: URLs are
-shown only through `redact`.
+few seconds rather than a hung cron job. Everything that is the operator's to fix rather
+than the network's (a URL that does not parse as written, a server that is not Redis, a
+database that does not exist, credentials or TLS files that do not fit, a cluster without
+a hash-tagged prefix) is a ConfigError, exit 78. No password ever leaves this module: URLs
+are shown only through `redact`, which never shows any part of a URL's user information
+but a plain user name.
 """
 
 from __future__ import annotations
 
 import re
+import socket
+import ssl
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -18,21 +24,21 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from tradeul_maint.errors import ConfigError, RedisUnavailableError
+from tradeul_maint.logs import scrub
 
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 2.5  # every command the tool sends is short; a hung server must not hang cron
-SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
-_USERINFO = re.compile(r"^([a-z+]+://)([^/@]*)@")
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+PASSWORD_FILE_ENVVAR = "TRADEUL_MAINT_REDIS_PASSWORD_FILE"
+_DB_PATH = re.compile(r"^(/\d*)?/?$")  # "", "/", "/3"
+_RESP_FIRST_BYTES = b"+-:$*_,#!=(|~>%"  # how every Redis reply begins, RESP2 and RESP3
+ENCODE_HINT = ("percent-encode the special characters of the user, password and option values "
+               "(/ ? # @ : as %2F %3F %23 %40 %3A)")
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    match = _USERINFO.match(url)
-    if not match:
-        return url
-    user, sep, _ = match[2].partition(":")
-    userinfo = f"{user}:***" if sep else match[2]
-    return f"{match[1]}{userinfo}@{url[match.end():]}"
+    """The URL as it may be shown: no password, and no user information at all unless it is plain."""
+    return scrub(url)
 
 
 def _options() -> dict:
@@ -44,66 +50,148 @@ def _options() -> dict:
     }
 
 
-def client_for_url(url: str) -> redis.Redis:
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme not in SCHEMES:
-        raise ConfigError(f"Redis URL {redact(url)!r}: expected redis://, rediss://, unix:// or redis+sentinel://")
-    if scheme == "redis+sentinel":
-        return _sentinel_client(url)
+def check_url(url: str) -> str:
+    """The URL's scheme, once the URL is known to mean what it says; ConfigError otherwise.
+
+    A URL parser reads an unencoded "/", "?", "#" or "@" in a password as the end of the
+    host part: part of the password becomes the host, path or fragment, and the rest may be
+    sent to the wrong server or echoed in an error. So any "@" after the host part is
+    refused with how to encode it, before anything parses the URL.
+    """
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in SCHEMES:
+        raise ConfigError(f"Redis URL {redact(url)!r}: expected redis://, rediss://, unix://, redis+sentinel:// "
+                          "or redis+cluster://")
+    host_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    if "@" in rest[host_end:] or rest[:host_end].count("@") > 1:
+        raise ConfigError(f"Redis URL {redact(url)!r} does not parse as written: {ENCODE_HINT}")
+    if scheme in ("redis", "rediss") and not _DB_PATH.match(urlsplit(url).path):
+        raise ConfigError(f"Redis URL {redact(url)!r}: the path must be a database number, as in /0")
+    return scheme
+
+
+def read_password(path: Path) -> str:
+    """The password in `path`, without its trailing newline."""
     try:
-        return redis.Redis.from_url(url, **_options())
-    except ValueError as exc:
-        raise ConfigError(f"Redis URL {redact(url)!r} is invalid: {exc}") from None
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the Redis password file {path} ({PASSWORD_FILE_ENVVAR} or [redis] "
+                          f"password_file): {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the Redis password file {path} is not UTF-8 text") from None
+    password = text[:-1] if text.endswith("\n") else text
+    password = password[:-1] if password.endswith("\r") else password
+    if not password:
+        raise ConfigError(f"the Redis password file {path} is empty")
+    return password
 
 
-def _sentinel_client(url: str) -> redis.Redis:
-    """redis+sentinel://[user:pass@]host:26379[,host2:26379...]/SERVICE_NAME[/DB]"""
-    from redis.sentinel import Sentinel
+def client_for_url(url: str, password: str | None = None) -> redis.Redis:
+    """A client for the URL (not connected yet); `password` when the URL has none (from the password file)."""
+    scheme = check_url(url)
+    if password is not None and urlsplit(url).password:
+        raise ConfigError(f"Redis URL {redact(url)!r} has a password and a password file is set too: keep one")
+    extra = {"password": password} if password is not None else {}
+    if scheme == "redis+sentinel":
+        return _sentinel_client(url, password)
+    if scheme == "redis+cluster":
+        return _cluster_client(url, password)
+    try:
+        return redis.Redis.from_url(url, **_options(), **extra)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"Redis URL {redact(url)!r} is invalid: {_option_problem(exc)}") from None
 
+
+def _option_problem(exc: Exception) -> str:
+    """What is wrong with the URL's options, in words that name the option and never repeat a value."""
+    text = str(exc)
+    if match := re.search(r"unexpected keyword argument '(\w+)'", text):
+        return f"unknown option {match[1]!r}"
+    if match := re.search(r"Invalid value for '(\w+)'", text):
+        return f"invalid value for option {match[1]!r}"
+    return "it does not parse (" + ENCODE_HINT + ")"
+
+
+def _hosts(url: str, default_port: int, shape: str) -> tuple[str, str, list[tuple[str, int]], list[str]]:
+    """(user, password, [(host, port)], path segments) of a URL that lists several hosts."""
     parts = urlsplit(url)
     userinfo, _, hosts = parts.netloc.rpartition("@")
     username, _, password = userinfo.partition(":")
-    path = [p for p in parts.path.split("/") if p]
-    if not hosts or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
-        raise ConfigError(f"Redis URL {redact(url)!r}: expected redis+sentinel://host:26379[,host2:26379]/SERVICE[/DB]")
     nodes = []
-    for host in hosts.split(","):
-        name, _, port = host.rpartition(":") if ":" in host else (host, "", "26379")
-        if not port.isdigit():
-            raise ConfigError(f"Redis URL {redact(url)!r}: bad sentinel address {host!r}")
+    for host in hosts.split(",") if hosts else []:
+        name, _, port = host.rpartition(":") if ":" in host else (host, "", str(default_port))
+        if not name or not port.isdigit():
+            raise ConfigError(f"Redis URL {redact(url)!r}: bad address {host!r}: expected {shape}")
         nodes.append((name, int(port)))
-    auth = {"username": unquote(username) or None, "password": unquote(password) or None}
-    opts = _options()
+    if not nodes:
+        raise ConfigError(f"Redis URL {redact(url)!r}: expected {shape}")
+    return unquote(username), unquote(password), nodes, [p for p in parts.path.split("/") if p]
+
+
+def _sentinel_client(url: str, password_file: str | None) -> redis.Redis:
+    """redis+sentinel://[user:pass@]host:26379[,host2:26379...]/SERVICE_NAME[/DB]"""
+    from redis.sentinel import Sentinel
+
+    shape = "redis+sentinel://host:26379[,host2:26379]/SERVICE[/DB]"
+    username, password, nodes, path = _hosts(url, 26379, shape)
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ConfigError(f"Redis URL {redact(url)!r}: expected {shape}")
+    auth = {"username": username or None, "password": password or password_file}
     sentinel = Sentinel(nodes, sentinel_kwargs={**auth, "socket_connect_timeout": CONNECT_TIMEOUT,
-                                                "socket_timeout": CONNECT_TIMEOUT}, **auth, **opts)
+                                                "socket_timeout": CONNECT_TIMEOUT}, **auth, **_options())
     return sentinel.master_for(path[0], db=int(path[1]) if len(path) == 2 else 0)
 
 
+def _cluster_client(url: str, password_file: str | None):
+    """redis+cluster://[user:pass@]host:port[,host2:port...]: the seed nodes of a Redis Cluster."""
+    from redis.cluster import ClusterNode
+
+    shape = "redis+cluster://host:6379[,host2:6379...]"
+    username, password, nodes, path = _hosts(url, 6379, shape)
+    if path or urlsplit(url).query:
+        raise ConfigError(f"Redis URL {redact(url)!r}: expected {shape} (a cluster has database 0 only)")
+    return _cluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+                    username=username or None, password=password or password_file)
+
+
+def _cluster(**kwargs):
+    from redis.cluster import RedisCluster
+
+    try:
+        return RedisCluster(**kwargs, **_options())
+    except redis.exceptions.RedisClusterException as exc:
+        raise RedisUnavailableError(f"Redis Cluster unreachable: {_reason(exc)}") from None
+
+
+# --- connecting ---------------------------------------------------------------------
+
+
 @contextmanager
-def open_redis(url: str | None, state_dir: Path) -> Iterator[tuple[redis.Redis, str]]:
+def open_redis(url: str | None, state_dir: Path, *, password_file: Path | None = None,
+               key_prefix: str | None = None) -> Iterator[tuple[redis.Redis, str]]:
     """A connected client and a printable description of where it points.
 
     With no URL, joins (or starts) the embedded server for `state_dir` and leaves it on exit.
+    A `redis://` URL that leads to a Redis Cluster node gives a cluster client; then
+    `key_prefix` must carry a hash tag (see `check_cluster_prefix`).
     """
     embedded = None
     if url is None:
+        if password_file is not None:
+            raise ConfigError(f"a Redis password file is set ({PASSWORD_FILE_ENVVAR} or [redis] password_file) but "
+                              "no Redis URL: set [redis] url (or --redis-url), or unset the password file")
         from tradeul_maint.embedded import EmbeddedRedis
 
         embedded = EmbeddedRedis(state_dir)
         client = redis.Redis(unix_socket_path=embedded.start(), **_options())
         where = f"embedded Redis in {embedded.dir}"
     else:
-        client = client_for_url(url)
+        client = connect(url, read_password(password_file) if password_file else None)
         where = redact(url)
     try:
-        try:
-            client.ping()
-        except redis.AuthenticationError:
-            raise ConfigError(f"Redis at {where} rejected the credentials: fix the user/password in the URL") from None
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise RedisUnavailableError(f"Redis at {where} is unreachable: {_reason(exc)}") from None
-        except redis.ResponseError as exc:
-            raise RedisUnavailableError(f"Redis at {where} refused the connection: {_reason(exc)}") from None
+        if is_cluster(client) and key_prefix is not None:
+            check_cluster_prefix(key_prefix)
         yield client, where
     finally:
         client.close()
@@ -111,5 +199,144 @@ def open_redis(url: str | None, state_dir: Path) -> Iterator[tuple[redis.Redis, 
             embedded.stop()
 
 
+def connect(url: str, password: str | None = None):
+    """A client for the URL that has answered: a cluster client when the server is a cluster node.
+
+    The first command is INFO cluster rather than PING: one round trip that both proves the
+    server answers and says whether it is a cluster (a user whose ACL forbids INFO gets PING).
+    """
+    client = client_for_url(url, password)
+    where = redact(url)
+    try:
+        if _cluster_enabled(client, where):
+            db = client.connection_pool.connection_kwargs.get("db") or 0
+            client.close()
+            if db:
+                raise ConfigError(f"Redis URL {where!r} names database {db}, and this Redis is a cluster, which "
+                                  "has database 0 only: drop the /DB")
+            client = _cluster(url=url, **({"password": password} if password is not None else {}))
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def is_cluster(client) -> bool:
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
+def check_cluster_prefix(prefix: str) -> None:
+    """On a cluster, every key of the tool must hash to one slot: the fenced scripts touch several at once."""
+    if hash_tag(prefix) is None:
+        raise ConfigError(f"[redis] key_prefix = {prefix!r} has no hash tag, and this Redis is a cluster: the lock "
+                          "and a session's keys must share one slot for the fenced scripts; use key_prefix = "
+                          f"\"{{{prefix.strip('{}') or 'maintenance'}}}\"")
+
+
+def hash_tag(prefix: str) -> str | None:
+    """The hash tag every key `<prefix>:...` hashes by, as Redis Cluster finds it; None when there is none."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start >= 0 else -1
+    return prefix[start + 1:end] if start >= 0 and end > start + 1 else None
+
+
+def _cluster_enabled(client, where: str) -> bool:
+    """Whether the server is a Redis Cluster node; every error an operator must fix is a ConfigError here."""
+    if is_cluster(client):
+        client.ping()
+        return True
+    try:
+        try:
+            return bool(client.info("cluster").get("cluster_enabled"))
+        except redis.exceptions.NoPermissionError:
+            client.ping()
+            return False
+    except redis.AuthenticationError:
+        raise ConfigError(f"Redis at {where} rejected the credentials: fix the user/password in the URL "
+                          "(or the password file)") from None
+    except TypeError as exc:  # an option in the URL's query the client does not know, found when it connects
+        raise ConfigError(f"Redis URL {where!r} is invalid: {_option_problem(exc)}") from None
+    except redis.InvalidResponse as exc:
+        raise ConfigError(f"{where} is not a Redis server (its reply does not parse: {_reason(exc)[:80]}): "
+                          "check the host and port") from None
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise _connect_error(client, where, exc) from None
+    except redis.ResponseError as exc:
+        reason = _reason(exc)
+        if "DB index is out of range" in reason or "invalid DB index" in reason:
+            db = client.connection_pool.connection_kwargs.get("db")
+            raise ConfigError(f"Redis at {where} has no database {db} (SELECT: {reason}): fix the /DB in the "
+                              "URL") from None
+        if isinstance(exc, redis.exceptions.NoPermissionError) or reason.startswith(("NOPERM", "DENIED")):
+            raise ConfigError(f"Redis at {where} refused this user: {reason}") from None
+        raise RedisUnavailableError(f"Redis at {where} refused the connection: {reason}") from None
+
+
+def _connect_error(client, where: str, exc: BaseException) -> Exception:
+    """The error for a connection that failed: TLS and non-Redis endpoints are the operator's to fix."""
+    chain = _chain(exc)
+    tls = next((e for e in chain if isinstance(e, ssl.SSLError)), None)
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        return ConfigError(f"Redis at {where}: TLS certificate not trusted ({tls.verify_message or _reason(tls)}): "
+                           "give the CA that signed the server's certificate as ssl_ca_certs=PATH in the URL")
+    if tls is not None:
+        return ConfigError(f"Redis at {where}: TLS handshake failed ({getattr(tls, 'reason', None) or _reason(tls)}):"
+                           " check that the server speaks TLS and ssl_certfile/ssl_keyfile hold a client "
+                           "certificate it accepts")
+    unreadable = next((e for e in chain if isinstance(e, (FileNotFoundError, PermissionError))), None)
+    kwargs = client.connection_pool.connection_kwargs
+    if unreadable is not None and any(k.startswith("ssl_") for k in kwargs):
+        return ConfigError(f"Redis at {where}: cannot read a TLS file named in the URL ({unreadable.filename}: "
+                           f"{unreadable.strerror})")
+    if not any(isinstance(e, (ConnectionRefusedError, socket.timeout, socket.gaierror, FileNotFoundError))
+               for e in chain):
+        answer = _non_redis_answer(client)
+        if answer is not None:
+            return ConfigError(f"{where} is not a Redis server (to PING it answered {answer!r}): check the host and "
+                               "port, and rediss:// for a server that expects TLS")
+    return RedisUnavailableError(f"Redis at {where} is unreachable: {_reason(exc)}")
+
+
+def _non_redis_answer(client) -> str | None:
+    """What the server says to an inline PING on a plain socket, when it is not a Redis reply; None otherwise.
+
+    Asked only after a connection that opened failed on its first command: a Redis always
+    answers PING with a reply (+PONG, -NOAUTH, -LOADING...); an HTTP server with a status
+    line or a page, or nothing before it closes.
+    """
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    if pool.connection_class is redis.UnixDomainSocketConnection:
+        family, address = socket.AF_UNIX, kwargs.get("path")
+    elif pool.connection_class is redis.Connection:
+        family, address = socket.AF_INET, (kwargs.get("host", "localhost"), kwargs.get("port", 6379))
+        if ":" in str(address[0]):
+            family = socket.AF_INET6
+    else:  # TLS, Sentinel: their failures say enough
+        return None
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.settimeout(CONNECT_TIMEOUT)
+            probe.connect(address)
+            probe.sendall(b"PING\r\n")
+            data = probe.recv(256)
+    except OSError:
+        return None
+    if data[:1] and data[:1] in _RESP_FIRST_BYTES:
+        return None
+    first = data.split(b"\n", 1)[0].decode("ascii", errors="replace").strip()
+    return "".join(c if c.isprintable() else "?" for c in first)[:60] or "nothing, and closed the connection"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
 def _reason(exc: BaseException) -> str:
-    return str(exc).strip().rstrip(".") or type(exc).__name__
+    return scrub(str(exc).strip().rstrip(".")) or type(exc).__name__

@@ -125,7 +125,8 @@ def _check_ttl(settings: Settings, calendar: TradingCalendar) -> None:
 def connected(ctx: Context) -> Iterator[StateStore]:
     s = ctx.settings
     try:
-        with open_redis(s.redis.url, s.state_dir) as (client, _where):
+        with open_redis(s.redis.url, s.state_dir, password_file=s.redis.password_file,
+                        key_prefix=s.redis.key_prefix) as (client, _where):
             yield StateStore(client, Keys(s.redis.key_prefix), s.redis.status_ttl_days, s.redis.lock_lease_seconds)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailableError(f"lost the connection to Redis: {str(exc).strip() or type(exc).__name__}") \

@@ -37,22 +37,46 @@ DIR_MODE = 0o750
 TRACEBACK_LIMIT = 16384
 UTC = dt.timezone.utc
 
-# A URL's password up to the last '@' of its authority (`redis://user:secret@host`), and
-# `password=secret`, `"password": "secret"`, `requirepass secret` pairs.
-_URL_SECRET = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/:@\s]*:)([^\s/]*)(?=@)", re.IGNORECASE)
-_PAIR_SECRET = re.compile(r"(\b(?:password|passwd)[\"']?\s*[=:]\s*[\"']?|\brequirepass\s+[\"']?)"
-                          r"([^\s,;&\"')}\]]+)", re.IGNORECASE)
-_SECRET_KEYS = re.compile(r"(^|_)(password|passwd|secret)$", re.IGNORECASE)
+# A URL's user information: everything between "://" and the LAST "@" of that run of
+# non-blank characters. A password with an unencoded "/", "?", "#" or "@" makes a URL
+# parser see part of it as the host, path, query or fragment, so the only safe cut is the
+# last "@"; the user is shown only when the user information is plainly "user:password".
+_URL_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)(\S*)@", re.IGNORECASE)
+# `NAME=value` and `NAME: value` (quoted or not, JSON's `"name": "value"` too) whose name
+# contains one of these words, any case, with or without "_", "-" or "." around or inside;
+# and `requirepass value` (redis.conf, CONFIG SET).
+_SECRET_WORD = r"(?:pass(?:word|wd)|pwd|secret|token|api[_.-]?key)"
+_PAIR_SECRET = re.compile(r"((?<![\w.-])[\w.-]*" + _SECRET_WORD + r"[\w.-]*[\"']?[ \t]*[=:][ \t]*|\brequirepass[ \t]+)"
+                          r"(\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&\"')}\]]+)", re.IGNORECASE)
+_SECRET_KEYS = re.compile(_SECRET_WORD, re.IGNORECASE)
 
 
 def scrub(text: str) -> str:
-    """Remove passwords from URLs (`redis://user:secret@`) and `password=secret` pairs."""
-    text = _URL_SECRET.sub(lambda m: m.group(1) + "***", text)
-    return _PAIR_SECRET.sub(lambda m: m.group(1) + "***", text)
+    """Remove the user information of URLs (`redis://user:secret@`) and the values of secret-named pairs."""
+    text = _URL_USERINFO.sub(_hide_userinfo, text)
+    return _PAIR_SECRET.sub(_hide_value, text)
+
+
+def _hide_userinfo(match: re.Match) -> str:
+    userinfo = match[2]
+    user, colon, _ = userinfo.partition(":")
+    plain = colon and not any(c in userinfo for c in "/?#@")
+    return f"{match[1]}{user + ':' if plain else ''}***@"
+
+
+def _hide_value(match: re.Match) -> str:
+    value = match[2]
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{match[1]}{quote}***{quote}"
+
+
+def scrubbed_traceback() -> str:
+    """The exception being handled, formatted as `traceback.print_exc` would print it, scrubbed."""
+    return scrub(traceback.format_exc())
 
 
 def scrub_value(value: Any, key: str = "") -> Any:
-    """`scrub` through the strings of a bound field, its lists and dicts; a field named like a password is hidden."""
+    """`scrub` through the strings of a bound field, its lists and dicts; a field named like a secret is hidden."""
     if key and _SECRET_KEYS.search(key) and value is not None:
         return "***"
     if isinstance(value, str):
@@ -62,6 +86,15 @@ def scrub_value(value: Any, key: str = "") -> Any:
     if isinstance(value, (list, tuple)):
         return [scrub_value(v) for v in value]
     return value
+
+
+def _json(entry: dict[str, Any]) -> str:
+    """One JSON line; every string in it scrubbed, values json cannot hold (stringified) included.
+
+    The strings are scrubbed before they are encoded, never the encoded line: in JSON a
+    newline is the two characters `\\n`, which would run one `NAME=value` into the next.
+    """
+    return json.dumps(scrub_value(entry), default=lambda value: scrub(str(value)), ensure_ascii=False) + "\n"
 
 
 def _patch(record) -> None:
@@ -92,14 +125,13 @@ def entry_line(record) -> str:
         entry["exception"] = f"{exc.type.__name__}: {exc.value}" if exc.type else str(exc.value)
         text = "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
         entry["traceback"] = text if len(text) <= TRACEBACK_LIMIT else "..." + text[-TRACEBACK_LIMIT:]
-    # A last pass over the whole line catches credentials inside values json.dumps stringified.
-    return scrub(json.dumps(entry, default=str, ensure_ascii=False)) + "\n"
+    return _json(entry)
 
 
 def notice_line(event: str, level: str = "WARNING", **fields: Any) -> str:
     entry = {"time": dt.datetime.now(UTC).isoformat(timespec="milliseconds"), "level": level, "event": event,
              **fields}
-    return scrub(json.dumps(entry, default=str, ensure_ascii=False)) + "\n"
+    return _json(entry)
 
 
 def _console_line(record) -> str:
