@@ -171,12 +171,16 @@ def lock_path(path: Path) -> Path:
 class RotatingFile:
     """An append-only log file shared by any number of processes, rotated at `max_bytes` keeping `retention`.
 
-    Every append is one O_APPEND write under a shared flock on `.<name>.lock`, so appends
-    from many processes never interleave and never wait for each other. Rotation takes the
-    exclusive flock, looks at the file again (another process may have rotated it a moment
-    ago: the inode changed, or it is small again) and only then shifts `.1`..`.N` and renames
-    the file. A process whose file was rotated by another notices the new inode on its next
-    append and reopens. Readers take the shared flock while they open the set of files.
+    Every entry is one O_APPEND write under an exclusive flock on `.<name>.lock`, so
+    entries from many processes never interleave, and an entry is in the file whole or not
+    at all: when a write fails part way (a full disk), the file is cut back to where the
+    entry began before the lock is let go, so no torn line is left for the next entry to
+    be glued to. A write that fails costs one warning line on stderr per process (cron
+    mails it), never an exception: the run goes on. Rotation happens under the same lock,
+    after looking at the file again (another process may have rotated it a moment ago:
+    the inode changed, or it is small again); it shifts `.1`..`.N` and renames the file.
+    A process whose file was rotated by another notices the new inode on its next append
+    and reopens. Readers take the lock shared while they open the set of files.
     """
 
     def __init__(self, path: Path, max_bytes: int, retention: int, preamble: Callable[[], str] | None = None):
@@ -195,16 +199,17 @@ class RotatingFile:
                 preamble, self._preamble = self._preamble, None
                 text = preamble() + text
             data = text.encode("utf-8", errors="replace")
-            lock = self._lock()
-            fcntl.flock(lock, fcntl.LOCK_SH)
             try:
-                if not self._usable(len(data)):
-                    # Converting to LOCK_EX is not atomic: _prepare re-checks everything under it.
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                    self._prepare(len(data))
-                _write_all(self._fd, data)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                lock = self._lock()
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    if not self._usable(len(data)):
+                        self._prepare(len(data))
+                    _write_whole(self._fd, data)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+            except OSError as exc:
+                write_failed(self.path, exc)
 
     def write(self, message: str) -> None:
         """loguru's file-like sink interface: the message carries its record."""
@@ -282,11 +287,37 @@ def _open_new(path: Path, flags: int) -> int:
     return fd
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_whole(fd: int, data: bytes) -> None:
+    """Append `data` whole or not at all; the caller holds the exclusive lock, so the end is where it starts."""
+    start = os.fstat(fd).st_size
     view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    try:
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+    except OSError:
+        try:
+            os.ftruncate(fd, start)  # shrinking needs no space
+        except OSError:
+            pass
+        raise
+
+
+_write_failure_reported = False  # one warning per process, whatever the number of failed writes and files
+
+
+def write_failed(path: Path, exc: OSError) -> None:
+    """Say once, on stderr, that log entries are being lost: never loguru's traceback for every entry."""
+    global _write_failure_reported
+    if _write_failure_reported:
+        return
+    _write_failure_reported = True
+    try:
+        sys.stderr.write(f"tradeul-maint: warning: cannot write the log {path} ({exc.strerror or exc}); log entries "
+                         "are being lost, the run goes on: free space in the log directory or set --log-dir\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 class ConsoleSink:
@@ -349,6 +380,8 @@ def configure_logging(settings: Settings | None, verbose: bool = False, quiet: b
     """
     from loguru import logger  # here, not above: the cron tick uses this module's log-dir checks without it
 
+    global _write_failure_reported
+    _write_failure_reported = False  # one warning per invocation (tests run many in one process)
     logger.remove()
     logger.configure(patcher=_patch)
     directory = None
