@@ -11,6 +11,7 @@ but a plain user name.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import ssl
@@ -30,6 +31,7 @@ CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 2.5  # every command the tool sends is short; a hung server must not hang cron
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 PASSWORD_FILE_ENVVAR = "TRADEUL_MAINT_REDIS_PASSWORD_FILE"
+TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")  # URL options naming files
 _DB_PATH = re.compile(r"^(/\d*)?/?$")  # "", "/", "/3"
 _RESP_FIRST_BYTES = b"+-:$*_,#!=(|~>%"  # how every Redis reply begins, RESP2 and RESP3
 ENCODE_HINT = ("percent-encode the special characters of the user, password and option values "
@@ -98,9 +100,15 @@ def client_for_url(url: str, password: str | None = None) -> redis.Redis:
     if scheme == "redis+cluster":
         return _cluster_client(url, password)
     try:
-        return redis.Redis.from_url(url, **_options(), **extra)
+        client = redis.Redis.from_url(url, **_options(), **extra)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"Redis URL {redact(url)!r} is invalid: {_option_problem(exc)}") from None
+    for option in TLS_FILES:
+        named = client.connection_pool.connection_kwargs.get(option)
+        if named and not os.access(named, os.R_OK):
+            client.close()
+            raise ConfigError(f"Redis URL {redact(url)!r}: {option}={named} is not a readable file")
+    return client
 
 
 def _option_problem(exc: Exception) -> str:
@@ -281,53 +289,52 @@ def _connect_error(client, where: str, exc: BaseException) -> Exception:
     if isinstance(tls, ssl.SSLCertVerificationError):
         return ConfigError(f"Redis at {where}: TLS certificate not trusted ({tls.verify_message or _reason(tls)}): "
                            "give the CA that signed the server's certificate as ssl_ca_certs=PATH in the URL")
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    uses_tls = pool.connection_class is redis.SSLConnection
+    if uses_tls and isinstance(tls, ssl.SSLError) and "PEM" in str(tls):
+        return ConfigError(f"Redis at {where}: a TLS file named in the URL does not hold what its option expects "
+                           f"({_reason(tls)}): check ssl_ca_certs, ssl_certfile and ssl_keyfile")
+    refused = any(isinstance(e, (ConnectionRefusedError, socket.gaierror, FileNotFoundError)) for e in chain)
+    answer = None if refused else _plain_answer(pool)
+    if uses_tls and answer is not None and answer[:1] in _RESP_FIRST_BYTES:
+        return ConfigError(f"Redis at {where} answers without TLS: use redis://, or the port where the server "
+                           "speaks TLS")
     if tls is not None:
         return ConfigError(f"Redis at {where}: TLS handshake failed ({getattr(tls, 'reason', None) or _reason(tls)}):"
                            " check that the server speaks TLS and ssl_certfile/ssl_keyfile hold a client "
                            "certificate it accepts")
-    unreadable = next((e for e in chain if isinstance(e, (FileNotFoundError, PermissionError))), None)
-    kwargs = client.connection_pool.connection_kwargs
-    if unreadable is not None and any(k.startswith("ssl_") for k in kwargs):
-        return ConfigError(f"Redis at {where}: cannot read a TLS file named in the URL ({unreadable.filename}: "
-                           f"{unreadable.strerror})")
-    if not any(isinstance(e, (ConnectionRefusedError, socket.timeout, socket.gaierror, FileNotFoundError))
-               for e in chain):
-        answer = _non_redis_answer(client)
-        if answer is not None:
-            return ConfigError(f"{where} is not a Redis server (to PING it answered {answer!r}): check the host and "
-                               "port, and rediss:// for a server that expects TLS")
+    if not uses_tls and answer is not None and answer[:1] not in _RESP_FIRST_BYTES:
+        first = answer.split(b"\n", 1)[0].decode("ascii", errors="replace").strip()
+        shown = "".join(c if c.isprintable() else "?" for c in first)[:60] or "nothing, and closed the connection"
+        return ConfigError(f"{where} is not a Redis server (to PING it answered {shown!r}): check the host and "
+                           "port, and rediss:// for a server that expects TLS")
     return RedisUnavailableError(f"Redis at {where} is unreachable: {_reason(exc)}")
 
 
-def _non_redis_answer(client) -> str | None:
-    """What the server says to an inline PING on a plain socket, when it is not a Redis reply; None otherwise.
+def _plain_answer(pool) -> bytes | None:
+    """What the server says to an inline PING on a plain socket; None when it cannot be asked or says nothing in time.
 
     Asked only after a connection that opened failed on its first command: a Redis always
     answers PING with a reply (+PONG, -NOAUTH, -LOADING...); an HTTP server with a status
-    line or a page, or nothing before it closes.
+    line or a page, or nothing before it closes (b""); a TLS server closes too.
     """
-    pool = client.connection_pool
     kwargs = pool.connection_kwargs
     if pool.connection_class is redis.UnixDomainSocketConnection:
         family, address = socket.AF_UNIX, kwargs.get("path")
-    elif pool.connection_class is redis.Connection:
-        family, address = socket.AF_INET, (kwargs.get("host", "localhost"), kwargs.get("port", 6379))
-        if ":" in str(address[0]):
-            family = socket.AF_INET6
-    else:  # TLS, Sentinel: their failures say enough
+    elif pool.connection_class in (redis.Connection, redis.SSLConnection):
+        host = kwargs.get("host", "localhost")
+        family, address = (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, kwargs.get("port", 6379))
+    else:  # Sentinel: its failures say enough
         return None
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.settimeout(CONNECT_TIMEOUT)
             probe.connect(address)
             probe.sendall(b"PING\r\n")
-            data = probe.recv(256)
+            return probe.recv(256)
     except OSError:
         return None
-    if data[:1] and data[:1] in _RESP_FIRST_BYTES:
-        return None
-    first = data.split(b"\n", 1)[0].decode("ascii", errors="replace").strip()
-    return "".join(c if c.isprintable() else "?" for c in first)[:60] or "nothing, and closed the connection"
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
