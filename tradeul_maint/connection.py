@@ -216,7 +216,7 @@ def connect(url: str, password: str | None = None):
     client = client_for_url(url, password)
     where = redact(url)
     try:
-        if _cluster_enabled(client, where):
+        if _cluster_enabled(client, where) and not is_cluster(client):
             db = client.connection_pool.connection_kwargs.get("db") or 0
             client.close()
             if db:
@@ -252,10 +252,9 @@ def hash_tag(prefix: str) -> str | None:
 
 def _cluster_enabled(client, where: str) -> bool:
     """Whether the server is a Redis Cluster node; every error an operator must fix is a ConfigError here."""
-    if is_cluster(client):
-        client.ping()
-        return True
     try:
+        if is_cluster(client):
+            return bool(client.ping())
         try:
             return bool(client.info("cluster").get("cluster_enabled"))
         except redis.exceptions.NoPermissionError:
@@ -277,6 +276,9 @@ def _cluster_enabled(client, where: str) -> bool:
             db = client.connection_pool.connection_kwargs.get("db")
             raise ConfigError(f"Redis at {where} has no database {db} (SELECT: {reason}): fix the /DB in the "
                               "URL") from None
+        if "SELECT is not allowed in cluster mode" in reason:
+            raise ConfigError(f"Redis URL {where!r} names a database other than 0, and this Redis is a cluster, "
+                              "which has database 0 only: drop the /DB") from None
         if isinstance(exc, redis.exceptions.NoPermissionError) or reason.startswith(("NOPERM", "DENIED")):
             raise ConfigError(f"Redis at {where} refused this user: {reason}") from None
         raise RedisUnavailableError(f"Redis at {where} refused the connection: {reason}") from None
@@ -284,6 +286,8 @@ def _cluster_enabled(client, where: str) -> bool:
 
 def _connect_error(client, where: str, exc: BaseException) -> Exception:
     """The error for a connection that failed: TLS and non-Redis endpoints are the operator's to fix."""
+    if is_cluster(client):  # its nodes answered when it was made: this is the cluster failing since
+        return RedisUnavailableError(f"Redis Cluster at {where} is unreachable: {_reason(exc)}")
     chain = _chain(exc)
     tls = next((e for e in chain if isinstance(e, ssl.SSLError)), None)
     if isinstance(tls, ssl.SSLCertVerificationError):

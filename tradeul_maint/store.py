@@ -98,7 +98,8 @@ class StateStore:
 
         pipe = self.client.pipeline(transaction=False)
         if sessions:
-            pipe.mget([self.keys.status(s) for s in sessions])
+            # Not pipe.mget, which a Redis Cluster pipeline refuses: the keys share the prefix's slot.
+            pipe.execute_command("MGET", *[self.keys.status(s) for s in sessions])
         pipe.get(self.keys.lock)
         pipe.get(self.keys.last_run)
         *raw, lock, last_run = pipe.execute()
