@@ -246,3 +246,28 @@ def test_delete_keys_spares_the_tools_hash_tagged_keys_on_every_primary(on_clust
     assert sorted(rc.scan_iter("*")) == [f"{{maintenance}}:executed:{DAY}", "{maintenance}:last_run",
                                          f"{{maintenance}}:status:{DAY}"]
     assert status(rc)["task_details"]["clear_all"]["result"] == {"keys_deleted": 630}
+
+
+@pytest.fixture
+def cluster_password(cluster, rc):
+    """Every node requires a password for the length of the test."""
+    for port in cluster:
+        redis.Redis(port=port).config_set("requirepass", "Kc4-cluster")
+    yield "Kc4-cluster"
+    for port in cluster:
+        redis.Redis(port=port, password="Kc4-cluster").config_set("requirepass", "")
+
+
+def test_the_password_file_serves_a_cluster_and_wrong_credentials_are_78(on_cluster, cluster, cluster_password,
+                                                                         tmp_path):
+    secret = tmp_path / "redis-password"
+    secret.write_text(cluster_password + "\n")
+    on_cluster.write_config(PREFIX + marker_tasks(on_cluster.root, ["a"]))
+    ran = on_cluster.run("run", "--date", DAY, TRADEUL_MAINT_REDIS_PASSWORD_FILE=str(secret))
+    assert ran.returncode == 0, ran.stderr
+    seeds = on_cluster.run("status", "--date", DAY, "--now", NOW, TRADEUL_MAINT_REDIS_PASSWORD_FILE=str(secret),
+                           TRADEUL_MAINT_REDIS_URL=f"redis+cluster://127.0.0.1:{cluster[2]}")
+    assert seeds.returncode == 0 and "done" in seeds.stdout, seeds.stderr
+    wrong = on_cluster.run("status", TRADEUL_MAINT_REDIS_URL=f"redis+cluster://:nope-Kc4@127.0.0.1:{cluster[0]}")
+    assert wrong.returncode == 78 and "rejected the credentials" in wrong.stderr
+    assert "Kc4" not in ran.stderr + seeds.stdout + seeds.stderr + wrong.stderr

@@ -169,6 +169,11 @@ def _cluster(**kwargs):
     try:
         return RedisCluster(**kwargs, **_options())
     except redis.exceptions.RedisClusterException as exc:
+        # It wraps what each node said in its message: credentials are the operator's to fix.
+        if any(isinstance(e, redis.AuthenticationError) for e in _chain(exc)) or \
+                re.search(r"username-password|WRONGPASS|NOAUTH|AUTH failed", str(exc)):
+            raise ConfigError("the Redis Cluster nodes rejected the credentials: fix the user/password in the URL "
+                              "(or the password file)") from None
         raise RedisUnavailableError(f"Redis Cluster unreachable: {_reason(exc)}") from None
 
 
