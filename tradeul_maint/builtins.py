@@ -129,11 +129,11 @@ def _delete_matching(client: redis.Redis, pattern: str, dry_run: bool, guard: st
         conn.send_command("SCAN", 0, "MATCH", pattern, "COUNT", SCAN_COUNT)
         while True:
             cursor, keys = conn.read_response()
+            finished = int(cursor) == 0
+            if not finished:  # queued behind the UNLINKs still running: the server never waits for this side
+                conn.send_command("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
             for _ in range(unlinks):
                 count += int(conn.read_response())
-            finished = int(cursor) == 0
-            if not finished:
-                conn.send_command("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
             if guard is not None and keys:
                 kept = _not_under(keys, guard)
                 spared += len(keys) - len(kept)
