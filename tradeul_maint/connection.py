@@ -137,7 +137,7 @@ def _hosts(url: str, default_port: int, shape: str) -> tuple[str, str, list[tupl
     return unquote(username), unquote(password), nodes, [p for p in parts.path.split("/") if p]
 
 
-def _sentinel_client(url: str, password_file: str | None) -> redis.Redis:
+def _sentinel_client(url: str, file_password: str | None) -> redis.Redis:
     """redis+sentinel://[user:pass@]host:26379[,host2:26379...]/SERVICE_NAME[/DB]"""
     from redis.sentinel import Sentinel
 
@@ -145,13 +145,13 @@ def _sentinel_client(url: str, password_file: str | None) -> redis.Redis:
     username, password, nodes, path = _hosts(url, 26379, shape)
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise ConfigError(f"Redis URL {redact(url)!r}: expected {shape}")
-    auth = {"username": username or None, "password": password or password_file}
+    auth = {"username": username or None, "password": password or file_password}
     sentinel = Sentinel(nodes, sentinel_kwargs={**auth, "socket_connect_timeout": CONNECT_TIMEOUT,
                                                 "socket_timeout": CONNECT_TIMEOUT}, **auth, **_options())
     return sentinel.master_for(path[0], db=int(path[1]) if len(path) == 2 else 0)
 
 
-def _cluster_client(url: str, password_file: str | None):
+def _cluster_client(url: str, file_password: str | None):
     """redis+cluster://[user:pass@]host:port[,host2:port...]: the seed nodes of a Redis Cluster."""
     from redis.cluster import ClusterNode
 
@@ -159,11 +159,11 @@ def _cluster_client(url: str, password_file: str | None):
     username, password, nodes, path = _hosts(url, 6379, shape)
     if path or urlsplit(url).query:
         raise ConfigError(f"Redis URL {redact(url)!r}: expected {shape} (a cluster has database 0 only)")
-    return _cluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-                    username=username or None, password=password or password_file)
+    return _cluster(redact(url), startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+                    username=username or None, password=password or file_password)
 
 
-def _cluster(**kwargs):
+def _cluster(where: str, **kwargs):
     from redis.cluster import RedisCluster
 
     try:
@@ -172,9 +172,9 @@ def _cluster(**kwargs):
         # It wraps what each node said in its message: credentials are the operator's to fix.
         if any(isinstance(e, redis.AuthenticationError) for e in _chain(exc)) or \
                 re.search(r"username-password|WRONGPASS|NOAUTH|AUTH failed", str(exc)):
-            raise ConfigError("the Redis Cluster nodes rejected the credentials: fix the user/password in the URL "
+            raise ConfigError(f"Redis Cluster at {where} rejected the credentials: fix the user/password in the URL "
                               "(or the password file)") from None
-        raise RedisUnavailableError(f"Redis Cluster unreachable: {_reason(exc)}") from None
+        raise RedisUnavailableError(f"Redis Cluster at {where} is unreachable: {_reason(exc)}") from None
 
 
 # --- connecting ---------------------------------------------------------------------
@@ -227,7 +227,7 @@ def connect(url: str, password: str | None = None):
             if db:
                 raise ConfigError(f"Redis URL {where!r} names database {db}, and this Redis is a cluster, which "
                                   "has database 0 only: drop the /DB")
-            client = _cluster(url=url, **({"password": password} if password is not None else {}))
+            client = _cluster(where, url=url, **({"password": password} if password is not None else {}))
     except BaseException:
         client.close()
         raise
