@@ -8,7 +8,6 @@ thread per direction per connection, optionally requiring a client certificate.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import ssl
 import sys

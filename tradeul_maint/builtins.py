@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterator
 
 import redis
 
-from tradeul_maint.connection import SCHEMES, connect, is_cluster, redact
+from tradeul_maint.connection import SCHEMES, connect, redact
 from tradeul_maint.errors import ConfigError
+from tradeul_maint.handshake import is_cluster
 from tradeul_maint.keys import Keys
 from tradeul_maint.redisglob import can_match_key_starting_with
 from tradeul_maint.settings import RedisSettings

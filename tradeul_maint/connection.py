@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import ssl
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +23,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from tradeul_maint.errors import ConfigError, RedisUnavailableError
+from tradeul_maint.handshake import ENCODE_HINT, causes, hello, is_cluster, option_problem, reason
 from tradeul_maint.logs import scrub
 
 CONNECT_TIMEOUT = 2.0
@@ -33,9 +32,6 @@ SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 PASSWORD_FILE_ENVVAR = "TRADEUL_MAINT_REDIS_PASSWORD_FILE"
 TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")  # URL options naming files
 _DB_PATH = re.compile(r"^(/\d*)?/?$")  # "", "/", "/3"
-_RESP_FIRST_BYTES = b"+-:$*_,#!=(|~>%"  # how every Redis reply begins, RESP2 and RESP3
-ENCODE_HINT = ("percent-encode the special characters of the user, password and option values "
-               "(/ ? # @ : as %2F %3F %23 %40 %3A)")
 
 
 def redact(url: str) -> str:
@@ -102,23 +98,13 @@ def client_for_url(url: str, password: str | None = None) -> redis.Redis:
     try:
         client = redis.Redis.from_url(url, **_options(), **extra)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"Redis URL {redact(url)!r} is invalid: {_option_problem(exc)}") from None
+        raise ConfigError(f"Redis URL {redact(url)!r} is invalid: {option_problem(exc)}") from None
     for option in TLS_FILES:
         named = client.connection_pool.connection_kwargs.get(option)
         if named and not os.access(named, os.R_OK):
             client.close()
             raise ConfigError(f"Redis URL {redact(url)!r}: {option}={named} is not a readable file")
     return client
-
-
-def _option_problem(exc: Exception) -> str:
-    """What is wrong with the URL's options, in words that name the option and never repeat a value."""
-    text = str(exc)
-    if match := re.search(r"unexpected keyword argument '(\w+)'", text):
-        return f"unknown option {match[1]!r}"
-    if match := re.search(r"Invalid value for '(\w+)'", text):
-        return f"invalid value for option {match[1]!r}"
-    return "it does not parse (" + ENCODE_HINT + ")"
 
 
 def _hosts(url: str, default_port: int, shape: str) -> tuple[str, str, list[tuple[str, int]], list[str]]:
@@ -170,11 +156,11 @@ def _cluster(where: str, **kwargs):
         return RedisCluster(**kwargs, **_options())
     except redis.exceptions.RedisClusterException as exc:
         # It wraps what each node said in its message: credentials are the operator's to fix.
-        if any(isinstance(e, redis.AuthenticationError) for e in _chain(exc)) or \
+        if any(isinstance(e, redis.AuthenticationError) for e in causes(exc)) or \
                 re.search(r"username-password|WRONGPASS|NOAUTH|AUTH failed", str(exc)):
             raise ConfigError(f"Redis Cluster at {where} rejected the credentials: fix the user/password in the URL "
                               "(or the password file)") from None
-        raise RedisUnavailableError(f"Redis Cluster at {where} is unreachable: {_reason(exc)}") from None
+        raise RedisUnavailableError(f"Redis Cluster at {where} is unreachable: {reason(exc)}") from None
 
 
 # --- connecting ---------------------------------------------------------------------
@@ -221,7 +207,7 @@ def connect(url: str, password: str | None = None):
     client = client_for_url(url, password)
     where = redact(url)
     try:
-        if _cluster_enabled(client, where) and not is_cluster(client):
+        if hello(client, where) and not is_cluster(client):
             db = client.connection_pool.connection_kwargs.get("db") or 0
             client.close()
             if db:
@@ -232,12 +218,6 @@ def connect(url: str, password: str | None = None):
         client.close()
         raise
     return client
-
-
-def is_cluster(client) -> bool:
-    from redis.cluster import RedisCluster
-
-    return isinstance(client, RedisCluster)
 
 
 def check_cluster_prefix(prefix: str) -> None:
@@ -253,106 +233,3 @@ def hash_tag(prefix: str) -> str | None:
     start = prefix.find("{")
     end = prefix.find("}", start + 1) if start >= 0 else -1
     return prefix[start + 1:end] if start >= 0 and end > start + 1 else None
-
-
-def _cluster_enabled(client, where: str) -> bool:
-    """Whether the server is a Redis Cluster node; every error an operator must fix is a ConfigError here."""
-    try:
-        if is_cluster(client):
-            return bool(client.ping())
-        try:
-            return bool(client.info("cluster").get("cluster_enabled"))
-        except redis.exceptions.NoPermissionError:
-            client.ping()
-            return False
-    except redis.AuthenticationError:
-        raise ConfigError(f"Redis at {where} rejected the credentials: fix the user/password in the URL "
-                          "(or the password file)") from None
-    except TypeError as exc:  # an option in the URL's query the client does not know, found when it connects
-        raise ConfigError(f"Redis URL {where!r} is invalid: {_option_problem(exc)}") from None
-    except redis.InvalidResponse as exc:
-        raise ConfigError(f"{where} is not a Redis server (its reply does not parse: {_reason(exc)[:80]}): "
-                          "check the host and port") from None
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise _connect_error(client, where, exc) from None
-    except redis.ResponseError as exc:
-        reason = _reason(exc)
-        if "DB index is out of range" in reason or "invalid DB index" in reason:
-            db = client.connection_pool.connection_kwargs.get("db")
-            raise ConfigError(f"Redis at {where} has no database {db} (SELECT: {reason}): fix the /DB in the "
-                              "URL") from None
-        if "SELECT is not allowed in cluster mode" in reason:
-            raise ConfigError(f"Redis URL {where!r} names a database other than 0, and this Redis is a cluster, "
-                              "which has database 0 only: drop the /DB") from None
-        if isinstance(exc, redis.exceptions.NoPermissionError) or reason.startswith(("NOPERM", "DENIED")):
-            raise ConfigError(f"Redis at {where} refused this user: {reason}") from None
-        raise RedisUnavailableError(f"Redis at {where} refused the connection: {reason}") from None
-
-
-def _connect_error(client, where: str, exc: BaseException) -> Exception:
-    """The error for a connection that failed: TLS and non-Redis endpoints are the operator's to fix."""
-    if is_cluster(client):  # its nodes answered when it was made: this is the cluster failing since
-        return RedisUnavailableError(f"Redis Cluster at {where} is unreachable: {_reason(exc)}")
-    chain = _chain(exc)
-    tls = next((e for e in chain if isinstance(e, ssl.SSLError)), None)
-    if isinstance(tls, ssl.SSLCertVerificationError):
-        return ConfigError(f"Redis at {where}: TLS certificate not trusted ({tls.verify_message or _reason(tls)}): "
-                           "give the CA that signed the server's certificate as ssl_ca_certs=PATH in the URL")
-    pool = client.connection_pool
-    kwargs = pool.connection_kwargs
-    uses_tls = pool.connection_class is redis.SSLConnection
-    if uses_tls and isinstance(tls, ssl.SSLError) and "PEM" in str(tls):
-        return ConfigError(f"Redis at {where}: a TLS file named in the URL does not hold what its option expects "
-                           f"({_reason(tls)}): check ssl_ca_certs, ssl_certfile and ssl_keyfile")
-    refused = any(isinstance(e, (ConnectionRefusedError, socket.gaierror, FileNotFoundError)) for e in chain)
-    answer = None if refused else _plain_answer(pool)
-    if uses_tls and answer is not None and answer[:1] in _RESP_FIRST_BYTES:
-        return ConfigError(f"Redis at {where} answers without TLS: use redis://, or the port where the server "
-                           "speaks TLS")
-    if tls is not None:
-        return ConfigError(f"Redis at {where}: TLS handshake failed ({getattr(tls, 'reason', None) or _reason(tls)}):"
-                           " check that the server speaks TLS and ssl_certfile/ssl_keyfile hold a client "
-                           "certificate it accepts")
-    if not uses_tls and answer is not None and answer[:1] not in _RESP_FIRST_BYTES:
-        first = answer.split(b"\n", 1)[0].decode("ascii", errors="replace").strip()
-        shown = "".join(c if c.isprintable() else "?" for c in first)[:60] or "nothing, and closed the connection"
-        return ConfigError(f"{where} is not a Redis server (to PING it answered {shown!r}): check the host and "
-                           "port, and rediss:// for a server that expects TLS")
-    return RedisUnavailableError(f"Redis at {where} is unreachable: {_reason(exc)}")
-
-
-def _plain_answer(pool) -> bytes | None:
-    """What the server says to an inline PING on a plain socket; None when it cannot be asked or says nothing in time.
-
-    Asked only after a connection that opened failed on its first command: a Redis always
-    answers PING with a reply (+PONG, -NOAUTH, -LOADING...); an HTTP server with a status
-    line or a page, or nothing before it closes (b""); a TLS server closes too.
-    """
-    kwargs = pool.connection_kwargs
-    if pool.connection_class is redis.UnixDomainSocketConnection:
-        family, address = socket.AF_UNIX, kwargs.get("path")
-    elif pool.connection_class in (redis.Connection, redis.SSLConnection):
-        host = kwargs.get("host", "localhost")
-        family, address = (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, kwargs.get("port", 6379))
-    else:  # Sentinel: its failures say enough
-        return None
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.settimeout(CONNECT_TIMEOUT)
-            probe.connect(address)
-            probe.sendall(b"PING\r\n")
-            return probe.recv(256)
-    except OSError:
-        return None
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    while exc is not None and exc not in seen:
-        seen.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return seen
-
-
-def _reason(exc: BaseException) -> str:
-    return scrub(str(exc).strip().rstrip(".")) or type(exc).__name__
