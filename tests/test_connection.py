@@ -260,3 +260,22 @@ def test_an_unexpected_errors_traceback_is_scrubbed_with_v(project, monkeypatch)
     assert result.exit_code == 70
     assert "Traceback" in result.stderr and "RuntimeError" in result.stderr
     assert "s3cr3tpw" not in result.output + result.stderr
+
+
+@pytest.mark.parametrize("server_args, user", [
+    (("--rename-command", "INFO", ""), None),  # INFO renamed away, as on some managed services
+    ((), "noinfo"),  # an ACL user that may not run INFO
+])
+def test_a_server_that_will_not_answer_info_is_asked_ping(project, tmp_path, servers, server_args, user):
+    proc, port = start_server(tmp_path, "noinfo", *server_args)
+    servers.append(proc)
+    url = f"redis://127.0.0.1:{port}/0"
+    if user:
+        admin = redis.Redis(port=port)
+        admin.acl_setuser(user, enabled=True, passwords=["+Ni4-pass"], keys=["*"], commands=["+@all", "-info"])
+        admin.close()
+        url = f"redis://{user}:Ni4-pass@127.0.0.1:{port}/0"
+    project.write_config(marker_tasks(project.root, ["a"]))
+    result = project.run("run", "--date", DAY, TRADEUL_MAINT_REDIS_URL=url)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(redis.Redis(port=port).get(f"maintenance:status:{DAY}"))["all_success"] is True
