@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import redis
 
-from tradeul_maint.connection import SCHEMES, connect, redact
+from tradeul_maint.connection import check_url, connect
 from tradeul_maint.errors import ConfigError
 from tradeul_maint.handshake import is_cluster
 from tradeul_maint.keys import Keys
@@ -393,10 +393,11 @@ def validate_builtin(name: str, params: dict[str, Any], section: str) -> None:
     missing = [k for k in entry.required if k not in params]
     if missing:
         raise ConfigError(f"[{section}] {name} needs params.{missing[0]}")
-    url = params.get("url")
-    if url is not None and url.split("://", 1)[0].lower() not in SCHEMES:
-        raise ConfigError(f"[{section}] params.url = {redact(url)!r}: expected redis://, rediss://, unix:// "
-                          "or redis+sentinel://")
+    if params.get("url") is not None:
+        try:
+            check_url(params["url"])
+        except ConfigError as exc:
+            raise ConfigError(f"[{section}] params.url: {exc}") from None
     if entry.check:
         entry.check(params, section)
 
