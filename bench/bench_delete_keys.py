@@ -17,9 +17,9 @@ bottleneck when the ratio is high; the target is 1.5x at most. The shell way is
 
 timed as a whole, like the built-in's process (interpreter start included). The built-in's
 peak RSS (ru_maxrss) is measured at N and at N/10: it should not grow with the key count.
-Exits 1 when the call takes more than 1.5x the server's time, its peak memory grows with
-the key count, or (from 1,000,000 keys on, where interpreter start no longer dominates)
-the built-in's process is not at least 2x faster than the shell way.
+Exits 1 when the call takes more than 1.5x the server's time or its peak memory grows with
+the key count. The shell way is printed for comparison, not judged: it runs two processes
+side by side, so on a shared machine its time says more about the other jobs than about it.
 """
 
 from __future__ import annotations
@@ -178,9 +178,9 @@ def main() -> int:
 
     speedup = shell / tool["seconds"]
     growth_kb = tool["peak_kb"] - tool_small["peak_kb"]
-    print(f"\nspeedup {speedup:.1f}x (needs >= 2x from 1,000,000 keys); peak RSS {tool_small['peak_kb'] / 1024:.1f} MB at {small:,} keys "
+    print(f"\nspeedup {speedup:.1f}x than the shell way; peak RSS {tool_small['peak_kb'] / 1024:.1f} MB at {small:,} keys "
           f"vs {tool['peak_kb'] / 1024:.1f} MB at {n:,} ({growth_kb / 1024:+.1f} MB)")
-    ok = ratio <= TARGET_SERVER_RATIO and growth_kb <= MEMORY_TOLERANCE_KB and (speedup >= 2 or n < 1_000_000)
+    ok = ratio <= TARGET_SERVER_RATIO and growth_kb <= MEMORY_TOLERANCE_KB
     print("OK" if ok else "FAILED")
     return 0 if ok else 1
 
