@@ -1,5 +1,6 @@
 """The built-in tasks against a real redis-server: what they delete, trim and save, and what they refuse at load."""
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -419,7 +420,7 @@ def test_delete_keys_never_unlinks_a_key_under_the_prefix_whatever_the_pattern(c
 def test_delete_keys_spares_the_prefix_the_context_names(client, r):
     r.mset({"custom:status:2026-11-19": "{}", "custom:lock": "x", "maintenance:lock": "y"})
     ctx = make_ctx(client, patterns=["*"])
-    ctx.key_prefix = "custom"
+    ctx = dataclasses.replace(ctx, key_prefix="custom")
     builtins.delete_keys(ctx)
     assert sorted(r.keys()) == ["custom:lock", "custom:status:2026-11-19"]
 

@@ -229,9 +229,6 @@ def test_delete_keys_scans_every_primary(on_cluster, rc, cluster):
     assert status(rc)["task_details"]["clear"]["result"] == {"keys_deleted": 600}
 
 
-@pytest.mark.skipif("key_prefix" not in getattr(__import__("tradeul_maint.tasks").tasks.TaskContext,
-                                                "__dataclass_fields__", {}),
-                    reason="TaskContext.key_prefix (tasks.py) has not landed: the task sees the default prefix")
 def test_delete_keys_spares_the_tools_hash_tagged_keys_on_every_primary(on_cluster, rc, cluster):
     fill_cluster(rc, cluster)
     on_cluster.write_config(PREFIX + f"""

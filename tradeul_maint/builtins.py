@@ -24,13 +24,11 @@ from tradeul_maint.errors import ConfigError
 from tradeul_maint.handshake import is_cluster
 from tradeul_maint.keys import Keys
 from tradeul_maint.redisglob import can_match_key_starting_with
-from tradeul_maint.settings import RedisSettings
 
 # Buckets examined per SCAN call: about a millisecond of server time each (bench_delete_keys
 # shows it), so other clients never wait long, and few enough steps that the client's wait
 # between two of them (a wakeup, a round trip) stays a small part of the server's work.
 SCAN_COUNT = 2000
-DEFAULT_PREFIX = RedisSettings.key_prefix
 BGSAVE_TIMEOUT = 600.0
 POLL_FIRST, POLL_MAX = 0.02, 0.5  # seconds between INFO polls while a snapshot runs (doubling)
 AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])?$")
@@ -90,8 +88,7 @@ def delete_keys(ctx) -> dict[str, Any]:
     warning), so no pattern can delete a status document or the lock.
     """
     dry_run = ctx.params.get("dry_run", False)
-    # TaskContext.key_prefix is the configured [redis] key_prefix; a context without it is the default's.
-    namespace = Keys(getattr(ctx, "key_prefix", DEFAULT_PREFIX)).namespace
+    namespace = Keys(ctx.key_prefix).namespace  # the configured [redis] key_prefix
     total = 0
     with target_redis(ctx) as client:
         for pattern in ctx.params["patterns"]:

@@ -48,6 +48,11 @@ def _options() -> dict:
     }
 
 
+def socket_client(path: str) -> redis.Redis:
+    """A client on a unix socket: the embedded Redis."""
+    return redis.Redis(unix_socket_path=path, **_options())
+
+
 def check_url(url: str) -> str:
     """The URL's scheme, once the URL is known to mean what it says; ConfigError otherwise.
 
@@ -183,7 +188,7 @@ def open_redis(url: str | None, state_dir: Path, *, password_file: Path | None =
         from tradeul_maint.embedded import EmbeddedRedis
 
         embedded = EmbeddedRedis(state_dir)
-        client = redis.Redis(unix_socket_path=embedded.start(), **_options())
+        client = socket_client(embedded.start())
         where = f"embedded Redis in {embedded.dir}"
     else:
         client = connect(url, read_password(password_file) if password_file else None)

@@ -175,8 +175,8 @@ class RotatingFile:
     entries from many processes never interleave, and an entry is in the file whole or not
     at all: when a write fails part way (a full disk), the file is cut back to where the
     entry began before the lock is let go, so no torn line is left for the next entry to
-    be glued to. A write that fails costs one warning line on stderr per process (cron
-    mails it), never an exception: the run goes on. Rotation happens under the same lock,
+    be glued to. A write that fails costs one warning line on stderr per run (cron mails
+    it; see `configure_logging`), never an exception: the run goes on. Rotation happens under the same lock,
     after looking at the file again (another process may have rotated it a moment ago:
     the inode changed, or it is small again); it shifts `.1`..`.N` and renames the file.
     A process whose file was rotated by another notices the new inode on its next append
@@ -321,18 +321,20 @@ def write_failed(path: Path, exc: OSError) -> None:
 
 
 class ConsoleSink:
-    """stderr, looked up at each write (tests swap it), with credentials scrubbed from the final text."""
+    """stderr (looked up at each write: tests swap it) or the stream given, with credentials scrubbed."""
 
-    def __init__(self, preamble: Callable[[], str] | None = None):
+    def __init__(self, preamble: Callable[[], str] | None = None, stream=None):
         self._preamble = preamble
+        self._stream = stream
 
     def write(self, message: str) -> None:
         text = scrub(str(message))
         if self._preamble is not None:
             preamble, self._preamble = self._preamble, None
             text = preamble() + text
-        sys.stderr.write(text)
-        sys.stderr.flush()
+        stream = self._stream or sys.stderr
+        stream.write(text)
+        stream.flush()
 
 
 # --- configuration -----------------------------------------------------------------
@@ -354,6 +356,18 @@ class LogDir:
 
 
 @dataclass(frozen=True)
+class Sinks:
+    """What `configure_logging` installed in this process: a task's process installs the same."""
+
+    directory: Path | None
+    verbose: bool
+    quiet: bool
+
+
+installed = Sinks(None, False, False)
+
+
+@dataclass(frozen=True)
 class FallbackNotice:
     """The one line saying the log is not where the settings point, and why."""
 
@@ -370,30 +384,36 @@ class FallbackNotice:
 
 
 def configure_logging(settings: Settings | None, verbose: bool = False, quiet: bool = False,
-                      files: bool = True) -> Path | None:
+                      files: bool = True, directory: Path | None = None, console=None) -> Path | None:
     """Install the sinks for this invocation and return the log directory in use (None without files).
 
     When the configured directory is not writable the files go to <state-dir>/logs, and a
     one-line `log_dir_fallback` notice precedes this process's first entry in the file and
     its first line on the console: a cron tick with nothing to do stays silent, since cron
     mails anything it prints, while any run that logs anything says where its log went.
+    A task's process passes the `directory` its runner chose (and a `console` stream, since
+    its own stderr is its captured output).
     """
     from loguru import logger  # here, not above: the cron tick uses this module's log-dir checks without it
 
-    global _write_failure_reported
-    _write_failure_reported = False  # one warning per invocation (tests run many in one process)
+    global installed, _write_failure_reported
+    # One warning per invocation (tests run many in one process). The processes a runner starts
+    # (given its `directory`) write to the same files and say nothing: the runner says it once.
+    _write_failure_reported = directory is not None
     logger.remove()
     logger.configure(patcher=_patch)
-    directory = None
-    if settings is not None and files:
+    if directory is not None:
+        directory = LogDir(directory)
+    elif settings is not None and files:
         directory = choose_log_dir(log_dir_for(settings), fallback_log_dir(settings))
     notice = None
     if directory is not None and directory.fallback_reason:
         notice = FallbackNotice(log_dir_for(settings), directory.path, directory.fallback_reason)
     console_level = "DEBUG" if verbose else "ERROR" if quiet else "WARNING"
-    logger.add(ConsoleSink(notice.console_line if notice else None), level=console_level, format=_console_line,
-               colorize=sys.stderr.isatty(), backtrace=False, diagnose=False,
+    logger.add(ConsoleSink(notice.console_line if notice else None, console), level=console_level,
+               format=_console_line, colorize=(console or sys.stderr).isatty(), backtrace=False, diagnose=False,
                filter=lambda r: r["extra"].get("console", True) or verbose)
+    installed = Sinks(directory.path if directory else None, verbose, quiet)
     if directory is None:
         return None
     log = settings.logging
