@@ -129,11 +129,16 @@ def status(rc: RedisCluster, day: str = DAY) -> dict:
 
 
 def test_a_redis_url_of_any_node_runs_on_the_cluster(on_cluster, rc):
-    on_cluster.write_config(PREFIX + marker_tasks(on_cluster.root, ["a", "b"], deps={"b": ["a"]}))
+    (on_cluster.root / "spread.py").write_text(
+        "def run(ctx):\n    for i in range(50):\n        ctx.redis.set(f'probe:{i}', i)\n")
+    on_cluster.write_config(PREFIX + marker_tasks(on_cluster.root, ["a", "b"], deps={"b": ["a"]})
+                            + '[[tasks]]\nname = "spread"\npython = "spread:run"\n')
     result = on_cluster.run("run", "--date", DAY)
     assert result.returncode == 0, result.stderr
     doc = status(rc)
-    assert doc["all_success"] is True and doc["tasks"] == {"a": "completed", "b": "completed"}
+    assert doc["all_success"] is True and doc["tasks"] == {"a": "completed", "b": "completed",
+                                                            "spread": "completed"}
+    assert sum(1 for _ in rc.scan_iter("probe:*")) == 50  # a Python task's ctx.redis is a cluster client
     assert rc.get(f"{{maintenance}}:executed:{DAY}") == "1" and rc.get("{maintenance}:last_run") == DAY
     again = on_cluster.run("run", "--date", DAY)
     assert again.returncode == 0 and count_runs(on_cluster.root, "a") == [DAY]

@@ -212,10 +212,15 @@ def test_the_password_file_is_read_for_an_acl_user_and_is_on_no_command_line_or_
         "import os, sys, time\n"
         f"open({str(seen)!r}, 'w').write(repr(dict(os.environ)))\n"
         "time.sleep(float(sys.argv[1]))\n")
+    (project.root / "probe.py").write_text("def run(ctx):\n    ctx.redis.set('maintenance:probe', ctx.task)\n")
     project.write_config(f"""
         [[tasks]]
         name = "peek"
         command = ["{sys.executable}", "{tmp_path / 'peek.py'}", "2"]
+
+        [[tasks]]
+        name = "probe"
+        python = "probe:run"
     """)
     url = f"unix://{user}@{redis_url.removeprefix('unix://')}"  # the user in the URL, the password in the file
     runner = project.spawn("run", "--date", DAY, TRADEUL_MAINT_REDIS_URL=url,
@@ -227,6 +232,7 @@ def test_the_password_file_is_read_for_an_acl_user_and_is_on_no_command_line_or_
     assert password.encode() not in exposed
     assert password not in seen.read_text() + out + err
     assert json.loads(r.get(f"maintenance:status:{DAY}"))["all_success"] is True
+    assert r.get("maintenance:probe") == "probe"  # a Python task's ctx.redis has the password too
 
 
 @pytest.mark.parametrize("problem, message", [
