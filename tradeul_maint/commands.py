@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from tradeul_maint.logs import (
     fallback_log_dir,
     log_dir_for,
     scrub,
+    scrubbed_traceback,
 )
 from tradeul_maint.options import (
     NOW_ENVVAR,
@@ -191,7 +191,7 @@ def errors_to_exit_codes(g: Globals) -> Iterator[None]:
         yield
     except MaintError as exc:
         if g.verbose:
-            traceback.print_exc()
+            sys.stderr.write(scrubbed_traceback())
         err.print(error_line(exc), markup=False, emoji=False)
         raise typer.Exit(exc.exit_code) from None
     except Interrupted as exc:
@@ -202,7 +202,7 @@ def errors_to_exit_codes(g: Globals) -> Iterator[None]:
         raise typer.Exit(EXIT_SIGINT) from None
     except Exception as exc:  # a bug or an unforeseen environment: still one line, no secrets
         if g.verbose:
-            traceback.print_exc()
+            sys.stderr.write(scrubbed_traceback())
         err.print(f"tradeul-maint: unexpected error: {type(exc).__name__}: {scrub(str(exc))} "
                   "(run with -v for the traceback)", markup=False)
         raise typer.Exit(EXIT_INTERNAL) from None

@@ -126,7 +126,8 @@ def _check_ttl(settings: Settings, calendar: TradingCalendar) -> None:
 def connected(ctx: Context) -> Iterator[StateStore]:
     s = ctx.settings
     try:
-        with open_redis(s.redis.url, s.state_dir) as (client, _where):
+        with open_redis(s.redis.url, s.state_dir, password_file=s.redis.password_file,
+                        key_prefix=s.redis.key_prefix) as (client, _where):
             yield StateStore(client, Keys(s.redis.key_prefix), s.redis.status_ttl_days, s.redis.lock_lease_seconds)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailableError(f"lost the connection to Redis: {str(exc).strip() or type(exc).__name__}") \
@@ -331,7 +332,8 @@ def _supervisor(ctx: Context, store: StateStore, lock) -> object:
         "log_dir": str(logs.installed.directory) if logs.installed.directory else None,
         "verbose": logs.installed.verbose,
         "quiet": logs.installed.quiet,
-        "redis": {"unix_socket": socket_path} if socket_path else {"url": s.redis.url},
+        "redis": {"unix_socket": socket_path} if socket_path else {
+            "url": s.redis.url, "password_file": str(s.redis.password_file) if s.redis.password_file else None},
         "lock": {"key": store.keys.lock, "token": lock.token, "lease_ms": int(s.redis.lock_lease_seconds * 1000)},
         "grace": s.run.stop_grace_seconds,
     })

@@ -26,6 +26,11 @@ class Keys:
         return f"{self.prefix}:transitions:{session.isoformat()}"
 
     @property
+    def namespace(self) -> str:
+        """What every key of the tool begins with; `redis.delete_keys` never deletes a key that does."""
+        return f"{self.prefix}:"
+
+    @property
     def last_run(self) -> str:
         return f"{self.prefix}:last_run"
 

@@ -37,22 +37,46 @@ DIR_MODE = 0o750
 TRACEBACK_LIMIT = 16384
 UTC = dt.timezone.utc
 
-# A URL's password up to the last '@' of its authority (`redis://user:secret@host`), and
-# `password=secret`, `"password": "secret"`, `requirepass secret` pairs.
-_URL_SECRET = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/:@\s]*:)([^\s/]*)(?=@)", re.IGNORECASE)
-_PAIR_SECRET = re.compile(r"(\b(?:password|passwd)[\"']?\s*[=:]\s*[\"']?|\brequirepass\s+[\"']?)"
-                          r"([^\s,;&\"')}\]]+)", re.IGNORECASE)
-_SECRET_KEYS = re.compile(r"(^|_)(password|passwd|secret)$", re.IGNORECASE)
+# A URL's user information: everything between "://" and the LAST "@" of that run of
+# non-blank characters. A password with an unencoded "/", "?", "#" or "@" makes a URL
+# parser see part of it as the host, path, query or fragment, so the only safe cut is the
+# last "@"; the user is shown only when the user information is plainly "user:password".
+_URL_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)(\S*)@", re.IGNORECASE)
+# `NAME=value` and `NAME: value` (quoted or not, JSON's `"name": "value"` too) whose name
+# contains one of these words, any case, with or without "_", "-" or "." around or inside;
+# and `requirepass value` (redis.conf, CONFIG SET).
+_SECRET_WORD = r"(?:pass(?:word|wd)|pwd|secret|token|api[_.-]?key)"
+_PAIR_SECRET = re.compile(r"((?<![\w.-])[\w.-]*" + _SECRET_WORD + r"[\w.-]*[\"']?[ \t]*[=:][ \t]*|\brequirepass[ \t]+)"
+                          r"(\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&\"')}\]]+)", re.IGNORECASE)
+_SECRET_KEYS = re.compile(_SECRET_WORD, re.IGNORECASE)
 
 
 def scrub(text: str) -> str:
-    """Remove passwords from URLs (`redis://user:secret@`) and `password=secret` pairs."""
-    text = _URL_SECRET.sub(lambda m: m.group(1) + "***", text)
-    return _PAIR_SECRET.sub(lambda m: m.group(1) + "***", text)
+    """Remove the user information of URLs (`redis://user:secret@`) and the values of secret-named pairs."""
+    text = _URL_USERINFO.sub(_hide_userinfo, text)
+    return _PAIR_SECRET.sub(_hide_value, text)
+
+
+def _hide_userinfo(match: re.Match) -> str:
+    userinfo = match[2]
+    user, colon, _ = userinfo.partition(":")
+    plain = colon and not any(c in userinfo for c in "/?#@")
+    return f"{match[1]}{user + ':' if plain else ''}***@"
+
+
+def _hide_value(match: re.Match) -> str:
+    value = match[2]
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{match[1]}{quote}***{quote}"
+
+
+def scrubbed_traceback() -> str:
+    """The exception being handled, formatted as `traceback.print_exc` would print it, scrubbed."""
+    return scrub(traceback.format_exc())
 
 
 def scrub_value(value: Any, key: str = "") -> Any:
-    """`scrub` through the strings of a bound field, its lists and dicts; a field named like a password is hidden."""
+    """`scrub` through the strings of a bound field, its lists and dicts; a field named like a secret is hidden."""
     if key and _SECRET_KEYS.search(key) and value is not None:
         return "***"
     if isinstance(value, str):
@@ -62,6 +86,15 @@ def scrub_value(value: Any, key: str = "") -> Any:
     if isinstance(value, (list, tuple)):
         return [scrub_value(v) for v in value]
     return value
+
+
+def _json(entry: dict[str, Any]) -> str:
+    """One JSON line; every string in it scrubbed, values json cannot hold (stringified) included.
+
+    The strings are scrubbed before they are encoded, never the encoded line: in JSON a
+    newline is the two characters `\\n`, which would run one `NAME=value` into the next.
+    """
+    return json.dumps(scrub_value(entry), default=lambda value: scrub(str(value)), ensure_ascii=False) + "\n"
 
 
 def _patch(record) -> None:
@@ -92,14 +125,13 @@ def entry_line(record) -> str:
         entry["exception"] = f"{exc.type.__name__}: {exc.value}" if exc.type else str(exc.value)
         text = "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
         entry["traceback"] = text if len(text) <= TRACEBACK_LIMIT else "..." + text[-TRACEBACK_LIMIT:]
-    # A last pass over the whole line catches credentials inside values json.dumps stringified.
-    return scrub(json.dumps(entry, default=str, ensure_ascii=False)) + "\n"
+    return _json(entry)
 
 
 def notice_line(event: str, level: str = "WARNING", **fields: Any) -> str:
     entry = {"time": dt.datetime.now(UTC).isoformat(timespec="milliseconds"), "level": level, "event": event,
              **fields}
-    return scrub(json.dumps(entry, default=str, ensure_ascii=False)) + "\n"
+    return _json(entry)
 
 
 def _console_line(record) -> str:
@@ -139,12 +171,16 @@ def lock_path(path: Path) -> Path:
 class RotatingFile:
     """An append-only log file shared by any number of processes, rotated at `max_bytes` keeping `retention`.
 
-    Every append is one O_APPEND write under a shared flock on `.<name>.lock`, so appends
-    from many processes never interleave and never wait for each other. Rotation takes the
-    exclusive flock, looks at the file again (another process may have rotated it a moment
-    ago: the inode changed, or it is small again) and only then shifts `.1`..`.N` and renames
-    the file. A process whose file was rotated by another notices the new inode on its next
-    append and reopens. Readers take the shared flock while they open the set of files.
+    Every entry is one O_APPEND write under an exclusive flock on `.<name>.lock`, so
+    entries from many processes never interleave, and an entry is in the file whole or not
+    at all: when a write fails part way (a full disk), the file is cut back to where the
+    entry began before the lock is let go, so no torn line is left for the next entry to
+    be glued to. A write that fails costs one warning line on stderr per run (cron mails
+    it; see `configure_logging`), never an exception: the run goes on. Rotation happens under the same lock,
+    after looking at the file again (another process may have rotated it a moment ago:
+    the inode changed, or it is small again); it shifts `.1`..`.N` and renames the file.
+    A process whose file was rotated by another notices the new inode on its next append
+    and reopens. Readers take the lock shared while they open the set of files.
     """
 
     def __init__(self, path: Path, max_bytes: int, retention: int, preamble: Callable[[], str] | None = None):
@@ -163,16 +199,17 @@ class RotatingFile:
                 preamble, self._preamble = self._preamble, None
                 text = preamble() + text
             data = text.encode("utf-8", errors="replace")
-            lock = self._lock()
-            fcntl.flock(lock, fcntl.LOCK_SH)
             try:
-                if not self._usable(len(data)):
-                    # Converting to LOCK_EX is not atomic: _prepare re-checks everything under it.
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                    self._prepare(len(data))
-                _write_all(self._fd, data)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                lock = self._lock()
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    if not self._usable(len(data)):
+                        self._prepare(len(data))
+                    _write_whole(self._fd, data)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+            except OSError as exc:
+                write_failed(self.path, exc)
 
     def write(self, message: str) -> None:
         """loguru's file-like sink interface: the message carries its record."""
@@ -257,11 +294,37 @@ def _open_new(path: Path, flags: int) -> int:
     return fd
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_whole(fd: int, data: bytes) -> None:
+    """Append `data` whole or not at all; the caller holds the exclusive lock, so the end is where it starts."""
+    start = os.fstat(fd).st_size
     view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    try:
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+    except OSError:
+        try:
+            os.ftruncate(fd, start)  # shrinking needs no space
+        except OSError:
+            pass
+        raise
+
+
+_write_failure_reported = False  # one warning per process, whatever the number of failed writes and files
+
+
+def write_failed(path: Path, exc: OSError) -> None:
+    """Say once, on stderr, that log entries are being lost: never loguru's traceback for every entry."""
+    global _write_failure_reported
+    if _write_failure_reported:
+        return
+    _write_failure_reported = True
+    try:
+        sys.stderr.write(f"tradeul-maint: warning: cannot write the log {path} ({exc.strerror or exc}); log entries "
+                         "are being lost, the run goes on: free space in the log directory or set --log-dir\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 class ConsoleSink:
@@ -355,7 +418,10 @@ def configure_logging(settings: Settings | None, verbose: bool = False, quiet: b
     """
     from loguru import logger  # here, not above: the cron tick uses this module's log-dir checks without it
 
-    global installed
+    global installed, _write_failure_reported
+    # One warning per invocation (tests run many in one process). The processes a runner starts
+    # (given its `directory`) write to the same files and say nothing: the runner says it once.
+    _write_failure_reported = directory is not None
     logger.remove()
     logger.configure(patcher=_patch)
     if directory is not None:

@@ -65,6 +65,7 @@ class RunSettings:
 @dataclass(frozen=True)
 class RedisSettings:
     url: str | None = None
+    password_file: Path | None = None  # the password of `url`, read when connecting (never held here)
     key_prefix: str = "maintenance"
     status_ttl_days: int = 30
     lock_lease_seconds: float = 60
@@ -206,7 +207,7 @@ def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], re
     _only(raw, "", {"schedule", "run", "redis", "logging", "calendar", "tasks"})
     schedule = _schedule(_table(raw, "schedule"))
     run = _run(_table(raw, "run"), path)
-    redis = _redis(_table(raw, "redis"), cli, env)
+    redis = _redis(_table(raw, "redis"), path, cli, env)
     logging = _logging(_table(raw, "logging"))
     calendar = _calendar(_table(raw, "calendar"))
     tasks = _tasks(raw.get("tasks", []), require_tasks)
@@ -242,7 +243,7 @@ _KNOWN = {
                  "recover_during_market_hours", "deadline_minutes"},
     "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor",
             "stop_grace_seconds"},
-    "redis": {"url", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
+    "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
     "logging": {"dir", "rotation", "retention", "level"},
     "calendar": {"closed", "early_closes", "sessions", "expiry_warning_days"},
     "tasks": {"name", "command", "python", "builtin", "params", "after", "timeout", "retries", "retry_delay",
@@ -336,15 +337,23 @@ def _run(t: dict, config_path: Path | None) -> RunSettings:
     )
 
 
-def _redis(t: dict, cli: Overrides, env: dict[str, str]) -> RedisSettings:
+def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str]) -> RedisSettings:
     d = RedisSettings()
     url = cli.redis_url or env.get("TRADEUL_MAINT_REDIS_URL") or env.get("REDIS_URL") or \
         _typed(t, "redis", "url", str, None)
+    # The password of `url`, from a file: on no command line and in no environment. In the
+    # config file, a relative path is relative to the file's directory.
+    password_file = Path(env["TRADEUL_MAINT_REDIS_PASSWORD_FILE"]).expanduser() \
+        if env.get("TRADEUL_MAINT_REDIS_PASSWORD_FILE") else None
+    if password_file is None and (configured := _typed(t, "redis", "password_file", str, None)):
+        base = config_path.resolve().parent if config_path else Path.cwd()
+        password_file = base / Path(configured).expanduser()
     prefix = _typed(t, "redis", "key_prefix", str, d.key_prefix)
     if not prefix or any(c.isspace() for c in prefix):
         raise ConfigError(f"[redis] key_prefix = {prefix!r}: must be non-empty without spaces")
     return RedisSettings(
         url=url or None,
+        password_file=password_file,
         key_prefix=prefix,
         status_ttl_days=int(_positive("redis", "status_ttl_days",
                                       _typed(t, "redis", "status_ttl_days", int, d.status_ttl_days))),
@@ -486,20 +495,23 @@ def _task(t: dict, name: str) -> TaskSpec:
 
 
 def _protect_own_keys(tasks: tuple[TaskSpec, ...], redis: RedisSettings) -> None:
-    """A delete pattern on the maintenance Redis must not match the tool's own state and lock."""
-    import fnmatch
+    """A delete pattern on the maintenance Redis that could match one of the tool's keys is refused here.
 
-    own = [f"{redis.key_prefix}:status:2026-01-02", f"{redis.key_prefix}:transitions:2026-01-02",
-           f"{redis.key_prefix}:lock", f"{redis.key_prefix}:last_run"]
+    An early, clear error: the guarantee is at run time, where `redis.delete_keys` skips
+    every key under the prefix whatever its pattern and target (builtins.py).
+    """
+    from tradeul_maint.keys import Keys
+    from tradeul_maint.redisglob import can_match_key_starting_with
+
+    namespace = Keys(redis.key_prefix).namespace
     for task in tasks:
         if task.builtin != "redis.delete_keys" or task.params.get("url"):
             continue
         for pattern in task.params.get("patterns", []):
-            # Redis globs and fnmatch agree on *, ? and [..], which is all a prefix check needs.
-            hit = next((key for key in own if fnmatch.fnmatchcase(key, pattern)), None)
-            if hit:
+            if can_match_key_starting_with(pattern, namespace):
                 raise ConfigError(f"[tasks.{task.name}] params.patterns: {pattern!r} would delete this tool's own "
-                                  f"state ({hit}): narrow the pattern")
+                                  f"state (it can match keys under {namespace}, the status documents and the "
+                                  "lock): narrow the pattern")
 
 
 def _check_graph(tasks: list[TaskSpec]) -> None:

@@ -135,7 +135,8 @@ class StateStore:
         from tradeul_maint.lock import LockHolder  # here: the cron tick reads statuses without the lock's logging
 
         pipe = self.client.pipeline(transaction=False)
-        pipe.mget([self.keys.status(s) for s in sessions] or [self.keys.last_run])  # MGET needs a key
+        # MGET needs a key; not pipe.mget, which a Redis Cluster pipeline refuses (the keys share one slot).
+        pipe.execute_command("MGET", *([self.keys.status(s) for s in sessions] or [self.keys.last_run]))
         pipe.get(self.keys.lock)
         pipe.pttl(self.keys.lock)
         pipe.get(self.keys.last_run)

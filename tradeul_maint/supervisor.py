@@ -513,11 +513,13 @@ def task_redis(target: dict[str, Any] | None):
     """A client on the maintenance Redis, for a Python task or the lease watch: `{"url": ...}` or `{"unix_socket": ...}`."""
     if not target:
         return None
-    from tradeul_maint.connection import client_for_url, socket_client
+    from tradeul_maint.connection import connect, read_password, socket_client
 
     if target.get("unix_socket"):
         return socket_client(target["unix_socket"])
-    return client_for_url(target["url"])
+    # connect: a cluster node's URL gives a cluster client; the password file is read here, as by the runner.
+    password_file = target.get("password_file")
+    return connect(target["url"], read_password(Path(password_file)) if password_file else None)
 
 
 def main() -> None:
