@@ -134,6 +134,7 @@ def run(
         report = core.run(context, session, tuple(task or ()), force, dry_run)
     if dry_run:
         render_plan(report.plan)
+        render_unloadable(context.settings)
         return
     if session is not None and report.plan.empty:
         for deferred in report.plan.deferred:
@@ -152,6 +153,15 @@ def render_plan(plan: core.Plan, nothing: str = "nothing to do") -> None:
         out.print(line, markup=False, emoji=False)
         for detail in details:
             out.print(detail, markup=False, emoji=False)
+
+
+def render_unloadable(settings: Settings) -> None:
+    """A dry run imports the `python` tasks, as the run would: one line for each that does not load."""
+    from tradeul_maint.preflight import unloadable_tasks
+
+    for check in unloadable_tasks(settings):
+        out.print(f"{check.name} would fail: cannot load {check.detail.removeprefix('python ')}", markup=False,
+                  emoji=False)
 
 
 def render_results(report: core.RunReport, quiet: bool) -> None:
@@ -317,15 +327,69 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+@app.command()
+def check(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document: ok, config, redis, checks.")] = False,
+    now: NowOption = None,
+) -> None:
+    """Preflight: config, Redis (reachable, writable, key types), tasks, log directory, calendar; exit 0 when all pass."""
+    from tradeul_maint import preflight
+
+    g: Globals = ctx.obj
+    with errors_to_exit_codes(g):
+        configure_logging(None, g.verbose, g.quiet)  # console only: a preflight writes no log entries
+        report = preflight.run(g.overrides, now)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        render_checks(report)
+    if report.fatal is not None:
+        raise typer.Exit(report.fatal.exit_code)
+    if not report.ok:
+        raise typer.Exit(EXIT_TASKS_FAILED)
+
+
+def render_checks(report) -> None:
+    """One line per check, `✓ ok` or `✗ FAIL` first (so it greps), then a summary line."""
+    good, bad = ("✓ ok  ", "✗ FAIL") if _can_print("✓✗") else ("+ ok  ", "x FAIL")
+    lines = [f"tradeul-maint check: config {report.config or '-'}, Redis {report.redis or '-'}"]
+    lines += [f"{good if c.ok else bad} {c.name}: {c.detail}" for c in report.checks]
+    failed = report.failed
+    lines.append(f"all {len(report.checks)} checks passed" if not failed else
+                 f"{len(failed)} of {len(report.checks)} checks failed: {', '.join(c.name for c in failed)}")
+    sys.stdout.write("".join(scrub(line) + "\n" for line in lines))
+
+
+def _can_print(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
 @app.command("calendar")
 def calendar_command(
     ctx: typer.Context,
     sessions: Annotated[int, typer.Option("--sessions", metavar="N", min=1, help="How many next sessions.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
     now: NowOption = None,
+    write_cache: Annotated[Optional[Path], typer.Option(
+        "--write-cache", metavar="DIR", help="Build the calendar cache into DIR (at image build; read through "
+                                             "TRADEUL_MAINT_CALENDAR_CACHE) and exit.")] = None,
 ) -> None:
     """The trading calendar in use: its version and reach, overrides, and the next sessions' windows."""
     g: Globals = ctx.obj
+    if write_cache is not None:
+        with errors_to_exit_codes(g):
+            from tradeul_maint.calendar import write_cache as build_cache
+
+            settings = g.settings(require_tasks=False, log_files=False)
+            path = build_cache(settings.schedule.calendar, write_cache)
+        if not g.quiet:
+            out.print(f"wrote {path}", markup=False)
+        return
     with errors_to_exit_codes(g):
         info = core.calendar(core.prepare(g.settings(require_tasks=False), now), sessions)
     if as_json:

@@ -75,7 +75,8 @@ def prepare(settings: Settings, now_text: str | None) -> Context:
 
 
 def _context(settings: Settings, now_text: str | None) -> Context:
-    calendar = load_calendar(settings.schedule.calendar, settings.calendar, settings.state_dir / "cache")
+    calendar = load_calendar(settings.schedule.calendar, settings.calendar, settings.state_dir / "cache",
+                             prebuilt=settings.calendar_cache)
     _check_ttl(settings, calendar)
     return Context(settings, calendar, parse_now(now_text, calendar))
 
