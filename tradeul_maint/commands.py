@@ -228,6 +228,10 @@ def status(
             raise UsageError("--date and --lookback exclude each other: give one or the other")
         context = core.prepare(g.settings(require_tasks=False), now)
         view = core.status(context, lookback, session)
+        if check and session is None and lookback is None:  # the lookback the metrics describe
+            from tradeul_maint import metrics
+
+            metrics.publish(context, view)
     if as_json:
         typer.echo(json.dumps(view.to_json(tasks=session is not None), indent=2))
     elif check:

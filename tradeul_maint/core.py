@@ -228,6 +228,7 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
 
     from loguru import logger
 
+    from tradeul_maint import metrics, notify
     from tradeul_maint.lock import RunLock
     from tradeul_maint.runner import Runner, StopSignals
     from tradeul_maint.schedule import known_durations
@@ -253,7 +254,10 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
             if planned.recovery:
                 logger.bind(date=planned.session.isoformat(), run_id=run_id, reason=planned.reason) \
                     .info("executing_recovery_maintenance")
-            report.results.append(runner.run_cycle(planned, statuses.get(planned.session)))
+            with notify.cycle(s.notify, planned.session) as ping:  # monitoring: pings, then the metrics textfile
+                report.results.append(runner.run_cycle(planned, statuses.get(planned.session)))
+                ping.finished(report.results[-1])
+            metrics.publish_after_cycle(ctx, store, planned.session)
         return report
 
 
