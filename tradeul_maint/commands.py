@@ -33,7 +33,7 @@ from tradeul_maint.logs import configure_logging, scrub
 from tradeul_maint.runner import Interrupted
 from tradeul_maint.settings import Overrides, Settings, load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Runs end-of-day maintenance exactly once per exchange trading session.")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
