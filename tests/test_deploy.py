@@ -276,6 +276,7 @@ def test_the_cronjobs_commands_run_with_the_pods_environment(host, r):
     assert ok.returncode == 0 and ok.stdout.startswith("OK: all 7 XNYS sessions")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not GNU_TIME.exists(), reason="GNU time (/usr/bin/time) not installed")
 def test_memory_requests_and_limits_cover_the_measured_peak_rss(host, r):
     (host.root / "state").mkdir()

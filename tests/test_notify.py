@@ -138,6 +138,7 @@ def test_an_endpoint_that_is_down_changes_nothing(project, r):
     assert all(f["host"] == "127.0.0.1" and "down" not in json.dumps(f) for f in failures)  # never the whole URL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server", ["hung", "trickling"])
 def test_a_hung_endpoint_costs_each_ping_at_most_its_timeout(project, r, request, server):
     url = request.getfixturevalue(server)

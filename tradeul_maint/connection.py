@@ -44,6 +44,11 @@ def _options() -> dict:
     }
 
 
+def socket_client(path: str) -> redis.Redis:
+    """A client on a unix socket: the embedded Redis."""
+    return redis.Redis(unix_socket_path=path, **_options())
+
+
 def client_for_url(url: str) -> redis.Redis:
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in SCHEMES:
@@ -90,7 +95,7 @@ def open_redis(url: str | None, state_dir: Path) -> Iterator[tuple[redis.Redis, 
         from tradeul_maint.embedded import EmbeddedRedis
 
         embedded = EmbeddedRedis(state_dir)
-        client = redis.Redis(unix_socket_path=embedded.start(), **_options())
+        client = socket_client(embedded.start())
         where = f"embedded Redis in {embedded.dir}"
     else:
         client = client_for_url(url)

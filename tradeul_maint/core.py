@@ -193,18 +193,27 @@ def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = N
         return _execute(ctx, store, make_plan)  # a busy lock is exit 75: the operator asked for this run
 
 
-def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None) -> overview.StatusView:
-    """`status`: the lookback's sessions (or one), their states, the next window and the lock, in one read."""
+def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None,
+           since: dt.date | None = None, until: dt.date | None = None, task: str | None = None
+           ) -> overview.StatusView:
+    """`status`: the lookback's sessions (or one, or since..until's), the next window and the lock, in one read.
+
+    With `task`, the view carries that task's trend over those sessions.
+    """
     from tradeul_maint import overview
 
     if session is not None:
         planner.check_session(ctx.calendar, session, ctx.now)
         sessions = [session]
+    elif since is not None or until is not None:
+        # The range's sessions, validated as `recover --since/--until` validates them, whatever their window.
+        passed, later = planner.recovery_sessions(ctx.now, ctx.calendar, ctx.settings.schedule, since, until)
+        sessions = passed + [d.session for d in later]
     else:
         sessions = planner.sessions_in_view(ctx.now, ctx.calendar, _lookback(ctx, lookback))
     with connected(ctx) as store:
         seen = store.overview(sessions)
-    return overview.build(ctx.now, ctx.calendar, ctx.settings, seen, sessions)
+    return overview.build(ctx.now, ctx.calendar, ctx.settings, seen, sessions, detail=session is not None, task=task)
 
 
 def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
@@ -223,42 +232,75 @@ def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
 
 
 def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
-    """Take the lock, plan again under it, run the cycles: shared by `run` and `recover`."""
+    """Take the lock, plan again under it, run the cycles under a supervisor: shared by `run` and `recover`.
+
+    The lock is released only after the supervisor has exited, that is once no process of
+    any task is left; a signal at any moment of the run makes it end with Interrupted.
+    """
     import uuid
 
     from loguru import logger
 
     from tradeul_maint import metrics, notify
     from tradeul_maint.lock import RunLock
-    from tradeul_maint.runner import Runner, StopSignals
+    from tradeul_maint.runner import Interrupted, Runner, StopSignals
     from tradeul_maint.schedule import known_durations
-    from tradeul_maint.tasks import ProcessGroups
 
     s = ctx.settings
     run_id = uuid.uuid4().hex[:12]
     lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now))
-    groups = ProcessGroups()
-    with lock, StopSignals(groups) as stop:
+    with lock, StopSignals() as stop:
         # Plan again under the lock: a runner that finished a moment ago may have done it all.
         plan, statuses = make_plan(store)
         report = RunReport(plan)
-        # Yesterday's durations tell a new session's cycle which tasks to start first.
-        history = known_durations(statuses[d] for d in sorted(statuses, reverse=True))
-        runner = Runner(s, store, lock, ctx.clock, store.client, stop, groups, durations=history)
-        missed = [p.session.isoformat() for p in plan.sessions if p.recovery]
-        if missed:  # the replaced service's event names, so existing alerts keep working
-            logger.bind(count=len(missed), dates=missed, run_id=run_id, console=False) \
-                .warning("missing_maintenance_days_detected")
-        for planned in plan.sessions:
-            stop.check()
-            if planned.recovery:
-                logger.bind(date=planned.session.isoformat(), run_id=run_id, reason=planned.reason) \
-                    .info("executing_recovery_maintenance")
-            with notify.cycle(s.notify, planned.session) as ping:  # monitoring: pings, then the metrics textfile
-                report.results.append(runner.run_cycle(planned, statuses.get(planned.session)))
-                ping.finished(report.results[-1])
-            metrics.publish_after_cycle(ctx, store, planned.session)
+        if plan.empty:
+            return report
+        seen = {**store.statuses(planner.sessions_in_view(ctx.now, ctx.calendar, s.schedule)), **statuses}
+        newest_first = [seen[d] for d in sorted(seen, reverse=True)]
+        processes = _supervisor(ctx, store, lock)
+        try:
+            # Yesterday's durations tell a new session's cycle which tasks to start first.
+            runner = Runner(s, store, lock, ctx.clock, processes, stop, durations=known_durations(newest_first),
+                            history=seen)
+            missed = [p.session.isoformat() for p in plan.sessions if p.recovery]
+            if missed:  # the replaced service's event names, so existing alerts keep working
+                logger.bind(count=len(missed), dates=missed, run_id=run_id, console=False) \
+                    .warning("missing_maintenance_days_detected")
+            for planned in plan.sessions:
+                stop.check()
+                if planned.recovery:
+                    logger.bind(date=planned.session.isoformat(), run_id=run_id, reason=planned.reason) \
+                        .info("executing_recovery_maintenance")
+                with notify.cycle(s.notify, planned.session) as ping:  # monitoring: pings, then the textfile
+                    report.results.append(runner.run_cycle(planned, statuses.get(planned.session)))
+                    ping.finished(report.results[-1])
+                metrics.publish_after_cycle(ctx, store, planned.session)
+        finally:
+            if not processes.close():
+                logger.bind(run_id=run_id, console=False).error("supervisor_did_not_exit")
+                lock.keep()
+        if stop.signum is not None:  # whenever it came, a signal decides the exit code
+            raise Interrupted(stop.signum)
         return report
+
+
+def _supervisor(ctx: Context, store: StateStore, lock) -> object:
+    """Start this run's supervisor (supervisor.py), which owns every task process of the run."""
+    from tradeul_maint import logs
+    from tradeul_maint.supervisor import STOP_GRACE, TaskProcesses
+
+    s = ctx.settings
+    socket_path = store.client.connection_pool.connection_kwargs.get("path") if s.redis.url is None else None
+    return TaskProcesses({
+        "run_id": lock.run_id,
+        "settings": s,
+        "log_dir": str(logs.installed.directory) if logs.installed.directory else None,
+        "verbose": logs.installed.verbose,
+        "quiet": logs.installed.quiet,
+        "redis": {"unix_socket": socket_path} if socket_path else {"url": s.redis.url},
+        "lock": {"key": store.keys.lock, "token": lock.token, "lease_ms": int(s.redis.lock_lease_seconds * 1000)},
+        "grace": STOP_GRACE,
+    })
 
 
 def calendar(ctx: Context, count: int = 5) -> dict:

@@ -76,6 +76,7 @@ class RunLock:
         self._thread: threading.Thread | None = None
         self.lost = threading.Event()
         self.lost_reason = ""
+        self._kept = False
 
     def acquire(self) -> None:
         if not self._client.set(self._key, self.token, nx=True, px=self._lease_ms):
@@ -103,6 +104,8 @@ class RunLock:
                 logger.bind(error=str(exc)).warning("lock_renewal_failed")
 
     def _lose(self, why: str) -> None:
+        if self.lost.is_set():
+            return
         self.lost_reason = why
         logger.bind(reason=why, run_id=self.run_id).error("lock_lost")
         self.lost.set()
@@ -112,10 +115,26 @@ class RunLock:
             raise LockLostError(f"this runner lost the run lock ({self.lost_reason}); it stopped its tasks "
                                 "without writing more state")
 
+    def verify(self) -> None:
+        """Ask Redis now whether the lock is still this runner's; LockLostError when it is not."""
+        try:
+            if self._renew(keys=[self._key], args=[self.token, self._lease_ms]):
+                return
+        except redis.RedisError:
+            return  # cannot tell: the renewal thread decides
+        self._lose("its lease expired and another runner took over")
+        self.check()
+
+    def keep(self) -> None:
+        """Do not release the lock on exit (processes of its run may be alive): its lease runs out by itself."""
+        self._kept = True
+
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._kept:
+            return
         try:
             self._release(keys=[self._key], args=[self.token])
         except redis.RedisError:

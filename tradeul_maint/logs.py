@@ -258,18 +258,20 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class ConsoleSink:
-    """stderr, looked up at each write (tests swap it), with credentials scrubbed from the final text."""
+    """stderr (looked up at each write: tests swap it) or the stream given, with credentials scrubbed."""
 
-    def __init__(self, preamble: Callable[[], str] | None = None):
+    def __init__(self, preamble: Callable[[], str] | None = None, stream=None):
         self._preamble = preamble
+        self._stream = stream
 
     def write(self, message: str) -> None:
         text = scrub(str(message))
         if self._preamble is not None:
             preamble, self._preamble = self._preamble, None
             text = preamble() + text
-        sys.stderr.write(text)
-        sys.stderr.flush()
+        stream = self._stream or sys.stderr
+        stream.write(text)
+        stream.flush()
 
 
 # --- configuration -----------------------------------------------------------------
@@ -291,6 +293,18 @@ class LogDir:
 
 
 @dataclass(frozen=True)
+class Sinks:
+    """What `configure_logging` installed in this process: a task's process installs the same."""
+
+    directory: Path | None
+    verbose: bool
+    quiet: bool
+
+
+installed = Sinks(None, False, False)
+
+
+@dataclass(frozen=True)
 class FallbackNotice:
     """The one line saying the log is not where the settings point, and why."""
 
@@ -307,28 +321,33 @@ class FallbackNotice:
 
 
 def configure_logging(settings: Settings | None, verbose: bool = False, quiet: bool = False,
-                      files: bool = True) -> Path | None:
+                      files: bool = True, directory: Path | None = None, console=None) -> Path | None:
     """Install the sinks for this invocation and return the log directory in use (None without files).
 
     When the configured directory is not writable the files go to <state-dir>/logs, and a
     one-line `log_dir_fallback` notice precedes this process's first entry in the file and
     its first line on the console: a cron tick with nothing to do stays silent, since cron
     mails anything it prints, while any run that logs anything says where its log went.
+    A task's process passes the `directory` its runner chose (and a `console` stream, since
+    its own stderr is its captured output).
     """
     from loguru import logger  # here, not above: the cron tick uses this module's log-dir checks without it
 
+    global installed
     logger.remove()
     logger.configure(patcher=_patch)
-    directory = None
-    if settings is not None and files:
+    if directory is not None:
+        directory = LogDir(directory)
+    elif settings is not None and files:
         directory = choose_log_dir(log_dir_for(settings), fallback_log_dir(settings))
     notice = None
     if directory is not None and directory.fallback_reason:
         notice = FallbackNotice(log_dir_for(settings), directory.path, directory.fallback_reason)
     console_level = "DEBUG" if verbose else "ERROR" if quiet else "WARNING"
-    logger.add(ConsoleSink(notice.console_line if notice else None), level=console_level, format=_console_line,
-               colorize=sys.stderr.isatty(), backtrace=False, diagnose=False,
+    logger.add(ConsoleSink(notice.console_line if notice else None, console), level=console_level,
+               format=_console_line, colorize=(console or sys.stderr).isatty(), backtrace=False, diagnose=False,
                filter=lambda r: r["extra"].get("console", True) or verbose)
+    installed = Sinks(directory.path if directory else None, verbose, quiet)
     if directory is None:
         return None
     log = settings.logging

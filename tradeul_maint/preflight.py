@@ -26,10 +26,11 @@ from pathlib import Path
 import redis
 
 from tradeul_maint import core, planner
-from tradeul_maint.connection import open_redis, redact
+from tradeul_maint.connection import open_redis
 from tradeul_maint.errors import ConfigError, MaintError, TaskLoadError
 from tradeul_maint.keys import Keys
 from tradeul_maint.settings import Overrides, Settings, TaskSpec, load_settings
+from tradeul_maint.sources import sources
 from tradeul_maint.store import StateStore
 
 TEST_WRITE_MS = 10_000
@@ -70,23 +71,14 @@ def run(overrides: Overrides, now_text: str | None) -> Report:
     except ConfigError as exc:
         return Report(None, None, (Check("config", False, str(exc)),), fatal=exc)
     s = context.settings
-    where = redis_location(s)
-    config = str(s.config_path.resolve()) if s.config_path else None
-    checks = [Check("config", True, f"{config or 'no config file: defaults'}: {len(s.tasks)} tasks, "
+    found = sources(s)
+    checks = [Check("config", True, f"{found.config or 'no config file: defaults'}: {len(s.tasks)} tasks, "
                                     f"calendar {s.schedule.calendar}, window {s.schedule.window_start} for "
                                     f"{s.schedule.window_minutes} min")]
-    checks += redis_checks(context, where)
+    checks += redis_checks(context, found.redis)
     checks += [task_check(task, s) for task in s.tasks]
     checks += [log_dir_check(s), calendar_check(context), next_window_check(context)]
-    return Report(config, where, tuple(checks))
-
-
-def redis_location(settings: Settings) -> str:
-    if settings.redis.url:
-        return redact(settings.redis.url)
-    from tradeul_maint.embedded import EmbeddedRedis
-
-    return f"embedded Redis in {EmbeddedRedis(settings.state_dir).dir}"
+    return Report(found.config, found.redis, tuple(checks))
 
 
 def redis_checks(context: core.Context, where: str) -> list[Check]:

@@ -48,6 +48,8 @@ class ScheduleSettings:
     lookback_sessions: int = 7
     auto_recover: bool = True
     recover_during_market_hours: bool = False
+    # A cycle started when the window opens should end within this; None: twice window_minutes.
+    deadline_minutes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class RunSettings:
     max_attempts: int = 5
     retry_backoff_minutes: float = 5
     pythonpath: tuple[Path, ...] = ()  # extra import paths for `python` tasks, absolute
+    slow_factor: float = 2.0  # a task whose run takes more than this times its median is slower than usual
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,9 @@ class Overrides:
 def load_settings(cli: Overrides, env: dict[str, str] | None = None, require_tasks: bool = True) -> Settings:
     env = os.environ if env is None else env
     path = _config_path(cli, env)
+    if path is None and require_tasks:
+        raise ConfigError(f"no config file found (looked for {searched()}): write one there, or give --config "
+                          "PATH or TRADEUL_MAINT_CONFIG")
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -188,13 +194,25 @@ def load_settings(cli: Overrides, env: dict[str, str] | None = None, require_tas
         raise ConfigError(f"config error in {where}: {exc}") from None
 
 
+def searched() -> str:
+    """Where a config file is looked for when neither --config nor TRADEUL_MAINT_CONFIG names one."""
+    return ", ".join(str(p if p.is_absolute() else Path.cwd() / p) for p in DEFAULT_CONFIG_PATHS)
+
+
 def _config_path(cli: Overrides, env: dict[str, str]) -> Path | None:
-    explicit = cli.config or (Path(env["TRADEUL_MAINT_CONFIG"]) if env.get("TRADEUL_MAINT_CONFIG") else None)
-    if explicit is not None:
-        if not explicit.is_file():
-            raise ConfigError(f"config file {explicit} does not exist")
-        return explicit
-    return next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+    if cli.config is not None:
+        explicit, given = cli.config, f"--config {cli.config}"
+    elif env.get("TRADEUL_MAINT_CONFIG"):
+        explicit = Path(env["TRADEUL_MAINT_CONFIG"])
+        given = f"TRADEUL_MAINT_CONFIG={explicit}"
+    else:
+        return next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+    if explicit.is_dir():
+        raise ConfigError(f"{given} is a directory: give the config file itself "
+                          f"(e.g. {explicit / 'maint.toml'})")
+    if not explicit.is_file():
+        raise ConfigError(f"config file {explicit} does not exist ({given})")
+    return explicit
 
 
 def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], require_tasks: bool) -> Settings:
@@ -238,8 +256,8 @@ def _table(raw: dict, name: str) -> dict:
 
 _KNOWN = {
     "schedule": {"calendar", "window_start", "window_minutes", "lookback_sessions", "auto_recover",
-                 "recover_during_market_hours"},
-    "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath"},
+                 "recover_during_market_hours", "deadline_minutes"},
+    "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor"},
     "redis": {"url", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
     "logging": {"dir", "rotation", "retention", "level"},
     "calendar": {"closed", "early_closes", "sessions", "expiry_warning_days"},
@@ -250,11 +268,11 @@ _KNOWN = {
 }
 
 
-def _only(table: dict, section: str, known: set[str] | None) -> None:
+def _only(table: dict, section: str, known: set[str] | None, where: str | None = None) -> None:
     known = _KNOWN[section] if known is None else known
     for key in table:
         if key not in known:
-            where = f"in [{section}]" if section else "at top level"
+            where = where or (f"in [{section}]" if section else "at top level")
             hint = ", ".join(sorted(known))
             raise ConfigError(f"unknown key '{key}' {where} (known: {hint})")
 
@@ -311,6 +329,8 @@ def _schedule(t: dict) -> ScheduleSettings:
         auto_recover=_typed(t, "schedule", "auto_recover", bool, d.auto_recover),
         recover_during_market_hours=_typed(t, "schedule", "recover_during_market_hours", bool,
                                            d.recover_during_market_hours),
+        deadline_minutes=None if "deadline_minutes" not in t else
+        int(_positive("schedule", "deadline_minutes", _typed(t, "schedule", "deadline_minutes", int, None))),
     )
 
 
@@ -327,6 +347,8 @@ def _run(t: dict, config_path: Path | None) -> RunSettings:
         retry_backoff_minutes=_positive("run", "retry_backoff_minutes",
                                         _typed(t, "run", "retry_backoff_minutes", (int, float),
                                                d.retry_backoff_minutes), 0),
+        slow_factor=float(_positive("run", "slow_factor", _typed(t, "run", "slow_factor", (int, float),
+                                                                 d.slow_factor), 1)),
     )
 
 
@@ -451,8 +473,8 @@ def _tasks(raw: Any, require_tasks: bool) -> tuple[TaskSpec, ...]:
     for index, t in enumerate(raw, start=1):
         if not isinstance(t, dict):
             raise ConfigError(f"task #{index} must be a table")
-        _only(t, "tasks", None)
         name = t.get("name")
+        _only(t, "tasks", None, f"in task {name!r}" if isinstance(name, str) and name else f"in task #{index}")
         if not isinstance(name, str) or not TASK_NAME.match(name):
             raise ConfigError(f"task #{index}: name = {name!r}: expected lowercase letters, digits, '_' or '-'")
         tasks.append(_task(t, name))
