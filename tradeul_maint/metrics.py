@@ -19,20 +19,20 @@ import datetime as dt
 import os
 import tempfile
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import redis
 
 from tradeul_maint.calendar import TradingCalendar
-from tradeul_maint.overview import DONE, DUE, MISSING, NOT_YET_DUE, RUNNING, SessionView, StatusView
+from tradeul_maint.overview import (CORRUPT, DONE, DUE, FAILED_STATE, INTERRUPTED, MISSING, NOT_YET_DUE, RUNNING,
+                                    SessionView, StatusView)
 from tradeul_maint.state import COMPLETED, FAILED, SKIPPED
 
 if TYPE_CHECKING:
     from tradeul_maint.core import Context
     from tradeul_maint.store import StateStore
 
-NOT_DONE_STATES = ("failed", "interrupted", "corrupt", "missing", RUNNING)
+NOT_DONE_STATES = (FAILED_STATE, INTERRUPTED, CORRUPT, MISSING, RUNNING)
 
 
 def render(view: StatusView, calendar: TradingCalendar, written: dt.datetime,
