@@ -75,7 +75,10 @@ def _request(url: str, body: str | None, timeout: float, outcome: dict[str, str]
     except urllib.error.HTTPError as exc:
         outcome["error"] = f"HTTP {exc.code}"
     except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections, a malformed reply
-        outcome["error"] = f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}"
+        reason = getattr(exc, "reason", None) or exc
+        # urllib's own timeout (per socket operation) may fire a moment before the caller stops waiting.
+        outcome["error"] = (f"no answer within {timeout:g}s" if isinstance(reason, TimeoutError)
+                            else f"{type(exc).__name__}: {reason}")
 
 
 def summary(result: CycleResult) -> str:
