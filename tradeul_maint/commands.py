@@ -100,6 +100,11 @@ class Group(TyperGroup):
     def get_help_option(self, ctx):
         return _no_bool_metavar(super().get_help_option(ctx))
 
+    def get_params(self, ctx):
+        """Typer's --install-completion and --show-completion are switches too: no `<bool>` for them either."""
+        return [_no_bool_metavar(p) if p.name in ("install_completion", "show_completion") else p
+                for p in super().get_params(ctx)]
+
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         try:
             args = hoist(args, self._value_flags)
@@ -114,7 +119,7 @@ class Group(TyperGroup):
                 for flag in param.opts]
 
 
-app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=Group, add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG,
                   help="Runs end-of-day maintenance exactly once per exchange trading session.")
 out, err = render.out, render.err
@@ -250,6 +255,7 @@ def run(
             report = core.run(context, session, tuple(task or ()), force, dry_run)
     if dry_run:
         render.render_plan(report.plan)
+        render_unloadable(context.settings)
         return
     if session is not None and report.plan.empty:
         for deferred in report.plan.deferred:
@@ -300,6 +306,15 @@ def _say_log_fallback(g: Globals, report: core.RunReport, console_lines: list[st
     if report.results and place is not None and place.fallback_reason and not console_lines and not g.quiet:
         err.print(FallbackNotice(place.preferred, place.path, place.fallback_reason).console_line().rstrip("\n"),
                   markup=False, emoji=False)
+
+
+def render_unloadable(settings: Settings) -> None:
+    """A dry run imports the `python` tasks, as the run would: one line for each that does not load."""
+    from tradeul_maint.preflight import unloadable_tasks
+
+    for check in unloadable_tasks(settings):
+        out.print(f"{check.name} would fail: cannot load {check.detail.removeprefix('python ')}", markup=False,
+                  emoji=False)
 
 
 def render_results(report: core.RunReport, quiet: bool) -> None:
@@ -392,6 +407,10 @@ def status(
             raise UsageError(f"--task and {'--date' if session else '--check'} exclude each other")
         context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
         view = core.status(context, lookback, session, first, last, task)
+        if check and not given:  # the lookback the metrics describe
+            from tradeul_maint import metrics
+
+            metrics.publish(context, view)
     g.warn(view.sources.warning)
     if as_json:
         doc = view.trend_json() if task else view.to_json(tasks=session is not None)
@@ -408,15 +427,69 @@ def status(
         raise typer.Exit(EXIT_TASKS_FAILED)
 
 
+@app.command(cls=Command)
+def check(
+    ctx: typer.Context,
+    as_json: Annotated[bool, Switch("--json", help="One JSON document: ok, config, redis, checks.")] = False,
+    now: NowOption = None,
+) -> None:
+    """Preflight: config, Redis (reachable, writable, key types), tasks, log directory, calendar; exit 0 when all pass."""
+    from tradeul_maint import preflight
+
+    g: Globals = ctx.obj
+    with errors_to_exit_codes(g):
+        configure_logging(None, g.verbose, g.quiet)  # console only: a preflight writes no log entries
+        report = preflight.run(g.overrides, _now(ctx, now))
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        render_checks(report)
+    if report.fatal is not None:
+        raise typer.Exit(report.fatal.exit_code)
+    if not report.ok:
+        raise typer.Exit(EXIT_TASKS_FAILED)
+
+
+def render_checks(report) -> None:
+    """One line per check, `✓ ok` or `✗ FAIL` first (so it greps), then a summary line."""
+    good, bad = ("✓ ok  ", "✗ FAIL") if _can_print("✓✗") else ("+ ok  ", "x FAIL")
+    lines = [f"tradeul-maint check: config {report.config or '-'}, Redis {report.redis or '-'}"]
+    lines += [f"{good if c.ok else bad} {c.name}: {c.detail}" for c in report.checks]
+    failed = report.failed
+    lines.append(f"all {len(report.checks)} checks passed" if not failed else
+                 f"{len(failed)} of {len(report.checks)} checks failed: {', '.join(c.name for c in failed)}")
+    sys.stdout.write("".join(scrub(line) + "\n" for line in lines))
+
+
+def _can_print(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
 @app.command("calendar", cls=Command)
 def calendar_command(
     ctx: typer.Context,
     sessions: Annotated[int, typer.Option("--sessions", metavar="N", min=1, help="How many next sessions.")] = 5,
     as_json: Annotated[bool, Switch("--json", help="One JSON document.")] = False,
     now: NowOption = None,
+    write_cache: Annotated[Optional[Path], typer.Option(
+        "--write-cache", metavar="DIR", help="Build the calendar cache into DIR (at image build; read through "
+                                             "TRADEUL_MAINT_CALENDAR_CACHE) and exit.")] = None,
 ) -> None:
     """The trading calendar in use: its version and reach, overrides, and the next sessions' windows."""
     g: Globals = ctx.obj
+    if write_cache is not None:
+        with errors_to_exit_codes(g):
+            from tradeul_maint.calendar import write_cache as build_cache
+
+            settings = g.settings(require_tasks=False, log_files=False)
+            path = build_cache(settings.schedule.calendar, write_cache)
+        if not g.quiet:
+            out.print(f"wrote {path}", markup=False)
+        return
     with errors_to_exit_codes(g):
         context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
         info = core.calendar(context, sessions)

@@ -76,7 +76,8 @@ def prepare(settings: Settings, now_text: str | None) -> Context:
 
 
 def _context(settings: Settings, now_text: str | None) -> Context:
-    calendar = load_calendar(settings.schedule.calendar, settings.calendar, settings.state_dir / "cache")
+    calendar = load_calendar(settings.schedule.calendar, settings.calendar, settings.state_dir / "cache",
+                             prebuilt=settings.calendar_cache)
     _check_ttl(settings, calendar)
     return Context(settings, calendar, parse_now(now_text, calendar))
 
@@ -277,6 +278,7 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
 
     from loguru import logger
 
+    from tradeul_maint import metrics, notify
     from tradeul_maint.lock import RunLock
     from tradeul_maint.runner import Interrupted, Runner, StopSignals
     from tradeul_maint.schedule import known_durations
@@ -309,7 +311,10 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
                 if planned.recovery:
                     logger.bind(date=planned.session.isoformat(), run_id=run_id, reason=planned.reason) \
                         .info("executing_recovery_maintenance")
-                report.results.append(runner.run_cycle(planned, statuses.get(planned.session)))
+                with notify.cycle(s.notify, planned.session) as ping:  # monitoring: pings, then the textfile
+                    report.results.append(runner.run_cycle(planned, statuses.get(planned.session)))
+                    ping.finished(report.results[-1])
+                metrics.publish_after_cycle(ctx, store, planned.session)
         finally:
             if not processes.close():
                 logger.bind(run_id=run_id, console=False).error("supervisor_did_not_exit")

@@ -38,6 +38,10 @@ class Keys:
     def lock(self) -> str:
         return f"{self.prefix}:lock"
 
+    def check(self, token: str) -> str:
+        """`check`'s test write: SET NX with a short expiry, deleted at once; no other code reads it."""
+        return f"{self.prefix}:check:{token}"
+
     def expected_types(self, sessions: list[dt.date]) -> dict[str, str]:
         """The Redis type each of the tool's keys must have (when it exists) for these sessions."""
         types = {self.lock: "string", self.last_run: "string"}

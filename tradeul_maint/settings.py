@@ -80,6 +80,17 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    textfile: Path | None = None  # a Prometheus textfile (node_exporter's collector), rewritten atomically
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    ping_url: str | None = None  # healthchecks-style: <url>/start, <url>, <url>/fail
+    ping_timeout: float = 5.0  # seconds per ping, all included; a hung endpoint costs no more
+
+
+@dataclass(frozen=True)
 class CalendarOverrides:
     """Corrections the calendar library does not know yet."""
 
@@ -132,6 +143,9 @@ class Settings:
     logging: LoggingSettings
     calendar: CalendarOverrides
     tasks: tuple[TaskSpec, ...]
+    metrics: MetricsSettings = MetricsSettings()
+    notify: NotifySettings = NotifySettings()
+    calendar_cache: Path | None = None  # a prebuilt, read-only calendar cache (TRADEUL_MAINT_CALENDAR_CACHE)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -204,7 +218,7 @@ def _config_path(cli: Overrides, env: dict[str, str]) -> Path | None:
 
 
 def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], require_tasks: bool) -> Settings:
-    _only(raw, "", {"schedule", "run", "redis", "logging", "calendar", "tasks"})
+    _only(raw, "", {"schedule", "run", "redis", "logging", "calendar", "metrics", "notify", "tasks"})
     schedule = _schedule(_table(raw, "schedule"))
     run = _run(_table(raw, "run"), path)
     redis = _redis(_table(raw, "redis"), path, cli, env)
@@ -217,6 +231,7 @@ def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], re
         xdg = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "state")
         state_dir = Path(xdg) / "tradeul-maint"
     log_dir = cli.log_dir or (Path(env["TRADEUL_MAINT_LOG_DIR"]) if env.get("TRADEUL_MAINT_LOG_DIR") else None)
+    calendar_cache = env.get("TRADEUL_MAINT_CALENDAR_CACHE")
     return Settings(
         config_path=path,
         state_dir=state_dir.expanduser(),
@@ -227,6 +242,9 @@ def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], re
         logging=logging,
         calendar=calendar,
         tasks=tasks,
+        metrics=_metrics(_table(raw, "metrics"), path),
+        notify=_notify(_table(raw, "notify")),
+        calendar_cache=Path(calendar_cache).expanduser() if calendar_cache else None,
     )
 
 
@@ -246,6 +264,8 @@ _KNOWN = {
     "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
     "logging": {"dir", "rotation", "retention", "level"},
     "calendar": {"closed", "early_closes", "sessions", "expiry_warning_days"},
+    "metrics": {"textfile"},
+    "notify": {"ping_url", "ping_timeout"},
     "tasks": {"name", "command", "python", "builtin", "params", "after", "timeout", "retries", "retry_delay",
               "catchup"},
 }
@@ -360,6 +380,30 @@ def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str
         lock_lease_seconds=_positive("redis", "lock_lease_seconds",
                                      _typed(t, "redis", "lock_lease_seconds", (int, float), d.lock_lease_seconds)),
     )
+
+
+def _metrics(t: dict, config_path: Path | None) -> MetricsSettings:
+    textfile = _typed(t, "metrics", "textfile", str, None)
+    if textfile is not None and not textfile.strip():
+        raise ConfigError("[metrics] textfile is empty: give a path ending in .prom, or leave the key out")
+    if textfile is None:
+        return MetricsSettings()
+    path = Path(textfile).expanduser()
+    if path.suffix != ".prom":
+        # node_exporter's textfile collector reads *.prom only: another name is written and never scraped.
+        raise ConfigError(f"[metrics] textfile = {textfile!r}: node_exporter reads only files ending in .prom")
+    base = config_path.resolve().parent if config_path else Path.cwd()
+    return MetricsSettings(textfile=base / path)
+
+
+def _notify(t: dict) -> NotifySettings:
+    d = NotifySettings()
+    url = _typed(t, "notify", "ping_url", str, None)
+    if url is not None and not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError(f"[notify] ping_url = {url!r}: expected an http:// or https:// URL")
+    timeout = _positive("notify", "ping_timeout", _typed(t, "notify", "ping_timeout", (int, float), d.ping_timeout),
+                        0.1)
+    return NotifySettings(ping_url=url.rstrip("/") if url else None, ping_timeout=float(timeout))
 
 
 def parse_size(text: str | int) -> int:
