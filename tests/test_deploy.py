@@ -25,8 +25,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from tradeul_maint.runner import STOP_GRACE
-from tradeul_maint.settings import NotifySettings
+from tradeul_maint.settings import NotifySettings, RunSettings
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("tradeul-maint")
 CRONTAB = REPO / "crontab.example"
@@ -37,7 +36,7 @@ TIMER = REPO / "deploy" / "systemd" / "tradeul-maint.timer"
 DEPLOY_FILES = [CRONTAB, CRONJOB, DOCKERFILE, SERVICE, TIMER]
 
 # What stopping a run needs: its tasks' grace after SIGTERM, the /fail ping, and a margin for recording.
-STOP_NEEDS = STOP_GRACE + NotifySettings().ping_timeout + 10
+STOP_NEEDS = RunSettings().stop_grace_seconds + NotifySettings().ping_timeout + 10
 
 IN_WINDOW = "2026-11-25T17:05"  # a Wednesday inside its 17:00 window
 NOON = "2026-11-25T12:00"

@@ -45,7 +45,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL of a task's group, unless the hello says otherwise
+from tradeul_maint.settings import RunSettings
+
+STOP_GRACE = RunSettings.stop_grace_seconds  # between SIGTERM and SIGKILL of a group, unless the hello says otherwise
 OUTPUT_LIMIT = 64 * 1024  # bytes of a task's output kept, from the end
 RESULT_LIMIT = 4 * 1024 * 1024  # bytes of a Python task's result message read at most
 RUN_ID_VAR = "TRADEUL_MAINT_RUN_ID"
