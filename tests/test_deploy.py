@@ -378,7 +378,8 @@ def build_calendar_cache(host: Host) -> subprocess.CompletedProcess:
     calendar = next(arg.split("=", 1)[1] for keyword, arg in instructions[final_stage(instructions):]
                     if keyword == "ARG" and arg.startswith("CALENDAR="))
     return subprocess.run(["/bin/sh", "-c", host.map(command)], cwd=host.root,
-                          env=host.env({"CALENDAR": calendar, "PATH": f"{CONSOLE_SCRIPT.parent}:/usr/bin:/bin"}),
+                          # PATH as given, not mapped: the checkout itself may live under /tmp.
+                          env=host.env({"CALENDAR": calendar}, PATH=f"{CONSOLE_SCRIPT.parent}:/usr/bin:/bin"),
                           capture_output=True, text=True, timeout=120)
 
 
