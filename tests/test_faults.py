@@ -1,0 +1,78 @@
+"""A fast subset of bench/faults.py: one trial (a few for the cheap ones) of each kind, the same code.
+
+`python bench/faults.py --trials 50` runs the full counts by hand; this keeps every invariant
+in CI. A failure prints the violations with their evidence (ledger lines, pids, exit codes,
+stderr); `python bench/faults.py --only NAME --seed 0` reproduces the trial.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import faults  # noqa: E402
+import ledger  # noqa: E402
+
+# (kind, trial index): the index picks the variant, e.g. odd signal trials use a task that ignores SIGTERM,
+# and the refusal trials cycle through READONLY, NOREPLICAS and OOM.
+SUBSET = [("overlap", 0), ("mixed", 0), ("crash", 0), ("pause", 0), ("redis-unreachable", 0), ("redis-silent", 0),
+          ("redis-restart", 0), ("redis-refuses-start", 0), ("redis-refuses-start", 1), ("redis-refuses-start", 2),
+          ("redis-refuses-mid", 0), ("redis-down-window", 0), ("signals-term", 1), ("signals-int", 0),
+          ("signals-hup", 0), ("logs-rotation", 0), ("logs-full", 0)]
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    h = faults.Harness(tmp_path_factory.mktemp("faults"))
+    yield h
+    h.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,index", SUBSET, ids=[f"{k}-{i}" for k, i in SUBSET])
+def test_trial(harness, kind, index):
+    out = faults.run_trial(harness, kind, index)
+    if out.skipped:
+        pytest.skip(out.skipped)
+    assert not out.violations, "\n".join(map(str, out.violations))
+
+
+def test_every_trial_kind_of_the_issue_is_in_the_subset():
+    assert {k for k, _ in SUBSET} >= set(faults.BY_NAME) - {"redis-restart-aof"}
+
+
+# --- the harness itself: it must be able to see a violation --------------------------------
+
+
+def write(path: Path, *events: dict) -> None:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+def test_the_ledger_pairs_starts_with_ends_and_finds_overlaps(tmp_path):
+    book = tmp_path / "ledger.jsonl"
+    base = {"session": "2026-11-25", "pgid": 1}
+    write(book,
+          {"ev": "start", "task": "a", "pid": 10, "run": "r1", "t": 1.0, **base},
+          {"ev": "start", "task": "a", "pid": 20, "run": "r2", "t": 2.0, **base},  # a second copy, while the first runs
+          {"ev": "end", "task": "a", "pid": 10, "t": 3.0, **base},
+          {"ev": "fail", "task": "a", "pid": 20, "t": 4.0, **base},
+          {"ev": "start", "task": "b", "pid": 30, "run": "r2", "t": 5.0, **base})  # never ended
+    execs = ledger.executions(book)
+    assert [(e.pid, e.completed, e.failed, e.end) for e in execs] == [(10, True, False, 3.0), (20, False, True, 4.0),
+                                                                       (30, False, False, None)]
+    assert [(a.pid, b.pid) for a, b in ledger.overlapping(execs)] == [(10, 20)]
+    assert [(a.pid, b.pid) for a, b in ledger.overlapping(execs, same_task=False)] == [(10, 20)]
+    assert ledger.overlapping(execs[1:], same_task=False, horizon=10.0) == []  # same run: one cycle, no overlap
+
+
+def test_a_trial_reports_the_invariant_and_its_evidence():
+    out = faults.Outcome("crash", 3)
+    assert out.check(True, "x", "unused")
+    assert not out.check(False, "completed tasks executed again", lambda: "a started twice")
+    assert [str(v) for v in out.violations] == ["[crash #3] completed tasks executed again: a started twice"]
+    row = faults.Row(faults.BY_NAME["crash"], [out, faults.Outcome("crash", 4)])
+    assert "| 2 | completed tasks executed again: 1 |" in row.render()
