@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import redis
 
@@ -625,7 +625,8 @@ def trial_pause(h: Harness, out: Outcome, rng: random.Random) -> None:
     server = h.shared()
     ws = h.workspace(out.trial, out.index, server.url)
     tasks = [{"name": "a", "sleep": 0.3}, {"name": "b", "sleep": rng.uniform(lease - 0.5, lease + 1), "after": ["a"]},
-             {"name": "p", "kind": "py", "sleep": 0.3, "after": ["a"]}, {"name": "c", "sleep": 0.3, "after": ["b", "p"]}]
+             {"name": "p", "kind": "py", "sleep": 0.3, "after": ["a"]},
+             {"name": "c", "sleep": 0.3, "after": ["b", "p"]}]
     ws.write_config(manual_head(lease=lease, parallel=2), tasks)
     args = ("run", "--date", DAY, "--now", AFTER)
     first = ws.spawn(*args)
@@ -639,7 +640,7 @@ def trial_pause(h: Harness, out: Outcome, rng: random.Random) -> None:
             os.kill(pid, signal.SIGSTOP)
     time.sleep(lease + 1.0)
     with server.client() as c:
-        second = run_until_done(ws, c, out, args, timeout=60)
+        run_until_done(ws, c, out, args, timeout=60)
         before = snapshot(c)
         second_run = document(c).get("run_id")
         continued_at = time.time()
@@ -736,7 +737,8 @@ def _restart(persist: bool):
 REFUSALS = {
     # How a real redis-server is made to refuse writes, and how it is set right again.
     "READONLY": ([("REPLICAOF", "127.0.0.1", "1")], [("REPLICAOF", "NO", "ONE")]),
-    "NOREPLICAS": ([("CONFIG", "SET", "min-replicas-to-write", "1")], [("CONFIG", "SET", "min-replicas-to-write", "0")]),
+    "NOREPLICAS": ([("CONFIG", "SET", "min-replicas-to-write", "1")],
+                   [("CONFIG", "SET", "min-replicas-to-write", "0")]),
     "OOM": ([("CONFIG", "SET", "maxmemory-policy", "noeviction"), ("CONFIG", "SET", "maxmemory", "1")],
             [("CONFIG", "SET", "maxmemory", "0")]),
 }
@@ -778,7 +780,7 @@ def _refused(at_start: bool):
             ledger.kill_all(left)
             _refuse(c, kind, False)
             check_completed_finished(out, ws, c, f"after {kind}")
-            results = run_until_done(ws, c, out, args)
+            run_until_done(ws, c, out, args)
             check_done_means_completed(out, ws, c, [t["name"] for t in tasks])
         out.figure("seconds to exit after the fault", result.seconds)
         cleanup_leftovers(ws)

@@ -226,7 +226,8 @@ def processes(marker: str | None = None, pgids: set[int] | frozenset[int] = froz
         if stat is None or stat[0] in ("Z", "X"):
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").replace(b"\n", b" ").decode(errors="replace").strip()
+            raw = (entry / "cmdline").read_bytes()
+            cmdline = raw.replace(b"\0", b" ").replace(b"\n", b" ").decode(errors="replace").strip()
         except OSError:
             continue
         if (marker and marker in cmdline) or stat[2] in pgids or int(entry.name) in pids:

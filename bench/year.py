@@ -322,7 +322,8 @@ command = {json.dumps([sys.executable, str(script), str(book), "export", "{date}
                     report.full_ticks += 1
                     run = core.run(core.prepare(live, now))
                 except MaintError as exc:
-                    report.violate("every tick with the host and Redis up succeeds", f"{now}: {type(exc).__name__}: {exc}")
+                    report.violate("every tick with the host and Redis up succeeds",
+                                   f"{now}: {type(exc).__name__}: {exc}")
                     continue
                 recovery = {p.session: p.recovery for p in run.plan.sessions}
                 for result in run.results:
@@ -358,7 +359,8 @@ def check(report: YearReport, exchange: Exchange, faults: FaultCalendar, session
         if done is not None and done < len(cycles) - 1:
             later = cycles[done + 1]
             report.violate("no session is run after it is done",
-                           f"{s} done at {cycles[done].tick:%Y-%m-%d %H:%M}Z, run again at {later.tick:%Y-%m-%d %H:%M}Z")
+                           f"{s} done at {cycles[done].tick:%Y-%m-%d %H:%M}Z, "
+                           f"run again at {later.tick:%Y-%m-%d %H:%M}Z")
 
     # No task ran outside a cycle the harness saw, and no two cycles overlap.
     runs = {c.run_id for c in report.cycles}
@@ -367,7 +369,8 @@ def check(report: YearReport, exchange: Exchange, faults: FaultCalendar, session
         report.violate("every task execution belongs to a cycle", "; ".join(e.describe() for e in strays[:3]))
     overlap = ledger.overlapping(execs, same_task=False)
     if overlap:
-        report.violate("no two cycles ever overlap", "; ".join(f"{a.describe()} || {b.describe()}" for a, b in overlap[:3]))
+        report.violate("no two cycles ever overlap",
+                       "; ".join(f"{a.describe()} || {b.describe()}" for a, b in overlap[:3]))
 
     up = lambda t: faults.host_up(t) and faults.redis_up(t)  # noqa: E731
     end_of_sim = dt.datetime.combine(report.end, dt.time(0), NY).astimezone(UTC)

@@ -41,7 +41,8 @@ expiry_warning_days = 0
 
 def with_base(extra: str) -> str:
     """BASE with `extra` (TOML keys, tables) merged in: a table may be declared only once."""
-    tables: dict[str, list[str]] = {"": [], "schedule": ["auto_recover = false"], "calendar": ["expiry_warning_days = 0"]}
+    tables: dict[str, list[str]] = {"": [], "schedule": ["auto_recover = false"],
+                                    "calendar": ["expiry_warning_days = 0"]}
     section = ""
     for line in extra.splitlines():
         if line.startswith("[") and not line.startswith("[["):
@@ -141,10 +142,12 @@ CASES = [
     config("unknown key in a table", "[schedule]\nwindow = \"17:00\"\n", "unknown key", "window"),
     config("no tasks", "", "no tasks", tasks=""),
     config("duplicate task", "", "duplicate", "a", tasks=TASKS + '[[tasks]]\nname = "a"\ncommand = ["true"]\n'),
-    config("unknown dependency", "", "unknown task", "nope", tasks='[[tasks]]\nname = "a"\ncommand = ["true"]\nafter = ["nope"]\n'),
+    config("unknown dependency", "", "unknown task", "nope",
+           tasks='[[tasks]]\nname = "a"\ncommand = ["true"]\nafter = ["nope"]\n'),
     config("dependency cycle", "", "cycle", tasks='[[tasks]]\nname = "a"\ncommand = ["true"]\nafter = ["b"]\n'
                               '[[tasks]]\nname = "b"\ncommand = ["true"]\nafter = ["a"]\n'),
-    config("two kinds in one task", "", "exactly one", tasks='[[tasks]]\nname = "a"\ncommand = ["true"]\npython = "m:f"\n'),
+    config("two kinds in one task", "", "exactly one",
+           tasks='[[tasks]]\nname = "a"\ncommand = ["true"]\npython = "m:f"\n'),
     config("bad task name", "", "name", tasks='[[tasks]]\nname = "Bad Name"\ncommand = ["true"]\n'),
     config("max_parallel 0", "[run]\nmax_parallel = 0\n", "max_parallel"),
     config("negative lease", "[redis]\nlock_lease_seconds = -1\n", "lock_lease_seconds"),
@@ -153,11 +156,15 @@ CASES = [
     config("unknown log level", "[logging]\nlevel = \"LOUD\"\n", "level"),
     config("window start not a time", "[schedule]\nwindow_start = \"25:00\"\n", "window_start"),
     config("window of 0 minutes", "[schedule]\nwindow_minutes = 0\n", "window_minutes"),
-    config("window past midnight of the next day", "[schedule]\nwindow_start = \"close+25h\"\n", "window_start", "24 hours"),  # past the next day
+    config("window past midnight of the next day", "[schedule]\nwindow_start = \"close+25h\"\n", "window_start",
+           "24 hours"),
     config("unknown calendar code", "[schedule]\ncalendar = \"XXXX\"\n", "XXXX", "calendar"),
-    config("early close on a non-session", "[calendar]\nearly_closes = { 2026-11-28 = \"13:00\" }\n", "2026-11-28", "early_closes"),
-    config("closed and early close", "[calendar]\nclosed = [2026-11-25]\nearly_closes = { 2026-11-25 = \"13:00\" }\n", "2026-11-25"),
-    config("delete pattern over the tool's keys", "", "patterns", "maintenance", tasks='[[tasks]]\nname = "wipe"\nbuiltin = "redis.delete_keys"\n'
+    config("early close on a non-session", "[calendar]\nearly_closes = { 2026-11-28 = \"13:00\" }\n", "2026-11-28",
+           "early_closes"),
+    config("closed and early close", "[calendar]\nclosed = [2026-11-25]\nearly_closes = { 2026-11-25 = \"13:00\" }\n",
+           "2026-11-25"),
+    config("delete pattern over the tool's keys", "", "patterns", "maintenance",
+           tasks='[[tasks]]\nname = "wipe"\nbuiltin = "redis.delete_keys"\n'
                                                 'params = { patterns = ["maintenance:*"] }\n'),
     Case("log and state directories not writable", ("run", "--date", DAY, "--now", NOW), 78, ("logs",),
          setup=unwritable),
@@ -209,9 +216,11 @@ CASES = [
     # --- status documents of the wrong shape: corrupt, shown as such (status --check exits 1) ---
     shape("task_details a list", '{"date":"D","task_details":[1]}'),
     shape("task_details a string", '{"date":"D","task_details":"x"}'),
-    shape("output a list", '{"date":"D","started_at":"2026-11-25T22:00:00+00:00","completed_at":"2026-11-25T22:01:00+00:00",'
+    shape("output a list", '{"date":"D","started_at":"2026-11-25T22:00:00+00:00",'
+          '"completed_at":"2026-11-25T22:01:00+00:00",'
           '"all_success":true,"tasks":{"a":"completed","b":"completed"},"task_details":{"a":{"output":["a"]}}}'),
-    shape("duration_seconds a word", '{"date":"D","started_at":"2026-11-25T22:00:00+00:00","completed_at":"2026-11-25T22:01:00+00:00",'
+    shape("duration_seconds a word", '{"date":"D","started_at":"2026-11-25T22:00:00+00:00",'
+          '"completed_at":"2026-11-25T22:01:00+00:00",'
           '"all_success":true,"tasks":{"a":"completed","b":"completed"},"duration_seconds":"slow"}'),
     shape("tasks a list", '{"date":"D","tasks":["a","b"]}'),
     shape("attempts a word", '{"date":"D","attempts":"many","started_at":"2026-11-25T22:00:00+00:00"}'),

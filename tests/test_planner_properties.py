@@ -194,7 +194,8 @@ def test_the_session_whose_window_is_open_is_planned_iff_not_done_and_the_retry_
 def test_a_window_after_midnight_is_in_view_with_any_lookback(calendar_cache, lookback):
     """Issue 10 item 15: window_start = close+9h puts Tuesday's window at Wednesday 01:00-01:30."""
     calendar = load_calendar("XNYS", CalendarOverrides(), calendar_cache)
-    schedule = ScheduleSettings(window_start=WindowStart(close_offset=dt.timedelta(hours=9)), lookback_sessions=lookback)
+    schedule = ScheduleSettings(window_start=WindowStart(close_offset=dt.timedelta(hours=9)),
+                                lookback_sessions=lookback)
     now = dt.datetime(2026, 11, 25, 1, 5, tzinfo=calendar.tz).astimezone(UTC)  # Wednesday 01:05
     assert calendar.window(dt.date(2026, 11, 24), schedule.window_start, 30).contains(now)
     plan = planner.plan_cron(now, calendar, schedule, RunSettings(), TASKS, {})
