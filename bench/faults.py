@@ -620,11 +620,14 @@ def trial_crash(h: Harness, out: Outcome, rng: random.Random) -> None:
 
 
 def trial_pause(h: Harness, out: Outcome, rng: random.Random) -> None:
-    """SIGSTOP the lock holder (and its tasks, as a paused VM) past its lease; another runner finishes; SIGCONT."""
+    """SIGSTOP the lock holder (and its tasks, as a paused VM) past its lease; another runner finishes; SIGCONT:
+    its later writes are refused, its tasks are stopped, the final state is the second runner's."""
     lease = 2 if h.quick else 3
     server = h.shared()
     ws = h.workspace(out.trial, out.index, server.url)
-    tasks = [{"name": "a", "sleep": 0.3}, {"name": "b", "sleep": rng.uniform(lease - 0.5, lease + 1), "after": ["a"]},
+    # Every other trial, the task running at the pause ignores SIGTERM: stopping it takes more than asking.
+    tasks = [{"name": "a", "sleep": 0.3}, {"name": "b", "sleep": rng.uniform(lease - 0.5, lease + 1), "after": ["a"],
+                                           "ignore_term": out.index % 2 == 1},
              {"name": "p", "kind": "py", "sleep": 0.3, "after": ["a"]},
              {"name": "c", "sleep": 0.3, "after": ["b", "p"]}]
     ws.write_config(manual_head(lease=lease, parallel=2), tasks)
