@@ -66,7 +66,11 @@ fail = False
 if faults:
     with open(faults) as f:
         fail = n in json.load(f).get(f"{session}/{task}", [])
-time.sleep(pause)
+# Work, not a deadline: sleep in short steps, so that time spent stopped (SIGSTOP) does not count.
+left = pause
+while left > 0:
+    time.sleep(min(0.05, left))
+    left -= 0.05
 if fail:
     note(ledger, ev="fail", task=task, session=session, attempt=n)
     print(f"{task}: failing on purpose (fault calendar, attempt {n})", file=sys.stderr)
@@ -101,7 +105,10 @@ def task(ctx):
     _note(ledger, ev="start", task=name, session=session, run=ctx.run_id, attempt=n)
     for i in range(int(p.get("log_lines", 0))):
         ctx.logger.bind(writer=p.get("writer", name), seq=i, pad="x" * 40).info("ledger_log_line")
-    time.sleep(float(p.get("sleep", 0)))
+    left = float(p.get("sleep", 0))
+    while left > 0:  # work, not a deadline: time spent stopped does not count
+        time.sleep(min(0.05, left))
+        left -= 0.05
     fail = False
     if p.get("faults"):
         with open(p["faults"]) as f:
