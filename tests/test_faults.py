@@ -21,13 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import faults  # noqa: E402
 import ledger  # noqa: E402
 
-# (kind, trial index): the index picks the variant and the random choices. Odd signal and pause trials use a
-# task that ignores SIGTERM; the refusal trials cycle through READONLY, NOREPLICAS and OOM (here
-# READONLY and OOM at the start, NOREPLICAS mid-cycle); crash #1 kills the
-# runner while its long task runs, so that a re-run can meet an orphan.
+# (kind, trial index): the index picks the variant and the random choices. Odd signal and pause trials use
+# a task that ignores SIGTERM; the refusal trials cycle through READONLY, NOREPLICAS and OOM (here READONLY
+# and OOM at the start, NOREPLICAS mid-cycle); crash #1 kills the runner while its long task runs, so that
+# a re-run can meet an orphan.
 SUBSET = [("overlap", 0), ("mixed", 0), ("crash", 1), ("pause", 1), ("redis-unreachable", 0), ("redis-silent", 0),
-          ("redis-restart", 0), ("redis-refuses-start", 0), ("redis-refuses-start", 2), ("redis-refuses-mid", 1), ("redis-down-window", 0), ("signals-term", 1), ("signals-int", 0),
-          ("signals-hup", 0), ("logs-rotation", 0), ("logs-full", 0)]
+          ("redis-restart", 0), ("redis-refuses-start", 0), ("redis-refuses-start", 2), ("redis-refuses-mid", 1),
+          ("redis-down-window", 0), ("signals-term", 1), ("signals-int", 0), ("signals-hup", 0),
+          ("logs-rotation", 0), ("logs-full", 0)]
 
 
 @pytest.fixture(scope="module")
