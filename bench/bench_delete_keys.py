@@ -1,19 +1,25 @@
-"""Benchmark: the `redis.delete_keys` built-in against the usual shell way, on the same data in the same run.
+"""Benchmark: the `redis.delete_keys` built-in against the server's own time and the usual shell way, in one run.
 
-    python bench/bench_delete_keys.py                 # 1,000,000 matching keys among 2,000,000
-    python bench/bench_delete_keys.py --keys 200000   # a quicker look
+    python bench/bench_delete_keys.py                  # 1,000,000 matching keys among 2,000,000
+    python bench/bench_delete_keys.py --keys 300000    # 300,000 among 600,000
 
 Starts a dedicated redis-server (the one the embedded Redis uses) on a unix socket in a
 temporary directory, without persistence. For each method it loads N keys that match
 `bench:hot:*` and N that do not (DEBUG POPULATE, or pipelined MSET where DEBUG is off),
-deletes the matching ones, and checks that exactly those went. The shell way is
+deletes the matching ones, and checks that exactly those went.
+
+The built-in runs in a process of its own, as the runner would run it. Its call is timed
+(wall clock, from the call to its return) beside the server's own time for the same work:
+the `usec` of SCAN and UNLINK in INFO commandstats, reset just before. The client is the
+bottleneck when the ratio is high; the target is 1.5x at most. The shell way is
 
     redis-cli --scan --pattern 'bench:hot:*' | xargs -n 1000 redis-cli unlink
 
-The built-in runs in a process of its own, whose peak RSS (ru_maxrss) is measured at N and
-at N/10: it should not grow with the key count. Times are wall-clock for the whole process,
-interpreter start included. Exits 1 when the built-in is not at least 2x faster or its
-peak memory grows with the key count.
+timed as a whole, like the built-in's process (interpreter start included). The built-in's
+peak RSS (ru_maxrss) is measured at N and at N/10: it should not grow with the key count.
+Exits 1 when the call takes more than 1.5x the server's time or its peak memory grows with
+the key count. The shell way is printed for comparison, not judged: it runs two processes
+side by side, so on a shared machine its time says more about the other jobs than about it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import redis
 
 PATTERN = "bench:hot:*"
 MEMORY_TOLERANCE_KB = 4096  # peak RSS may differ by allocator noise, not by key count
+TARGET_SERVER_RATIO = 1.5  # the call's wall time over the server's own SCAN + UNLINK time
 
 
 def start_server(directory: Path) -> tuple[subprocess.Popen, Path]:
@@ -80,13 +87,16 @@ def check(client: redis.Redis, matching: int) -> None:
                          f"(expected 0 and {matching})")
 
 
-def run_builtin(socket: Path) -> dict:
-    """The built-in in a fresh process, as the runner would run it; returns its own measurements."""
+def run_builtin(client: redis.Redis, socket: Path) -> dict:
+    """The built-in in a fresh process, as the runner would run it; its measurements and the server's time."""
+    client.config_resetstat()
     started = time.monotonic()
     out = subprocess.run([sys.executable, __file__, "--child", str(socket)], capture_output=True, text=True,
                          check=True)
     report = json.loads(out.stdout)
     report["seconds"] = time.monotonic() - started
+    stats = client.info("commandstats")
+    report["server_seconds"] = sum(stats.get(f"cmdstat_{name}", {}).get("usec", 0) for name in ("scan", "unlink")) / 1e6
     return report
 
 
@@ -113,6 +123,8 @@ def child(socket: str) -> None:
 
     logger.remove()
     logger.add(sys.stderr, level="INFO", format="{message} {extra}")
+    import redis.utils
+
     client = client_for_url(f"unix://{socket}")
     client.ping()
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -121,7 +133,7 @@ def child(socket: str) -> None:
     started = time.monotonic()
     delete_keys(ctx)
     print(json.dumps({"deleted": ctx.result["keys_deleted"], "call_seconds": time.monotonic() - started,
-                      "baseline_kb": baseline, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+                      "hiredis": redis.utils.HIREDIS_AVAILABLE, "baseline_kb": baseline, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 
 
 def main() -> int:
@@ -139,11 +151,14 @@ def main() -> int:
     try:
         print(f"loading {n:,} matching keys among {2 * n:,} ...", flush=True)
         print(f"  loaded in {load(client, n):.1f}s")
-        tool = run_builtin(socket)
+        tool = run_builtin(client, socket)
         check(client, n)
         assert tool["deleted"] == n, tool
-        print(f"redis.delete_keys: {tool['seconds']:.2f}s (the call itself {tool['call_seconds']:.2f}s), "
-              f"peak RSS {tool['peak_kb'] / 1024:.1f} MB")
+        ratio = tool["call_seconds"] / tool["server_seconds"]
+        print(f"redis.delete_keys ({'hiredis' if tool['hiredis'] else 'pure-Python'} parser): the call "
+              f"{tool['call_seconds']:.2f}s, the server's SCAN + UNLINK {tool['server_seconds']:.2f}s "
+              f"(INFO commandstats): {ratio:.2f}x (target <= {TARGET_SERVER_RATIO}x); the process "
+              f"{tool['seconds']:.2f}s, peak RSS {tool['peak_kb'] / 1024:.1f} MB")
 
         load(client, n)
         shell = run_shell(socket)
@@ -151,7 +166,7 @@ def main() -> int:
         print(f"redis-cli --scan | xargs -n 1000 redis-cli unlink: {shell:.2f}s")
 
         load(client, small)
-        tool_small = run_builtin(socket)
+        tool_small = run_builtin(client, socket)
         check(client, small)
         print(f"redis.delete_keys on {small:,} among {2 * small:,}: {tool_small['seconds']:.2f}s, "
               f"peak RSS {tool_small['peak_kb'] / 1024:.1f} MB")
@@ -163,9 +178,9 @@ def main() -> int:
 
     speedup = shell / tool["seconds"]
     growth_kb = tool["peak_kb"] - tool_small["peak_kb"]
-    print(f"\nspeedup {speedup:.1f}x (needs >= 2x); peak RSS {tool_small['peak_kb'] / 1024:.1f} MB at {small:,} keys "
+    print(f"\nspeedup {speedup:.1f}x than the shell way; peak RSS {tool_small['peak_kb'] / 1024:.1f} MB at {small:,} keys "
           f"vs {tool['peak_kb'] / 1024:.1f} MB at {n:,} ({growth_kb / 1024:+.1f} MB)")
-    ok = speedup >= 2 and growth_kb <= MEMORY_TOLERANCE_KB
+    ok = ratio <= TARGET_SERVER_RATIO and growth_kb <= MEMORY_TOLERANCE_KB
     print("OK" if ok else "FAILED")
     return 0 if ok else 1
 

@@ -120,7 +120,9 @@ class Project:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("TRADEUL_MAINT_") and k not in ("REDIS_URL",)}
         env.update(TRADEUL_MAINT_CONFIG=str(self.config), TRADEUL_MAINT_STATE_DIR=str(self.state_dir),
-                   TRADEUL_MAINT_LOG_DIR=str(self.log_dir), PYTHONPATH=str(self.root))
+                   TRADEUL_MAINT_LOG_DIR=str(self.log_dir),
+                   # Task modules: the test's own directory, and tests/ (modules referenced as test_x:callable).
+                   PYTHONPATH=os.pathsep.join((str(self.root), str(REPO / "tests"))))
         if self.redis_url:
             env["TRADEUL_MAINT_REDIS_URL"] = self.redis_url
         env.update(extra)

@@ -1,5 +1,6 @@
 """The built-in tasks against a real redis-server: what they delete, trim and save, and what they refuse at load."""
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -317,7 +318,9 @@ BAD_PARAMS = [
     ("redis.delete_keys", "{ patterns = [] }", "params.patterns must be a non-empty list"),
     ("redis.delete_keys", '{ patterns = ["a:*"], dry_run = "yes" }', "params.dry_run = 'yes': expected bool"),
     ("redis.delete_keys", '{ patterns = ["a:*"], url = "http://app:secret@cache:6379" }',
-     "params.url = 'http://app:***@cache:6379': expected redis://"),
+     "params.url: Redis URL 'http://app:***@cache:6379': expected redis://"),
+    ("redis.delete_keys", '{ patterns = ["a:*"], url = "redis://:pa/ss@cache:6379/0" }',
+     "params.url: Redis URL 'redis://***@cache:6379/0' does not parse as written: percent-encode"),
     ("redis.trim_streams", '{ streams = ["s"], maxlen = 10, max_len = 5 }', "params.max_len: unknown parameter"),
     ("redis.trim_streams", "{ maxlen = 10 }", "needs params.streams or params.patterns"),
     ("redis.trim_streams", '{ streams = ["s"] }', "exactly one of params.maxlen"),
@@ -344,3 +347,111 @@ def test_bad_builtin_params_are_a_config_error_on_one_line(project, builtin, par
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "[tasks.maint]" in lines[0] and message in lines[0], result.stderr
     assert "secret" not in result.output
+
+
+# --- the tool's own keys are never deleted ---------------------------------------------------
+
+OWN_KEY_PATTERNS = ["maintenance\\:status:*", "[^x]aintenance:status:*", "maintenance:status:2026-1*",
+                    "*:executed:*", "m*", "?aintenance:*", "*", "maint[a-z]nance:lock", "[l-n]aintenance:*",
+                    "maintenance[:]*", "[\\m]aintenance:*", "*[^]", "mainte?ance?last_run"]
+OTHER_PATTERNS = ["realtime:*", "maintenance", "maintenanceX:*", "[^m]*", "maintenance:[]*", "?", "maint",
+                  "x*maintenance:*", "[abc]aintenance:*", "[^m-m]aintenance:*"]
+
+
+@pytest.mark.parametrize("pattern", OWN_KEY_PATTERNS)
+def test_a_delete_pattern_that_can_match_the_tools_keys_is_refused_at_load(project, pattern):
+    project.write_config(f"""
+        [[tasks]]
+        name = "reset"
+        builtin = "redis.delete_keys"
+        params = {{ patterns = [{json.dumps(pattern)}] }}
+    """)
+    result = project.cli("run", "--date", SESSION.isoformat(), "--now", "2026-11-21T12:00")
+    assert result.exit_code == 78, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert f"params.patterns: {pattern!r} would delete this tool's own state" in line
+
+
+@pytest.mark.parametrize("pattern", OTHER_PATTERNS)
+def test_a_delete_pattern_that_cannot_match_the_tools_keys_is_accepted(pattern):
+    from tradeul_maint.redisglob import can_match_key_starting_with
+
+    assert not can_match_key_starting_with(pattern, "maintenance:")
+
+
+def test_the_load_time_check_follows_a_hash_tagged_prefix():
+    from tradeul_maint.redisglob import can_match_key_starting_with
+
+    assert can_match_key_starting_with("{maintenance}:*", "{maintenance}:")
+    assert can_match_key_starting_with("\\{m*", "{maintenance}:")
+    assert not can_match_key_starting_with("maintenance:*", "{maintenance}:")
+
+
+def test_the_glob_reader_agrees_with_the_servers_scan_match(r):
+    """Random patterns over the special characters, each checked against what SCAN MATCH returns."""
+    import random
+
+    from tradeul_maint.redisglob import matches
+
+    rng = random.Random(20261120)
+    keys = {"".join(rng.choice("ab:-]^\\[*?") for _ in range(rng.randint(1, 5))) for _ in range(400)}
+    r.mset({k: 1 for k in keys})
+    for _ in range(300):
+        pattern = "".join(rng.choice("ab:*?[]^-\\") for _ in range(rng.randint(1, 7)))
+        found = set(r.scan_iter(match=pattern, count=1000))
+        assert {k for k in keys if matches(pattern, k)} == found, pattern
+
+
+def test_delete_keys_never_unlinks_a_key_under_the_prefix_whatever_the_pattern(client, r, events):
+    fill(client, "realtime:", 1500)
+    r.mset({"maintenance:status:2026-11-19": "{}", "maintenance:lock": "x", "maintenance:last_run": "2026-11-19"})
+    r.mset({"custom:status:2026-11-19": "{}"})
+    ctx = make_ctx(client, patterns=["*"])
+    builtins.delete_keys(ctx)
+    assert ctx.result == {"keys_deleted": 1501}  # the realtime keys and custom:status (not the tool's here)
+    assert sorted(r.keys()) == ["maintenance:last_run", "maintenance:lock", "maintenance:status:2026-11-19"]
+    spared = [e for name, e in events if name == "own_keys_spared"]
+    assert [(e["pattern"], e["keys"], e["prefix"]) for e in spared] == [("*", 3, "maintenance:")]
+    ctx = make_ctx(client, patterns=["*"], dry_run=True)
+    builtins.delete_keys(ctx)
+    assert ctx.result == {"keys_matched": 0}
+
+
+def test_delete_keys_spares_the_prefix_the_context_names(client, r):
+    r.mset({"custom:status:2026-11-19": "{}", "custom:lock": "x", "maintenance:lock": "y"})
+    ctx = make_ctx(client, patterns=["*"])
+    ctx = dataclasses.replace(ctx, key_prefix="custom")
+    builtins.delete_keys(ctx)
+    assert sorted(r.keys()) == ["custom:lock", "custom:status:2026-11-19"]
+
+
+def test_a_delete_on_the_same_server_through_url_leaves_the_state_alone(project, r, redis_url):
+    """The load-time check does not look at tasks with params.url; the run-time filter still holds."""
+    done = json.dumps({"date": "2026-11-19", "started_at": "2026-11-19T22:00:00+00:00",
+                       "completed_at": "2026-11-19T22:01:00+00:00", "duration_seconds": 60.0,
+                       "all_success": True, "tasks": {"reset": "completed"}})
+    r.set("maintenance:status:2026-11-19", done)
+    r.set("maintenance:executed:2026-11-19", "1")
+    r.mset({"realtime:1": 1, "realtime:2": 2})
+    project.write_config(f"""
+        [[tasks]]
+        name = "reset"
+        builtin = "redis.delete_keys"
+        params = {{ patterns = ["*", "maintenance:*", "[m]aintenance\\\\:status:*"], url = "{redis_url}" }}
+
+        [[tasks]]
+        name = "after"
+        command = ["true"]
+        after = ["reset"]
+    """)
+    result = project.cli("run", "--date", SESSION.isoformat(), "--now", "2026-11-21T12:00")
+    assert result.exit_code == 0, result.output
+    assert r.get("maintenance:status:2026-11-19") == done and r.get("maintenance:executed:2026-11-19") == "1"
+    assert r.exists("realtime:1", "realtime:2") == 0
+    doc = json.loads(r.get(f"maintenance:status:{SESSION}"))
+    assert doc["all_success"] is True and doc["task_details"]["reset"]["result"] == {"keys_deleted": 2}
+    status = project.cli("status", "--date", "2026-11-19", "--now", "2026-11-21T12:00")
+    assert status.exit_code == 0 and "done" in status.stdout
+    logged = [json.loads(line) for line in (project.log_dir / "maintenance.log").read_text().splitlines()]
+    assert [e["pattern"] for e in logged if e["event"] == "own_keys_spared"] == \
+        ["*", "maintenance:*", "[m]aintenance\\:status:*"]

@@ -123,6 +123,161 @@ def test_redis_lost_mid_cycle_stops_the_tasks_and_exits_75(project, tmp_path, se
     out, err = runner.communicate(timeout=30)
     assert runner.returncode == 75, err
     assert time.monotonic() - started < 10
-    assert "lost the run lock" in err and "Redis could not be reached" in err
+    # Whichever notices first (the lock's renewal, the supervisor's lease watch, a state write), it says Redis.
+    last = err.strip().splitlines()[-1]
+    assert "lost the run lock" in last or "lost the connection to Redis" in last, err
     assert count_runs(project.root, "b", "started") == []
     assert wait_for(lambda: not processes_running(str(project.root / "marker.py")), 5)  # no orphan task
+
+
+# --- endpoints that are not Redis, and URLs that do not mean what they say --------------------
+
+
+class HttpLikeServer:
+    """A loopback server that answers anything with an HTTP status line and closes, as nginx does."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.recv(1024)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Length: 0\r\n"
+                                 b"Connection: close\r\n\r\n")
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture(params=["stdlib", "nginx-like"])
+def http_port(request):
+    """An HTTP server on loopback: Python's own, or one answering like nginx."""
+    if request.param == "nginx-like":
+        server = HttpLikeServer()
+        yield server.port
+        server.close()
+        return
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_an_http_server_is_a_configuration_error_not_a_protocol_error(project, http_port):
+    project.write_config(marker_tasks(project.root, ["a"]))
+    url = f"redis://127.0.0.1:{http_port}/0"
+    for result in (project.run("run", "--date", DAY, TRADEUL_MAINT_REDIS_URL=url),
+                   project.run("run", "--now", f"{DAY}T17:05", TRADEUL_MAINT_REDIS_URL=url)):  # the cron tick
+        assert result.returncode == 78, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert f"127.0.0.1:{http_port}/0 is not a Redis server" in line and "check the host and port" in line
+    assert count_runs(project.root, "a", "started") == []
+
+
+@pytest.mark.parametrize("path, message", [
+    ("/99", "has no database 99"),
+    ("/notadb", "the path must be a database number"),
+    ("/0/1", "the path must be a database number"),
+    ("/0?db=x", "invalid value for option 'db'"),
+    ("/0?colour=blue", "unknown option 'colour'"),
+])
+def test_a_database_that_does_not_exist_is_a_configuration_error(project, tmp_path, servers, path, message):
+    proc, port = start_server(tmp_path, "dbs")
+    servers.append(proc)
+    project.write_config(marker_tasks(project.root, ["a"]))
+    result = project.cli("run", "--date", DAY, TRADEUL_MAINT_REDIS_URL=f"redis://127.0.0.1:{port}{path}")
+    assert result.exit_code == 78, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert message in line
+
+
+MALFORMED = [
+    "redis://u:AAAq/BBBq@127.0.0.1:{port}/0",
+    "redis://:AAAq#BBBq@127.0.0.1:{port}",
+    "redis://:AAAq?BBBq@127.0.0.1:{port}/0",
+    "redis://:AAAq@BBBq@127.0.0.1:{port}/0",
+    "redis+sentinel://:AAAq/BBBq@127.0.0.1:{port}/mymaster",
+    "rediss://admin:AAAq/BBBq@127.0.0.1:{port}/0",
+]
+
+
+@pytest.mark.parametrize("url", MALFORMED)
+@pytest.mark.parametrize("verbose", [False, True])
+def test_no_part_of_a_malformed_urls_password_is_ever_shown(project, tmp_path, servers, url, verbose):
+    proc, port = start_server(tmp_path, "auth", "--requirepass", "AAAq/BBBq")
+    servers.append(proc)
+    project.write_config(marker_tasks(project.root, ["a"]))
+    args = ["-v"] if verbose else []
+    result = project.run(*args, "run", "--date", DAY, TRADEUL_MAINT_REDIS_URL=url.format(port=port))
+    assert result.returncode == 78, result.stderr
+    shown = result.stdout + result.stderr + "".join(p.read_text() for p in project.log_dir.glob("*.log*"))
+    assert "AAAq" not in shown and "BBBq" not in shown
+    assert "percent-encode" in result.stderr and "%2F" in result.stderr
+    if verbose:
+        assert "Traceback" in result.stderr  # printed, scrubbed
+    else:
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_percent_encoded_password_with_special_characters_works(project, tmp_path, servers):
+    proc, port = start_server(tmp_path, "auth", "--requirepass", "p/a#s?s@w:d")
+    servers.append(proc)
+    project.write_config(marker_tasks(project.root, ["a"]))
+    url = f"redis://:p%2Fa%23s%3Fs%40w%3Ad@127.0.0.1:{port}/0"
+    result = project.run("run", "--date", DAY, TRADEUL_MAINT_REDIS_URL=url)
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_unexpected_errors_traceback_is_scrubbed_with_v(project, monkeypatch):
+    """The traceback of a bug (exit 70) with -v: a URL's password in its message is hidden."""
+    from tradeul_maint import core
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot use redis://admin:s3cr3tpw@db:6379/0 (REDIS_PASSWORD=s3cr3tpw)")
+
+    monkeypatch.setattr(core, "run", broken)
+    project.write_config(marker_tasks(project.root, ["a"]))
+    result = project.cli("-v", "run", "--date", DAY)
+    assert result.exit_code == 70
+    assert "Traceback" in result.stderr and "RuntimeError" in result.stderr
+    assert "s3cr3tpw" not in result.output + result.stderr
+
+
+@pytest.mark.parametrize("server_args, user", [
+    (("--rename-command", "INFO", ""), None),  # INFO renamed away, as on some managed services
+    ((), "noinfo"),  # an ACL user that may not run INFO
+])
+def test_a_server_that_will_not_answer_info_is_asked_ping(project, tmp_path, servers, server_args, user):
+    proc, port = start_server(tmp_path, "noinfo", *server_args)
+    servers.append(proc)
+    url = f"redis://127.0.0.1:{port}/0"
+    if user:
+        admin = redis.Redis(port=port)
+        admin.acl_setuser(user, enabled=True, passwords=["+Ni4-pass"], keys=["*"], commands=["+@all", "-info"])
+        admin.close()
+        url = f"redis://{user}:Ni4-pass@127.0.0.1:{port}/0"
+    project.write_config(marker_tasks(project.root, ["a"]))
+    result = project.run("run", "--date", DAY, TRADEUL_MAINT_REDIS_URL=url)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(redis.Redis(port=port).get(f"maintenance:status:{DAY}"))["all_success"] is True

@@ -77,3 +77,12 @@ def test_overlapping_invocations_use_a_single_server(embedded):
     finally:
         long_run.communicate(timeout=30)
     assert servers_for(embedded.state_dir) == []
+
+
+def test_a_relative_state_dir_works(embedded):
+    """redis-server changes to its data directory before it opens its log: the paths it gets must be absolute."""
+    embedded.write_config(marker_tasks(embedded.root, ["a"]))
+    result = embedded.run("--state-dir", "state", "run", "--date", "2026-11-25", REDIS_URL="")
+    assert result.returncode == 0, result.stderr
+    assert (embedded.state_dir / "redis" / "redis-server.log").is_file()
+    assert servers_for(embedded.state_dir) == []

@@ -28,8 +28,8 @@ TASKS = ["load_ohlc", "load_volume_slots", "calculate_atr", "calculate_rvol_aver
 
 @pytest.fixture
 def example(project, monkeypatch):
-    """Run from the repository root, as the README's quick start does (`examples.pipeline` imports from there)."""
-    monkeypatch.chdir(REPO)
+    """Run from anywhere but the examples: `pipeline` is imported from the config file's directory."""
+    monkeypatch.chdir(project.root)
     return project
 
 

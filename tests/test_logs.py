@@ -146,7 +146,7 @@ def test_no_password_reaches_any_log_file_not_even_through_a_traceback(project):
 @pytest.mark.parametrize("text, shown", [
     ("redis://user:hunter2@host:6379/0", "redis://user:***@host:6379/0"),
     ("rediss://:hunter2@host:6380", "rediss://:***@host:6380"),
-    ("redis://u:hun@ter2@host/0", "redis://u:***@host/0"),
+    ("redis://u:hun@ter2@host/0", "redis://***@host/0"),
     ("redis+sentinel://:hunter2@s1:26379,s2:26379/main", "redis+sentinel://:***@s1:26379,s2:26379/main"),
     ("connect(password=hunter2, db=0)", "connect(password=***, db=0)"),
     ('{"password": "hunter2"}', '{"password": "***"}'),
@@ -282,6 +282,26 @@ def test_logs_filters_by_task_date_and_level(reader, configured):
     assert seqs("--task", "t3", "-n", "2") == [53, 58]
     assert seqs("--errors") == [i for i in range(60) if i % 4 == 3]
     assert seqs("--task", "nope") == []
+
+
+def test_logs_task_without_entries_says_so_and_lists_the_tasks_it_has_seen(reader, configured):
+    project = reader
+    configured(project.log_dir, rotation="2 KB", retention=50)
+    logger.bind(date=DAY, task="oldest", seq=-1).info("tick")
+    for i in range(40):
+        logger.bind(date=DAY, task=("load_ohlc", "calc \"atr\"", "snapshot")[i % 3], seq=i).info("tick")
+    logger.bind(date=DAY, seq=99).info("no_task_here")
+    oldest = project.log_dir / f"{MAIN_LOG}.{max(logread.rotated_numbers(project.log_dir / MAIN_LOG))}"
+    assert '"oldest"' in oldest.read_text()  # found only in the oldest rotated file
+    result = project.cli("logs", "--task", "load-ohlc")
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert result.stderr.strip() == (
+        f"tradeul-maint: no entries for task 'load-ohlc' in {project.log_dir / MAIN_LOG} (or its rotated files); "
+        "tasks seen there: calc \"atr\", load_ohlc, oldest, snapshot")
+    narrowed = project.cli("logs", "--task", "snapshot", "--date", "2026-11-24")  # the task has entries: no notice
+    assert (narrowed.exit_code, narrowed.stdout, narrowed.stderr) == (0, "", "")
+    found = project.cli("logs", "--task", "snapshot", "-n", "1")
+    assert found.stderr == "" and "task=snapshot" in found.stdout
 
 
 @pytest.mark.parametrize("args, message", [

@@ -21,7 +21,7 @@ import redis
 
 from conftest import marker_tasks
 
-from tradeul_maint import cli, commands
+from tradeul_maint import cli, commands, options
 from tradeul_maint.keys import Keys
 from tradeul_maint.lock import RunLock
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
@@ -57,13 +57,20 @@ TYPER_READS = [
     ["--config", "other.toml", "run"],
     ["--config=other.toml", "--redis-url", "redis://h:1/2", "--state-dir", "st", "--log-dir=lg", "run"],
     ["run", "--now=2026-11-25T12:00"],
+    # global options after the command, as people type them
+    ["run", "-q"],
+    ["run", "--config", "other.toml"],
+    ["run", "--now", BEFORE_WINDOW, "--quiet", "--log-dir=lg", "--state-dir", "st"],
+    ["--redis-url", "redis://h:1/2", "run", "--config=run"],
+    ["--config", "run", "run", "-q"],
 ]
 NOT_A_PLAIN_TICK = [
-    [], ["-v", "run"], ["--verbose", "run"], ["-qv", "run"], ["run", "-q"], ["run", "--date", DAY],
+    [], ["-v", "run"], ["--verbose", "run"], ["-qv", "run"], ["run", "-v"], ["run", "-qv"], ["run", "--date", DAY],
     ["run", "--dry-run"], ["run", "--force"], ["run", "--task", "a"], ["status"], ["--help"], ["run", "--help"],
     ["--version"], ["--config", "a", "--config", "b", "run"], ["--config", "-x", "run"], ["--config=", "run"],
     ["run", "--now"], ["run", "--now", "x", "--now", "y"], ["--now", BEFORE_WINDOW, "run"], ["run", "extra"],
-    ["--", "run"], ["-q=1", "run"], ["--quiet=yes", "run"],
+    ["--", "run"], ["-q=1", "run"], ["--quiet=yes", "run"], ["run", "--config"], ["run", "--", "-q"],
+    ["--config", "a", "run", "--config", "b"], ["run", "--quiet=yes"], ["run", "--now", "x", "-h"],
 ]
 
 
@@ -105,10 +112,10 @@ def test_the_flags_are_declared_once_for_both_paths():
     from typer.main import get_command
 
     group = get_command(commands.app)
-    declared = {p.name: tuple(p.opts) for p in group.params if p.name in cli.GLOBAL_OPTIONS}
-    assert declared == {name: tuple(flags) for name, flags in cli.GLOBAL_OPTIONS.items()}
+    declared = {p.name: tuple(p.opts) for p in group.params if p.name in options.OPTIONS_BY_NAME}
+    assert declared == {option.name: option.flags for option in options.GLOBAL_OPTIONS}
     now = next(p for p in group.commands["run"].params if p.name == "now")
-    assert now.opts == [cli.NOW_FLAG] and now.envvar == cli.NOW_ENVVAR
+    assert now.opts == [options.NOW_FLAG] and now.envvar == options.NOW_ENVVAR
 
 
 def tick(project, now: str) -> cli.Tick:
@@ -391,7 +398,9 @@ def test_the_next_session_starts_its_longest_path_first_from_the_last_durations(
 
     before, after = started("2026-11-24"), started(DAY)
     assert before["short2"] < before["long"]
-    assert after["long"] <= after["short1"] < after["short2"]
+    # Known durations put the long task, last in the file, first; which short one joins it depends on
+    # their measured durations (equal nominally), so only the long one's place is asserted.
+    assert after["long"] <= min(after["short1"], after["short2"])
     assert known_durations([None, SessionStatus(dt.date(2026, 11, 25), details={"x": TaskRecord(duration_seconds=2)}),
                             SessionStatus(dt.date(2026, 11, 24), details={"x": TaskRecord(duration_seconds=9),
                                                                           "y": TaskRecord(duration_seconds=1)})]) \

@@ -66,7 +66,7 @@ def test_sigkill_mid_task_then_a_later_run_completes_without_rerunning_completed
     assert "interrupted_task_detected" in (project.log_dir / "maintenance.log").read_text()
 
 
-def test_runner_paused_past_its_lease_cannot_overwrite_the_new_runner_state(project, r):
+def test_runner_paused_past_its_lease_has_its_tasks_stopped_and_cannot_overwrite_the_new_runner_state(project, r):
     project.write_config(QUIET + "[redis]\nlock_lease_seconds = 1\n"
                          + marker_tasks(project.root, ["a", "b"], sleep={"a": 2}))
     old = project.spawn("run", "--date", DAY)
@@ -78,7 +78,11 @@ def test_runner_paused_past_its_lease_cannot_overwrite_the_new_runner_state(proj
         assert new.returncode == 0, new.stderr
         after_new = r.get(f"maintenance:status:{DAY}")
         assert json.loads(after_new)["all_success"] is True
-        assert wait_for(lambda: len(count_runs(project.root, "a")) == 2)  # both task processes ran out
+        # The paused runner's supervisor stopped its task before the lease ran out: it never completed
+        # beside the new runner's.
+        assert count_runs(project.root, "a", "started") == [DAY, DAY]
+        assert count_runs(project.root, "a") == [DAY]
+        assert not processes_running(str(project.root / "marker.py"))
     finally:
         old.send_signal(signal.SIGCONT)
     code = old.wait(30)

@@ -126,7 +126,7 @@ def test_auto_recovery_respects_backoff_and_max_attempts(calendar, attempts, las
     assert planned(plan) == (["2026-11-27"] if runs else [])
     if not runs:
         reason = plan.deferred[0].reason
-        assert ("gave up after 4 attempts" in reason) if attempts == 4 else ("next retry after" in reason)
+        assert ("attempt 4 of 4: gave up" in reason) if attempts == 4 else (f"failed, attempt {attempts} of 4, next try after" in reason)
 
 
 def test_plan_recover_orders_oldest_first_and_forces_only_when_asked(calendar):

@@ -87,7 +87,7 @@ def test_cron_retry_waits_for_the_doubling_backoff_and_stops_at_max_attempts(pro
     assert len(count_runs(project.root, "a", "started")) == 3
     assert status(r)["attempts"] == 3
     dry = project.cli("run", "--dry-run", "--now", "2026-11-25T18:30")
-    assert "gave up after 3 attempts" in dry.stdout
+    assert "failed, attempt 3 of 3: gave up" in dry.stdout
     manual = project.cli("run", "--date", DAY, "--now", "2026-11-25T18:30")  # a manual run always tries
     assert manual.exit_code == 1
     assert len(count_runs(project.root, "a", "started")) == 4

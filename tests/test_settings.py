@@ -18,7 +18,7 @@ TASK = '[[tasks]]\nname = "a"\ncommand = ["true"]\n'
         ("[schedule\n" + TASK, "not valid TOML"),
         ("[schedule]\ncolour = 'blue'\n" + TASK, "unknown key 'colour' in [schedule]"),
         ("surprise = 1\n" + TASK, "unknown key 'surprise' at top level"),
-        (TASK + "flavour = 'x'\n", "unknown key 'flavour' in [tasks]"),
+        (TASK + "flavour = 'x'\n", "unknown key 'flavour' in task 'a'"),
         ("", "no tasks configured"),
         (TASK + TASK, "duplicate task name 'a'"),
         (TASK + 'after = ["ghost"]\n', "unknown task 'ghost'"),

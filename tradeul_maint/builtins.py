@@ -19,12 +19,16 @@ from typing import Any, Callable, Iterator
 
 import redis
 
-from tradeul_maint.connection import SCHEMES, client_for_url, redact
+from tradeul_maint.connection import check_url, connect
 from tradeul_maint.errors import ConfigError
+from tradeul_maint.handshake import is_cluster
+from tradeul_maint.keys import Keys
+from tradeul_maint.redisglob import can_match_key_starting_with
 
-# Buckets examined per SCAN call: a fraction of a millisecond of server time each, and few
-# enough round trips that a million keys take seconds even over a network.
-SCAN_COUNT = 1000
+# Buckets examined per SCAN call: about a millisecond of server time each (bench_delete_keys
+# shows it), so other clients never wait long, and few enough steps that the client's wait
+# between two of them (a wakeup, a round trip) stays a small part of the server's work.
+SCAN_COUNT = 2000
 BGSAVE_TIMEOUT = 600.0
 POLL_FIRST, POLL_MAX = 0.02, 0.5  # seconds between INFO polls while a snapshot runs (doubling)
 AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])?$")
@@ -46,11 +50,18 @@ def target_redis(ctx) -> Iterator[redis.Redis]:
     if not url:
         yield ctx.redis
         return
-    client = client_for_url(url)
+    client = connect(url)
     try:
         yield client
     finally:
         client.close()
+
+
+def primaries(client) -> list[redis.Redis]:
+    """The client itself; on a Redis Cluster, a client for each primary, each holding its own part of the keys."""
+    if not is_cluster(client):
+        return [client]
+    return [client.get_redis_connection(node) for node in client.get_primaries()]
 
 
 def parse_age(value: Any, what: str) -> float:
@@ -70,12 +81,24 @@ def parse_age(value: Any, what: str) -> float:
 
 
 def delete_keys(ctx) -> dict[str, Any]:
-    """Delete every key matching the glob `patterns`; with `dry_run`, only count them."""
+    """Delete every key matching the glob `patterns`; with `dry_run`, only count them.
+
+    Never a key under the tool's own prefix, whatever the pattern and whichever Redis
+    `params.url` names: those are skipped as SCAN returns them (and counted, with a
+    warning), so no pattern can delete a status document or the lock.
+    """
     dry_run = ctx.params.get("dry_run", False)
+    namespace = Keys(ctx.key_prefix).namespace  # the configured [redis] key_prefix
     total = 0
     with target_redis(ctx) as client:
         for pattern in ctx.params["patterns"]:
-            count = _delete_matching(client, pattern, dry_run)
+            guard = namespace if can_match_key_starting_with(pattern, namespace) else None
+            count = spared = 0
+            for node in primaries(client):  # SCAN walks one server's keys: on a cluster, every primary's
+                deleted, kept = _delete_matching(node, pattern, dry_run, guard, by_slot=node is not client)
+                count, spared = count + deleted, spared + kept
+            if spared:
+                ctx.logger.bind(pattern=pattern, keys=spared, prefix=namespace).warning("own_keys_spared")
             ctx.logger.bind(pattern=pattern, keys=count, dry_run=dry_run) \
                 .info("keys_matched" if dry_run else "keys_deleted")
             total += count
@@ -83,41 +106,69 @@ def delete_keys(ctx) -> dict[str, Any]:
     return {"success": True}
 
 
-def _delete_matching(client: redis.Redis, pattern: str, dry_run: bool) -> int:
-    """SCAN the keyspace once, UNLINKing what each step found while the next step runs.
+def _delete_matching(client: redis.Redis, pattern: str, dry_run: bool, guard: str | None,
+                     by_slot: bool = False) -> tuple[int, int]:
+    """SCAN the keyspace once, UNLINKing what each step found while the next step runs; (deleted, spared).
 
     On one connection, the next SCAN is sent before the UNLINK of the keys the last one
     returned, and the server runs that UNLINK while this side reads the SCAN's reply: the
     deletes cost no round trip of their own, client and server work side by side, and at
     most two steps' keys (about 2 x SCAN_COUNT) are held at a time, whatever the key count.
-    Never KEYS: it blocks the server for the whole keyspace. A dry run counts what SCAN
-    returns, which may include a key twice if the server rehashes meanwhile; the deleted
-    count comes from UNLINK and is exact.
+    Never KEYS: it blocks the server for the whole keyspace. Keys that begin with `guard`
+    (the tool's own) are left out of every UNLINK. On a cluster node (`by_slot`), one
+    UNLINK per hash slot, since a command's keys must share one. A dry run counts what
+    SCAN returns, which may include a key twice if the server rehashes meanwhile; the
+    deleted count comes from UNLINK and is exact.
     """
     pool = client.connection_pool
     conn = _connection(pool)
-    count, unlinking = 0, False
+    count = spared = 0
+    unlinks = 0  # UNLINKs sent behind the last SCAN, whose replies follow its reply
     try:
         conn.send_command("SCAN", 0, "MATCH", pattern, "COUNT", SCAN_COUNT)
         while True:
             cursor, keys = conn.read_response()
-            if unlinking:  # its reply follows the SCAN's, which was sent before it
-                count += int(conn.read_response())
             finished = int(cursor) == 0
-            if not finished:
+            if not finished:  # queued behind the UNLINKs still running: the server never waits for this side
                 conn.send_command("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
-            unlinking = bool(keys) and not dry_run
-            if unlinking:
-                conn.send_command("UNLINK", *keys)
-            elif dry_run:
+            for _ in range(unlinks):
+                count += int(conn.read_response())
+            if guard is not None and keys:
+                kept = _not_under(keys, guard)
+                spared += len(keys) - len(kept)
+                keys = kept
+            unlinks = 0
+            if dry_run:
                 count += len(keys)
+            elif keys:
+                batches = _by_slot(keys) if by_slot else [keys]
+                for batch in batches:
+                    conn.send_command("UNLINK", *batch)
+                unlinks = len(batches)
             if finished:
-                return count + (int(conn.read_response()) if unlinking else 0)
+                for _ in range(unlinks):
+                    count += int(conn.read_response())
+                return count, spared
     except BaseException:
         conn.disconnect()  # replies may be unread: the pool must not hand this connection out as it is
         raise
     finally:
         pool.release(conn)
+
+
+def _by_slot(keys: list) -> list[list]:
+    from redis.crc import key_slot
+
+    slots: dict[int, list] = {}
+    for key in keys:
+        slots.setdefault(key_slot(key if isinstance(key, bytes) else key.encode()), []).append(key)
+    return list(slots.values())
+
+
+def _not_under(keys: list, namespace: str) -> list:
+    """The keys that do not begin with `namespace` (bytes or str, as the connection returns them)."""
+    start = namespace.encode() if isinstance(keys[0], bytes) else namespace
+    return [key for key in keys if not key.startswith(start)]
 
 
 def _connection(pool: redis.ConnectionPool) -> redis.Connection:
@@ -138,7 +189,7 @@ def trim_streams(ctx) -> dict[str, Any]:
     with target_redis(ctx) as client:
         if "max_age" in params:
             # The cutoff comes from the server's clock, the one that stamped the entry IDs.
-            seconds, micros = client.time()
+            seconds, micros = primaries(client)[0].time()
             cutoff_ms = max(0, seconds * 1000 + micros // 1000 - int(parse_age(params["max_age"], "max_age") * 1000))
             limit: dict[str, Any] = {"minid": f"{cutoff_ms}-0"}
             kept = f"entries newer than {dt.datetime.fromtimestamp(cutoff_ms / 1000, dt.timezone.utc).isoformat()}"
@@ -178,9 +229,10 @@ def trim_streams(ctx) -> dict[str, Any]:
 
 
 def _streams_matching(client: redis.Redis, pattern: str, skip: set[str]) -> Iterator[bytes]:
-    for key in client.scan_iter(match=pattern, count=SCAN_COUNT, _type="stream"):
-        if _text(key) not in skip:
-            yield key
+    for node in primaries(client):
+        for key in node.scan_iter(match=pattern, count=SCAN_COUNT, _type="stream"):
+            if _text(key) not in skip:
+                yield key
 
 
 def _trim(client: redis.Redis, name: str | bytes, approximate: bool, limit: dict[str, Any]) -> int:
@@ -201,33 +253,44 @@ def _trim(client: redis.Redis, name: str | bytes, approximate: bool, limit: dict
 
 
 def bgsave(ctx) -> dict[str, Any]:
-    """BGSAVE and wait for it; success with a note, doing nothing, when the server does not persist."""
+    """BGSAVE and wait for it; success with a note, doing nothing, when the server does not persist.
+
+    On a Redis Cluster, each primary in turn: the first that fails ends the task.
+    """
     timeout = parse_age(ctx.params.get("timeout", BGSAVE_TIMEOUT), "timeout")
     with target_redis(ctx) as client:
-        if not _persistence_enabled(client):
-            note = "skipped: persistence is disabled on this Redis (save \"\" and appendonly no)"
-            ctx.logger.bind(reason=note).info("snapshot_skipped")
-            return {"success": True, "note": note}
-        deadline = time.monotonic() + timeout
-        waited = False
-        while True:
-            try:
-                client.bgsave(schedule=False)
-                break  # the child has forked: our snapshot is in progress
-            except redis.ResponseError as exc:
-                if "in progress" not in str(exc).lower():
-                    raise
-                # Another save or an AOF rewrite forked before the tasks' last writes, so its
-                # snapshot may miss them: let it finish, then take ours.
-                waited = True
-                ctx.logger.bind(reason=str(exc)).info("snapshot_waiting_for_running_save")
-                if not _wait_until_idle(client, deadline) or time.monotonic() >= deadline:
-                    return _timed_out(timeout, "the save already running")
-                time.sleep(POLL_FIRST)
-        ctx.logger.info("snapshot_started")
-        if not _wait_until_idle(client, deadline):
-            return _timed_out(timeout, "BGSAVE")
-        info = client.info("persistence")
+        for node in primaries(client):
+            outcome = _bgsave(ctx, node, timeout)
+            if not outcome["success"]:
+                break
+    return outcome
+
+
+def _bgsave(ctx, client: redis.Redis, timeout: float) -> dict[str, Any]:
+    if not _persistence_enabled(client):
+        note = "skipped: persistence is disabled on this Redis (save \"\" and appendonly no)"
+        ctx.logger.bind(reason=note).info("snapshot_skipped")
+        return {"success": True, "note": note}
+    deadline = time.monotonic() + timeout
+    waited = False
+    while True:
+        try:
+            client.bgsave(schedule=False)
+            break  # the child has forked: our snapshot is in progress
+        except redis.ResponseError as exc:
+            if "in progress" not in str(exc).lower():
+                raise
+            # Another save or an AOF rewrite forked before the tasks' last writes, so its
+            # snapshot may miss them: let it finish, then take ours.
+            waited = True
+            ctx.logger.bind(reason=str(exc)).info("snapshot_waiting_for_running_save")
+            if not _wait_until_idle(client, deadline) or time.monotonic() >= deadline:
+                return _timed_out(timeout, "the save already running")
+            time.sleep(POLL_FIRST)
+    ctx.logger.info("snapshot_started")
+    if not _wait_until_idle(client, deadline):
+        return _timed_out(timeout, "BGSAVE")
+    info = client.info("persistence")
     if info.get("rdb_last_bgsave_status") != "ok":
         return {"success": False, "error": "BGSAVE failed (rdb_last_bgsave_status:err): the Redis server log says "
                                            "why (disk full, permissions of its dir, dbfilename)"}
@@ -328,10 +391,11 @@ def validate_builtin(name: str, params: dict[str, Any], section: str) -> None:
     missing = [k for k in entry.required if k not in params]
     if missing:
         raise ConfigError(f"[{section}] {name} needs params.{missing[0]}")
-    url = params.get("url")
-    if url is not None and url.split("://", 1)[0].lower() not in SCHEMES:
-        raise ConfigError(f"[{section}] params.url = {redact(url)!r}: expected redis://, rediss://, unix:// "
-                          "or redis+sentinel://")
+    if params.get("url") is not None:
+        try:
+            check_url(params["url"])
+        except ConfigError as exc:
+            raise ConfigError(f"[{section}] params.url: {exc}") from None
     if entry.check:
         entry.check(params, section)
 

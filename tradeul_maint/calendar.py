@@ -6,6 +6,15 @@ schedule is derived from it once and kept as a small JSON file in the state dire
 keyed by calendar code and library version, and rebuilt before it runs out. Everything
 else here is plain datetime and zoneinfo arithmetic on that schedule, overrides included.
 
+A container starts every tick with an empty state directory, so a cache can also be built
+into the image (`tradeul-maint calendar --write-cache DIR`, read from
+TRADEUL_MAINT_CALENDAR_CACHE before the state directory). That one cannot be refreshed
+weekly, and need not be: a schedule derived from one exchange-calendars version stays right
+for as long as that version is installed; only its reach (the library builds a year past
+the day it is asked) runs out. So a prebuilt cache is used whatever its age while it is for
+the installed version and still reaches `expiry_warning_days` ahead: the point from which a
+fresh build would reach further than the warning. Only then does a tick rebuild it.
+
 The file holds some 5,000 sessions as three runs of small integers (day steps, open steps,
 session lengths), which load in well under a millisecond; the calendar keeps them as
 integers (day ordinals, Unix seconds) and makes dates and datetimes only of the sessions
@@ -56,8 +65,9 @@ class TradingCalendar:
 
     def __init__(self, code: str, tz: str, version: str, days: list[int], opens: list[int], closes: list[int],
                  overrides: CalendarOverrides = CalendarOverrides(),
-                 regular_hours: tuple[dt.time, dt.time] = (dt.time(9, 30), dt.time(16, 0))):
+                 regular_hours: tuple[dt.time, dt.time] = (dt.time(9, 30), dt.time(16, 0)), source: str = ""):
         self.code = code
+        self.source = source  # the cache file it was read from; empty when it was built from the library
         self.tz = ZoneInfo(tz)
         self.version = version
         self.overrides = overrides
@@ -193,30 +203,59 @@ def library_version() -> str:
 
 
 def load_calendar(code: str, overrides: CalendarOverrides, cache_dir: Path,
-                  today: dt.date | None = None) -> TradingCalendar:
-    """The calendar from the cache when it is current, else built from exchange-calendars."""
+                  today: dt.date | None = None, prebuilt: Path | None = None) -> TradingCalendar:
+    """The calendar from a current cache (`prebuilt` first, then `cache_dir`), else built from exchange-calendars."""
     today = today or dt.date.today()
     version = library_version()
-    path = cache_dir / f"calendar-{code}-{version}.json"
-    data = _read_cache(path, today)
+    name = cache_name(code, version)
+    data = source = None
+    if prebuilt is not None:
+        data = _read_cache(prebuilt / name, today, reach_days=overrides.expiry_warning_days)
+        source = str(prebuilt / name)
+    if data is None:
+        data, source = _read_cache(cache_dir / name, today), str(cache_dir / name)
     if data is None:
         data = _build_schedule(code, version, today)
-        _write_cache(path, data)
+        _write_cache(cache_dir / name, data)
+        source = ""
     days, opens, closes = _unpack(data["sessions"])
     hours = tuple(dt.time.fromisoformat(t) for t in data["regular_hours"])
-    return TradingCalendar(code, data["tz"], version, days, opens, closes, overrides, hours)
+    return TradingCalendar(code, data["tz"], version, days, opens, closes, overrides, hours, source)
 
 
-def _read_cache(path: Path, today: dt.date) -> dict | None:
+def cache_name(code: str, version: str) -> str:
+    return f"calendar-{code}-{version}.json"
+
+
+def write_cache(code: str, directory: Path, today: dt.date | None = None) -> Path:
+    """Build the schedule from exchange-calendars into `directory` (an image's prebuilt cache); errors propagate."""
+    version = library_version()
+    data = _build_schedule(code, version, today or dt.date.today())
+    path = directory / cache_name(code, version)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _replace_file(path, json.dumps(data, separators=(",", ":")))
+    except OSError as exc:
+        raise UsageError(f"--write-cache {directory}: cannot write the calendar cache there: "
+                         f"{exc.strerror or exc}") from None
+    return path
+
+
+def _read_cache(path: Path, today: dt.date, reach_days: int | None = None) -> dict | None:
+    """The cache at `path` if current: built within CACHE_MAX_AGE, or (`reach_days` given, a prebuilt cache)
+    whatever its age while its last session is at least `reach_days` after today."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         built = dt.date.fromisoformat(data["built_on"])
-        if data["format"] != CACHE_FORMAT or not built <= today < built + CACHE_MAX_AGE:
+        if data["format"] != CACHE_FORMAT:
             return None
         sessions = data["sessions"]
         if not len(sessions["days"]) == len(sessions["opens"]) == len(sessions["closes"]):
             return None
-        return data
+        if reach_days is None:
+            return data if built <= today < built + CACHE_MAX_AGE else None
+        last = dt.date.fromordinal(sum(sessions["days"]))
+        return data if (last - today).days >= reach_days else None
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing, stale or damaged: rebuild it
 
@@ -240,12 +279,22 @@ def _dates(ordinals: list[int]) -> list[dt.date]:
 def _write_cache(path: Path, data: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".calendar-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
-        os.replace(tmp, path)  # atomic: concurrent runs read either the old or the new file
+        _replace_file(path, json.dumps(data, separators=(",", ":")))
     except OSError:
         pass  # a read-only state dir only costs the rebuild next time
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Atomic: concurrent runs read either the old or the new file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".calendar-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600: an image's cache is read by another user
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _build_schedule(code: str, version: str, today: dt.date) -> dict:

@@ -5,7 +5,7 @@ Loading typer costs more than such a tick may: a typer app that declares these o
 and does nothing takes 1.6x `python -c "import redis"` (typer, click, and the pydantic
 typer parses option values with; bench/bench_tick.py measures it), against 1.5x for the
 whole tick. So `main` first reads the command line itself, for one shape only: the global
-options below, `run`, and `--now`. For that shape it asks `core.quiet_tick` whether the
+options (before or after the command), `run`, and `--now`. For that shape it asks `core.quiet_tick` whether the
 run would do nothing and log nothing, and if so exits 0 at once, having printed and
 written nothing. Every other invocation, and this one whenever the answer is not a plain
 "nothing" (work to do, an error, a warning to log, a value it does not take), goes to the
@@ -14,7 +14,7 @@ a silent exit 0, never change an outcome. The one error it reports itself is Red
 unreachable, in the same line and with the same exit code as commands.py, so that cron
 does not wait for the connection timeout twice.
 
-The flags are declared once, here; commands.py builds its typer options from them.
+The flags are declared once, in options.py, which both this module and commands.py import.
 """
 
 from __future__ import annotations
@@ -26,18 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tradeul_maint.errors import EXIT_SIGINT
-
-# Global options (before the command), by the name of their parameter in commands.py.
-GLOBAL_OPTIONS: dict[str, tuple[str, ...]] = {
-    "config": ("--config",),
-    "redis_url": ("--redis-url",),
-    "state_dir": ("--state-dir",),
-    "log_dir": ("--log-dir",),
-    "verbose": ("-v", "--verbose"),
-    "quiet": ("-q", "--quiet"),
-}
-SWITCHES = frozenset({"verbose", "quiet"})  # flags without a value
-NOW_FLAG, NOW_ENVVAR = "--now", "TRADEUL_MAINT_NOW"
+from tradeul_maint.options import GLOBAL_OPTIONS, NOW_ENVVAR, NOW_FLAG, error_line, hoist
 
 
 @dataclass(frozen=True)
@@ -55,14 +44,19 @@ class Tick:
 def parse_tick(argv: list[str], environ: Mapping[str, str]) -> Tick | None:
     """`argv` as a plain cron tick, or None when it is anything else (typer parses it then).
 
+    Global options after `run` are put in front of it first, as the typer app does (`hoist`).
     Only what typer would read the same way is taken: each option once, a value that is not
     empty and does not start with '-', `--opt value` or `--opt=value`. `-v` is refused too:
     a verbose tick prints its debug lines, so commands.py runs it.
     """
-    flags = {flag: name for name, names in GLOBAL_OPTIONS.items() for flag in names}
+    flags = {flag: option.name for option in GLOBAL_OPTIONS for flag in option.flags}
+    switches = {option.name for option in GLOBAL_OPTIONS if option.switch}
     values: dict[str, str | bool] = {}
     command = None
-    args = list(argv)
+    try:
+        args = hoist(argv, lambda command: (NOW_FLAG,) if command == "run" else ())
+    except ValueError:
+        return None
     while args:
         arg = args.pop(0)
         if command is None and arg == "run":
@@ -72,7 +66,7 @@ def parse_tick(argv: list[str], environ: Mapping[str, str]) -> Tick | None:
         name = flags.get(flag) if command is None else ("now" if flag == NOW_FLAG else None)
         if name is None or name in values:
             return None
-        if name in SWITCHES:
+        if name in switches:
             if eq:
                 return None
             values[name] = True
@@ -89,13 +83,6 @@ def parse_tick(argv: list[str], environ: Mapping[str, str]) -> Tick | None:
     path = {k: Path(v) for k, v in values.items() if k in ("config", "state_dir", "log_dir")}
     return Tick(redis_url=values.get("redis_url"), quiet=bool(values.get("quiet")),
                 now=values.get("now") or environ.get(NOW_ENVVAR) or None, **path)
-
-
-def error_line(exc: BaseException) -> str:
-    """How the tool reports an error an operator can act on: one line, no secrets."""
-    from tradeul_maint.logs import scrub
-
-    return f"tradeul-maint: {scrub(str(exc))}"
 
 
 def quiet_tick(tick: Tick) -> bool:

@@ -1,49 +1,141 @@
 """The command line: options in, one core call, the result rendered, exceptions turned into exit codes.
 
-This is the only module that knows about exit codes and terminals. The console script
-enters through cli.py, which answers the cron tick with nothing to do before this module
-(typer, rich) is loaded, and hands every other invocation to `app` here; the options the
-two share are declared once, in cli.py.
+This is the only module that knows about exit codes. The console script enters through
+cli.py, which answers the cron tick with nothing to do before this module (typer, rich) is
+loaded, and hands every other invocation to `app` here; the options the two share are
+declared once, in options.py. What a person reads is drawn by render.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import sys
-import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
-from zoneinfo import ZoneInfo
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
-from tradeul_maint import __version__, core, overview
-from tradeul_maint import logread
-from tradeul_maint.cli import GLOBAL_OPTIONS, NOW_ENVVAR, NOW_FLAG, error_line
-from tradeul_maint.errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TASKS_FAILED, MaintError,
-                                  UsageError)
-from tradeul_maint.logs import configure_logging, scrub
+from tradeul_maint import __version__, core, logread, render
+from tradeul_maint.errors import (
+    EXIT_CALENDAR_EXPIRED,
+    EXIT_CONFIG,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_SIGHUP,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_TASKS_FAILED,
+    EXIT_TEMPORARY,
+    EXIT_USAGE,
+    MaintError,
+    UsageError,
+)
+from tradeul_maint.logs import (
+    FallbackNotice,
+    choose_log_dir,
+    configure_logging,
+    fallback_log_dir,
+    log_dir_for,
+    scrub,
+    scrubbed_traceback,
+)
+from tradeul_maint.options import (
+    NOW_ENVVAR,
+    NOW_FLAG,
+    OPTIONS_BY_NAME,
+    VERSION_FLAG,
+    error_line,
+    hoist,
+)
 from tradeul_maint.runner import Interrupted
-from tradeul_maint.settings import Overrides, Settings, load_settings
+from tradeul_maint.settings import (
+    DEFAULT_CONFIG_PATHS,
+    Overrides,
+    Settings,
+    load_settings,
+)
+from tradeul_maint.sources import LogPlace, sources
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+EXIT_CODES = ((EXIT_OK, "done, or nothing to do"),
+              (EXIT_TASKS_FAILED, "a task this command ran failed or was skipped"),
+              (EXIT_USAGE, "bad usage"),
+              (EXIT_CALENDAR_EXPIRED, "the calendar ends before today: upgrade exchange-calendars"),
+              (EXIT_INTERNAL, "internal error, a bug (-v shows the traceback)"),
+              (EXIT_TEMPORARY, "temporary: Redis unreachable, the lock held by another run"),
+              (EXIT_CONFIG, "configuration error"),
+              (f"{EXIT_SIGHUP}/{EXIT_SIGINT}/{EXIT_SIGTERM}", "stopped by SIGHUP/SIGINT/SIGTERM"))
+CONFIG_SEARCH = ", else ".join(str(p) if p.is_absolute() else f"./{p}" for p in DEFAULT_CONFIG_PATHS)
+EPILOG = (f"Config file: --config, else TRADEUL_MAINT_CONFIG, else {CONFIG_SEARCH}.\n\n"
+          + "Exit codes:\n" + "\n".join(f"  {code:<11} {meaning}" for code, meaning in EXIT_CODES))
+COMMAND_EPILOG = ("Global options (--config, --redis-url, --state-dir, --log-dir, -v, -q) go before or after "
+                  "the command: see tradeul-maint -h.")
+
+
+def _no_bool_metavar(option):
+    """click's own --help switch would show as `<bool>` in typer's help: switches take no value."""
+    if option is not None and option.metavar is None:
+        option.metavar = ""
+    return option
+
+
+class Command(TyperCommand):
+    """Every command: says that global options may follow it, and shows no `<bool>` for -h."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["epilog"] = kwargs.get("epilog") or COMMAND_EPILOG
+        super().__init__(*args, **kwargs)
+
+    def get_help_option(self, ctx):
+        return _no_bool_metavar(super().get_help_option(ctx))
+
+
+class Group(TyperGroup):
+    """The app: global options are read after the command's name too, as cli.py's quick parser reads them."""
+
+    def get_help_option(self, ctx):
+        return _no_bool_metavar(super().get_help_option(ctx))
+
+    def get_params(self, ctx):
+        """Typer's --install-completion and --show-completion are switches too: no `<bool>` for them either."""
+        return [_no_bool_metavar(p) if p.name in ("install_completion", "show_completion") else p
+                for p in super().get_params(ctx)]
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        try:
+            args = hoist(args, self._value_flags)
+        except ValueError as exc:
+            ctx.fail(str(exc))
+        return super().parse_args(ctx, args)
+
+    def _value_flags(self, name: str) -> list[str]:
+        """The command's options that take a value: theirs stays theirs even when it looks like a global flag."""
+        command = self.commands.get(name)
+        return [flag for param in (command.params if command else ()) if not getattr(param, "is_flag", True)
+                for flag in param.opts]
+
+
+app = typer.Typer(cls=Group, add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG,
                   help="Runs end-of-day maintenance exactly once per exchange trading session.")
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out, err = render.out, render.err
+
+
+def Switch(*flags: str, help: str):  # noqa: N802 - reads like typer.Option, which it wraps
+    """A flag without a value; shown without a `<bool>` type in the help."""
+    return typer.Option(*flags, metavar="", help=help)
+
 
 NowOption = Annotated[Optional[str], typer.Option(
     NOW_FLAG, envvar=NOW_ENVVAR, metavar="TIMESTAMP",
     help="Behave as if this were the current time (ISO 8601; a naive time is exchange-local).")]
 DateOption = Annotated[Optional[str], typer.Option("--date", metavar="YYYY-MM-DD", help="One session.")]
-DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
-ForceOption = Annotated[bool, typer.Option("--force", help="Run sessions that are already done too.")]
+DryRunOption = Annotated[bool, Switch("--dry-run", help="Print the plan and change nothing.")]
+ForceOption = Annotated[bool, Switch("--force", help="Run sessions that are already done too.")]
 LookbackOption = Annotated[Optional[int], typer.Option(
     "--lookback", metavar="N", min=1, help="How many sessions back, today's included (default: lookback_sessions).")]
 
@@ -53,11 +145,21 @@ class Globals:
     overrides: Overrides
     verbose: bool
     quiet: bool
+    log_dir: LogPlace | None = None  # where this command's log entries go, once settings are loaded
 
     def settings(self, require_tasks: bool = True, log_files: bool = True) -> Settings:
         settings = load_settings(self.overrides, require_tasks=require_tasks)
         configure_logging(settings, self.verbose, self.quiet, files=log_files)
+        if log_files:  # the choice configure_logging made, asked again to learn why it fell back
+            preferred = log_dir_for(settings)
+            chosen = choose_log_dir(preferred, fallback_log_dir(settings))
+            self.log_dir = LogPlace(chosen.path, preferred, chosen.fallback_reason)
         return settings
+
+    def warn(self, message: str | None) -> None:
+        """A warning a person should see, on stderr (stdout may be JSON or a --check line), unless -q."""
+        if message and not self.quiet:
+            err.print(f"tradeul-maint: warning: {message}", markup=False, emoji=False)
 
 
 def _version(value: bool) -> None:
@@ -66,18 +168,24 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _global(name: str):
+    """The typer option of a global option, as options.py declares it, its variable and default in the help."""
+    option = OPTIONS_BY_NAME[name]
+    help = f"{option.help} [env var: {option.envvar}] [default: {option.default}]"
+    return typer.Option(*option.flags, metavar=option.metavar or "", help=escape(help))
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    config: Annotated[Optional[Path], typer.Option(*GLOBAL_OPTIONS["config"], metavar="PATH",
-                                                   help="Config file (TOML).")] = None,
-    redis_url: Annotated[Optional[str], typer.Option(*GLOBAL_OPTIONS["redis_url"], metavar="URL",
-                                                     help="Redis URL; none anywhere: the embedded Redis.")] = None,
-    state_dir: Annotated[Optional[Path], typer.Option(*GLOBAL_OPTIONS["state_dir"], metavar="PATH")] = None,
-    log_dir: Annotated[Optional[Path], typer.Option(*GLOBAL_OPTIONS["log_dir"], metavar="PATH")] = None,
-    verbose: Annotated[bool, typer.Option(*GLOBAL_OPTIONS["verbose"], help="Debug output and tracebacks.")] = False,
-    quiet: Annotated[bool, typer.Option(*GLOBAL_OPTIONS["quiet"], help="Only errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+    config: Annotated[Optional[Path], _global("config")] = None,
+    redis_url: Annotated[Optional[str], _global("redis_url")] = None,
+    state_dir: Annotated[Optional[Path], _global("state_dir")] = None,
+    log_dir: Annotated[Optional[Path], _global("log_dir")] = None,
+    verbose: Annotated[bool, _global("verbose")] = False,
+    quiet: Annotated[bool, _global("quiet")] = False,
+    version: Annotated[bool, typer.Option(VERSION_FLAG, callback=_version, is_eager=True, metavar="",
+                                          help="Print the version and exit.")] = False,
 ) -> None:
     ctx.obj = Globals(Overrides(config, redis_url, state_dir, log_dir), verbose, quiet)
 
@@ -88,21 +196,33 @@ def errors_to_exit_codes(g: Globals) -> Iterator[None]:
         yield
     except MaintError as exc:
         if g.verbose:
-            traceback.print_exc()
+            sys.stderr.write(scrubbed_traceback())
         err.print(error_line(exc), markup=False, emoji=False)
         raise typer.Exit(exc.exit_code) from None
     except Interrupted as exc:
         err.print(f"tradeul-maint: stopped by {exc}; the interrupted task is recorded as not completed",
                   markup=False)
-        raise typer.Exit(EXIT_SIGTERM if exc.signum == 15 else EXIT_SIGINT) from None
+        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_SIGINT) from None
     except Exception as exc:  # a bug or an unforeseen environment: still one line, no secrets
         if g.verbose:
-            traceback.print_exc()
+            sys.stderr.write(scrubbed_traceback())
         err.print(f"tradeul-maint: unexpected error: {type(exc).__name__}: {scrub(str(exc))} "
                   "(run with -v for the traceback)", markup=False)
         raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _now(ctx: typer.Context, now: str | None) -> str | None:
+    """`--now`; when it came from TRADEUL_MAINT_NOW and does not parse, the error names the variable."""
+    source = ctx.get_parameter_source("now")
+    if now and source is not None and source.name == "ENVIRONMENT":
+        try:
+            dt.datetime.fromisoformat(now.strip())
+        except ValueError:
+            raise UsageError(f"{NOW_ENVVAR}={now!r} in the environment: expected an ISO 8601 time like "
+                             "2026-11-27T17:05 or 2026-11-27T22:05:00+00:00 (or unset it)") from None
+    return now
 
 
 def parse_date(text: str | None, option: str = "--date") -> dt.date | None:
@@ -114,7 +234,7 @@ def parse_date(text: str | None, option: str = "--date") -> dt.date | None:
         raise UsageError(f"{option} {text!r}: expected a date YYYY-MM-DD") from None
 
 
-@app.command()
+@app.command(cls=Command)
 def run(
     ctx: typer.Context,
     date: DateOption = None,
@@ -130,51 +250,105 @@ def run(
         session = parse_date(date)
         if (task or force) and session is None:
             raise UsageError(f"{'--task' if task else '--force'} needs --date YYYY-MM-DD")
-        context = core.prepare(g.settings(), now)
-        report = core.run(context, session, tuple(task or ()), force, dry_run)
+        context = core.prepare(g.settings(), _now(ctx, now))
+        with _watch(g, context, dry_run) as console_lines:
+            report = core.run(context, session, tuple(task or ()), force, dry_run)
     if dry_run:
-        render_plan(report.plan)
+        render.render_plan(report.plan)
+        render_unloadable(context.settings)
         return
     if session is not None and report.plan.empty:
         for deferred in report.plan.deferred:
             out.print(f"{deferred.session}: {deferred.reason}", markup=False)
+    _say_log_fallback(g, report, console_lines)
     render_results(report, g.quiet)
 
 
-def render_plan(plan: core.Plan, nothing: str = "nothing to do") -> None:
-    """Every session looked at, oldest first: what would run and why, and what is left alone and why."""
-    lines = [(p.session, f"would run {p.session} ({p.reason}): {', '.join(p.tasks) or 'no tasks'}",
-              [f"  skip {name}: {why}" for name, why in p.catchup_skipped.items()]) for p in plan.sessions]
-    lines += [(d.session, f"leave {d.session}: {d.reason}", []) for d in plan.deferred]
-    if plan.empty:
-        out.print(nothing, markup=False)
-    for _, line, details in sorted(lines, key=lambda item: item[0]):
-        out.print(line, markup=False, emoji=False)
-        for detail in details:
-            out.print(detail, markup=False, emoji=False)
+@contextmanager
+def _watch(g: Globals, context: core.Context, dry_run: bool) -> Iterator[list[str]]:
+    """While a run works: the live view on a terminal, and the log lines the console sink prints.
+
+    The live view is drawn only when stderr is a terminal and not -q; anywhere else the
+    output is exactly the summary. The console sink (logs.py) prints with its own level and
+    filter; the first line it prints carries the `log_dir_fallback` notice when the log
+    directory fell back, so a run that did work and printed none says it itself afterwards.
+    """
+    from loguru import logger
+
+    printed: list[str] = []
+    handler = logger.add(lambda message: printed.append(message.record["message"]),
+                         level="DEBUG" if g.verbose else "ERROR" if g.quiet else "WARNING",
+                         filter=lambda record: record["extra"].get("console", True) or g.verbose,
+                         format="{message}", colorize=False)
+    try:
+        if dry_run or g.quiet or not err.is_terminal:
+            yield printed
+            return
+        from tradeul_maint import live
+
+        def history() -> dict[str, float]:
+            """What the tasks usually take, when the cycle does not say: the lookback's medians."""
+            try:
+                return live.usual_durations(core.status(context))
+            except MaintError:
+                return {}  # no estimates; the run itself reports what is wrong
+
+        settings = context.settings
+        with live.showing(err, {t.name: t for t in settings.tasks}, history, settings.run.max_parallel):
+            yield printed
+    finally:
+        logger.remove(handler)
+
+
+def _say_log_fallback(g: Globals, report: core.RunReport, console_lines: list[str]) -> None:
+    """Once on stderr, from a run that did work: its log is not where the settings point (silent ticks say nothing)."""
+    place = g.log_dir
+    if report.results and place is not None and place.fallback_reason and not console_lines and not g.quiet:
+        err.print(FallbackNotice(place.preferred, place.path, place.fallback_reason).console_line().rstrip("\n"),
+                  markup=False, emoji=False)
+
+
+def render_unloadable(settings: Settings) -> None:
+    """A dry run imports the `python` tasks, as the run would: one line for each that does not load."""
+    from tradeul_maint.preflight import unloadable_tasks
+
+    for check in unloadable_tasks(settings):
+        out.print(f"{check.name} would fail: cannot load {check.detail.removeprefix('python ')}", markup=False,
+                  emoji=False)
 
 
 def render_results(report: core.RunReport, quiet: bool) -> None:
-    """One summary line per session run (stdout), failures on stderr; exit 1 when one is not done."""
+    """One summary line per session run (stdout), failures on stderr; exit 1 when a task this command ran failed.
+
+    A session can stay not done without any of this command's tasks failing: `run --date D
+    --task T` re-ran T alone, and another task of D is still failed or pending. That is said
+    on stdout with the tasks left, and is exit 0: what was asked for worked.
+    """
+    failed = False
     for result in report.results:
         s = result.status
         completed = sum(state == "completed" for state in s.tasks.values())
-        deferred = sum(state == "skipped" and bool(s.details.get(name) and s.details[name].reason)
-                       for name, state in s.tasks.items())
-        later = f" ({deferred} left to the newest session: catchup = \"latest\")" if deferred else ""
+        latest_only = {name for name, state in s.tasks.items()
+                       if state == "skipped" and s.details.get(name) and s.details[name].reason}
+        later = f" ({len(latest_only)} left to the newest session: catchup = \"latest\")" if latest_only else ""
         line = f"{result.session}: {completed}/{len(s.tasks)} tasks completed{later} in {result.seconds:.1f}s"
         if result.success:
             if not quiet:
                 out.print(line, markup=False)
-            continue
-        err.print(f"{line}; not done", markup=False)
-        for name, error in result.failures.items():
-            err.print(f"  {name} {s.tasks[name]}: {error}", markup=False)
-    if not report.success:
+        elif result.failures:
+            failed = True
+            err.print(f"{line}; not done", markup=False)
+            for name, error in result.failures.items():
+                err.print(f"  {name} {s.tasks[name]}: {error}", markup=False)
+        elif not quiet:
+            left = [f"{name} ({state})" for name, state in s.tasks.items()
+                    if state != "completed" and name not in latest_only]
+            out.print(f"{line}; the session is not done yet, left: {', '.join(left)}", markup=False)
+    if failed:
         raise typer.Exit(EXIT_TASKS_FAILED)
 
 
-@app.command()
+@app.command(cls=Command)
 def recover(
     ctx: typer.Context,
     lookback: LookbackOption = None,
@@ -190,179 +364,155 @@ def recover(
     g: Globals = ctx.obj
     with errors_to_exit_codes(g):
         first, last = parse_date(since, "--since"), parse_date(until, "--until")
-        context = core.prepare(g.settings(), now)
-        report = core.recover(context, lookback, first, last, force, dry_run)
+        context = core.prepare(g.settings(), _now(ctx, now))
+        with _watch(g, context, dry_run) as console_lines:
+            report = core.recover(context, lookback, first, last, force, dry_run)
     if dry_run:
-        render_plan(report.plan, "nothing to recover")
+        render.render_plan(report.plan, "nothing to recover")
         return
     if not report.results and not g.quiet:
         out.print("nothing to recover: every session whose window has passed is done", markup=False)
+    _say_log_fallback(g, report, console_lines)
     render_results(report, g.quiet)
 
 
-@app.command()
+@app.command(cls=Command)
 def status(
     ctx: typer.Context,
     date: DateOption = None,
     lookback: LookbackOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document (see the README for its keys).")] = False,
-    check: Annotated[bool, typer.Option("--check", help="One summary line; exit 1 when a session whose window "
-                                                        "has passed is not done.")] = False,
+    task: Annotated[Optional[str], typer.Option(
+        "--task", metavar="NAME", help="One task across the sessions: a sparkline of its durations, the median, "
+                                       "the latest as a multiple of it.")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", metavar="YYYY-MM-DD",
+                                                 help="The sessions from this date (instead of the lookback)...")]
+    = None,
+    until: Annotated[Optional[str], typer.Option("--until", metavar="YYYY-MM-DD",
+                                                 help="...to this date (default: today).")] = None,
+    as_json: Annotated[bool, Switch("--json", help="One JSON document (see the README for its keys).")] = False,
+    check: Annotated[bool, Switch("--check", help="One summary line; exit 1 when a session whose window "
+                                                  "has passed is not done.")] = False,
     now: NowOption = None,
 ) -> None:
     """Recent sessions and their state, the next window, and who holds the lock."""
     g: Globals = ctx.obj
     with errors_to_exit_codes(g):
         session = parse_date(date)
-        if session is not None and lookback is not None:
-            raise UsageError("--date and --lookback exclude each other: give one or the other")
-        context = core.prepare(g.settings(require_tasks=False), now)
-        view = core.status(context, lookback, session)
+        first, last = parse_date(since, "--since"), parse_date(until, "--until")
+        given = [name for name, value in (("--date", date), ("--lookback", lookback),
+                                          ("--since/--until", since or until)) if value is not None]
+        if len(given) > 1:
+            raise UsageError(f"{' and '.join(given)} exclude each other: give one of them")
+        if task is not None and (session is not None or check):
+            raise UsageError(f"--task and {'--date' if session else '--check'} exclude each other")
+        context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
+        view = core.status(context, lookback, session, first, last, task)
+        if check and not given:  # the lookback the metrics describe
+            from tradeul_maint import metrics
+
+            metrics.publish(context, view)
+    g.warn(view.sources.warning)
     if as_json:
-        typer.echo(json.dumps(view.to_json(tasks=session is not None), indent=2))
+        doc = view.trend_json() if task else view.to_json(tasks=session is not None)
+        typer.echo(json.dumps({**doc, **(g.log_dir.to_json() if g.log_dir else {})}, indent=2))
     elif check:
         out.print(view.check_line(), markup=False, emoji=False)
+    elif task is not None:
+        render.render_trend(view)
     elif session is not None:
-        render_session(view)
+        render.render_session(view, g.log_dir, g.verbose)
     else:
-        render_status(view)
+        render.render_status(view, g.log_dir, ranged=first is not None or last is not None)
     if check and not view.ok:
         raise typer.Exit(EXIT_TASKS_FAILED)
 
 
-STATE_STYLES = {overview.DONE: "green", overview.FAILED_STATE: "bold red", overview.CORRUPT: "bold red",
-                overview.INTERRUPTED: "yellow", overview.MISSING: "yellow", overview.RUNNING: "cyan",
-                overview.DUE: "cyan", overview.NOT_YET_DUE: "dim"}
+@app.command(cls=Command)
+def check(
+    ctx: typer.Context,
+    as_json: Annotated[bool, Switch("--json", help="One JSON document: ok, config, redis, checks.")] = False,
+    now: NowOption = None,
+) -> None:
+    """Preflight: config, Redis (reachable, writable, key types), tasks, log directory, calendar; exit 0 when all pass."""
+    from tradeul_maint import preflight
 
-
-@contextmanager
-def _screen() -> Iterator[Console]:
-    """`out` on a terminal; else plain text: no colour, rows never wrapped, no trailing blanks (pipes, mail)."""
-    if out.is_terminal:
-        yield out
-        return
-    buffer = io.StringIO()
-    yield Console(file=buffer, width=400, color_system=None, highlight=False, emoji=False)
-    sys.stdout.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
-
-
-def _plain_table(*columns: str) -> Table:
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in columns:
-        table.add_column(column, no_wrap=column != "note")
-    return table
-
-
-def render_status(view: overview.StatusView) -> None:
-    tz = view.timezone
-    table = _plain_table("session", "state", "tasks", "attempts", "started", "duration", "note")
-    for s in view.sessions:
-        table.add_row(s.session.isoformat(), Text(s.state.replace("_", " "), style=STATE_STYLES.get(s.state, "")),
-                      f"{s.tasks_completed}/{s.tasks_total}", str(s.attempts) if s.attempts else "-",
-                      _local(s.started_at, tz), _duration(s.duration_seconds), Text(s.note or ""))
-    with _screen() as console:
-        console.print(f"Last {view.lookback} {view.calendar} sessions, newest first (times in {tz})",
-                      markup=False)
-        console.print(table)
-        render_footer(console, view)
-
-
-def render_session(view: overview.StatusView) -> None:
-    s = view.sessions[0]
-    tz = view.timezone
-    table = _plain_table("task", "status", "attempts", "started", "duration", "error")
-    for t in s.tasks:
-        style = "green" if t.status == "completed" else "bold red" if t.status in ("failed", "skipped") else ""
-        table.add_row(t.name, Text(t.status, style=style), str(t.attempts) if t.attempts else "-",
-                      _local(t.started_at, tz), _duration(t.duration_seconds), Text(t.error or t.note or ""))
-    with _screen() as console:
-        console.print(Text(f"{s.session}: ") + Text(s.state.replace("_", " "), style=STATE_STYLES.get(s.state, ""))
-                      + Text(f", {s.tasks_completed}/{s.tasks_total} tasks completed, {s.attempts} attempt(s), "
-                             f"times in {tz}"))
-        if s.started_at:
-            console.print(f"started {_local(s.started_at, tz)}, finished {_local(s.completed_at, tz)}, took "
-                          f"{_duration(s.duration_seconds)}" + (f", run {s.run_id}" if s.run_id else ""),
-                          markup=False)
-        if s.note:
-            console.print(Text(s.note))
-        console.print(table)
-        render_footer(console, view)
-
-
-def render_footer(console: Console, view: overview.StatusView) -> None:
-    w, tz = view.next_window, view.timezone
-    if w is None:
-        console.print("next window: none (the calendar ends; upgrade exchange-calendars)", markup=False)
+    g: Globals = ctx.obj
+    with errors_to_exit_codes(g):
+        configure_logging(None, g.verbose, g.quiet)  # console only: a preflight writes no log entries
+        report = preflight.run(g.overrides, _now(ctx, now))
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
     else:
-        label = "window open now" if w.contains(view.now) else "next window"
-        console.print(f"{label} (session {w.session}): {_local(w.start, tz)} to {_local(w.end, tz)} {tz}, "
-                      f"{w.start:%Y-%m-%d %H:%M} to {w.end:%Y-%m-%d %H:%M} UTC", markup=False)
-    holder = view.holder
-    console.print(f"lock: held by {holder.describe()}, run {holder.run_id}" if holder else "lock: free",
-                  markup=False, emoji=False)
-    if view.calendar_warning:
-        console.print(Text(f"warning: {view.calendar_warning}", style="bold yellow"))
+        render_checks(report)
+    if report.fatal is not None:
+        raise typer.Exit(report.fatal.exit_code)
+    if not report.ok:
+        raise typer.Exit(EXIT_TASKS_FAILED)
 
 
-def _local(moment: dt.datetime | None, tz: str) -> str:
-    return moment.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M") if moment else "-"
+def render_checks(report) -> None:
+    """One line per check, `✓ ok` or `✗ FAIL` first (so it greps), then a summary line."""
+    good, bad = ("✓ ok  ", "✗ FAIL") if _can_print("✓✗") else ("+ ok  ", "x FAIL")
+    lines = [f"tradeul-maint check: config {report.config or '-'}, Redis {report.redis or '-'}"]
+    lines += [f"{good if c.ok else bad} {c.name}: {c.detail}" for c in report.checks]
+    failed = report.failed
+    lines.append(f"all {len(report.checks)} checks passed" if not failed else
+                 f"{len(failed)} of {len(report.checks)} checks failed: {', '.join(c.name for c in failed)}")
+    sys.stdout.write("".join(scrub(line) + "\n" for line in lines))
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+def _can_print(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
 
 
-@app.command("calendar")
+@app.command("calendar", cls=Command)
 def calendar_command(
     ctx: typer.Context,
     sessions: Annotated[int, typer.Option("--sessions", metavar="N", min=1, help="How many next sessions.")] = 5,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    as_json: Annotated[bool, Switch("--json", help="One JSON document.")] = False,
     now: NowOption = None,
+    write_cache: Annotated[Optional[Path], typer.Option(
+        "--write-cache", metavar="DIR", help="Build the calendar cache into DIR (at image build; read through "
+                                             "TRADEUL_MAINT_CALENDAR_CACHE) and exit.")] = None,
 ) -> None:
     """The trading calendar in use: its version and reach, overrides, and the next sessions' windows."""
     g: Globals = ctx.obj
+    if write_cache is not None:
+        with errors_to_exit_codes(g):
+            from tradeul_maint.calendar import write_cache as build_cache
+
+            settings = g.settings(require_tasks=False, log_files=False)
+            path = build_cache(settings.schedule.calendar, write_cache)
+        if not g.quiet:
+            out.print(f"wrote {path}", markup=False)
+        return
     with errors_to_exit_codes(g):
-        info = core.calendar(core.prepare(g.settings(require_tasks=False), now), sessions)
+        context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
+        info = core.calendar(context, sessions)
+    g.warn(sources(context.settings).warning)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
-    tz = info["timezone"]
-    with _screen() as console:
-        console.print(f"{info['calendar']} ({tz}), {info['library']}: sessions {info['first_session']} to "
-                      f"{info['last_session']}; window {info['window']}", markup=False)
-        overrides = info["overrides"]
-        early = ", ".join(f"{d} {t}" for d, t in overrides["early_closes"].items())
-        console.print(f"overrides: closed {', '.join(overrides['closed']) or '-'}; extra sessions "
-                      f"{', '.join(overrides['sessions']) or '-'}; early closes {early or '-'}", markup=False)
-        table = _plain_table("session", "close", f"window ({tz})", "window (UTC)", "note")
-        for s in info["next_sessions"]:
-            start, end = dt.datetime.fromisoformat(s["start"]), dt.datetime.fromisoformat(s["end"])
-            table.add_row(s["session"], _local(dt.datetime.fromisoformat(s["close"]), tz)[11:],
-                          f"{_local(start, tz)[11:]}-{_local(end, tz)[11:]}", f"{start:%H:%M}-{end:%H:%M}",
-                          Text("; ".join(filter(None, ("open now" if s["open"] else None, s["override"])))))
-        console.print(table)
-        if info["warning"]:
-            console.print(Text(f"warning: {info['warning']}", style="bold yellow"))
+    render.render_calendar(info)
 
 
-@app.command()
+@app.command(cls=Command)
 def logs(
     ctx: typer.Context,
     lines: Annotated[int, typer.Option("-n", "--lines", metavar="N", min=0,
                                        help="How many of the last entries (across rotated files).")] = 50,
-    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new entries (Ctrl-C ends).")] = False,
-    errors: Annotated[bool, typer.Option("--errors", help="Read maintenance_errors.log.")] = False,
+    follow: Annotated[bool, Switch("-f", "--follow", help="Keep printing new entries (Ctrl-C ends).")] = False,
+    errors: Annotated[bool, Switch("--errors", help="Read maintenance_errors.log.")] = False,
     date: DateOption = None,
     task: Annotated[Optional[str], typer.Option("--task", metavar="NAME", help="Only this task's entries.")] = None,
     level: Annotated[Optional[str], typer.Option("--level", metavar="LEVEL",
                                                  help="Only this level and above (DEBUG, INFO, WARNING, ERROR).")]
     = None,
-    as_json: Annotated[bool, typer.Option("--json", help="The entries as written: one JSON object a line.")] = False,
+    as_json: Annotated[bool, Switch("--json", help="The entries as written: one JSON object a line.")] = False,
 ) -> None:
     """The last entries of the maintenance log, oldest first; works without a config file."""
     g: Globals = ctx.obj
@@ -372,6 +522,11 @@ def logs(
         if where.notice:
             err.print(f"tradeul-maint: {where.notice}", markup=False)
         entries, cursor = logread.last_entries(where.path, query, lines, keep_open=follow)
+        if task is not None and not entries and lines and not where.notice:
+            seen = logread.task_names(where.path)
+            if task not in seen:  # else another filter left nothing: the entries are there
+                err.print(f"tradeul-maint: no entries for task {task!r} in {where.path} (or its rotated files); "
+                          f"tasks seen there: {', '.join(seen) or 'none'}", markup=False)
         _print_entries(entries, as_json)
         try:
             for batch in logread.follow(cursor, query) if follow else ():

@@ -1,12 +1,17 @@
-"""Connecting to Redis: URLs of every supported form, the embedded server, and redaction.
+"""Connecting to Redis: URLs of every supported form, the embedded server, Cluster, and redaction.
 
 Timeouts are short and retries few, so an unreachable Redis turns into exit 75 within a
-few seconds rather than a hung cron job. No password ever leaves this module: URLs are
-shown only through `redact`.
+few seconds rather than a hung cron job. Everything that is the operator's to fix rather
+than the network's (a URL that does not parse as written, a server that is not Redis, a
+database that does not exist, credentials or TLS files that do not fit, a cluster without
+a hash-tagged prefix) is a ConfigError, exit 78. No password ever leaves this module: URLs
+are shown only through `redact`, which never shows any part of a URL's user information
+but a plain user name.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,21 +23,20 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from tradeul_maint.errors import ConfigError, RedisUnavailableError
+from tradeul_maint.handshake import ENCODE_HINT, causes, hello, is_cluster, option_problem, reason
+from tradeul_maint.logs import scrub
 
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 2.5  # every command the tool sends is short; a hung server must not hang cron
-SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
-_USERINFO = re.compile(r"^([a-z+]+://)([^/@]*)@")
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+PASSWORD_FILE_ENVVAR = "TRADEUL_MAINT_REDIS_PASSWORD_FILE"
+TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")  # URL options naming files
+_DB_PATH = re.compile(r"^(/\d*)?/?$")  # "", "/", "/3"
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    match = _USERINFO.match(url)
-    if not match:
-        return url
-    user, sep, _ = match[2].partition(":")
-    userinfo = f"{user}:***" if sep else match[2]
-    return f"{match[1]}{userinfo}@{url[match.end():]}"
+    """The URL as it may be shown: no password, and no user information at all unless it is plain."""
+    return scrub(url)
 
 
 def _options() -> dict:
@@ -44,66 +48,154 @@ def _options() -> dict:
     }
 
 
-def client_for_url(url: str) -> redis.Redis:
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme not in SCHEMES:
-        raise ConfigError(f"Redis URL {redact(url)!r}: expected redis://, rediss://, unix:// or redis+sentinel://")
-    if scheme == "redis+sentinel":
-        return _sentinel_client(url)
+def socket_client(path: str) -> redis.Redis:
+    """A client on a unix socket: the embedded Redis."""
+    return redis.Redis(unix_socket_path=path, **_options())
+
+
+def check_url(url: str) -> str:
+    """The URL's scheme, once the URL is known to mean what it says; ConfigError otherwise.
+
+    A URL parser reads an unencoded "/", "?", "#" or "@" in a password as the end of the
+    host part: part of the password becomes the host, path or fragment, and the rest may be
+    sent to the wrong server or echoed in an error. So any "@" after the host part is
+    refused with how to encode it, before anything parses the URL.
+    """
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in SCHEMES:
+        raise ConfigError(f"Redis URL {redact(url)!r}: expected redis://, rediss://, unix://, redis+sentinel:// "
+                          "or redis+cluster://")
+    host_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    if "@" in rest[host_end:] or rest[:host_end].count("@") > 1:
+        raise ConfigError(f"Redis URL {redact(url)!r} does not parse as written: {ENCODE_HINT}")
+    if scheme in ("redis", "rediss") and not _DB_PATH.match(urlsplit(url).path):
+        raise ConfigError(f"Redis URL {redact(url)!r}: the path must be a database number, as in /0")
+    return scheme
+
+
+def read_password(path: Path) -> str:
+    """The password in `path`, without its trailing newline."""
     try:
-        return redis.Redis.from_url(url, **_options())
-    except ValueError as exc:
-        raise ConfigError(f"Redis URL {redact(url)!r} is invalid: {exc}") from None
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the Redis password file {path} ({PASSWORD_FILE_ENVVAR} or [redis] "
+                          f"password_file): {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the Redis password file {path} is not UTF-8 text") from None
+    password = text[:-1] if text.endswith("\n") else text
+    password = password[:-1] if password.endswith("\r") else password
+    if not password:
+        raise ConfigError(f"the Redis password file {path} is empty")
+    return password
 
 
-def _sentinel_client(url: str) -> redis.Redis:
-    """redis+sentinel://[user:pass@]host:26379[,host2:26379...]/SERVICE_NAME[/DB]"""
-    from redis.sentinel import Sentinel
+def client_for_url(url: str, password: str | None = None) -> redis.Redis:
+    """A client for the URL (not connected yet); `password` when the URL has none (from the password file)."""
+    scheme = check_url(url)
+    if password is not None and urlsplit(url).password:
+        raise ConfigError(f"Redis URL {redact(url)!r} has a password and a password file is set too: keep one")
+    extra = {"password": password} if password is not None else {}
+    if scheme == "redis+sentinel":
+        return _sentinel_client(url, password)
+    if scheme == "redis+cluster":
+        return _cluster_client(url, password)
+    try:
+        client = redis.Redis.from_url(url, **_options(), **extra)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"Redis URL {redact(url)!r} is invalid: {option_problem(exc)}") from None
+    for option in TLS_FILES:
+        named = client.connection_pool.connection_kwargs.get(option)
+        if named and not os.access(named, os.R_OK):
+            client.close()
+            raise ConfigError(f"Redis URL {redact(url)!r}: {option}={named} is not a readable file")
+    return client
 
+
+def _hosts(url: str, default_port: int, shape: str) -> tuple[str, str, list[tuple[str, int]], list[str]]:
+    """(user, password, [(host, port)], path segments) of a URL that lists several hosts."""
     parts = urlsplit(url)
     userinfo, _, hosts = parts.netloc.rpartition("@")
     username, _, password = userinfo.partition(":")
-    path = [p for p in parts.path.split("/") if p]
-    if not hosts or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
-        raise ConfigError(f"Redis URL {redact(url)!r}: expected redis+sentinel://host:26379[,host2:26379]/SERVICE[/DB]")
     nodes = []
-    for host in hosts.split(","):
-        name, _, port = host.rpartition(":") if ":" in host else (host, "", "26379")
-        if not port.isdigit():
-            raise ConfigError(f"Redis URL {redact(url)!r}: bad sentinel address {host!r}")
+    for host in hosts.split(",") if hosts else []:
+        name, _, port = host.rpartition(":") if ":" in host else (host, "", str(default_port))
+        if not name or not port.isdigit():
+            raise ConfigError(f"Redis URL {redact(url)!r}: bad address {host!r}: expected {shape}")
         nodes.append((name, int(port)))
-    auth = {"username": unquote(username) or None, "password": unquote(password) or None}
-    opts = _options()
+    if not nodes:
+        raise ConfigError(f"Redis URL {redact(url)!r}: expected {shape}")
+    return unquote(username), unquote(password), nodes, [p for p in parts.path.split("/") if p]
+
+
+def _sentinel_client(url: str, file_password: str | None) -> redis.Redis:
+    """redis+sentinel://[user:pass@]host:26379[,host2:26379...]/SERVICE_NAME[/DB]"""
+    from redis.sentinel import Sentinel
+
+    shape = "redis+sentinel://host:26379[,host2:26379]/SERVICE[/DB]"
+    username, password, nodes, path = _hosts(url, 26379, shape)
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ConfigError(f"Redis URL {redact(url)!r}: expected {shape}")
+    auth = {"username": username or None, "password": password or file_password}
     sentinel = Sentinel(nodes, sentinel_kwargs={**auth, "socket_connect_timeout": CONNECT_TIMEOUT,
-                                                "socket_timeout": CONNECT_TIMEOUT}, **auth, **opts)
+                                                "socket_timeout": CONNECT_TIMEOUT}, **auth, **_options())
     return sentinel.master_for(path[0], db=int(path[1]) if len(path) == 2 else 0)
 
 
+def _cluster_client(url: str, file_password: str | None):
+    """redis+cluster://[user:pass@]host:port[,host2:port...]: the seed nodes of a Redis Cluster."""
+    from redis.cluster import ClusterNode
+
+    shape = "redis+cluster://host:6379[,host2:6379...]"
+    username, password, nodes, path = _hosts(url, 6379, shape)
+    if path or urlsplit(url).query:
+        raise ConfigError(f"Redis URL {redact(url)!r}: expected {shape} (a cluster has database 0 only)")
+    return _cluster(redact(url), startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+                    username=username or None, password=password or file_password)
+
+
+def _cluster(where: str, **kwargs):
+    from redis.cluster import RedisCluster
+
+    try:
+        return RedisCluster(**kwargs, **_options())
+    except redis.exceptions.RedisClusterException as exc:
+        # It wraps what each node said in its message: credentials are the operator's to fix.
+        if any(isinstance(e, redis.AuthenticationError) for e in causes(exc)) or \
+                re.search(r"username-password|WRONGPASS|NOAUTH|AUTH failed", str(exc)):
+            raise ConfigError(f"Redis Cluster at {where} rejected the credentials: fix the user/password in the URL "
+                              "(or the password file)") from None
+        raise RedisUnavailableError(f"Redis Cluster at {where} is unreachable: {reason(exc)}") from None
+
+
+# --- connecting ---------------------------------------------------------------------
+
+
 @contextmanager
-def open_redis(url: str | None, state_dir: Path) -> Iterator[tuple[redis.Redis, str]]:
+def open_redis(url: str | None, state_dir: Path, *, password_file: Path | None = None,
+               key_prefix: str | None = None) -> Iterator[tuple[redis.Redis, str]]:
     """A connected client and a printable description of where it points.
 
     With no URL, joins (or starts) the embedded server for `state_dir` and leaves it on exit.
+    A `redis://` URL that leads to a Redis Cluster node gives a cluster client; then
+    `key_prefix` must carry a hash tag (see `check_cluster_prefix`).
     """
     embedded = None
     if url is None:
+        if password_file is not None:
+            raise ConfigError(f"a Redis password file is set ({PASSWORD_FILE_ENVVAR} or [redis] password_file) but "
+                              "no Redis URL: set [redis] url (or --redis-url), or unset the password file")
         from tradeul_maint.embedded import EmbeddedRedis
 
         embedded = EmbeddedRedis(state_dir)
-        client = redis.Redis(unix_socket_path=embedded.start(), **_options())
+        client = socket_client(embedded.start())
         where = f"embedded Redis in {embedded.dir}"
     else:
-        client = client_for_url(url)
+        client = connect(url, read_password(password_file) if password_file else None)
         where = redact(url)
     try:
-        try:
-            client.ping()
-        except redis.AuthenticationError:
-            raise ConfigError(f"Redis at {where} rejected the credentials: fix the user/password in the URL") from None
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise RedisUnavailableError(f"Redis at {where} is unreachable: {_reason(exc)}") from None
-        except redis.ResponseError as exc:
-            raise RedisUnavailableError(f"Redis at {where} refused the connection: {_reason(exc)}") from None
+        if is_cluster(client) and key_prefix is not None:
+            check_cluster_prefix(key_prefix)
         yield client, where
     finally:
         client.close()
@@ -111,5 +203,38 @@ def open_redis(url: str | None, state_dir: Path) -> Iterator[tuple[redis.Redis, 
             embedded.stop()
 
 
-def _reason(exc: BaseException) -> str:
-    return str(exc).strip().rstrip(".") or type(exc).__name__
+def connect(url: str, password: str | None = None):
+    """A client for the URL that has answered: a cluster client when the server is a cluster node.
+
+    The first command is INFO cluster rather than PING: one round trip that both proves the
+    server answers and says whether it is a cluster (a user whose ACL forbids INFO gets PING).
+    """
+    client = client_for_url(url, password)
+    where = redact(url)
+    try:
+        if hello(client, where) and not is_cluster(client):
+            db = client.connection_pool.connection_kwargs.get("db") or 0
+            client.close()
+            if db:
+                raise ConfigError(f"Redis URL {where!r} names database {db}, and this Redis is a cluster, which "
+                                  "has database 0 only: drop the /DB")
+            client = _cluster(where, url=url, **({"password": password} if password is not None else {}))
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def check_cluster_prefix(prefix: str) -> None:
+    """On a cluster, every key of the tool must hash to one slot: the fenced scripts touch several at once."""
+    if hash_tag(prefix) is None:
+        raise ConfigError(f"[redis] key_prefix = {prefix!r} has no hash tag, and this Redis is a cluster: the lock "
+                          "and a session's keys must share one slot for the fenced scripts; use key_prefix = "
+                          f"\"{{{prefix.strip('{}') or 'maintenance'}}}\"")
+
+
+def hash_tag(prefix: str) -> str | None:
+    """The hash tag every key `<prefix>:...` hashes by, as Redis Cluster finds it; None when there is none."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start >= 0 else -1
+    return prefix[start + 1:end] if start >= 0 and end > start + 1 else None

@@ -21,7 +21,8 @@ import redis
 from tradeul_maint import planner
 from tradeul_maint.calendar import TradingCalendar, load_calendar
 from tradeul_maint.connection import open_redis
-from tradeul_maint.errors import ConfigError, LockBusyError, RedisUnavailableError, UsageError
+from tradeul_maint.errors import (ConfigError, LockBusyError, RedisRefusedWriteError, RedisUnavailableError,
+                                  UsageError)
 from tradeul_maint.keys import Keys
 from tradeul_maint.planner import Plan
 from tradeul_maint.settings import ScheduleSettings, Settings
@@ -75,7 +76,8 @@ def prepare(settings: Settings, now_text: str | None) -> Context:
 
 
 def _context(settings: Settings, now_text: str | None) -> Context:
-    calendar = load_calendar(settings.schedule.calendar, settings.calendar, settings.state_dir / "cache")
+    calendar = load_calendar(settings.schedule.calendar, settings.calendar, settings.state_dir / "cache",
+                             prebuilt=settings.calendar_cache)
     _check_ttl(settings, calendar)
     return Context(settings, calendar, parse_now(now_text, calendar))
 
@@ -98,22 +100,22 @@ def quiet_tick(settings: Settings, now_text: str | None) -> bool:
 
 
 def parse_now(text: str | None, calendar: TradingCalendar) -> dt.datetime:
-    """ISO 8601; a naive time is exchange-local. None means the real current time."""
-    if not text:
+    """ISO 8601; a naive time is exchange-local. None (not given) means the real current time."""
+    if text is None:
         return dt.datetime.now(UTC)
     try:
         moment = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=calendar.tz)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time, or one that UTC cannot hold (9999-12-31T23:59 local)
         raise UsageError(f"--now {text!r}: expected an ISO 8601 time like 2026-11-27T17:05 or "
                          "2026-11-27T22:05:00+00:00") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=calendar.tz)
-    return moment.astimezone(UTC)
 
 
 def _check_ttl(settings: Settings, calendar: TradingCalendar) -> None:
-    """Everything the lookback can reach must still be in Redis."""
-    needed = calendar.max_span_days(settings.schedule.lookback_sessions) + 1
+    """Everything the lookback can reach must still be in Redis (see planner.sessions_in_view)."""
+    needed = calendar.max_span_days(planner.sessions_reached(settings.schedule.lookback_sessions)) + 1
     if settings.redis.status_ttl_days < needed:
         raise ConfigError(
             f"[redis] status_ttl_days = {settings.redis.status_ttl_days} is shorter than the "
@@ -125,11 +127,47 @@ def _check_ttl(settings: Settings, calendar: TradingCalendar) -> None:
 def connected(ctx: Context) -> Iterator[StateStore]:
     s = ctx.settings
     try:
-        with open_redis(s.redis.url, s.state_dir) as (client, _where):
+        with open_redis(s.redis.url, s.state_dir, password_file=s.redis.password_file,
+                        key_prefix=s.redis.key_prefix) as (client, _where):
             yield StateStore(client, Keys(s.redis.key_prefix), s.redis.status_ttl_days, s.redis.lock_lease_seconds)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailableError(f"lost the connection to Redis: {str(exc).strip() or type(exc).__name__}") \
             from None
+    except redis.ResponseError as exc:
+        if (why := refused(exc)) is None:
+            raise
+        raise RedisRefusedWriteError(f"Redis refused the tool's commands: {why}; nothing was recorded as done that "
+                                     "did not finish, and the next run resumes") from None
+
+
+# Error codes of a Redis that is working but cannot take writes (or commands) right now.
+REFUSALS = {
+    "READONLY": "it is a read-only replica (READONLY; after a failover, point the URL at the new master or use "
+                "Sentinel)",
+    "NOREPLICAS": "not enough replicas acknowledge writes (NOREPLICAS, min-replicas-to-write)",
+    "OOM": "it is out of memory (OOM, maxmemory with noeviction)",
+    "MISCONF": "it cannot persist its data and refuses writes (MISCONF; see the Redis server log)",
+    "LOADING": "it is loading its dataset (LOADING)",
+    "MASTERDOWN": "its master is down (MASTERDOWN)",
+    "BUSY": "it is busy running a script (BUSY)",
+    "CLUSTERDOWN": "the cluster is down (CLUSTERDOWN)",
+    "TRYAGAIN": "the cluster is resharding (TRYAGAIN)",
+}
+
+
+def refused(exc: redis.ResponseError) -> str | None:
+    """Why Redis refused a command for a passing state of its own (exit 75), or None for anything else.
+
+    redis-py turns some codes into classes (and drops the code from the text); others lead the
+    message, or follow a "-" inside a script's error ("... @user_script: 1: -READONLY ...").
+    """
+    classes = {redis.exceptions.ReadOnlyError: "READONLY", redis.exceptions.OutOfMemoryError: "OOM",
+               redis.exceptions.BusyLoadingError: "LOADING"}
+    code = next((c for cls, c in classes.items() if isinstance(exc, cls)), None)
+    if code is None:
+        text = str(exc)
+        code = next((c for c in REFUSALS if text.startswith(c + " ") or f"-{c} " in text), None)
+    return REFUSALS.get(code)
 
 
 def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = (), force: bool = False,
@@ -192,18 +230,27 @@ def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = N
         return _execute(ctx, store, make_plan)  # a busy lock is exit 75: the operator asked for this run
 
 
-def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None) -> overview.StatusView:
-    """`status`: the lookback's sessions (or one), their states, the next window and the lock, in one read."""
+def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None,
+           since: dt.date | None = None, until: dt.date | None = None, task: str | None = None
+           ) -> overview.StatusView:
+    """`status`: the lookback's sessions (or one, or since..until's), the next window and the lock, in one read.
+
+    With `task`, the view carries that task's trend over those sessions.
+    """
     from tradeul_maint import overview
 
     if session is not None:
         planner.check_session(ctx.calendar, session, ctx.now)
         sessions = [session]
+    elif since is not None or until is not None:
+        # The range's sessions, validated as `recover --since/--until` validates them, whatever their window.
+        passed, later = planner.recovery_sessions(ctx.now, ctx.calendar, ctx.settings.schedule, since, until)
+        sessions = passed + [d.session for d in later]
     else:
         sessions = planner.sessions_in_view(ctx.now, ctx.calendar, _lookback(ctx, lookback))
     with connected(ctx) as store:
         seen = store.overview(sessions)
-    return overview.build(ctx.now, ctx.calendar, ctx.settings, seen, sessions)
+    return overview.build(ctx.now, ctx.calendar, ctx.settings, seen, sessions, detail=session is not None, task=task)
 
 
 def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
@@ -213,7 +260,7 @@ def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
         return schedule
     if lookback < 1:
         raise UsageError(f"--lookback {lookback}: expected a number of sessions, 1 or more")
-    needed = ctx.calendar.max_span_days(lookback) + 1
+    needed = ctx.calendar.max_span_days(planner.sessions_reached(lookback)) + 1
     if ctx.settings.redis.status_ttl_days < needed:
         raise UsageError(f"--lookback {lookback} can span {needed} days, longer than status_ttl_days = "
                          f"{ctx.settings.redis.status_ttl_days} keeps a session's state: use a smaller "
@@ -222,38 +269,79 @@ def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
 
 
 def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
-    """Take the lock, plan again under it, run the cycles: shared by `run` and `recover`."""
+    """Take the lock, plan again under it, run the cycles under a supervisor: shared by `run` and `recover`.
+
+    The lock is released only after the supervisor has exited, that is once no process of
+    any task is left; a signal at any moment of the run makes it end with Interrupted.
+    """
     import uuid
 
     from loguru import logger
 
+    from tradeul_maint import metrics, notify
     from tradeul_maint.lock import RunLock
-    from tradeul_maint.runner import Runner, StopSignals
+    from tradeul_maint.runner import Interrupted, Runner, StopSignals
     from tradeul_maint.schedule import known_durations
-    from tradeul_maint.tasks import ProcessGroups
 
     s = ctx.settings
     run_id = uuid.uuid4().hex[:12]
     lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now))
-    groups = ProcessGroups()
-    with lock, StopSignals(groups) as stop:
+    # Signals first: one that comes while the lock is being taken still stops the run cleanly.
+    with StopSignals() as stop, lock:
         # Plan again under the lock: a runner that finished a moment ago may have done it all.
         plan, statuses = make_plan(store)
         report = RunReport(plan)
-        # Yesterday's durations tell a new session's cycle which tasks to start first.
-        history = known_durations(statuses[d] for d in sorted(statuses, reverse=True))
-        runner = Runner(s, store, lock, ctx.clock, store.client, stop, groups, durations=history)
-        missed = [p.session.isoformat() for p in plan.sessions if p.recovery]
-        if missed:  # the replaced service's event names, so existing alerts keep working
-            logger.bind(count=len(missed), dates=missed, run_id=run_id, console=False) \
-                .warning("missing_maintenance_days_detected")
-        for planned in plan.sessions:
-            stop.check()
-            if planned.recovery:
-                logger.bind(date=planned.session.isoformat(), run_id=run_id, reason=planned.reason) \
-                    .info("executing_recovery_maintenance")
-            report.results.append(runner.run_cycle(planned, statuses.get(planned.session)))
+        if plan.empty:
+            return report
+        # A key of another type would stop a cycle at its first write: find out before any task runs.
+        store.check_key_types([p.session for p in plan.sessions])
+        seen = {**store.statuses(planner.sessions_in_view(ctx.now, ctx.calendar, s.schedule)), **statuses}
+        newest_first = [seen[d] for d in sorted(seen, reverse=True)]
+        processes = _supervisor(ctx, store, lock)
+        try:
+            # Yesterday's durations tell a new session's cycle which tasks to start first.
+            runner = Runner(s, store, lock, ctx.clock, processes, stop, durations=known_durations(newest_first),
+                            history=seen)
+            missed = [p.session.isoformat() for p in plan.sessions if p.recovery]
+            if missed:  # the replaced service's event names, so existing alerts keep working
+                logger.bind(count=len(missed), dates=missed, run_id=run_id, console=False) \
+                    .warning("missing_maintenance_days_detected")
+            for planned in plan.sessions:
+                stop.check()
+                if planned.recovery:
+                    logger.bind(date=planned.session.isoformat(), run_id=run_id, reason=planned.reason) \
+                        .info("executing_recovery_maintenance")
+                with notify.cycle(s.notify, planned.session) as ping:  # monitoring: pings, then the textfile
+                    report.results.append(runner.run_cycle(planned, statuses.get(planned.session)))
+                    ping.finished(report.results[-1])
+                metrics.publish_after_cycle(ctx, store, planned.session)
+        finally:
+            if not processes.close():
+                logger.bind(run_id=run_id, console=False).error("supervisor_did_not_exit")
+                lock.keep()
+        if stop.signum is not None:  # whenever it came, a signal decides the exit code
+            raise Interrupted(stop.signum)
         return report
+
+
+def _supervisor(ctx: Context, store: StateStore, lock) -> object:
+    """Start this run's supervisor (supervisor.py), which owns every task process of the run."""
+    from tradeul_maint import logs
+    from tradeul_maint.processes import TaskProcesses
+
+    s = ctx.settings
+    socket_path = store.client.connection_pool.connection_kwargs.get("path") if s.redis.url is None else None
+    return TaskProcesses({
+        "run_id": lock.run_id,
+        "settings": s,
+        "log_dir": str(logs.installed.directory) if logs.installed.directory else None,
+        "verbose": logs.installed.verbose,
+        "quiet": logs.installed.quiet,
+        "redis": {"unix_socket": socket_path} if socket_path else {
+            "url": s.redis.url, "password_file": str(s.redis.password_file) if s.redis.password_file else None},
+        "lock": {"key": store.keys.lock, "token": lock.token, "lease_ms": int(s.redis.lock_lease_seconds * 1000)},
+        "grace": s.run.stop_grace_seconds,
+    })
 
 
 def calendar(ctx: Context, count: int = 5) -> dict:

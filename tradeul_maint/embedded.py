@@ -44,7 +44,7 @@ def redis_server_binary() -> str:
 
 class EmbeddedRedis:
     def __init__(self, state_dir: Path):
-        self.dir = state_dir / "redis"
+        self.dir = (state_dir / "redis").absolute()  # redis-server reads its paths after changing to --dir
         socket = self.dir / "redis.sock"
         if len(str(socket)) > MAX_SOCKET_PATH:
             digest = hashlib.sha1(str(self.dir.resolve()).encode()).hexdigest()[:16]
@@ -109,7 +109,8 @@ class EmbeddedRedis:
                 return
             time.sleep(0.02)
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-        detail = tail[0] if tail else result.stdout.decode(errors="replace").strip()[-200:]
+        output = result.stdout.decode(errors="replace").strip().splitlines()
+        detail = tail[0] if tail else output[-1][-200:] if output else f"exit code {result.returncode}"
         raise EmbeddedRedisError(f"the embedded redis-server did not start (see {log}): {detail}")
 
     def _shutdown(self) -> None:

@@ -86,6 +86,12 @@ class RedisRefusedWriteError(MaintError):
     exit_code = EXIT_TEMPORARY
 
 
+class TaskProcessesLostError(MaintError):
+    """The run's supervisor died under it (killed from outside): its tasks' state is left resumable."""
+
+    exit_code = EXIT_TEMPORARY
+
+
 class TaskLoadError(MaintError):
     """A `python` task's module does not import or its attribute is not a callable."""
 

@@ -26,12 +26,21 @@ class Keys:
         return f"{self.prefix}:transitions:{session.isoformat()}"
 
     @property
+    def namespace(self) -> str:
+        """What every key of the tool begins with; `redis.delete_keys` never deletes a key that does."""
+        return f"{self.prefix}:"
+
+    @property
     def last_run(self) -> str:
         return f"{self.prefix}:last_run"
 
     @property
     def lock(self) -> str:
         return f"{self.prefix}:lock"
+
+    def check(self, token: str) -> str:
+        """`check`'s test write: SET NX with a short expiry, deleted at once; no other code reads it."""
+        return f"{self.prefix}:check:{token}"
 
     def expected_types(self, sessions: list[dt.date]) -> dict[str, str]:
         """The Redis type each of the tool's keys must have (when it exists) for these sessions."""

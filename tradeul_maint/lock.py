@@ -16,12 +16,12 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 from loguru import logger
 
-from tradeul_maint.errors import LockBusyError, LockLostError
+from tradeul_maint.errors import ForeignLockError, KeyTypeError, LockBusyError, LockLostError
 
 RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -40,24 +40,44 @@ return 0
 
 @dataclass(frozen=True)
 class LockHolder:
+    """Who holds the lock, as its value says; `foreign` when this tool did not write it."""
+
     host: str
     pid: int
     since: str
     run_id: str
+    foreign: str | None = None  # why the value cannot be this tool's (or its lease has no end)
 
     @classmethod
-    def parse(cls, raw: bytes | str | None) -> LockHolder | None:
+    def parse(cls, raw: bytes | str | None, ttl_ms: int | None = None) -> LockHolder | None:
+        """The holder named by the lock's value; `ttl_ms` is its PTTL (-1: no expiry) when known."""
         if raw is None:
             return None
         try:
             doc = json.loads(raw)
-            return cls(host=str(doc["host"]), pid=int(doc["pid"]), since=str(doc["since"]),
-                       run_id=str(doc.get("run_id", "")))
+            holder = cls(host=str(doc["host"]), pid=int(doc["pid"]), since=str(doc["since"]),
+                         run_id=str(doc["run_id"]))
+            if not doc.get("nonce"):
+                raise KeyError("nonce")
         except (ValueError, KeyError, TypeError):
-            return cls(host="?", pid=0, since="?", run_id=str(raw)[:40])
+            text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            return cls(host="?", pid=0, since="?", run_id="",
+                       foreign=f"a value this tool did not write ({text[:40]!r})")
+        if ttl_ms == -1:
+            return replace(holder, foreign="a value without an expiry (this tool always sets a lease)")
+        return holder
 
     def describe(self) -> str:
+        if self.foreign:
+            return self.foreign
         return f"host {self.host}, pid {self.pid}, since {self.since}"
+
+
+def foreign_lock_error(key: str, holder: LockHolder) -> ForeignLockError:
+    return ForeignLockError(
+        f"the run lock {key} holds {holder.foreign}, so no run can start: if no tradeul-maint run is going on, "
+        f"delete it (redis-cli DEL {key}); if another application uses this key, give this tool its own "
+        "[redis] key_prefix")
 
 
 class RunLock:
@@ -76,10 +96,13 @@ class RunLock:
         self._thread: threading.Thread | None = None
         self.lost = threading.Event()
         self.lost_reason = ""
+        self._kept = False
 
     def acquire(self) -> None:
         if not self._client.set(self._key, self.token, nx=True, px=self._lease_ms):
-            holder = LockHolder.parse(self._client.get(self._key))
+            holder = read_holder(self._client, self._key)
+            if holder is not None and holder.foreign:
+                raise foreign_lock_error(self._key, holder)
             where = holder.describe() if holder else "a runner that just released it"
             raise LockBusyError(f"another runner holds the lock ({where}); try again when it has finished",
                                 holder=holder.__dict__ if holder else None)
@@ -103,6 +126,8 @@ class RunLock:
                 logger.bind(error=str(exc)).warning("lock_renewal_failed")
 
     def _lose(self, why: str) -> None:
+        if self.lost.is_set():
+            return
         self.lost_reason = why
         logger.bind(reason=why, run_id=self.run_id).error("lock_lost")
         self.lost.set()
@@ -112,10 +137,26 @@ class RunLock:
             raise LockLostError(f"this runner lost the run lock ({self.lost_reason}); it stopped its tasks "
                                 "without writing more state")
 
+    def verify(self) -> None:
+        """Ask Redis now whether the lock is still this runner's; LockLostError when it is not."""
+        try:
+            if self._renew(keys=[self._key], args=[self.token, self._lease_ms]):
+                return
+        except redis.RedisError:
+            return  # cannot tell: the renewal thread decides
+        self._lose("its lease expired and another runner took over")
+        self.check()
+
+    def keep(self) -> None:
+        """Do not release the lock on exit (processes of its run may be alive): its lease runs out by itself."""
+        self._kept = True
+
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._kept:
+            return
         try:
             self._release(keys=[self._key], args=[self.token])
         except redis.RedisError:
@@ -130,5 +171,14 @@ class RunLock:
 
 
 def read_holder(client: redis.Redis, key: str) -> LockHolder | None:
-    return LockHolder.parse(client.get(key))
+    """The lock's holder, its expiry considered; KeyTypeError when the key is not a string."""
+    pipe = client.pipeline(transaction=False)
+    pipe.type(key)
+    pipe.get(key)
+    pipe.pttl(key)
+    kind, raw, ttl = pipe.execute(raise_on_error=False)
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    if kind not in ("none", "string"):
+        raise KeyTypeError(key, kind, "string")
+    return LockHolder.parse(raw, ttl)
 

@@ -15,6 +15,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,34 @@ def last_entries(path: Path, query: Query, n: int, keep_open: bool = False) -> t
     if not keep_open:
         cursor.current = None
     return newest_first[::-1], cursor
+
+
+_TASK_FIELD = re.compile(rb'"task": ("(?:[^"\\\n]|\\.)*")')
+
+
+def task_names(path: Path) -> list[str]:
+    """Every task name the log's entries mention, sorted: what `logs --task` can be asked for.
+
+    Called when a `--task` filter found nothing, so the blocks were all read already; the
+    names are found in the raw bytes (at C speed), then decoded as the JSON strings they are.
+    """
+    names: set[str] = set()
+    files = open_files(path)
+    try:
+        for f in files:
+            f.file.seek(0)
+            while block := f.file.read(BLOCK * 16):
+                block += f.file.readline()  # whole lines: a field never straddles two blocks
+                names.update(_TASK_FIELD.findall(block))
+    finally:
+        _close(files)
+    decoded = set()
+    for raw in names:
+        try:
+            decoded.add(json.loads(raw))
+        except ValueError:
+            continue
+    return sorted(decoded)
 
 
 def _complete_end(f: BinaryIO) -> int:

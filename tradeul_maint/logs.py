@@ -37,22 +37,46 @@ DIR_MODE = 0o750
 TRACEBACK_LIMIT = 16384
 UTC = dt.timezone.utc
 
-# A URL's password up to the last '@' of its authority (`redis://user:secret@host`), and
-# `password=secret`, `"password": "secret"`, `requirepass secret` pairs.
-_URL_SECRET = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/:@\s]*:)([^\s/]*)(?=@)", re.IGNORECASE)
-_PAIR_SECRET = re.compile(r"(\b(?:password|passwd)[\"']?\s*[=:]\s*[\"']?|\brequirepass\s+[\"']?)"
-                          r"([^\s,;&\"')}\]]+)", re.IGNORECASE)
-_SECRET_KEYS = re.compile(r"(^|_)(password|passwd|secret)$", re.IGNORECASE)
+# A URL's user information: everything between "://" and the LAST "@" of that run of
+# non-blank characters. A password with an unencoded "/", "?", "#" or "@" makes a URL
+# parser see part of it as the host, path, query or fragment, so the only safe cut is the
+# last "@"; the user is shown only when the user information is plainly "user:password".
+_URL_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)(\S*)@", re.IGNORECASE)
+# `NAME=value` and `NAME: value` (quoted or not, JSON's `"name": "value"` too) whose name
+# contains one of these words, any case, with or without "_", "-" or "." around or inside;
+# and `requirepass value` (redis.conf, CONFIG SET).
+_SECRET_WORD = r"(?:pass(?:word|wd)|pwd|secret|token|api[_.-]?key)"
+_PAIR_SECRET = re.compile(r"((?<![\w.-])[\w.-]*" + _SECRET_WORD + r"[\w.-]*[\"']?[ \t]*[=:][ \t]*|\brequirepass[ \t]+)"
+                          r"(\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&\"')}\]]+)", re.IGNORECASE)
+_SECRET_KEYS = re.compile(_SECRET_WORD, re.IGNORECASE)
 
 
 def scrub(text: str) -> str:
-    """Remove passwords from URLs (`redis://user:secret@`) and `password=secret` pairs."""
-    text = _URL_SECRET.sub(lambda m: m.group(1) + "***", text)
-    return _PAIR_SECRET.sub(lambda m: m.group(1) + "***", text)
+    """Remove the user information of URLs (`redis://user:secret@`) and the values of secret-named pairs."""
+    text = _URL_USERINFO.sub(_hide_userinfo, text)
+    return _PAIR_SECRET.sub(_hide_value, text)
+
+
+def _hide_userinfo(match: re.Match) -> str:
+    userinfo = match[2]
+    user, colon, _ = userinfo.partition(":")
+    plain = colon and not any(c in userinfo for c in "/?#@")
+    return f"{match[1]}{user + ':' if plain else ''}***@"
+
+
+def _hide_value(match: re.Match) -> str:
+    value = match[2]
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{match[1]}{quote}***{quote}"
+
+
+def scrubbed_traceback() -> str:
+    """The exception being handled, formatted as `traceback.print_exc` would print it, scrubbed."""
+    return scrub(traceback.format_exc())
 
 
 def scrub_value(value: Any, key: str = "") -> Any:
-    """`scrub` through the strings of a bound field, its lists and dicts; a field named like a password is hidden."""
+    """`scrub` through the strings of a bound field, its lists and dicts; a field named like a secret is hidden."""
     if key and _SECRET_KEYS.search(key) and value is not None:
         return "***"
     if isinstance(value, str):
@@ -62,6 +86,15 @@ def scrub_value(value: Any, key: str = "") -> Any:
     if isinstance(value, (list, tuple)):
         return [scrub_value(v) for v in value]
     return value
+
+
+def _json(entry: dict[str, Any]) -> str:
+    """One JSON line; every string in it scrubbed, values json cannot hold (stringified) included.
+
+    The strings are scrubbed before they are encoded, never the encoded line: in JSON a
+    newline is the two characters `\\n`, which would run one `NAME=value` into the next.
+    """
+    return json.dumps(scrub_value(entry), default=lambda value: scrub(str(value)), ensure_ascii=False) + "\n"
 
 
 def _patch(record) -> None:
@@ -92,14 +125,13 @@ def entry_line(record) -> str:
         entry["exception"] = f"{exc.type.__name__}: {exc.value}" if exc.type else str(exc.value)
         text = "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
         entry["traceback"] = text if len(text) <= TRACEBACK_LIMIT else "..." + text[-TRACEBACK_LIMIT:]
-    # A last pass over the whole line catches credentials inside values json.dumps stringified.
-    return scrub(json.dumps(entry, default=str, ensure_ascii=False)) + "\n"
+    return _json(entry)
 
 
 def notice_line(event: str, level: str = "WARNING", **fields: Any) -> str:
     entry = {"time": dt.datetime.now(UTC).isoformat(timespec="milliseconds"), "level": level, "event": event,
              **fields}
-    return scrub(json.dumps(entry, default=str, ensure_ascii=False)) + "\n"
+    return _json(entry)
 
 
 def _console_line(record) -> str:
@@ -139,12 +171,16 @@ def lock_path(path: Path) -> Path:
 class RotatingFile:
     """An append-only log file shared by any number of processes, rotated at `max_bytes` keeping `retention`.
 
-    Every append is one O_APPEND write under a shared flock on `.<name>.lock`, so appends
-    from many processes never interleave and never wait for each other. Rotation takes the
-    exclusive flock, looks at the file again (another process may have rotated it a moment
-    ago: the inode changed, or it is small again) and only then shifts `.1`..`.N` and renames
-    the file. A process whose file was rotated by another notices the new inode on its next
-    append and reopens. Readers take the shared flock while they open the set of files.
+    Every entry is one O_APPEND write under an exclusive flock on `.<name>.lock`, so
+    entries from many processes never interleave, and an entry is in the file whole or not
+    at all: when a write fails part way (a full disk), the file is cut back to where the
+    entry began before the lock is let go, so no torn line is left for the next entry to
+    be glued to. A write that fails costs one warning line on stderr per run (cron mails
+    it; see `configure_logging`), never an exception: the run goes on. Rotation happens under the same lock,
+    after looking at the file again (another process may have rotated it a moment ago:
+    the inode changed, or it is small again); it shifts `.1`..`.N` and renames the file.
+    A process whose file was rotated by another notices the new inode on its next append
+    and reopens. Readers take the lock shared while they open the set of files.
     """
 
     def __init__(self, path: Path, max_bytes: int, retention: int, preamble: Callable[[], str] | None = None):
@@ -163,16 +199,17 @@ class RotatingFile:
                 preamble, self._preamble = self._preamble, None
                 text = preamble() + text
             data = text.encode("utf-8", errors="replace")
-            lock = self._lock()
-            fcntl.flock(lock, fcntl.LOCK_SH)
             try:
-                if not self._usable(len(data)):
-                    # Converting to LOCK_EX is not atomic: _prepare re-checks everything under it.
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                    self._prepare(len(data))
-                _write_all(self._fd, data)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                lock = self._lock()
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    if not self._usable(len(data)):
+                        self._prepare(len(data))
+                    _write_whole(self._fd, data)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+            except OSError as exc:
+                write_failed(self.path, exc)
 
     def write(self, message: str) -> None:
         """loguru's file-like sink interface: the message carries its record."""
@@ -185,6 +222,13 @@ class RotatingFile:
                 if fd is not None:
                     os.close(fd)
             self._fd = self._lock_fd = self._id = None
+
+    def after_fork(self, console=None) -> None:
+        """In a forked child: open the files anew on its first write. A descriptor shared with the
+        parent shares its flock too, which would then no longer keep the two apart."""
+        self._mutex = threading.Lock()
+        self._preamble = None
+        self.stop()
 
     # ---
 
@@ -250,26 +294,59 @@ def _open_new(path: Path, flags: int) -> int:
     return fd
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_whole(fd: int, data: bytes) -> None:
+    """Append `data` whole or not at all; the caller holds the exclusive lock, so the end is where it starts."""
+    start = os.fstat(fd).st_size
     view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    try:
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+    except OSError:
+        try:
+            os.ftruncate(fd, start)  # shrinking needs no space
+        except OSError:
+            pass
+        raise
+
+
+_write_failure_reported = False  # one warning per process, whatever the number of failed writes and files
+
+
+def write_failed(path: Path, exc: OSError) -> None:
+    """Say once, on stderr, that log entries are being lost: never loguru's traceback for every entry."""
+    global _write_failure_reported
+    if _write_failure_reported:
+        return
+    _write_failure_reported = True
+    try:
+        sys.stderr.write(f"tradeul-maint: warning: cannot write the log {path} ({exc.strerror or exc}); log entries "
+                         "are being lost, the run goes on: free space in the log directory or set --log-dir\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 class ConsoleSink:
-    """stderr, looked up at each write (tests swap it), with credentials scrubbed from the final text."""
+    """stderr (looked up at each write: tests swap it) or the stream given, with credentials scrubbed."""
 
-    def __init__(self, preamble: Callable[[], str] | None = None):
+    def __init__(self, preamble: Callable[[], str] | None = None, stream=None):
         self._preamble = preamble
+        self._stream = stream
+
+    def after_fork(self, console=None) -> None:
+        """In a forked task process, whose own stderr is its captured output: write to `console`."""
+        self._preamble = None
+        self._stream = console or self._stream
 
     def write(self, message: str) -> None:
         text = scrub(str(message))
         if self._preamble is not None:
             preamble, self._preamble = self._preamble, None
             text = preamble() + text
-        sys.stderr.write(text)
-        sys.stderr.flush()
+        stream = self._stream or sys.stderr
+        stream.write(text)
+        stream.flush()
 
 
 # --- configuration -----------------------------------------------------------------
@@ -291,6 +368,29 @@ class LogDir:
 
 
 @dataclass(frozen=True)
+class Sinks:
+    """What `configure_logging` installed in this process: a task's process installs the same."""
+
+    directory: Path | None
+    verbose: bool
+    quiet: bool
+
+
+installed = Sinks(None, False, False)
+_sinks: list[RotatingFile | ConsoleSink] = []  # what configure_logging added, for after_fork
+
+
+def after_fork(console=None) -> None:
+    """Make this freshly forked process's copy of the sinks its own (see RotatingFile.after_fork).
+
+    Much cheaper than configure_logging again (loguru's `add` costs milliseconds), which a
+    task process started per attempt would pay every time.
+    """
+    for sink in _sinks:
+        sink.after_fork(console)
+
+
+@dataclass(frozen=True)
 class FallbackNotice:
     """The one line saying the log is not where the settings point, and why."""
 
@@ -307,37 +407,48 @@ class FallbackNotice:
 
 
 def configure_logging(settings: Settings | None, verbose: bool = False, quiet: bool = False,
-                      files: bool = True) -> Path | None:
+                      files: bool = True, directory: Path | None = None) -> Path | None:
     """Install the sinks for this invocation and return the log directory in use (None without files).
 
     When the configured directory is not writable the files go to <state-dir>/logs, and a
     one-line `log_dir_fallback` notice precedes this process's first entry in the file and
     its first line on the console: a cron tick with nothing to do stays silent, since cron
     mails anything it prints, while any run that logs anything says where its log went.
+    A run's supervisor passes the `directory` its runner chose.
     """
     from loguru import logger  # here, not above: the cron tick uses this module's log-dir checks without it
 
+    global installed, _write_failure_reported
+    # One warning per invocation (tests run many in one process). The processes a runner starts
+    # (given its `directory`) write to the same files and say nothing: the runner says it once.
+    _write_failure_reported = directory is not None
     logger.remove()
     logger.configure(patcher=_patch)
-    directory = None
-    if settings is not None and files:
+    if directory is not None:
+        directory = LogDir(directory)
+    elif settings is not None and files:
         directory = choose_log_dir(log_dir_for(settings), fallback_log_dir(settings))
     notice = None
     if directory is not None and directory.fallback_reason:
         notice = FallbackNotice(log_dir_for(settings), directory.path, directory.fallback_reason)
     console_level = "DEBUG" if verbose else "ERROR" if quiet else "WARNING"
-    logger.add(ConsoleSink(notice.console_line if notice else None), level=console_level, format=_console_line,
-               colorize=sys.stderr.isatty(), backtrace=False, diagnose=False,
+    _sinks.clear()
+    _sinks.append(ConsoleSink(notice.console_line if notice else None))
+    logger.add(_sinks[-1], level=console_level,
+               format=_console_line, colorize=sys.stderr.isatty(), backtrace=False, diagnose=False,
                filter=lambda r: r["extra"].get("console", True) or verbose)
+    installed = Sinks(directory.path if directory else None, verbose, quiet)
     if directory is None:
         return None
     log = settings.logging
     common = dict(format=lambda record: "{message}", colorize=False, backtrace=False, diagnose=False,
                   enqueue=False)
-    logger.add(RotatingFile(directory.path / MAIN_LOG, log.rotation_bytes, log.retention,
-                            notice.file_line if notice else None),
+    _sinks.append(RotatingFile(directory.path / MAIN_LOG, log.rotation_bytes, log.retention,
+                               notice.file_line if notice else None))
+    logger.add(_sinks[-1],
                level=log.level, **common)
-    logger.add(RotatingFile(directory.path / ERRORS_LOG, log.rotation_bytes, log.retention),
+    _sinks.append(RotatingFile(directory.path / ERRORS_LOG, log.rotation_bytes, log.retention))
+    logger.add(_sinks[-1],
                level="ERROR", **common)
     return directory.path
 

@@ -22,12 +22,17 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
+from tradeul_maint import trends
 from tradeul_maint.calendar import TradingCalendar, Window
 from tradeul_maint.lock import LockHolder
 from tradeul_maint.planner import retry_gate
+from tradeul_maint.errors import UsageError
 from tradeul_maint.settings import Settings
-from tradeul_maint.state import COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus, TaskRecord, iso, parse_time
+from tradeul_maint.sources import Sources, sources
+from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord, iso,
+                                 parse_time)
 from tradeul_maint.store import Overview
+from tradeul_maint.trends import Trend, WindowRisk
 
 DONE, FAILED_STATE, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
 CORRUPT, MISSING, DUE, NOT_YET_DUE = "corrupt", "missing", "due", "not_yet_due"
@@ -44,6 +49,45 @@ class TaskView:
     duration_seconds: float | None
     error: str | None  # the exception message or exit status, then the last lines of the output
     note: str | None  # why it was not run in that cycle (catchup = "latest")
+    traceback: str | None = None  # a failed Python task's, scrubbed and capped by the runner
+
+    @property
+    def error_summary(self) -> str | None:
+        """The error, then the traceback's last line when it says more: what the table shows."""
+        last = next((line for line in reversed((self.traceback or "").splitlines()) if line.strip()), None)
+        if last and last.strip() not in (self.error or ""):
+            return "\n".join(filter(None, (self.error, last.strip())))
+        return self.error
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One task on a session's timeline, in seconds from the timeline's start."""
+
+    task: str
+    status: str
+    start: float
+    end: float
+    open: bool  # still running: it ends at `now`
+
+    def to_json(self) -> dict:
+        return {"start_seconds": self.start, "end_seconds": self.end, "open": self.open}
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A session's tasks on one time axis, from the first start to the last end: a Gantt chart's data."""
+
+    start: dt.datetime
+    end: dt.datetime
+    bars: tuple[Bar, ...]  # in the session's task order; tasks that never started have none
+
+    @property
+    def seconds(self) -> float:
+        return round((self.end - self.start).total_seconds(), 3)
+
+    def to_json(self) -> dict:
+        return {"start": iso(self.start), "end": iso(self.end), "seconds": self.seconds}
 
 
 @dataclass(frozen=True)
@@ -62,6 +106,7 @@ class SessionView:
     note: str | None  # what an operator should know: failed tasks, retry gate, why unreadable
     tasks: tuple[TaskView, ...]
     override: str | None = None  # how a [calendar] override changed this day
+    timeline: Timeline | None = None  # with the tasks (`status --date D`)
 
     @property
     def overdue(self) -> bool:
@@ -80,18 +125,29 @@ class StatusView:
     holder: LockHolder | None
     last_run: str | None
     calendar_warning: str | None = None  # the calendar ends soon: upgrade exchange-calendars
+    sources: Sources | None = None
+    slow: tuple[Trend, ...] = ()  # tasks slower than usual in the lookback
+    risk: WindowRisk | None = None  # how long a cycle should take, against the deadline
+    trend: Trend | None = None  # `status --task NAME`
 
     @property
     def overdue(self) -> tuple[SessionView, ...]:
         return tuple(s for s in self.sessions if s.overdue)
 
     @property
+    def lock_problem(self) -> str | None:
+        """A lock no run of this tool would leave: it blocks every run until someone removes it."""
+        if self.holder is None or not self.holder.foreign:
+            return None
+        return f"the run lock holds {self.holder.foreign}; no run can start until it is deleted"
+
+    @property
     def ok(self) -> bool:
-        return not self.overdue and not self.calendar_warning
+        return not self.overdue and not self.calendar_warning and not self.lock_problem
 
     def check_line(self) -> str:
         passed = [s for s in self.sessions if s.window_passed]
-        warning = f"; {self.calendar_warning}" if self.calendar_warning else ""
+        warning = "".join(f"; {w}" for w in (self.lock_problem, self.calendar_warning) if w)
         if not self.overdue:
             line = f"all {len(passed)} {self.calendar} sessions whose window has passed are done"
             return f"NOT OK: {line}{warning}" if warning else f"OK: {line}"
@@ -116,26 +172,82 @@ class StatusView:
             "sessions": [_session_json(s, tasks) for s in self.sessions],
             "next_window": _window_json(self.next_window, self.now, self.timezone),
             "lock": None if self.holder is None else {"host": self.holder.host, "pid": self.holder.pid,
-                                                      "since": self.holder.since, "run_id": self.holder.run_id},
+                                                      "since": self.holder.since, "run_id": self.holder.run_id,
+                                                      "foreign": self.holder.foreign},
             "last_run": self.last_run,
             "calendar_warning": self.calendar_warning,
+            **(self.sources.to_json() if self.sources else {}),
+            "slow_tasks": [{k: v for k, v in t.to_json().items() if k != "sessions"} for t in self.slow],
+            "window_risk": self.risk.to_json() if self.risk else None,
         }
+
+    def trend_json(self) -> dict:
+        """The `status --task NAME --json` document: the task's series, oldest first, and its figures."""
+        return {"now": iso(self.now), "calendar": self.calendar, "timezone": self.timezone, "order": "oldest_first",
+                "lookback": self.lookback, **self.trend.to_json(),
+                **(self.sources.to_json() if self.sources else {})}
 
 
 def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen: Overview,
-          sessions: list[dt.date]) -> StatusView:
-    """The view of `sessions` (any order) as read in `seen`."""
+          sessions: list[dt.date], detail: bool = False, task: str | None = None) -> StatusView:
+    """The view of `sessions` (any order) as read in `seen`.
+
+    The lookback's view (not `detail`) also names the tasks slower than usual and the window
+    at risk, from the durations of those sessions; `detail` (one session) adds its timeline;
+    `task` makes the view that task's trend, and must be a configured task or one the
+    documents mention.
+    """
     schedule = settings.schedule
+    statuses = {s: seen.statuses.get(s) for s in sessions}
+    slow = () if detail else tuple(trends.slow_tasks(_task_order(settings, statuses), statuses,
+                                                     settings.run.slow_factor))
+    slow_notes = {t.latest.session: [] for t in slow}
+    for t in slow:
+        slow_notes[t.latest.session].append(t.describe())
     views = []
     for session in sorted(sessions, reverse=True):
         window = calendar.window(session, schedule.window_start, schedule.window_minutes)
-        view = session_view(session, seen.statuses.get(session), window, now, seen.holder, settings)
+        view = session_view(session, statuses[session], window, now, seen.holder, settings, calendar.tz)
         if override := calendar.override_note(session):
             view = replace(view, override=override, note="; ".join(filter(None, (override, view.note))))
+        if session in slow_notes:
+            view = replace(view, note="; ".join(filter(None, (view.note, "slower than usual: " +
+                                                               ", ".join(slow_notes[session])))))
+        if detail:
+            view = replace(view, timeline=timeline(view, now))
         views.append(view)
+    trend = None
+    if task is not None:
+        known = _task_order(settings, statuses)
+        if task not in known:
+            raise UsageError(f"unknown task '{task}': tasks configured or recorded are {', '.join(known) or 'none'}")
+        trend = trends.trend(task, statuses, settings.run.slow_factor)
     return StatusView(now, calendar.code, calendar.tz.key, len(sessions), tuple(views),
                       next_window(now, calendar, settings), seen.holder, seen.last_run,
-                      calendar.expiry_warning(now))
+                      calendar.expiry_warning(now), sources(settings), slow,
+                      None if detail else trends.window_risk(settings, statuses), trend)
+
+
+def _task_order(settings: Settings, statuses: dict) -> list[str]:
+    """The configured tasks, then those only the documents mention (removed from the config since)."""
+    return list(dict.fromkeys([*settings.task_names, *trends.task_names(statuses)]))
+
+
+def timeline(view: SessionView, now: dt.datetime) -> Timeline | None:
+    """The session's tasks from their start to their end; one still running ends at `now`. None if none started."""
+    spans = []
+    for t in view.tasks:
+        if t.started_at is None:
+            continue
+        running = t.status == IN_PROGRESS and t.finished_at is None
+        end = now if running else t.finished_at or t.started_at
+        spans.append((t, t.started_at, max(end, t.started_at), running))
+    if not spans:
+        return None
+    start, end = min(s[1] for s in spans), max(s[2] for s in spans)
+    return Timeline(start, end, tuple(Bar(t.name, t.status, round((a - start).total_seconds(), 3),
+                                          round((b - start).total_seconds(), 3), running)
+                                      for t, a, b, running in spans))
 
 
 def classify(status: SessionStatus | None, window: Window, now: dt.datetime, holder: LockHolder | None) -> str:
@@ -153,7 +265,7 @@ def classify(status: SessionStatus | None, window: Window, now: dt.datetime, hol
 
 
 def session_view(session: dt.date, status: SessionStatus | None, window: Window, now: dt.datetime,
-                 holder: LockHolder | None, settings: Settings) -> SessionView:
+                 holder: LockHolder | None, settings: Settings, tz: dt.tzinfo) -> SessionView:
     state = classify(status, window, now, holder)
     readable = status is not None and not status.corrupt
     names = list(status.tasks) if readable and status.tasks else list(settings.task_names)
@@ -170,7 +282,7 @@ def session_view(session: dt.date, status: SessionStatus | None, window: Window,
         completed_at=status.completed_at if readable else None,
         duration_seconds=_duration(status) if readable else None,
         run_id=status.run_id if readable else None,
-        note=_note(state, status, now, settings),
+        note=_note(state, status, now, settings, tz),
         tasks=tasks,
     )
 
@@ -200,11 +312,13 @@ def _task_view(name: str, status: SessionStatus | None) -> TaskView:
     error = None
     if state in (FAILED, SKIPPED) and (record.error or record.output):
         error = "\n".join(filter(None, [record.error, _last_lines(record.output)]))
+    trace = getattr(record, "traceback", None)  # TaskRecord.traceback: a failed Python task's
     return TaskView(name, state, record.attempts, parse_time(record.started_at), parse_time(record.finished_at),
-                    record.duration_seconds, error, record.reason)
+                    record.duration_seconds, error, record.reason, trace if isinstance(trace, str) else None)
 
 
-def _note(state: str, status: SessionStatus | None, now: dt.datetime, settings: Settings) -> str | None:
+def _note(state: str, status: SessionStatus | None, now: dt.datetime, settings: Settings,
+          tz: dt.tzinfo) -> str | None:
     if status is None:
         return None
     if state == CORRUPT:
@@ -214,7 +328,7 @@ def _note(state: str, status: SessionStatus | None, now: dt.datetime, settings: 
     if state == FAILED_STATE:
         bad = [n for n, s in status.tasks.items() if s in (FAILED, SKIPPED)]
         why = f"{', '.join(bad)} not completed" if bad else "not all tasks completed"
-        if settings.schedule.auto_recover and (gate := retry_gate(status, now, settings.run)) is not None:
+        if settings.schedule.auto_recover and (gate := retry_gate(status, now, settings.run, tz)) is not None:
             why += f"; {gate}"
         return why
     return None
@@ -254,6 +368,8 @@ def _session_json(s: SessionView, tasks: bool) -> dict:
         "override": s.override,
     }
     if tasks:
+        bars = {b.task: b for b in s.timeline.bars} if s.timeline else {}
+        doc["timeline"] = s.timeline.to_json() if s.timeline else None
         doc["tasks"] = [{
             "name": t.name,
             "status": t.status,
@@ -263,6 +379,8 @@ def _session_json(s: SessionView, tasks: bool) -> dict:
             "duration_seconds": t.duration_seconds,
             "error": t.error,
             "note": t.note,
+            "traceback": t.traceback,
+            "bar": bars[t.name].to_json() if t.name in bars else None,
         } for t in s.tasks]
     return doc
 
@@ -311,4 +429,5 @@ def calendar_view(now: dt.datetime, calendar: TradingCalendar, settings: Setting
         },
         "warning": calendar.expiry_warning(now),
         "next_sessions": upcoming,
+        **sources(settings).to_json(),
     }

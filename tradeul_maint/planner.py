@@ -41,10 +41,39 @@ class Plan:
         return not self.sessions
 
 
+OPENED_REACH = 3  # sessions, today's included, among which the latest opened window always is
+
+
+def sessions_reached(lookback: int) -> int:
+    """How many sessions back (today's included) the view can reach: what status_ttl_days must cover."""
+    return max(lookback, OPENED_REACH)
+
+
 def sessions_in_view(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSettings) -> list[dt.date]:
-    """The lookback: the last `lookback_sessions` sessions up to today, oldest first."""
+    """The lookback: the last `lookback_sessions` sessions up to today, oldest first, and always the
+    latest session whose window has opened.
+
+    That one may be older than the lookback when the lookback is short and the window opens
+    after midnight (`close+9h` puts Tuesday's window on Wednesday at 01:00), or before today's
+    window (with `lookback_sessions = 1` at noon, the session of the day before): the session
+    an operator expects `run` to run and `status --check` to watch is never out of view.
+    """
     calendar.check_current(now)
-    return calendar.sessions_up_to(calendar.local_date(now), schedule.lookback_sessions)
+    sessions = calendar.sessions_up_to(calendar.local_date(now), schedule.lookback_sessions)
+    latest = latest_opened(now, calendar, schedule)
+    return sessions if latest is None or latest in sessions else [latest, *sessions]
+
+
+def latest_opened(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSettings) -> dt.date | None:
+    """The newest session whose window opened at or before `now`.
+
+    A window opens at most 24 hours after its session's close, so it is one of the last
+    OPENED_REACH sessions up to today.
+    """
+    for session in reversed(calendar.sessions_up_to(calendar.local_date(now), OPENED_REACH)):
+        if calendar.window(session, schedule.window_start, schedule.window_minutes).start <= now:
+            return session
+    return None
 
 
 def plan_cron(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSettings, run: RunSettings,
@@ -60,14 +89,14 @@ def plan_cron(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSet
         if window.contains(now):
             why = f"inside its window ({_local(window.start, calendar)}-{_local(window.end, calendar)})"
         elif not schedule.auto_recover:
-            deferred.append(Deferred(session, "missed; auto_recover is off (use `recover`)"))
+            deferred.append(Deferred(session, f"{state_phrase(status, run)}; auto_recover is off (use `recover`)"))
             continue
         elif calendar.market_open_at(now) and not schedule.recover_during_market_hours:
-            deferred.append(Deferred(session, "missed; catch-up waits for the market to close"))
+            deferred.append(Deferred(session, f"{state_phrase(status, run)}; catch-up waits for the market to close"))
             continue
         else:
             why = f"catch-up: {describe(status)}"
-        if (wait := retry_gate(status, now, run)) is not None:
+        if (wait := retry_gate(status, now, run, calendar.tz)) is not None:
             deferred.append(Deferred(session, wait))
             continue
         why = _with_override(why, calendar, session)
@@ -130,7 +159,7 @@ def recovery_sessions(now: dt.datetime, calendar: TradingCalendar, schedule: Sch
     if since is None and until is not None:
         raise UsageError("--until needs --since")
     if since is None:
-        candidates = calendar.sessions_up_to(today, schedule.lookback_sessions)
+        candidates = sessions_in_view(now, calendar, schedule)
     else:
         until = until or today
         for option, day in (("--since", since), ("--until", until)):
@@ -180,19 +209,35 @@ def apply_catchup_policy(planned: list[PlannedSession], tasks: tuple[TaskSpec, .
     return tuple(out) + (planned[-1],)
 
 
-def retry_gate(status: SessionStatus | None, now: dt.datetime, run: RunSettings) -> str | None:
-    """Why a cron-mode run must not retry this session now, or None when it may."""
+def retry_gate(status: SessionStatus | None, now: dt.datetime, run: RunSettings, tz: dt.tzinfo) -> str | None:
+    """Why a cron-mode run must not retry this session now, or None when it may.
+
+    "failed, attempt 2 of 5, next try after 17:42", in the exchange's time zone like every
+    other time an operator reads (with the date when it is not today's).
+    """
     if status is None or status.attempts == 0:
         return None
     if status.attempts >= run.max_attempts:
-        return (f"gave up after {status.attempts} attempts (max_attempts = {run.max_attempts}); "
-                f"run it by hand with `run --date {status.session}`")
+        return (f"{state_phrase(status, run)}: gave up (max_attempts = {run.max_attempts}); run it by hand with "
+                f"`run --date {status.session}`")
     if status.failed and status.completed_at is not None:
         wait = dt.timedelta(minutes=run.retry_backoff_minutes * 2 ** (status.attempts - 1))
-        retry_at = status.completed_at + wait
+        retry_at = (status.completed_at + wait).astimezone(tz)
         if now < retry_at:
-            return f"failed {status.attempts} time(s); next retry after {retry_at.isoformat(timespec='minutes')}"
+            when = retry_at.strftime("%H:%M" if retry_at.date() == now.astimezone(tz).date() else "%Y-%m-%d %H:%M")
+            return f"{state_phrase(status, run)}, next try after {when}"
     return None
+
+
+def state_phrase(status: SessionStatus | None, run: RunSettings) -> str:
+    """A session that is not done, in a few words: `missed` only when it never started."""
+    if status is None:
+        return "missed"
+    if status.corrupt:
+        return "status document unreadable"
+    if status.unfinished:
+        return f"interrupted, attempt {status.attempts} of {run.max_attempts}"
+    return f"failed, attempt {status.attempts} of {run.max_attempts}"
 
 
 def describe(status: SessionStatus | None) -> str:

@@ -1,21 +1,26 @@
-"""Running one cycle of one session: the task graph, parallelism, retries, signals and state.
+"""Running one cycle of one session: the task graph, parallelism, retries, timeouts, signals and state.
 
-The runner owns threads, processes and signals; tasks see only their context. Each running
-task has a thread of its own (a worker, reused for the next task) while the main thread
-schedules (schedule.py) and records. Every transition (in_progress, completed, failed,
-skipped) is in Redis, fenced on the run lock, before anything that depends on it happens:
-the transitions of one scheduling step (the tasks that just ended, those they block, those
-that now start) go out together in one round trip, before the new tasks start. So a crash
-loses nothing that completed, a runner that lost the lock stops instead of overwriting its
-successor, and a cycle of many short tasks pays one small write per step rather than one
-rewrite of the whole status document per transition (store.py).
+The runner owns the state and the signals; the run's supervisor (supervisor.py) owns the
+task processes. The main thread schedules (schedule.py), asks the supervisor to start
+attempts, waits for it to report how they ended (or for a timeout or a retry to fall
+due), and records. Every transition (in_progress, completed, failed, skipped) is in
+Redis, fenced on the run lock, before anything that depends on it happens: the
+transitions of one scheduling step (the tasks that just ended, those they block, those
+that now start) go out together in one round trip, before the new tasks start. So a
+crash loses nothing that completed, a runner that lost the lock stops instead of
+overwriting its successor, and a cycle of many short tasks pays one small write per step
+rather than one rewrite of the whole status document per transition (store.py).
+
+However a cycle ends (completed, a signal, a lost lock, Redis gone, a bug), it ends only
+once the supervisor has reported every attempt of it ended, that is with no process of
+any task left; a task is recorded stopped only then, and the lock is released only
+after that.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import queue
 import signal
 import socket
 import threading
@@ -25,7 +30,7 @@ from typing import Callable
 
 from loguru import logger
 
-from tradeul_maint.errors import LockLostError
+from tradeul_maint.errors import SIGNAL_EXIT_CODES, LockLostError, TaskProcessesLostError
 from tradeul_maint.lock import RunLock
 from tradeul_maint.logs import scrub
 from tradeul_maint.planner import PlannedSession
@@ -34,21 +39,30 @@ from tradeul_maint.settings import Settings, TaskSpec
 from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord,
                                  iso)
 from tradeul_maint.store import Slots, StateStore
-from tradeul_maint.tasks import Outcome, ProcessGroups, TaskContext, run_command, run_python
+from tradeul_maint.processes import TaskProcesses, stop_leftovers
+from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
+from tradeul_maint.trends import slow_tasks
 
 Clock = Callable[[], dt.datetime]
 STATUS_OUTPUT_LIMIT = 4096  # characters of a failed command's output kept in the status document
 LOG_OUTPUT_LIMIT = 16384
-STOP_GRACE = 10.0  # seconds to let running tasks end after a signal before giving up on them
 WHOLE_WRITE_SECONDS = 1.0  # while tasks complete, the status document is rewritten whole at least this often
+POLL_SECONDS = 0.2  # the longest the main thread waits before it looks at signals and the lock again
+# How long a stop may take beyond the grace period ([run] stop_grace_seconds, after which the
+# supervisor SIGKILLs what is left): what SIGKILL cannot end at once (uninterruptible sleep).
+STOP_MARGIN = 20.0
 
 
 class Interrupted(Exception):
-    """The cycle was stopped by SIGTERM or SIGINT; its state says what did not complete."""
+    """The run was stopped by SIGTERM, SIGINT or SIGHUP; its state says what did not complete."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return SIGNAL_EXIT_CODES.get(self.signum, 128 + self.signum)
 
 
 @dataclass
@@ -70,24 +84,31 @@ class CycleResult:
 
 
 class StopSignals:
-    """Turns SIGTERM/SIGINT into a stop request: running command groups get SIGTERM at once."""
+    """Turns SIGTERM, SIGINT and SIGHUP into a stop request, which the cycle notices within POLL_SECONDS.
 
-    def __init__(self, groups: ProcessGroups):
-        self.groups = groups
+    The first signal decides the exit code; more signals while stopping change nothing. The
+    task processes are in sessions of their own, so a terminal's signals reach only the runner,
+    which stops them through the supervisor.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self) -> None:
         self.signum: int | None = None
-        self.event = threading.Event()
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
         self.signum = self.signum or signum
-        self.event.set()
-        self.groups.stop_all(signal.Signals(signum).name)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
 
     def check(self) -> None:
         if self.signum is not None:
@@ -99,16 +120,30 @@ class StopSignals:
 
 
 @dataclass
+class Running:
+    """A task of this cycle with an attempt under way, or waiting out its retry delay."""
+
+    spec: TaskSpec
+    started: float  # monotonic, its first attempt in this cycle
+    attempt: int = 0  # attempts started in this cycle
+    attempt_id: str | None = None  # the attempt the supervisor runs now; None while waiting to retry
+    deadline: float | None = None  # when that attempt times out (monotonic)
+    retry_at: float | None = None  # when the next attempt starts (monotonic)
+    stopping: bool = False  # asked to stop (timeout)
+
+
+@dataclass
 class Runner:
     settings: Settings
     store: StateStore
     lock: RunLock
     clock: Clock
-    redis_client: object
+    processes: TaskProcesses
     stop: StopSignals
-    groups: ProcessGroups = field(default_factory=ProcessGroups)
     # Each task's last known duration, from earlier sessions and this run's cycles: the priorities.
     durations: dict[str, float] = field(default_factory=dict)
+    # The lookback's status documents: what "slower than usual" compares a task's duration with.
+    history: dict[dt.date, SessionStatus | None] = field(default_factory=dict)
     _changed: set[str] = field(default_factory=set, init=False)  # tasks recorded in memory, not yet in Redis
     _written: float = field(default=0.0, init=False)  # when the document was last written whole (monotonic)
     _slots: Slots = field(default_factory=dict, init=False)  # where its states sit, for `store.record`
@@ -119,13 +154,12 @@ class Runner:
         started = time.monotonic()
         specs = {t.name: t for t in self.settings.tasks}
         parallel = self.settings.run.max_parallel
-        order = priority_order(planned.tasks, specs, {**self.durations, **known_durations([existing])}, parallel)
-        status = self._begin(planned, existing, log)
+        known = {**self.durations, **known_durations([existing])}
+        order = priority_order(planned.tasks, specs, known, parallel)
+        status = self._begin(planned, existing, known, log)
         schedule = Schedule(order, specs, done_before={name for name, state in status.tasks.items()
                                                        if state == COMPLETED and name not in planned.tasks})
-        running: set[str] = set()
-        done: queue.Queue[tuple[str, Outcome, int, float]] = queue.Queue()
-        workers = Workers()
+        running: dict[str, Running] = {}
         try:
             while True:
                 self.lock.check()
@@ -138,37 +172,20 @@ class Runner:
                     self._record(status, name, IN_PROGRESS, log)
                 self._commit(status)  # the step's transitions, before any task they allow starts
                 for name in starting:
-                    self._start(specs[name], planned.session, workers, done, log)
-                    running.add(name)
+                    running[name] = Running(specs[name], time.monotonic())
+                    self._launch(running[name], planned.session, log)
                 if not running:
                     break
-                try:
-                    ended = [done.get(timeout=0.2)]
-                except queue.Empty:
-                    continue
-                while True:  # and every other task that ended meanwhile: one write for them all
-                    try:
-                        ended.append(done.get_nowait())
-                    except queue.Empty:
-                        break
-                for name, outcome, attempts, seconds in ended:
-                    running.discard(name)
-                    self._finish_task(status, name, outcome, attempts, seconds, log)
-                    if outcome.success:
-                        schedule.completed(name)
-                    else:
-                        schedule.failed(name)
+                self._step(status, running, schedule, planned.session, log)
         except BaseException as exc:
-            # Fenced out, Redis gone, or a bug: this cycle cannot record anything more, so no task
-            # of it may go on as an orphan.
-            self.groups.stop_all("lost lock" if isinstance(exc, LockLostError) else type(exc).__name__)
-            workers.close()
+            # Fenced out, Redis gone, or a bug: nothing more can be recorded, and no task may go on.
+            self._abandon(running, "lost the run lock" if isinstance(exc, LockLostError) else type(exc).__name__,
+                          log)
+            if not isinstance(exc, LockLostError):
+                self.lock.verify()  # a lost lock explains the rest (its successor stops what we left)
             raise
-        try:
-            if self.stop.signum is not None and (schedule.pending or running):
-                self._interrupt(status, running, done, log)
-        finally:
-            workers.close()
+        if self.stop.signum is not None:
+            self._interrupt(status, running, log)  # raises Interrupted
         status.completed_at = self.clock()
         status.duration_seconds = round(time.monotonic() - started, 3)
         status.all_success = all(status.tasks.get(t.name) == COMPLETED or
@@ -177,35 +194,144 @@ class Runner:
         self.store.finish(self.lock.token, status)
         self._changed.clear()
         self.durations.update(known_durations([status]))
+        self._warn_slow(status, planned.tasks, log)
         log.bind(all_success=status.all_success, duration_seconds=status.duration_seconds,
                  completed=sum(s == COMPLETED for s in status.tasks.values()), total=len(status.tasks),
                  console=False) \
             .log("INFO" if status.all_success else "ERROR", "maintenance_cycle_finished")
         return CycleResult(planned.session, status, planned.tasks, time.monotonic() - started)
 
+    # --- attempts ----------------------------------------------------------------------
+
+    def _launch(self, task: Running, session: dt.date, log) -> None:
+        spec = task.spec
+        task.attempt += 1
+        task.attempt_id = f"{session.isoformat()}:{spec.name}:{task.attempt}"
+        task.retry_at = None
+        task.stopping = False
+        task.deadline = time.monotonic() + spec.timeout if spec.timeout else None
+        make = command_request if spec.command else python_request
+        self.processes.start(task.attempt_id, make(spec, session, self.lock.run_id))
+        if task.attempt > 1:
+            log.bind(task=spec.name, attempt=task.attempt).info("task_starting")
+
+    def _step(self, status: SessionStatus, running: dict[str, Running], schedule: Schedule, session: dt.date,
+              log) -> None:
+        """Wait for what comes first (an attempt ended, a timeout, a retry due, POLL_SECONDS) and act on it."""
+        now = time.monotonic()
+        timers = [t for task in running.values() for t in (task.deadline, task.retry_at) if t is not None]
+        wait = max(0.0, min([POLL_SECONDS, *(t - now for t in timers)]))
+        for event in self.processes.events(wait):
+            name = event["id"].split(":")[1]
+            task = running.get(name)
+            if task is None or task.attempt_id != event["id"]:
+                continue
+            outcome = _outcome(task.spec, event)
+            task.attempt_id = None
+            if outcome.success or task.attempt > task.spec.retries or self.stop.signum or self.lock.lost.is_set():
+                del running[name]
+                self._finish_task(status, name, outcome, task.attempt, time.monotonic() - task.started, log)
+                (schedule.completed if outcome.success else schedule.failed)(name)
+                continue
+            delay = task.spec.retry_delay * 2 ** (task.attempt - 1)
+            task.retry_at = time.monotonic() + delay
+            log.bind(task=name, attempt=task.attempt, error=scrub(outcome.error or ""), retry_in_seconds=delay) \
+                .warning("task_retry")
+        now = time.monotonic()
+        for task in running.values():
+            if task.attempt_id and task.deadline is not None and now >= task.deadline and not task.stopping:
+                task.stopping = True
+                self.processes.stop(task.attempt_id, f"timed out after {task.spec.timeout:g}s")
+            elif task.attempt_id is None and task.retry_at is not None and now >= task.retry_at:
+                self._launch(task, session, log)
+
+    @property
+    def _stop_wait(self) -> float:
+        return self.settings.run.stop_grace_seconds + STOP_MARGIN
+
+    def _wait_ended(self, running: dict[str, Running]) -> dict[str, dict]:
+        """After a stop: wait until the supervisor reports every running attempt ended; those it did, by task."""
+        ended: dict[str, dict] = {}
+        deadline = time.monotonic() + self._stop_wait
+        while any(t.attempt_id and name not in ended for name, t in running.items()) and \
+                time.monotonic() < deadline:
+            try:
+                events = self.processes.events(POLL_SECONDS)
+            except TaskProcessesLostError:
+                # Its task processes lost their main process with it (PDEATHSIG); the rest carry our run id.
+                stop_leftovers(self.lock.run_id, self.settings.run.stop_grace_seconds)
+                return {n: {"id": t.attempt_id, "stopped": "its supervisor died"}
+                        for n, t in running.items() if t.attempt_id}
+            for event in events:
+                name = event["id"].split(":")[1]
+                if name in running and running[name].attempt_id == event["id"]:
+                    ended[name] = event
+        return ended
+
+    def _abandon(self, running: dict[str, Running], why: str, log) -> None:
+        """Stop every task of the cycle and wait until no process of it is left; nothing is recorded."""
+        self.processes.stop_all(f"its runner stopped: {why}")
+        ended = self._wait_ended(running)
+        self._unstopped([n for n, t in running.items() if t.attempt_id and n not in ended], log)
+
+    def _unstopped(self, names: list[str], log) -> None:
+        """Tasks whose processes outlived every signal: the lock stays theirs until its lease runs out."""
+        if names:
+            log.bind(tasks=names, console=False).error("task_processes_not_stopped")
+            self.lock.keep()
+
+    def _interrupt(self, status: SessionStatus, running: dict[str, Running], log) -> None:
+        """Stop the running tasks, wait until they are gone, record them as interrupted, and stop."""
+        why = f"interrupted by {self.stop.name}"
+        self.processes.stop_all(why)
+        ended = self._wait_ended(running)
+        for name, task in running.items():
+            event = ended.get(name)
+            outcome = _outcome(task.spec, event) if event is not None else None
+            if outcome is not None and outcome.success:  # it completed before the signal reached it
+                self._finish_task(status, name, outcome, task.attempt, time.monotonic() - task.started, log)
+                continue
+            status.tasks[name] = FAILED
+            record = status.details.setdefault(name, TaskRecord())
+            record.error = why if event is not None or not task.attempt_id else \
+                f"{why}; its processes did not end within {self._stop_wait:g}s"
+            record.attempts += task.attempt
+            record.finished_at = iso(self.clock())
+            log.bind(task=name, console=False).error("task_interrupted")
+        self._unstopped([n for n, t in running.items() if t.attempt_id and n not in ended], log)
+        status.interrupted = self.stop.name
+        self._write_whole(status)
+        log.bind(signal=status.interrupted).warning("maintenance_cycle_interrupted")
+        raise Interrupted(self.stop.signum)
+
     # --- the document --------------------------------------------------------------
 
-    def _begin(self, planned: PlannedSession, existing: SessionStatus | None, log) -> SessionStatus:
+    def _begin(self, planned: PlannedSession, existing: SessionStatus | None, known: dict[str, float],
+               log) -> SessionStatus:
         if existing is not None and existing.corrupt:
             log.bind(error=existing.corrupt).warning("status_document_unreadable")
             existing = None
         status = existing or SessionStatus(planned.session)
-        for name, state in list(status.tasks.items()):
-            if state == IN_PROGRESS:
-                # Only lock holders write, and we hold the lock: its runner died or was stopped.
-                log.bind(task=name, previous_run_id=status.run_id).warning("interrupted_task_detected")
-                if name not in planned.tasks:
-                    status.tasks[name] = FAILED
-                    status.details.setdefault(name, TaskRecord()).error = "interrupted: its runner stopped"
+        left = [name for name, state in status.tasks.items() if state == IN_PROGRESS]
+        if left:
+            self._stop_leftovers(status, left, log)
+        for name in left:
+            # Only lock holders write, and we hold the lock: its runner died or was stopped.
+            log.bind(task=name, previous_run_id=status.run_id).warning("interrupted_task_detected")
+            if name not in planned.tasks:
+                status.tasks[name] = FAILED
+                status.details.setdefault(name, TaskRecord()).error = "interrupted: its runner stopped"
         for task in self.settings.tasks:
             status.tasks.setdefault(task.name, PENDING)
         for name in planned.tasks:
             status.tasks[name] = PENDING
-            status.details[name] = TaskRecord()
+            # Attempts count across the cycles of a session; the rest describes this cycle.
+            previous = status.details.get(name)
+            status.details[name] = TaskRecord(attempts=previous.attempts if previous else 0)
         for name, reason in planned.catchup_skipped.items():
             status.tasks[name] = SKIPPED
             status.details[name] = TaskRecord(reason=reason)
-        status.started_at = self.clock()
+        status.started_at = status.started_at or self.clock()  # the session's first start, kept by a re-run
         status.completed_at = None
         status.duration_seconds = None
         status.all_success = False
@@ -214,16 +340,30 @@ class Runner:
         status.run_id = self.lock.run_id
         status.runner = f"{socket.gethostname()}:{os.getpid()}"
         self._write_whole(status)
-        log.bind(tasks=list(planned.tasks), attempt=status.attempts, reason=planned.reason) \
+        log.bind(tasks=list(planned.tasks), attempt=status.attempts, reason=planned.reason,
+                 expected_seconds={n: known[n] for n in planned.tasks if n in known}) \
             .info("starting_maintenance_cycle")
         return status
+
+    def _stop_leftovers(self, status: SessionStatus, tasks: list[str], log) -> None:
+        """Tasks left in progress by a run that died: on this host, make sure none of its processes still runs.
+
+        Its supervisor stopped them unless it was killed too; then its processes are found by
+        the run id in their environment. On another host nothing can be checked from here.
+        """
+        host = (status.runner or "").rpartition(":")[0]
+        if not status.run_id or status.run_id == self.lock.run_id or host != socket.gethostname():
+            return
+        pids = stop_leftovers(status.run_id, self.settings.run.stop_grace_seconds)
+        if pids:
+            log.bind(previous_run_id=status.run_id, pids=pids, tasks=tasks).warning("leftover_processes_stopped")
 
     def _record(self, status: SessionStatus, name: str, state: str, log, error: str | None = None) -> None:
         status.tasks[name] = state
         record = status.details.setdefault(name, TaskRecord())
         if state == IN_PROGRESS:
             record.started_at = iso(self.clock())
-            log.bind(task=name).info("task_starting")
+            log.bind(task=name, attempt=record.attempts + 1).info("task_starting")
         elif state == SKIPPED:
             record.error = error
             log.bind(task=name, reason=error, console=False).error("task_skipped")
@@ -249,111 +389,35 @@ class Runner:
         record = status.details.setdefault(name, TaskRecord())
         record.finished_at = iso(self.clock())
         record.duration_seconds = round(seconds, 3)
-        record.attempts = attempts
+        record.attempts += attempts
         record.result = outcome.result
         status.tasks[name] = COMPLETED if outcome.success else FAILED
-        task_log = log.bind(task=name, duration_seconds=record.duration_seconds, attempts=attempts)
+        task_log = log.bind(task=name, duration_seconds=record.duration_seconds, attempts=record.attempts)
         if outcome.success:
-            record.error = record.output = None
+            record.error = record.output = record.traceback = None
             task_log.bind(result=outcome.result, output=_tail(outcome.output, LOG_OUTPUT_LIMIT)) \
                 .info("task_completed")
         else:
             # The status document is read by `status` and other tools: no password goes there either.
             record.error = scrub(outcome.error or "failed")
             record.output = scrub(_tail(outcome.output, STATUS_OUTPUT_LIMIT) or "") or None
-            task_log.bind(error=outcome.error, output=_tail(outcome.output, LOG_OUTPUT_LIMIT), console=False) \
-                .error("task_failed")
+            record.traceback = scrub(outcome.traceback) if outcome.traceback else None
+            task_log.bind(error=outcome.error, output=_tail(outcome.output, LOG_OUTPUT_LIMIT),
+                          traceback=outcome.traceback, console=False).error("task_failed")
         self._changed.add(name)
 
-    def _interrupt(self, status: SessionStatus, running: set[str], done: queue.Queue,
-                   log) -> None:
-        """Let the running tasks notice the signal, record them as not completed, and stop."""
-        deadline = time.monotonic() + STOP_GRACE
-        while running and time.monotonic() < deadline:
-            try:
-                name, outcome, attempts, seconds = done.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            running.discard(name)
-            if outcome.success:
-                self._finish_task(status, name, outcome, attempts, seconds, log)
-        why = f"interrupted by {signal.Signals(self.stop.signum).name}"
-        for name in [n for n, s in status.tasks.items() if s == IN_PROGRESS]:
-            status.tasks[name] = FAILED
-            status.details.setdefault(name, TaskRecord()).error = why
-            log.bind(task=name, console=False).error("task_interrupted")
-        status.interrupted = signal.Signals(self.stop.signum).name
-        self._write_whole(status)
-        log.bind(signal=status.interrupted).warning("maintenance_cycle_interrupted")
-        raise Interrupted(self.stop.signum)
-
-    # --- tasks -------------------------------------------------------------------------
-
-    def _start(self, spec: TaskSpec, session: dt.date, workers: Workers, done: queue.Queue, log) -> None:
-        ctx = TaskContext(date=session, task=spec.name, run_id=self.lock.run_id, redis=self.redis_client,
-                          logger=log.bind(task=spec.name), params=dict(spec.params))
-        workers.run(lambda: self._attempts(spec, ctx), done)
-
-    def _attempts(self, spec: TaskSpec, ctx: TaskContext) -> tuple[str, Outcome, int, float]:
-        """All attempts of one task within this cycle: `retries` more after a failure, delay doubling."""
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                outcome = run_command(spec, ctx, self.groups) if spec.command else run_python(spec, ctx, self.settings.python_paths)
-            except BaseException as exc:  # nothing a task does may end this worker without an outcome
-                outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
-            if outcome.success or attempt > spec.retries or self.stop.event.is_set() or self.lock.lost.is_set():
-                break
-            delay = spec.retry_delay * 2 ** (attempt - 1)
-            ctx.logger.bind(attempt=attempt, error=outcome.error, retry_in_seconds=delay).warning("task_retry")
-            if self.stop.event.wait(delay):
-                break
-        return spec.name, outcome, attempt, time.monotonic() - started
+    def _warn_slow(self, status: SessionStatus, ran: tuple[str, ...], log) -> None:
+        """A task that took more than `slow_factor` times its median over the lookback is worth a warning."""
+        statuses = {**self.history, status.session: status}
+        for trend in slow_tasks([n for n in ran if status.tasks.get(n) == COMPLETED], statuses,
+                                self.settings.run.slow_factor):
+            log.bind(task=trend.task, duration_seconds=trend.latest.completed_in, median_seconds=trend.median_seconds,
+                     ratio=trend.ratio, slow_factor=trend.slow_factor, sessions=len(trend.durations), console=False) \
+                .warning("task_slower_than_usual")
 
 
-class Workers:
-    """The threads a cycle's tasks run in: one to each running task, reused for the next.
-
-    Starting a thread costs about as much as running a short task, so a cycle of many
-    keeps its threads: a worker says it is free before it hands its task's outcome over,
-    so the task the runner starts next finds it. A task that outlives its cycle (abandoned
-    after a signal or a lost lock) keeps its worker, which ends after it.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._free = 0
-        self._count = 0
-        self._lock = threading.Lock()
-
-    def run(self, job: Callable[[], object], done: queue.Queue) -> None:
-        """Run `job` in a worker of its own and put what it returns on `done`."""
-        with self._lock:
-            spawn = self._free == 0
-            if spawn:
-                self._count += 1
-            else:
-                self._free -= 1
-        if spawn:
-            threading.Thread(target=self._work, name=f"task-worker-{self._count}", daemon=True).start()
-        self._jobs.put((job, done))
-
-    def _work(self) -> None:
-        while (item := self._jobs.get()) is not None:
-            job, done = item
-            result = job()
-            with self._lock:
-                self._free += 1
-            done.put(result)
-
-    def close(self) -> None:
-        """Let every worker end as soon as it is free."""
-        with self._lock:
-            count = self._count
-        for _ in range(count):
-            self._jobs.put(None)
+def _outcome(spec: TaskSpec, ended: dict) -> Outcome:
+    return command_outcome(spec, ended) if spec.command else python_outcome(ended)
 
 
 def _tail(text: str | None, limit: int) -> str | None:

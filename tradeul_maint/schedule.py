@@ -158,3 +158,4 @@ def known_durations(statuses: Iterable[SessionStatus | None]) -> dict[str, float
             if name not in durations and record.duration_seconds:
                 durations[name] = record.duration_seconds
     return durations
+

@@ -48,6 +48,8 @@ class ScheduleSettings:
     lookback_sessions: int = 7
     auto_recover: bool = True
     recover_during_market_hours: bool = False
+    # A cycle started when the window opens should end within this; None: twice window_minutes.
+    deadline_minutes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,14 @@ class RunSettings:
     max_attempts: int = 5
     retry_backoff_minutes: float = 5
     pythonpath: tuple[Path, ...] = ()  # extra import paths for `python` tasks, absolute
+    slow_factor: float = 2.0  # a task whose run takes more than this times its median is slower than usual
+    stop_grace_seconds: float = 10  # between SIGTERM and SIGKILL of a task's processes when it is stopped
 
 
 @dataclass(frozen=True)
 class RedisSettings:
     url: str | None = None
+    password_file: Path | None = None  # the password of `url`, read when connecting (never held here)
     key_prefix: str = "maintenance"
     status_ttl_days: int = 30
     lock_lease_seconds: float = 60
@@ -72,6 +77,17 @@ class LoggingSettings:
     rotation_bytes: int = 10 * 1024 * 1024
     retention: int = 5
     level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    textfile: Path | None = None  # a Prometheus textfile (node_exporter's collector), rewritten atomically
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    ping_url: str | None = None  # healthchecks-style: <url>/start, <url>, <url>/fail
+    ping_timeout: float = 5.0  # seconds per ping, all included; a hung endpoint costs no more
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,9 @@ class Settings:
     logging: LoggingSettings
     calendar: CalendarOverrides
     tasks: tuple[TaskSpec, ...]
+    metrics: MetricsSettings = MetricsSettings()
+    notify: NotifySettings = NotifySettings()
+    calendar_cache: Path | None = None  # a prebuilt, read-only calendar cache (TRADEUL_MAINT_CALENDAR_CACHE)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -159,6 +178,9 @@ class Overrides:
 def load_settings(cli: Overrides, env: dict[str, str] | None = None, require_tasks: bool = True) -> Settings:
     env = os.environ if env is None else env
     path = _config_path(cli, env)
+    if path is None and require_tasks:
+        raise ConfigError(f"no config file found (looked for {searched()}): write one there, or give --config "
+                          "PATH or TRADEUL_MAINT_CONFIG")
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -174,20 +196,32 @@ def load_settings(cli: Overrides, env: dict[str, str] | None = None, require_tas
         raise ConfigError(f"config error in {where}: {exc}") from None
 
 
+def searched() -> str:
+    """Where a config file is looked for when neither --config nor TRADEUL_MAINT_CONFIG names one."""
+    return ", ".join(str(p if p.is_absolute() else Path.cwd() / p) for p in DEFAULT_CONFIG_PATHS)
+
+
 def _config_path(cli: Overrides, env: dict[str, str]) -> Path | None:
-    explicit = cli.config or (Path(env["TRADEUL_MAINT_CONFIG"]) if env.get("TRADEUL_MAINT_CONFIG") else None)
-    if explicit is not None:
-        if not explicit.is_file():
-            raise ConfigError(f"config file {explicit} does not exist")
-        return explicit
-    return next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+    if cli.config is not None:
+        explicit, given = cli.config, f"--config {cli.config}"
+    elif env.get("TRADEUL_MAINT_CONFIG"):
+        explicit = Path(env["TRADEUL_MAINT_CONFIG"])
+        given = f"TRADEUL_MAINT_CONFIG={explicit}"
+    else:
+        return next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+    if explicit.is_dir():
+        raise ConfigError(f"{given} is a directory: give the config file itself "
+                          f"(e.g. {explicit / 'maint.toml'})")
+    if not explicit.is_file():
+        raise ConfigError(f"config file {explicit} does not exist ({given})")
+    return explicit
 
 
 def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], require_tasks: bool) -> Settings:
-    _only(raw, "", {"schedule", "run", "redis", "logging", "calendar", "tasks"})
+    _only(raw, "", {"schedule", "run", "redis", "logging", "calendar", "metrics", "notify", "tasks"})
     schedule = _schedule(_table(raw, "schedule"))
     run = _run(_table(raw, "run"), path)
-    redis = _redis(_table(raw, "redis"), cli, env)
+    redis = _redis(_table(raw, "redis"), path, cli, env)
     logging = _logging(_table(raw, "logging"))
     calendar = _calendar(_table(raw, "calendar"))
     tasks = _tasks(raw.get("tasks", []), require_tasks)
@@ -197,6 +231,7 @@ def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], re
         xdg = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "state")
         state_dir = Path(xdg) / "tradeul-maint"
     log_dir = cli.log_dir or (Path(env["TRADEUL_MAINT_LOG_DIR"]) if env.get("TRADEUL_MAINT_LOG_DIR") else None)
+    calendar_cache = env.get("TRADEUL_MAINT_CALENDAR_CACHE")
     return Settings(
         config_path=path,
         state_dir=state_dir.expanduser(),
@@ -207,6 +242,9 @@ def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], re
         logging=logging,
         calendar=calendar,
         tasks=tasks,
+        metrics=_metrics(_table(raw, "metrics"), path),
+        notify=_notify(_table(raw, "notify")),
+        calendar_cache=Path(calendar_cache).expanduser() if calendar_cache else None,
     )
 
 
@@ -220,21 +258,24 @@ def _table(raw: dict, name: str) -> dict:
 
 _KNOWN = {
     "schedule": {"calendar", "window_start", "window_minutes", "lookback_sessions", "auto_recover",
-                 "recover_during_market_hours"},
-    "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath"},
-    "redis": {"url", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
+                 "recover_during_market_hours", "deadline_minutes"},
+    "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor",
+            "stop_grace_seconds"},
+    "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
     "logging": {"dir", "rotation", "retention", "level"},
     "calendar": {"closed", "early_closes", "sessions", "expiry_warning_days"},
+    "metrics": {"textfile"},
+    "notify": {"ping_url", "ping_timeout"},
     "tasks": {"name", "command", "python", "builtin", "params", "after", "timeout", "retries", "retry_delay",
               "catchup"},
 }
 
 
-def _only(table: dict, section: str, known: set[str] | None) -> None:
+def _only(table: dict, section: str, known: set[str] | None, where: str | None = None) -> None:
     known = _KNOWN[section] if known is None else known
     for key in table:
         if key not in known:
-            where = f"in [{section}]" if section else "at top level"
+            where = where or (f"in [{section}]" if section else "at top level")
             hint = ", ".join(sorted(known))
             raise ConfigError(f"unknown key '{key}' {where} (known: {hint})")
 
@@ -291,6 +332,8 @@ def _schedule(t: dict) -> ScheduleSettings:
         auto_recover=_typed(t, "schedule", "auto_recover", bool, d.auto_recover),
         recover_during_market_hours=_typed(t, "schedule", "recover_during_market_hours", bool,
                                            d.recover_during_market_hours),
+        deadline_minutes=None if "deadline_minutes" not in t else
+        int(_positive("schedule", "deadline_minutes", _typed(t, "schedule", "deadline_minutes", int, None))),
     )
 
 
@@ -307,24 +350,60 @@ def _run(t: dict, config_path: Path | None) -> RunSettings:
         retry_backoff_minutes=_positive("run", "retry_backoff_minutes",
                                         _typed(t, "run", "retry_backoff_minutes", (int, float),
                                                d.retry_backoff_minutes), 0),
+        slow_factor=float(_positive("run", "slow_factor", _typed(t, "run", "slow_factor", (int, float),
+                                                                 d.slow_factor), 1)),
+        stop_grace_seconds=float(_positive("run", "stop_grace_seconds", _typed(
+            t, "run", "stop_grace_seconds", (int, float), d.stop_grace_seconds), 0.1)),
     )
 
 
-def _redis(t: dict, cli: Overrides, env: dict[str, str]) -> RedisSettings:
+def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str]) -> RedisSettings:
     d = RedisSettings()
     url = cli.redis_url or env.get("TRADEUL_MAINT_REDIS_URL") or env.get("REDIS_URL") or \
         _typed(t, "redis", "url", str, None)
+    # The password of `url`, from a file: on no command line and in no environment. In the
+    # config file, a relative path is relative to the file's directory.
+    password_file = Path(env["TRADEUL_MAINT_REDIS_PASSWORD_FILE"]).expanduser() \
+        if env.get("TRADEUL_MAINT_REDIS_PASSWORD_FILE") else None
+    if password_file is None and (configured := _typed(t, "redis", "password_file", str, None)):
+        base = config_path.resolve().parent if config_path else Path.cwd()
+        password_file = base / Path(configured).expanduser()
     prefix = _typed(t, "redis", "key_prefix", str, d.key_prefix)
     if not prefix or any(c.isspace() for c in prefix):
         raise ConfigError(f"[redis] key_prefix = {prefix!r}: must be non-empty without spaces")
     return RedisSettings(
         url=url or None,
+        password_file=password_file,
         key_prefix=prefix,
         status_ttl_days=int(_positive("redis", "status_ttl_days",
                                       _typed(t, "redis", "status_ttl_days", int, d.status_ttl_days))),
         lock_lease_seconds=_positive("redis", "lock_lease_seconds",
                                      _typed(t, "redis", "lock_lease_seconds", (int, float), d.lock_lease_seconds)),
     )
+
+
+def _metrics(t: dict, config_path: Path | None) -> MetricsSettings:
+    textfile = _typed(t, "metrics", "textfile", str, None)
+    if textfile is not None and not textfile.strip():
+        raise ConfigError("[metrics] textfile is empty: give a path ending in .prom, or leave the key out")
+    if textfile is None:
+        return MetricsSettings()
+    path = Path(textfile).expanduser()
+    if path.suffix != ".prom":
+        # node_exporter's textfile collector reads *.prom only: another name is written and never scraped.
+        raise ConfigError(f"[metrics] textfile = {textfile!r}: node_exporter reads only files ending in .prom")
+    base = config_path.resolve().parent if config_path else Path.cwd()
+    return MetricsSettings(textfile=base / path)
+
+
+def _notify(t: dict) -> NotifySettings:
+    d = NotifySettings()
+    url = _typed(t, "notify", "ping_url", str, None)
+    if url is not None and not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError(f"[notify] ping_url = {url!r}: expected an http:// or https:// URL")
+    timeout = _positive("notify", "ping_timeout", _typed(t, "notify", "ping_timeout", (int, float), d.ping_timeout),
+                        0.1)
+    return NotifySettings(ping_url=url.rstrip("/") if url else None, ping_timeout=float(timeout))
 
 
 def parse_size(text: str | int) -> int:
@@ -407,8 +486,8 @@ def _tasks(raw: Any, require_tasks: bool) -> tuple[TaskSpec, ...]:
     for index, t in enumerate(raw, start=1):
         if not isinstance(t, dict):
             raise ConfigError(f"task #{index} must be a table")
-        _only(t, "tasks", None)
         name = t.get("name")
+        _only(t, "tasks", None, f"in task {name!r}" if isinstance(name, str) and name else f"in task #{index}")
         if not isinstance(name, str) or not TASK_NAME.match(name):
             raise ConfigError(f"task #{index}: name = {name!r}: expected lowercase letters, digits, '_' or '-'")
         tasks.append(_task(t, name))
@@ -460,20 +539,23 @@ def _task(t: dict, name: str) -> TaskSpec:
 
 
 def _protect_own_keys(tasks: tuple[TaskSpec, ...], redis: RedisSettings) -> None:
-    """A delete pattern on the maintenance Redis must not match the tool's own state and lock."""
-    import fnmatch
+    """A delete pattern on the maintenance Redis that could match one of the tool's keys is refused here.
 
-    own = [f"{redis.key_prefix}:status:2026-01-02", f"{redis.key_prefix}:transitions:2026-01-02",
-           f"{redis.key_prefix}:lock", f"{redis.key_prefix}:last_run"]
+    An early, clear error: the guarantee is at run time, where `redis.delete_keys` skips
+    every key under the prefix whatever its pattern and target (builtins.py).
+    """
+    from tradeul_maint.keys import Keys
+    from tradeul_maint.redisglob import can_match_key_starting_with
+
+    namespace = Keys(redis.key_prefix).namespace
     for task in tasks:
         if task.builtin != "redis.delete_keys" or task.params.get("url"):
             continue
         for pattern in task.params.get("patterns", []):
-            # Redis globs and fnmatch agree on *, ? and [..], which is all a prefix check needs.
-            hit = next((key for key in own if fnmatch.fnmatchcase(key, pattern)), None)
-            if hit:
+            if can_match_key_starting_with(pattern, namespace):
                 raise ConfigError(f"[tasks.{task.name}] params.patterns: {pattern!r} would delete this tool's own "
-                                  f"state ({hit}): narrow the pattern")
+                                  f"state (it can match keys under {namespace}, the status documents and the "
+                                  "lock): narrow the pattern")
 
 
 def _check_graph(tasks: list[TaskSpec]) -> None:

@@ -39,6 +39,37 @@ def parse_time(value: Any) -> dt.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+class Shape(ValueError):
+    """A stored document that parses as JSON but is not shaped as this tool (or the service it replaces) writes it."""
+
+
+_NUMBER, _TEXT, _TIME = "a number", "a string", "a timestamp"
+
+
+def _field(doc: dict, key: str, kind: str, where: str = "") -> Any:
+    """`doc[key]`, which may be absent or null, else must be of `kind`; Shape names the field otherwise."""
+    value = doc.get(key)
+    if value is None:
+        return None
+    ok = {_NUMBER: isinstance(value, (int, float)) and not isinstance(value, bool),
+          _TEXT: isinstance(value, str),
+          _TIME: isinstance(value, str) and parse_time(value) is not None,
+          "an integer": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+          "true or false": isinstance(value, bool),
+          "an object": isinstance(value, dict)}[kind]
+    if not ok:
+        raise Shape(f"{where}{key} is {_json_kind(value)}, not {kind}")
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    return "an object" if isinstance(value, dict) else "a list" if isinstance(value, list) else json.dumps(value)[:40]
+
+
+_RECORD_KINDS = {"started_at": _TIME, "finished_at": _TIME, "duration_seconds": _NUMBER, "attempts": "an integer",
+                 "error": _TEXT, "output": _TEXT, "result": "an object", "reason": _TEXT, "traceback": _TEXT}
+
+
 @dataclass
 class TaskRecord:
     """Details of one task in one session, beyond its legacy status string."""
@@ -51,9 +82,19 @@ class TaskRecord:
     output: str | None = None
     result: dict | None = None
     reason: str | None = None
+    traceback: str | None = None  # a failed Python task's, scrubbed and capped
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    @classmethod
+    def parse(cls, doc: Any, where: str) -> TaskRecord:
+        """A record as stored (fields it does not know are dropped); Shape when one it knows is mistyped."""
+        if not isinstance(doc, dict):
+            raise Shape(f"{where.rstrip('.')} is {_json_kind(doc)}, not an object")
+        values = {key: _field(doc, key, kind, where) for key, kind in _RECORD_KINDS.items()}
+        values["attempts"] = values["attempts"] or 0
+        return cls(**values)
 
 
 @dataclass
@@ -144,54 +185,65 @@ class SessionStatus:
                           separators=(",", ":"))
 
     def apply_transitions(self, records: dict[bytes | str, bytes | str]) -> None:
-        """Fold in the transitions recorded since the document was last written whole; newer than it."""
+        """Fold in the transitions recorded since the document was last written whole; newer than it.
+
+        A record that does not parse, or is not shaped as this tool writes it, makes the whole
+        session `corrupt` (never done, run again), as a document would.
+        """
         for name, raw in records.items():
-            task = name.decode() if isinstance(name, bytes) else name
+            task = name.decode(errors="replace") if isinstance(name, bytes) else name
             try:
                 doc = json.loads(raw)
-                state = doc.pop("state")
-                if not isinstance(state, str):
-                    raise ValueError("'state' is not a string")
-                record = TaskRecord(**{k: v for k, v in doc.items() if k in TaskRecord.__dataclass_fields__})
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                self.corrupt = f"the transition record of {task} does not parse: {str(exc) or type(exc).__name__}"
+                if not isinstance(doc, dict):
+                    raise Shape(f"is {_json_kind(doc)}, not an object")
+                state = doc.get("state")
+                if state not in TASK_STATES:
+                    raise Shape(f"state is {_json_kind(state)}, not one of {', '.join(TASK_STATES)}")
+                record = TaskRecord.parse(doc, "")
+            except (ValueError, TypeError) as exc:
+                self.corrupt = f"the transition record of {task} is unreadable: {str(exc) or type(exc).__name__}"
                 return
             self.tasks[task] = state
             self.details[task] = record
 
     @classmethod
     def from_json(cls, session: dt.date, raw: str | bytes | None) -> SessionStatus | None:
-        """None when there is no document; a `corrupt` status (never done) when it does not parse."""
+        """None when there is no document; a `corrupt` status (never done) when it does not parse or is misshapen.
+
+        Anything may have written the key (an older version, another tool, a hand), so every
+        field is checked for the type this tool writes, not only the JSON syntax.
+        """
         if raw is None:
             return None
         try:
             doc = json.loads(raw)
             if not isinstance(doc, dict):
-                raise ValueError("not a JSON object")
-            tasks = doc.get("tasks") or {}
-            if not isinstance(tasks, dict):
-                raise ValueError("'tasks' is not an object")
-            details = {
-                name: TaskRecord(**{k: v for k, v in rec.items() if k in TaskRecord.__dataclass_fields__})
-                for name, rec in (doc.get("task_details") or {}).items() if isinstance(rec, dict)
-            }
+                raise Shape(f"the document is {_json_kind(doc)}, not an object")
+            _field(doc, "date", _TEXT)
+            tasks = _field(doc, "tasks", "an object") or {}
+            for name, state in tasks.items():
+                if state not in TASK_STATES:
+                    raise Shape(f"tasks.{name} is {_json_kind(state)}, not one of {', '.join(TASK_STATES)}")
+            details = {name: TaskRecord.parse(rec, f"task_details.{name}.")
+                       for name, rec in (_field(doc, "task_details", "an object") or {}).items()}
             known = {"date", "started_at", "completed_at", "duration_seconds", "all_success", "tasks",
                      "task_details", "attempts", "run_id", "runner", "interrupted"}
+            started_at = parse_time(_field(doc, "started_at", _TIME))
             return cls(
                 session=session,
-                started_at=parse_time(doc.get("started_at")),
-                completed_at=parse_time(doc.get("completed_at")),
-                duration_seconds=doc.get("duration_seconds"),
-                all_success=doc.get("all_success") is True,
-                tasks={str(k): str(v) for k, v in tasks.items()},
+                started_at=started_at,
+                completed_at=parse_time(_field(doc, "completed_at", _TIME)),
+                duration_seconds=_field(doc, "duration_seconds", _NUMBER),
+                all_success=_field(doc, "all_success", "true or false") is True,
+                tasks=dict(tasks),
                 details=details,
-                attempts=int(doc.get("attempts") or (1 if doc.get("started_at") else 0)),
-                run_id=doc.get("run_id"),
-                runner=doc.get("runner"),
-                interrupted=doc.get("interrupted"),
+                attempts=_field(doc, "attempts", "an integer") or (1 if started_at else 0),
+                run_id=_field(doc, "run_id", _TEXT),
+                runner=_field(doc, "runner", _TEXT),
+                interrupted=_field(doc, "interrupted", _TEXT),
                 extra={k: v for k, v in doc.items() if k not in known},
             )
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             return cls(session=session, corrupt=str(exc) or type(exc).__name__)
 
 

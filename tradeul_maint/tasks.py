@@ -1,52 +1,52 @@
-"""Executing one attempt of one task: a command, a Python callable, or a built-in.
+"""One attempt of one task, as the runner describes it and as it runs in its own process.
 
-A command runs without a shell in a process group of its own, so a timeout or a signal
-can stop it together with everything it started. A Python task gets a TaskContext and
-fails by raising or by returning `{"success": False, "error": ...}` (the dict the
-existing task classes return). Built-ins are Python tasks registered by name.
+Every attempt runs in a process of its own, started by the run's supervisor
+(supervisor.py): a command is exec'd there (without a shell), a Python task's callable is
+called there with a TaskContext rebuilt for it. The runner sends `command_request` or
+`python_request`, and turns what the supervisor reports back into an Outcome
+(`command_outcome`, `python_outcome`). A Python task fails by raising or by returning
+`{"success": False, "error": ...}` (the dict the existing task classes return); built-ins
+are Python tasks registered by name.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime as dt
+import errno
 import importlib
 import inspect
-import os
-import signal
-import subprocess
 import sys
-import threading
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tradeul_maint.errors import TaskLoadError
 from tradeul_maint.settings import TaskSpec
 
-OUTPUT_LIMIT = 64 * 1024  # bytes of a command's output kept, from the end
-KILL_GRACE = 5.0
+TRACEBACK_LIMIT = 8192  # characters of a failed Python task's traceback kept, from the end
 
 
 @dataclass
 class TaskContext:
-    """What a Python or built-in task receives: one per task per cycle, shared by its retries.
+    """What a Python or built-in task receives: one per attempt, in the attempt's own process.
 
     The task sees only this: the session it works for (never "today": a catch-up runs
-    older sessions), a Redis client, a logger, its configured params, and `report` for the
-    counts an operator reads in the status document. Sync callables run in a thread of
-    their own, abandoned (not stopped) at the task's `timeout`; async ones run on an event
-    loop the runner creates for the attempt, and the timeout cancels them (CancelledError
-    at the pending await, so their cleanup runs).
+    older sessions), a Redis client of its own, a logger, its configured params, and
+    `report` for the counts an operator reads in the status document. The process is a
+    fresh fork of the run's supervisor: module-level state does not carry over from one
+    task or attempt to the next, and nothing the task changes reaches the runner except
+    its outcome and what it reports.
     """
 
     date: dt.date  # the session the maintenance is for; also `session`
     task: str  # the task's configured name
     run_id: str  # this invocation's run id, as in the logs and the status document
-    redis: Any  # a redis.Redis client (bytes replies) on the maintenance Redis, shared: do not close it
+    redis: Any  # a redis.Redis client (bytes replies) on the maintenance Redis, this attempt's own
     logger: Any  # a loguru logger bound to date, task and run_id: ctx.logger.bind(rows=n).info("bars_loaded")
     params: dict[str, Any] = field(default_factory=dict)  # the task's `params` table, as written in the config
     result: dict[str, Any] = field(default_factory=dict)  # what report() collected
+    key_prefix: str = "maintenance"  # the tool's own keys: built-ins never delete under it
 
     @property
     def session(self) -> dt.date:
@@ -67,96 +67,62 @@ class Outcome:
     error: str | None = None
     output: str | None = None
     result: dict[str, Any] | None = None
+    traceback: str | None = None  # a Python task's, when it raised
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-class ProcessGroups:
-    """The command processes alive right now, so a signal handler can stop their groups."""
-
-    def __init__(self) -> None:
-        self._procs: set[subprocess.Popen] = set()
-        self._lock = threading.Lock()
-        self.stopping: str | None = None
-
-    def add(self, proc: subprocess.Popen) -> None:
-        with self._lock:
-            self._procs.add(proc)
-        if self.stopping:
-            terminate_group(proc)
-
-    def discard(self, proc: subprocess.Popen) -> None:
-        with self._lock:
-            self._procs.discard(proc)
-
-    def stop_all(self, why: str) -> None:
-        self.stopping = why
-        with self._lock:
-            procs = list(self._procs)
-        for proc in procs:
-            terminate_group(proc)
+def parse_day(text: str) -> dt.date:
+    return dt.date.fromisoformat(text)
 
 
-def terminate_group(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+# --- what the runner asks for, and what it makes of the answer ---------------------------------
 
 
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the group, SIGKILL what is left after a grace period."""
-    terminate_group(proc)
-    try:
-        proc.wait(KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        pass
-    terminate_group(proc, signal.SIGKILL)  # members that ignored SIGTERM or outlived their leader
-    proc.wait()
+def command_request(spec: TaskSpec, session: dt.date, run_id: str) -> dict[str, Any]:
+    """`{date}` in any argument becomes the session; the environment names the session, task and run."""
+    day = session.isoformat()
+    return {"kind": "command", "task": spec.name, "argv": [arg.replace("{date}", day) for arg in spec.command],
+            "env": {"TRADEUL_MAINT_DATE": day, "TRADEUL_MAINT_TASK": spec.name, "TRADEUL_MAINT_RUN_ID": run_id}}
 
 
-def run_command(spec: TaskSpec, ctx: TaskContext, groups: ProcessGroups) -> Outcome:
-    argv = [arg.replace("{date}", ctx.date.isoformat()) for arg in spec.command]
-    env = {**os.environ, "TRADEUL_MAINT_DATE": ctx.date.isoformat(), "TRADEUL_MAINT_TASK": spec.name,
-           "TRADEUL_MAINT_RUN_ID": ctx.run_id}
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-    except FileNotFoundError:
-        return Outcome(False, f"command not found: {argv[0]}")
-    except OSError as exc:
-        return Outcome(False, f"cannot start {argv[0]}: {exc.strerror or exc}")
-    groups.add(proc)
-    tail = collections.deque()
-    reader = threading.Thread(target=_read_tail, args=(proc.stdout, tail), daemon=True)
-    reader.start()
-    timed_out = False
-    try:
-        proc.wait(spec.timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        kill_group(proc)
-    finally:
-        groups.discard(proc)
-    # A grandchild that left the group may hold the pipe open: do not wait for it forever.
-    reader.join(timeout=2)
-    output = b"".join(tail).decode("utf-8", errors="replace")
-    if timed_out:
-        return Outcome(False, f"timed out after {spec.timeout:g}s", output)
-    if groups.stopping:
-        return Outcome(False, f"interrupted by {groups.stopping}", output)
-    if proc.returncode != 0:
-        how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}")
-        return Outcome(False, f"{argv[0]} failed with {how}", output)
+def python_request(spec: TaskSpec, session: dt.date, run_id: str) -> dict[str, Any]:
+    return {"kind": "python", "task": spec.name, "spec": spec, "date": session.isoformat(), "run_id": run_id}
+
+
+def command_outcome(spec: TaskSpec, ended: dict[str, Any]) -> Outcome:
+    program = spec.command[0]
+    output = ended.get("output") or None
+    failed_exec = ended.get("result") or {}
+    if "exec_error" in failed_exec:
+        if failed_exec["exec_error"] in (errno.ENOENT, errno.ENOTDIR):
+            return Outcome(False, f"command not found: {program}", output)
+        return Outcome(False, f"cannot start {program}: {failed_exec.get('strerror')}", output)
+    if ended.get("stopped"):
+        return Outcome(False, ended["stopped"], output)
+    code = ended.get("returncode")
+    if code:
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        return Outcome(False, f"{program} failed with {how}", output)
     return Outcome(True, output=output)
 
 
-def _read_tail(stream, tail: collections.deque) -> None:
-    size = 0
-    for chunk in iter(lambda: stream.read1(8192), b""):
-        tail.append(chunk)
-        size += len(chunk)
-        while size - len(tail[0]) >= OUTPUT_LIMIT:
-            size -= len(tail.popleft())
-    stream.close()
+def python_outcome(ended: dict[str, Any]) -> Outcome:
+    output = ended.get("output") or None
+    reported = ended.get("result")
+    if ended.get("stopped"):
+        result = reported.get("result") if isinstance(reported, dict) else None
+        return Outcome(False, ended["stopped"], output, result)
+    if isinstance(reported, dict) and "success" in reported:
+        return Outcome(bool(reported["success"]), reported.get("error"), output, reported.get("result"),
+                       reported.get("traceback"))
+    code = ended.get("returncode")
+    how = f"was killed by signal {-code}" if code and code < 0 else f"exited with code {code}"
+    return Outcome(False, f"the task's process {how} before reporting an outcome", output)
+
+
+# --- inside the attempt's process ---------------------------------------------------------------
 
 
 def load_callable(reference: str, paths: tuple[str, ...] = ()) -> Callable:
@@ -185,40 +151,20 @@ def load_callable(reference: str, paths: tuple[str, ...] = ()) -> Callable:
     return target
 
 
-def run_callable(func: Callable, ctx: TaskContext, timeout: float | None) -> Outcome:
-    """Call a sync or async task callable; a timeout cancels an async one and abandons a sync one."""
-    if inspect.iscoroutinefunction(func):
-        return _interpret(asyncio.run(_with_timeout(func(ctx), timeout)), ctx)
-    if timeout is None:
-        result = func(ctx)
-    else:
-        box: dict[str, Any] = {}
+def run_callable(func: Callable, ctx: TaskContext) -> Outcome:
+    """Call a sync or async task callable; an awaitable it returns runs on an event loop of its own.
 
-        def call() -> None:
-            try:
-                box["result"] = func(ctx)
-            except BaseException as exc:  # re-raised in the task's thread below
-                box["error"] = exc
-
-        worker = threading.Thread(target=call, name=f"task-{ctx.task}", daemon=True)
-        worker.start()
-        worker.join(timeout)
-        if worker.is_alive():
-            return Outcome(False, f"timed out after {timeout:g}s (the Python callable could not be stopped and "
-                                  "was abandoned)")
-        if "error" in box:
-            raise box["error"]
-        result = box.get("result")
+    A timeout is the runner's: it stops the attempt's process (SIGTERM raises TaskStopped
+    here, which cancels an async task at its pending await, so its cleanup runs).
+    """
+    result = func(ctx)
     if inspect.isawaitable(result):
-        result = asyncio.run(_with_timeout(result, timeout))
+        result = asyncio.run(_awaited(result))
     return _interpret(result, ctx)
 
 
-async def _with_timeout(awaitable, timeout: float | None):
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except asyncio.TimeoutError:
-        raise TimeoutError(f"timed out after {timeout:g}s") from None
+async def _awaited(awaitable):
+    return await awaitable
 
 
 def _interpret(result: Any, ctx: TaskContext) -> Outcome:
@@ -247,7 +193,15 @@ def run_python(spec: TaskSpec, ctx: TaskContext, paths: tuple[str, ...] = ()) ->
         except TaskLoadError as exc:
             return Outcome(False, f"cannot load {exc}")
     try:
-        return run_callable(func, ctx, spec.timeout)
-    except (Exception, SystemExit) as exc:  # sys.exit() in a task fails the task, not the runner
+        return run_callable(func, ctx)
+    except (Exception, SystemExit) as exc:  # sys.exit() in a task fails the task, not its process
         # What the task reported before it failed still tells how far it got.
-        return Outcome(False, f"{type(exc).__name__}: {exc}", result=dict(ctx.result) or None)
+        return Outcome(False, f"{type(exc).__name__}: {exc}", result=dict(ctx.result) or None,
+                       traceback=_traceback(exc))
+
+
+def _traceback(exc: BaseException) -> str:
+    from tradeul_maint.logs import scrub
+
+    text = scrub("".join(traceback.format_exception(exc)))
+    return text if len(text) <= TRACEBACK_LIMIT else "..." + text[-TRACEBACK_LIMIT:]

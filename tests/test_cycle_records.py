@@ -1,0 +1,105 @@
+"""What a cycle records about its tasks beyond their state: attempts across cycles, the session's first
+start, a failed Python task's traceback, a task slower than usual, and what a task may print."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+from conftest import marker_tasks
+
+DAY = "2026-11-25"
+QUIET = "[schedule]\nauto_recover = false\n"
+
+
+def status(r, day=DAY) -> dict:
+    return json.loads(r.get(f"maintenance:status:{day}"))
+
+
+def log_entries(project, name="maintenance.log") -> list[dict]:
+    return [json.loads(line) for line in (project.log_dir / name).read_text().splitlines()]
+
+
+def test_attempts_count_across_the_cycles_of_a_session(project, r):
+    flag = project.root / "fixed"
+    (project.root / "flaky.py").write_text(textwrap.dedent(f"""
+        import os
+
+        def run(ctx):
+            if not os.path.exists({str(flag)!r}):
+                raise RuntimeError("upstream not ready")
+    """))
+    project.write_config(QUIET + '[[tasks]]\nname = "flaky"\npython = "flaky:run"\n')
+    assert project.cli("run", "--date", DAY).exit_code == 1
+    first = status(r)
+    flag.touch()
+    assert project.cli("run", "--date", DAY).exit_code == 0
+    doc = status(r)
+    assert doc["task_details"]["flaky"]["attempts"] == 2 and doc["attempts"] == 2
+    assert doc["started_at"] == first["started_at"]  # the session's first start
+
+
+def test_a_task_rerun_keeps_the_sessions_first_start(project, r):
+    project.write_config(QUIET + marker_tasks(project.root, ["a", "b"]))
+    assert project.cli("run", "--date", DAY).exit_code == 0
+    first = status(r)
+    assert project.cli("run", "--date", DAY, "--task", "b").exit_code == 0
+    doc = status(r)
+    assert doc["started_at"] == first["started_at"] and doc["attempts"] == 2
+    assert doc["task_details"]["a"]["attempts"] == 1 and doc["task_details"]["b"]["attempts"] == 2
+
+
+def test_a_failed_python_task_leaves_its_traceback_scrubbed_in_the_state_and_the_errors_log(project, r):
+    (project.root / "raising.py").write_text(textwrap.dedent("""
+        def connect(url):
+            raise ConnectionError("cannot reach " + url)
+
+        def run(ctx):
+            connect("postgres://loader:Sup3rSecret@db/prices")
+    """))
+    project.write_config(QUIET + '[[tasks]]\nname = "load"\npython = "raising:run"\n')
+    assert project.cli("run", "--date", DAY).exit_code == 1
+    trace = status(r)["task_details"]["load"]["traceback"]
+    assert trace.startswith("Traceback (most recent call last)") and 'in connect' in trace
+    assert trace.rstrip().endswith("ConnectionError: cannot reach postgres://loader:***@db/prices")
+    failed = [e for e in log_entries(project, "maintenance_errors.log") if e["event"] == "task_failed"]
+    assert "in connect" in failed[0]["traceback"]
+    everything = (project.log_dir / "maintenance.log").read_text() + (project.log_dir / "maintenance_errors.log") \
+        .read_text() + r.get(f"maintenance:status:{DAY}")
+    assert "Sup3rSecret" not in everything
+
+
+def test_a_task_much_slower_than_its_median_is_logged_as_such(project, r):
+    (project.root / "timed.py").write_text("import time\n\ndef run(ctx):\n    time.sleep(ctx.params['s'])\n")
+    # Long enough that a loaded machine's noise stays well under the factor of 2.
+    for day, seconds in (("2026-11-19", 0.3), ("2026-11-20", 0.3), ("2026-11-23", 0.3), ("2026-11-24", 0.3),
+                         ("2026-11-25", 1.5)):
+        project.write_config(QUIET + f'[[tasks]]\nname = "t"\npython = "timed:run"\nparams = {{ s = {seconds} }}\n')
+        assert project.cli("run", "--date", day, "--now", "2026-11-25T18:00").exit_code == 0
+    slow = [e for e in log_entries(project) if e["event"] == "task_slower_than_usual"]
+    assert len(slow) == 1 and slow[0]["date"] == "2026-11-25" and slow[0]["task"] == "t"
+    assert slow[0]["ratio"] > 2.0 and slow[0]["slow_factor"] == 2.0 and slow[0]["sessions"] == 5
+
+
+def test_what_a_python_task_prints_is_its_output_not_the_runners(project, r):
+    (project.root / "chatty.py").write_text(textwrap.dedent("""
+        import sys
+
+        def ok(ctx):
+            print("progress: 50%")
+
+        def bad(ctx):
+            print("loaded 3 of 8 files")
+            print("giving up", file=sys.stderr)
+            return {"success": False, "error": "vendor timeout"}
+    """))
+    project.write_config(QUIET + '[[tasks]]\nname = "ok"\npython = "chatty:ok"\n'
+                                 '[[tasks]]\nname = "bad"\npython = "chatty:bad"\n')
+    result = project.run("-q", "run", "--date", DAY)
+    assert result.returncode == 1
+    assert "progress" not in result.stdout + result.stderr  # cron mails only the failure
+    assert "bad failed: vendor timeout" in result.stderr
+    doc = status(r)
+    assert doc["task_details"]["bad"]["output"] == "loaded 3 of 8 files\ngiving up\n"
+    completed = [e for e in log_entries(project) if e["event"] == "task_completed"]
+    assert completed[0]["output"] == "progress: 50%\n"

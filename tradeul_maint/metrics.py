@@ -1,0 +1,136 @@
+"""The Prometheus textfile: what monitoring needs to know that maintenance did not happen.
+
+node_exporter's textfile collector reads `*.prom` files from a directory at each scrape.
+The tool rewrites its file (`[metrics] textfile`) after every cycle and at every
+`status --check`, atomically (a temporary file in the same directory, then rename), so a
+scrape never reads half a file. Every value is derived from the same view `status`
+shows (overview.py), so the metrics, `status --check` and `recover` agree on which
+sessions are not done. The cron tick with nothing to do writes nothing: schedule
+`status --check` every few minutes to keep the file current (its timestamp says when).
+
+A session is counted only when it is a session of the exchange calendar: weekends and
+holidays have no window, so nothing is ever "not done" on them, and an alert on
+`tradeul_maint_sessions_not_done` needs no calendar of its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+
+from tradeul_maint.calendar import TradingCalendar
+from tradeul_maint.overview import (CORRUPT, DONE, DUE, FAILED_STATE, INTERRUPTED, MISSING, NOT_YET_DUE, RUNNING,
+                                    SessionView, StatusView)
+from tradeul_maint.state import COMPLETED, FAILED, SKIPPED
+
+if TYPE_CHECKING:
+    from tradeul_maint.core import Context
+    from tradeul_maint.store import StateStore
+
+NOT_DONE_STATES = (FAILED_STATE, INTERRUPTED, CORRUPT, MISSING, RUNNING)
+
+
+def render(view: StatusView, calendar: TradingCalendar, written: dt.datetime,
+           cycle: SessionView | None = None) -> str:
+    """The textfile's content for the lookback's `view`; `cycle` is the session whose cycle just ran (by default
+    the newest session of the view with a recorded cycle)."""
+    out: list[str] = []
+
+    def gauge(name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n")
+        out.extend(f"{name}{_labels(labels)} {_number(value)}\n" for labels, value in samples)
+
+    done = [s for s in view.sessions if s.state == DONE]
+    gauge("tradeul_maint_last_success_session_timestamp_seconds",
+          "Close of the newest session of the lookback whose maintenance is done (0: none).",
+          [({}, calendar.close(done[0].session).timestamp() if done else 0)])
+    overdue = view.overdue
+    gauge("tradeul_maint_sessions_not_done",
+          "Sessions of the lookback whose window has passed and that are not done, by state (status --check "
+          "fails on their sum; state=\"running\": a cycle still running past its window).",
+          [({"state": state}, sum(s.state == state for s in overdue)) for state in NOT_DONE_STATES])
+    gauge("tradeul_maint_cycle_attempts", "Cycles recorded for each session of the lookback that is not done.",
+          [({"session": s.session.isoformat()}, s.attempts) for s in reversed(view.sessions)
+           if s.state not in (DONE, NOT_YET_DUE)])
+    cycle = cycle or next((s for s in view.sessions if s.state not in (MISSING, DUE, NOT_YET_DUE)), None)
+    finished = [t for t in (cycle.tasks if cycle else ()) if t.status in (COMPLETED, FAILED)
+                or (t.status == SKIPPED and not t.note)]  # a task left to a later session (catchup) is no failure
+    gauge("tradeul_maint_task_success", f"1 when the task completed in the last cycle ({_session(cycle)}), 0 when "
+                                        "it failed or was skipped.",
+          [({"task": t.name}, 1 if t.status == COMPLETED else 0) for t in finished])
+    gauge("tradeul_maint_task_duration_seconds", f"Duration of the task's last attempt ({_session(cycle)}).",
+          [({"task": t.name}, t.duration_seconds) for t in finished if t.duration_seconds is not None])
+    gauge("tradeul_maint_calendar_days_left",
+          "Days until the last session of the exchange-calendars calendar: upgrade the library before 0.",
+          [({}, (calendar.library_last_session - calendar.local_date(written)).days)])
+    gauge("tradeul_maint_metrics_timestamp_seconds", "When this file was written (after a cycle or by "
+                                                     "status --check).", [({}, written.timestamp())])
+    return "".join(out)
+
+
+def _session(view: SessionView | None) -> str:
+    return f"session {view.session}" if view else "no cycle recorded in the lookback"
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    escaped = (k + '="' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+               for k, v in labels.items())
+    return "{" + ",".join(escaped) + "}"
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if isinstance(value, float) and not value.is_integer() else str(int(value))
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """Replace `path` atomically: node_exporter reads the old file or the new one, never half of one."""
+    # The temporary name does not end in .prom, so the collector never reads it.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # node_exporter runs as another user
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def publish(context: Context, view: StatusView, cycle: SessionView | None = None) -> None:
+    """Write the textfile for `view` when `[metrics] textfile` is set; a failure is logged, never raised:
+    monitoring must not change what the run did or how it exits."""
+    path = context.settings.metrics.textfile
+    if path is None:
+        return
+    try:
+        write_textfile(path, render(view, context.calendar, context.clock(), cycle))
+    except OSError as exc:
+        from loguru import logger
+
+        logger.bind(path=str(path), reason=exc.strerror or str(exc)).warning("metrics_write_failed")
+
+
+def publish_after_cycle(context: Context, store: StateStore, session: dt.date) -> None:
+    """After a cycle: the lookback and the cycle's session (an older one, for `run --date`) read in one round trip."""
+    if context.settings.metrics.textfile is None:
+        return
+    from tradeul_maint import overview, planner
+
+    now, calendar, settings = context.clock(), context.calendar, context.settings
+    sessions = planner.sessions_in_view(now, calendar, settings.schedule)
+    try:
+        seen = store.overview(sorted({*sessions, session}))
+    except (redis.RedisError, OSError) as exc:  # the run goes on (or ends) as it would have without metrics
+        from loguru import logger
+
+        logger.bind(path=str(settings.metrics.textfile), reason=str(exc)).warning("metrics_write_failed")
+        return
+    cycle = overview.build(now, calendar, settings, seen, [session]).sessions[0]
+    publish(context, overview.build(now, calendar, settings, seen, sessions), cycle)

@@ -1,0 +1,221 @@
+"""`check`: a preflight, like `nginx -t`: everything a run at 17:00 will need, tried now.
+
+A run finds most problems only when it gets to them: a task module that does not import
+on the host's Python path, a program missing from cron's PATH, a Redis user that may read
+but not write. Each check here does what the run will do, as far as it can without
+touching the state: it connects and authenticates as the run will, writes and deletes a
+throwaway key under the tool's prefix (SET NX with a 10 s expiry, so it can neither clobber
+nor outlive anything), reads the type of every key of the lookback, imports every `python`
+task from `Settings.python_paths`, resolves every `command` program on this process's PATH,
+and picks the log directory as the run will. Importing a task module runs its top-level
+code, as the run's import would.
+
+The result is one `Check` per line. A configuration that does not load leaves nothing
+else to check: the report then holds that one failed check and the error (`fatal`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from tradeul_maint import core, planner
+from tradeul_maint.connection import open_redis
+from tradeul_maint.errors import ConfigError, MaintError, TaskLoadError
+from tradeul_maint.keys import Keys
+from tradeul_maint.settings import Overrides, Settings, TaskSpec, load_settings
+from tradeul_maint.sources import sources
+from tradeul_maint.store import StateStore
+
+TEST_WRITE_MS = 10_000
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str  # what was checked: "config", "redis", "redis write", "key types", "task NAME", ...
+    ok: bool
+    detail: str  # what was found, or what to fix
+
+
+@dataclass(frozen=True)
+class Report:
+    config: str | None  # the configuration file in use; None when it did not load
+    redis: str | None  # where Redis is: the URL with its password hidden, or the embedded server's directory
+    checks: tuple[Check, ...]
+    fatal: MaintError | None = None  # the configuration did not load: nothing else was checked
+
+    @property
+    def ok(self) -> bool:
+        return self.fatal is None and all(c.ok for c in self.checks)
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok)
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "config": self.config, "redis": self.redis,
+                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks]}
+
+
+def run(overrides: Overrides, now_text: str | None) -> Report:
+    """Every check, in the order a run meets them; a bad `--now` raises UsageError."""
+    try:
+        settings = load_settings(overrides)
+        context = core.prepare(settings, now_text)
+    except ConfigError as exc:
+        return Report(None, None, (Check("config", False, str(exc)),), fatal=exc)
+    s = context.settings
+    found = sources(s)
+    checks = [Check("config", True, f"{found.config or 'no config file: defaults'}: {len(s.tasks)} tasks, "
+                                    f"calendar {s.schedule.calendar}, window {s.schedule.window_start} for "
+                                    f"{s.schedule.window_minutes} min")]
+    checks += redis_checks(context, found.redis)
+    checks += [task_check(task, s) for task in s.tasks]
+    checks += [log_dir_check(s), calendar_check(context), next_window_check(context)]
+    return Report(found.config, found.redis, tuple(checks))
+
+
+def redis_checks(context: core.Context, where: str) -> list[Check]:
+    """Reachable and authenticated (the connection), writable (a throwaway key), and the type of every key."""
+    s = context.settings
+    keys = Keys(s.redis.key_prefix)
+    try:
+        with open_redis(s.redis.url, s.state_dir) as (client, _):
+            store = StateStore(client, keys, s.redis.status_ttl_days, s.redis.lock_lease_seconds)
+            return [Check("redis", True, f"{where}: reachable, authenticated"),
+                    _write_check(client, keys), _key_types_check(context, store)]
+    except MaintError as exc:
+        skipped = "not checked: no connection to Redis"
+        return [Check("redis", False, str(exc)), Check("redis write", False, skipped),
+                Check("key types", False, skipped)]
+
+
+def _write_check(client: redis.Redis, keys: Keys) -> Check:
+    key = keys.check(uuid.uuid4().hex)
+    try:
+        created = client.set(key, "1", nx=True, px=TEST_WRITE_MS)
+        deleted = client.delete(key)
+    except (redis.RedisError, OSError) as exc:
+        return Check("redis write", False, f"SET {key} failed: {type(exc).__name__}: {str(exc).strip()} (a "
+                                           "replica, a full server, or a user without write permission on the "
+                                           "prefix?)")
+    if not created or not deleted:
+        return Check("redis write", False, f"SET NX {key} did not create the key it then deleted")
+    return Check("redis write", True, f"wrote and deleted {key}")
+
+
+def _key_types_check(context: core.Context, store: StateStore) -> Check:
+    s = context.settings
+    try:
+        sessions = planner.sessions_in_view(context.now, context.calendar, s.schedule)
+    except MaintError:
+        sessions = []  # the calendar ends before today: the calendar check says so
+    try:
+        store.check_key_types(sessions)
+    except MaintError as exc:
+        return Check("key types", False, str(exc))
+    except (redis.RedisError, OSError) as exc:
+        return Check("key types", False, f"TYPE failed: {str(exc).strip() or type(exc).__name__}")
+    return Check("key types", True, f"the lock, last_run and the keys of {len(sessions)} sessions under "
+                                    f"{s.redis.key_prefix}: hold their own types or are absent")
+
+
+def task_check(task: TaskSpec, settings: Settings) -> Check:
+    name = f"task {task.name}"
+    if task.python:
+        try:
+            from tradeul_maint.tasks import load_callable
+
+            load_callable(task.python, settings.python_paths)
+        except TaskLoadError as exc:
+            return Check(name, False, f"python {exc}")
+        return Check(name, True, f"python {task.python}: imports, callable")
+    if task.command:
+        program = task.command[0]
+        found, detail = find_program(program)
+        return Check(name, found, f"command {program}: {detail}")
+    return Check(name, True, f"builtin {task.builtin}")
+
+
+def find_program(program: str) -> tuple[bool, str]:
+    """Whether `program` (argv[0] of a command task) can be executed as the run will: a path, or looked up on PATH."""
+    if os.sep in program:
+        path = Path(program)
+        if not path.is_absolute():
+            return False, ("a relative path depends on the working directory, which cron does not set: give "
+                           "an absolute path or a program on PATH")
+        if not path.is_file():
+            return False, "no such file"
+        if not os.access(path, os.X_OK):
+            return False, "not executable (chmod +x, or run it through its interpreter)"
+        return True, "executable"
+    found = shutil.which(program)
+    if found is None:
+        return False, f"not found on PATH ({os.environ.get('PATH', '')}): give an absolute path or set PATH"
+    return True, found
+
+
+def log_dir_check(settings: Settings) -> Check:
+    from tradeul_maint.logs import choose_log_dir, fallback_log_dir, log_dir_for
+
+    preferred = log_dir_for(settings)
+    try:
+        chosen = choose_log_dir(preferred, fallback_log_dir(settings))
+    except ConfigError as exc:
+        return Check("log dir", False, str(exc))
+    if chosen.fallback_reason:
+        return Check("log dir", True, f"{preferred} is not writable ({chosen.fallback_reason}): logs go to "
+                                      f"the fallback {chosen.path}")
+    return Check("log dir", True, f"{chosen.path}: writable")
+
+
+def calendar_check(context: core.Context) -> Check:
+    cal, now = context.calendar, context.now
+    last = cal.library_last_session
+    days_left = (last - cal.local_date(now)).days
+    if days_left < 0:
+        return Check("calendar", False, f"the {cal.code} calendar of exchange-calendars {cal.version} ended on "
+                                        f"{last}: run exits 69 until exchange-calendars is upgraded")
+    if warning := cal.expiry_warning(now):
+        return Check("calendar", False, warning)
+    prebuilt = context.settings.calendar_cache
+    if prebuilt is not None and not (cal.source and Path(cal.source).parent == prebuilt):
+        return Check("calendar", False, f"the prebuilt cache in {prebuilt} (TRADEUL_MAINT_CALENDAR_CACHE) is not "
+                                        f"used: missing, of another exchange-calendars version than {cal.version}, "
+                                        "or ending within expiry_warning_days; a tick with an empty state "
+                                        "directory rebuilds the calendar each time: run calendar --write-cache "
+                                        f"{prebuilt} (rebuild the image)")
+    source = f"read from {cal.source}" if cal.source else "built from the library (no current cache)"
+    return Check("calendar", True, f"{cal.code} of exchange-calendars {cal.version} reaches {last} ({days_left} "
+                                   f"days ahead); {source}")
+
+
+def next_window_check(context: core.Context) -> Check:
+    from tradeul_maint.overview import next_window
+
+    window = next_window(context.now, context.calendar, context.settings)
+    if window is None:
+        return Check("next window", False, "none: the calendar ends; upgrade exchange-calendars")
+    tz = context.calendar.tz
+    local = f"{window.start.astimezone(tz):%Y-%m-%d %H:%M}-{window.end.astimezone(tz):%H:%M} {tz.key}"
+    state = "open now" if window.contains(context.now) else f"opens in {_until(window.start - context.now)}"
+    return Check("next window", True, f"session {window.session}: {local} ({window.start:%H:%M}-"
+                                      f"{window.end:%H:%M} UTC), {state}")
+
+
+def _until(delta: dt.timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours // 24}d {hours % 24}h" if hours >= 24 else f"{hours}h{minutes:02d}m"
+
+
+def unloadable_tasks(settings: Settings) -> list[Check]:
+    """The `python` tasks that do not import or are not callable: what `run --dry-run` adds to its plan."""
+    return [c for c in (task_check(t, settings) for t in settings.tasks if t.python) if not c.ok]
+
