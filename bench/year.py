@@ -214,14 +214,14 @@ def shortcuts(live_url: str) -> Iterator[None]:
 
     calendars: dict[tuple[str, str, str], object] = {}
 
-    def load_calendar(code, overrides, cache_dir, *rest):
+    def load_calendar(code, overrides, cache_dir, *rest, **options):
         key = (code, repr(overrides), str(cache_dir))
         if key not in calendars:
-            calendars[key] = original_calendar(code, overrides, cache_dir, *rest)
+            calendars[key] = original_calendar(code, overrides, cache_dir, *rest, **options)
         return calendars[key]
 
     @contextlib.contextmanager
-    def open_redis(url, state_dir):
+    def open_redis(url, state_dir, *rest, **options):
         if url != live_url:
             # The dead port of a Redis-down tick, pinged once: redis-py's ConnectionError goes up through
             # core.connected, which turns it into the RedisUnavailableError a real tick reports.
@@ -378,7 +378,9 @@ def check(report: YearReport, exchange: Exchange, faults: FaultCalendar, session
         begin, end = exchange.window(s, window, minutes)
         cycles = by_session.get(s, [])
         first = cycles[0].tick if cycles else None
-        in_window = [t for t in _aligned(begin, end) if up(t)]
+        if begin >= end_of_sim:
+            continue  # its window opens after the last tick simulated
+        in_window = [t for t in _aligned(begin, min(end, end_of_sim)) if up(t)]
         if in_window:
             # Started inside its window (at the first tick of it with everything up).
             if first is None or not begin <= first < end:

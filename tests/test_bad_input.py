@@ -2,7 +2,8 @@
 
 Each case runs the CLI as a subprocess (as cron would) and is checked for: the documented
 exit code (README and shared contract, "Exit codes"), exactly one line naming the problem
-(on stderr; on stdout for `status --check` and `check`, whose verdict is their output), no
+(on stderr; on stdout for `status --check`, whose verdict is its output; the one ✗ line of
+`check`, which prints a line per check), no
 traceback anywhere, no secret anywhere (output and log files), and Redis unchanged: every
 key with its type, value and whether it has a TTL, dumped before and after.
 """
@@ -71,7 +72,7 @@ class Case:
     config: str = BASE + TASKS
     env: dict[str, str] = field(default_factory=dict)
     setup: Callable[[Project, redis.Redis, dict], dict[str, str] | None] | None = None
-    stream: str = "stderr"  # where the one line is
+    stream: str = "stderr"  # where the one line is: stderr, stdout, or "check" (the one ✗ line of `check`)
     secrets: tuple[str, ...] = ()
 
 
@@ -169,9 +170,9 @@ CASES = [
     Case("log and state directories not writable", ("run", "--date", DAY, "--now", NOW), 78, ("logs",),
          setup=unwritable),
     # --- tasks that cannot run (the preflight `check` reports them) ---
-    Case("python task that does not import", ("check",), 1, ("nosuchmodule",), stream="stdout",
+    Case("python task that does not import", ("check",), 1, ("nosuchmodule",), stream="check",
          config=BASE + '[[tasks]]\nname = "p"\npython = "nosuchmodule:run"\n'),
-    Case("command whose program does not exist", ("check",), 1, ("no-such-program",), stream="stdout",
+    Case("command whose program does not exist", ("check",), 1, ("no-such-program",), stream="check",
          config=BASE + '[[tasks]]\nname = "c"\ncommand = ["/usr/bin/no-such-program", "{date}"]\n'),
     # --- Redis endpoints and credentials ---
     Case("wrong password", ("run", "--date", DAY, "--now", NOW), 78, ("credentials",), secrets=("wrong-" + SECRET,),
@@ -285,11 +286,14 @@ def test_bad_input(case: Case, project: Project, r: redis.Redis, servers):
     shown = f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
     assert result.returncode == case.code, shown
     assert "Traceback" not in result.stdout + result.stderr, shown
-    lines = [line for line in getattr(result, case.stream).splitlines() if line.strip()]
+    if case.stream == "check":  # one line per check: exactly one of them fails, naming the problem
+        lines = [line for line in result.stdout.splitlines() if line.lstrip().startswith("✗")]
+    else:
+        lines = [line for line in getattr(result, case.stream).splitlines() if line.strip()]
     assert len(lines) == 1, f"expected exactly one line on {case.stream}; {shown}"
     for word in case.names:
         assert word.lower() in lines[0].lower(), f"the line does not name {word!r}: {lines[0]!r}"
-    if case.stream == "stdout":
+    if case.stream != "stderr":
         assert not result.stderr.strip(), shown
     logs = "".join(p.read_text(errors="replace") for d in (project.log_dir, project.state_dir / "logs")
                    if d.is_dir() for p in d.iterdir() if p.is_file())

@@ -10,6 +10,7 @@ Each property is what the README promises about `run`, `recover` and the retry g
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
@@ -21,6 +22,7 @@ from tradeul_maint.settings import CalendarOverrides, RunSettings, ScheduleSetti
 from tradeul_maint.state import COMPLETED, FAILED, IN_PROGRESS, PENDING, SessionStatus
 
 UTC = dt.timezone.utc
+NY = ZoneInfo("America/New_York")
 FIRST, LAST = dt.date(2025, 12, 1), dt.date(2027, 1, 31)
 TASKS = (TaskSpec("a", command=("true",)), TaskSpec("b", command=("true",), after=("a",)),
          TaskSpec("c", command=("true",), catchup="latest"))
@@ -120,6 +122,17 @@ def worlds(draw):
     return now, calendar, schedule, run, statuses
 
 
+def in_view(now, calendar, schedule) -> list[dt.date]:
+    """What `run` and `recover` must look at, stated independently of the planner: the last
+    `lookback_sessions` sessions up to today and, whatever the lookback, the newest session whose
+    window has opened (issue 10 item 15: a window after midnight, or before today's window)."""
+    today = calendar.local_date(now)
+    view = set(calendar.sessions_up_to(today, schedule.lookback_sessions))
+    opened = [s for s in calendar.sessions_between(today - dt.timedelta(days=7), today)
+              if calendar.window(s, schedule.window_start, schedule.window_minutes).start <= now]
+    return sorted(view | set(opened[-1:]))
+
+
 def open_windows(now, calendar, schedule) -> list[dt.date]:
     """Every session whose window contains `now` (looked for well beyond any lookback)."""
     today = calendar.local_date(now)
@@ -145,7 +158,7 @@ def test_cron_never_plans_a_non_session_nor_a_done_session_and_goes_oldest_first
         window = calendar.window(p.session, schedule.window_start, schedule.window_minutes)
         assert window.start <= now, (p.session, window, now)  # never before its window opens
         assert p.recovery == (not window.contains(now))
-        assert planner.retry_gate(status, now, run) is None
+        assert planner.retry_gate(status, now, run, calendar.tz) is None
     # Catch-ups come before the session whose window is open.
     flags = [p.recovery for p in plan.sessions]
     assert flags == sorted(flags, reverse=True)
@@ -160,11 +173,11 @@ def test_cron_recovers_only_when_allowed_and_catches_up_every_missed_session_in_
     may_recover = schedule.auto_recover and (schedule.recover_during_market_hours or not calendar.market_open_at(now))
     if not may_recover:
         assert not [p for p in plan.sessions if p.recovery]
-    for s in planner.sessions_in_view(now, calendar, schedule):
+    for s in in_view(now, calendar, schedule):
         window = calendar.window(s, schedule.window_start, schedule.window_minutes)
         status = statuses.get(s)
         due = window.start <= now and (status is None or not status.done) and \
-            planner.retry_gate(status, now, run) is None
+            planner.retry_gate(status, now, run, calendar.tz) is None
         if due and (window.contains(now) or may_recover):
             assert s in planned, (s, planner.describe(status), now)
 
@@ -186,7 +199,7 @@ def test_the_session_whose_window_is_open_is_planned_iff_not_done_and_the_retry_
     planned = {p.session for p in plan.sessions}
     for s in open_windows(now, calendar, schedule):
         status = statuses.get(s)
-        expected = (status is None or not status.done) and planner.retry_gate(status, now, run) is None
+        expected = (status is None or not status.done) and planner.retry_gate(status, now, run, calendar.tz) is None
         assert (s in planned) == expected, (s, planner.describe(status), now.isoformat(), schedule)
 
 
@@ -228,7 +241,7 @@ def test_the_retry_gate_waits_for_the_doubling_backoff_and_stops_at_max_attempts
                            completed_at=completed if finished else None, all_success=False,
                            tasks={"a": FAILED if finished else IN_PROGRESS}, attempts=attempts)
     now = completed + dt.timedelta(minutes=minutes)
-    gate = planner.retry_gate(status, now, run)
+    gate = planner.retry_gate(status, now, run, NY)
     if attempts == 0:
         assert gate is None
     elif attempts >= run.max_attempts:
@@ -238,7 +251,7 @@ def test_the_retry_gate_waits_for_the_doubling_backoff_and_stops_at_max_attempts
         assert (gate is None) == (now >= completed + wait), (gate, attempts, run)
     else:
         assert gate is None  # interrupted: retried at once
-    assert planner.retry_gate(None, now, run) is None
+    assert planner.retry_gate(None, now, run, NY) is None
 
 
 # --- recover and manual runs ---------------------------------------------------------------
@@ -252,8 +265,7 @@ def test_recover_plans_every_session_not_done_oldest_first_and_only_those_whose_
         sessions, deferred = planner.recovery_sessions(now, calendar, schedule)
     except UsageError:
         return
-    view = calendar.sessions_up_to(calendar.local_date(now), schedule.lookback_sessions)
-    assert sorted(sessions + [d.session for d in deferred]) == view
+    assert sorted(sessions + [d.session for d in deferred]) == in_view(now, calendar, schedule)
     for s in sessions:
         assert calendar.window(s, schedule.window_start, schedule.window_minutes).end <= now
     for d in deferred:
