@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -508,6 +509,47 @@ def check_done_means_completed(out: Outcome, ws: Workspace, client: redis.Redis,
               f"session done but {bad}: states {states}, ledger ends {sorted(ended)}")
 
 
+class Watcher:
+    """Watches process groups from a background thread: when was each last seen alive (any member)?
+
+    An execution whose process was killed has no end line; its end is the last moment its group
+    was seen alive, which is what the overlap with a later execution is judged on.
+    """
+
+    def __init__(self, pgids: set[int], interval: float = 0.05):
+        self.pgids = set(pgids) - {os.getpgid(0)}
+        self.last_seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._look()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _look(self) -> None:
+        now = time.time()
+        for pid in ledger.processes(None, pgids=self.pgids):
+            with contextlib.suppress(OSError):
+                self.last_seen[os.getpgid(pid)] = now
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self._look()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._look()
+
+    def ended(self, execs: list[ledger.Execution], since: float) -> list[ledger.Execution]:
+        """`execs` with each open execution of these groups ended when its group was last seen alive
+        (or at `since`, when the watch began, if it was never seen)."""
+        out = []
+        for e in execs:
+            if e.end is None and e.pgid in self.pgids:
+                e = dataclasses.replace(e, end=self.last_seen.get(e.pgid, since))
+            out.append(e)
+        return out
+
+
 def cleanup_leftovers(ws: Workspace, pgids: set[int] = frozenset()) -> dict[int, str]:
     left = ws.leftovers(pgids)
     ledger.kill_all(left)
@@ -598,11 +640,13 @@ def trial_crash(h: Harness, out: Outcome, rng: random.Random) -> None:
         completed_at_kill = {t for t, s in at_kill.items() if s == "completed"}
         first_execs = [e for e in ws.executions() if e.start <= killed_at]
         pgids = {e.pgid for e in first_execs if e.pgid and e.pgid != os.getpgid(0)}
+        watch = Watcher(pgids)
         outlived = {pid: cmd for pid, cmd in ws.leftovers(pgids).items()}
         out.figure("task processes alive after the runner died", len(outlived))
         check_completed_finished(out, ws, c, "right after the kill")
         results = run_until_done(ws, c, out, args)
-        execs = ws.executions()
+        watch.stop()
+        execs = watch.ended(ws.executions(), killed_at)
         again = [e for e in execs if e.start > killed_at and e.task in completed_at_kill]
         out.check(not again, "completed tasks executed again",
                   lambda: f"recorded completed at the kill ({sorted(completed_at_kill)}), started again: "
@@ -613,8 +657,9 @@ def trial_crash(h: Harness, out: Outcome, rng: random.Random) -> None:
         overlap = [(a, b) for a, b in ledger.overlapping(execs, same_task=True, horizon=horizon)
                    if a.start <= killed_at < b.start]
         out.check(not overlap, "task processes that outlived the runner and overlapped their re-run",
-                  lambda: "; ".join(f"{a.describe()} still running when re-run {b.describe()}" for a, b in overlap[:3])
-                  + f"; alive after the kill: {outlived}")
+                  lambda: "; ".join(f"{a.describe()} (its group last seen alive then) still running when re-run "
+                                    f"{b.describe()}" for a, b in overlap[:3])
+                  + f"; killed at {killed_at:.3f}; alive right after the kill: {outlived}")
     out.figure("seconds from kill to done", sum(r.seconds for r in results))
     cleanup_leftovers(ws, pgids)
 
