@@ -28,8 +28,9 @@ tool's own calendar) and the tasks' ledger (bench/ledger.py):
 Running 105,120 ticks in one process would otherwise re-read the calendar cache and open
 a new Redis connection on every tick, as a fresh cron process must (about 3 ms a tick
 here, 5 minutes for the year). So by default the simulation keeps the calendar and one
-connection across ticks (`shortcuts`: `core.load_calendar` memoized, `core.open_redis`
-reusing a client, still pinging it every tick), and a tick with Redis down pings the dead
+connection across ticks (`shortcuts`: `core.load_calendar` memoized, with the span of its
+sessions that the TTL check asks on every tick; `core.open_redis` reusing one client, and
+one client for the dead port), and a tick with Redis down pings the dead
 port once, without the one retry the tool's client makes after 0.1 s (4,000 such ticks
 would otherwise sleep for 7 minutes); the error still goes up through `core.connected`,
 which turns it into the RedisUnavailableError the tick must raise. `--no-shortcuts` runs
@@ -41,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import json
 import random
 import sys
@@ -180,6 +182,7 @@ class YearReport:
     worst_delay_hours: float = 0.0
     task_failures: int = 0
     seconds: float = 0.0
+    run_seconds: float = 0.0  # of which in the full runs (prepare + run)
 
     def violate(self, invariant: str, evidence: str) -> None:
         self.violations.append(f"{invariant}: {evidence}")
@@ -187,7 +190,8 @@ class YearReport:
     def summary(self) -> str:
         failed_cycles = sum(not c.success for c in self.cycles)
         lines = [
-            f"simulated {self.start} to {self.end} (seed {self.seed}; {self.settings}) in {self.seconds:.1f}s",
+            f"simulated {self.start} to {self.end} (seed {self.seed}; {self.settings}) in {self.seconds:.1f}s, "
+            f"of which {self.run_seconds:.1f}s in the full runs",
             f"ticks {self.ticks}: {self.quiet_ticks} through the quiet path, {self.full_ticks} full runs, "
             f"{self.host_down_ticks} with the host down, {self.redis_down_ticks} with Redis down",
             f"sessions {self.sessions}; cycles (attempts) {len(self.cycles)}, of which failed {failed_cycles} "
@@ -213,11 +217,15 @@ def shortcuts(live_url: str) -> Iterator[None]:
     client = redis.Redis.from_url(live_url, socket_timeout=5)
 
     calendars: dict[tuple[str, str, str], object] = {}
+    dead: dict[str, redis.Redis] = {}
 
     def load_calendar(code, overrides, cache_dir, *rest, **options):
         key = (code, repr(overrides), str(cache_dir))
         if key not in calendars:
-            calendars[key] = original_calendar(code, overrides, cache_dir, *rest, **options)
+            calendar = original_calendar(code, overrides, cache_dir, *rest, **options)
+            # A pure question of a calendar that no longer changes, asked on every tick (the TTL check).
+            calendar.max_span_days = functools.lru_cache(maxsize=None)(calendar.max_span_days)
+            calendars[key] = calendar
         return calendars[key]
 
     @contextlib.contextmanager
@@ -225,20 +233,18 @@ def shortcuts(live_url: str) -> Iterator[None]:
         if url != live_url:
             # The dead port of a Redis-down tick, pinged once: redis-py's ConnectionError goes up through
             # core.connected, which turns it into the RedisUnavailableError a real tick reports.
-            dead = redis.Redis.from_url(url, socket_connect_timeout=2)
-            try:
-                dead.ping()
-            finally:
-                dead.close()
-        client.ping()
-        yield client, url
+            if url not in dead:
+                dead[url] = redis.Redis.from_url(url, socket_connect_timeout=2)
+            dead[url].ping()
+        yield client, url  # no PING: the tick's own commands find out soon enough
 
     core.load_calendar, core.open_redis = load_calendar, open_redis
     try:
         yield
     finally:
         core.load_calendar, core.open_redis = original_calendar, original_open
-        client.close()
+        for c in (client, *dead.values()):
+            c.close()
 
 
 def simulate(work: Path, seed: int = 2026, start: dt.date = dt.date(2026, 1, 1), end: dt.date = dt.date(2027, 1, 1),
@@ -320,7 +326,9 @@ command = {json.dumps([sys.executable, str(script), str(book), "export", "{date}
                         report.quiet_ticks += 1
                         continue
                     report.full_ticks += 1
+                    began_run = time.monotonic()
                     run = core.run(core.prepare(live, now))
+                    report.run_seconds += time.monotonic() - began_run
                 except MaintError as exc:
                     report.violate("every tick with the host and Redis up succeeds",
                                    f"{now}: {type(exc).__name__}: {exc}")
