@@ -11,12 +11,12 @@ dies, hangs or refuses writes, signals, a full disk) and then checks the invaria
 README promises, from the outside: the ledger the tasks append to (bench/ledger.py), the
 process table (/proc), the keys in Redis, the exit codes and stderr. A violation names the
 trial, its index, the invariant and the evidence (ledger lines, pids, exit codes, stderr),
-so it can be reproduced with `--only NAME --seed S` (the trial's random choices come from
-`random.Random(f"{seed}:{name}:{index}")`).
+so it can be reproduced alone with `--only NAME --index I --seed S` (the trial's random
+choices come from `random.Random(f"{seed}:{name}:{index}")`).
 
 One table row per trial kind: trials run, invariant violations, and the worst figure seen.
-Exit status 1 when any invariant was violated. tests/test_faults.py runs a few trials of
-each through `run_trial`, the same code.
+Exit status 1 when any invariant was violated. tests/test_faults.py runs a subset through
+`run_trial`, the same code, in the harness's quick mode.
 """
 
 from __future__ import annotations
@@ -1087,6 +1087,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, help="trials of each kind (default: each kind's own count)")
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
                         help=f"only this kind, or kinds starting with it (repeatable): {', '.join(BY_NAME)}")
+    parser.add_argument("--index", type=int, action="append", default=[], metavar="I",
+                        help="only trial number I of each kind (repeatable): reproduces a violation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--details", type=int, default=3, help="violations shown per kind (default 3)")
     parser.add_argument("--keep", type=Path, help="keep the trials' directories here")
@@ -1102,7 +1104,7 @@ def main(argv: list[str] | None = None) -> int:
             n = args.trials or kind.default_trials
             began = time.monotonic()
             outcomes = []
-            for i in range(n):
+            for i in args.index or range(n):
                 outcomes.append(run_trial(h, kind.name, i, args.seed))
                 print(f"  {kind.name} #{i}: {len(outcomes[-1].violations)} violation(s)", file=sys.stderr, flush=True)
             rows.append(Row(kind, outcomes))
