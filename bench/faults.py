@@ -1,0 +1,1128 @@
+"""Fault-injection trials: the CLI as a black box against real redis-servers, judged by a ledger.
+
+    python bench/faults.py                    # every trial, the issue's default counts (long: run by hand)
+    python bench/faults.py --trials 5         # 5 of each
+    python bench/faults.py --only crash --only signals-term --trials 20 --seed 7
+
+Each trial starts from fresh state (an empty Redis, new state and log directories), runs the
+tool as cron or an operator would (`python -m tradeul_maint ...` subprocesses, time given by
+`--now`), injects one fault (concurrent runs, SIGKILL, SIGSTOP past the lease, a Redis that
+dies, hangs or refuses writes, signals, a full disk) and then checks the invariants the
+README promises, from the outside: the ledger the tasks append to (bench/ledger.py), the
+process table (/proc), the keys in Redis, the exit codes and stderr. A violation names the
+trial, its index, the invariant and the evidence (ledger lines, pids, exit codes, stderr),
+so it can be reproduced alone with `--only NAME --index I --seed S` (the trial's random
+choices come from `random.Random(f"{seed}:{name}:{index}")`).
+
+One table row per trial kind: trials run, invariant violations, and the worst figure seen.
+Exit status 1 when any invariant was violated. tests/test_faults.py runs a subset through
+`run_trial`, the same code, in the harness's quick mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ledger  # noqa: E402  (bench/ledger.py, beside this file)
+
+from tradeul_maint.embedded import redis_server_binary  # noqa: E402
+
+DAY = "2026-11-25"  # a Wednesday; window 17:00-17:30 New York with the default settings
+TICK = "2026-11-25T17:00"  # the first cron tick of that window
+AFTER = "2026-11-25T18:00"  # after the window, market closed
+PREFIX = "maintenance"
+SIGNAL_EXIT = {signal.SIGTERM: 143, signal.SIGINT: 130, signal.SIGHUP: 129}
+
+
+# --- what a trial reports ----------------------------------------------------------------
+
+
+@dataclass
+class Violation:
+    trial: str
+    index: int
+    invariant: str
+    evidence: str
+
+    def __str__(self) -> str:
+        return f"[{self.trial} #{self.index}] {self.invariant}: {self.evidence}"
+
+
+@dataclass
+class Outcome:
+    """One trial's verdict: the violations found and the figures measured (worst-of kept per row)."""
+
+    trial: str
+    index: int
+    violations: list[Violation] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+    skipped: str | None = None
+
+    def check(self, ok: bool, invariant: str, evidence: str | Callable[[], str] = "") -> bool:
+        if not ok:
+            text = evidence() if callable(evidence) else evidence
+            self.violations.append(Violation(self.trial, self.index, invariant, text))
+        return ok
+
+    def figure(self, name: str, value: float) -> None:
+        self.figures[name] = value
+
+
+# --- redis-servers the harness controls ---------------------------------------------------
+
+
+class RedisServer:
+    """A real redis-server in `directory`, on a unix socket there; killed and restarted in place."""
+
+    def __init__(self, directory: Path, persist: bool = False):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.persist = persist
+        self.sock = directory / "redis.sock"
+        self.url = f"unix://{self.sock}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always", "--save", ""] if self.persist else \
+            ["--appendonly", "no", "--save", ""]
+        self.proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", str(self.sock),
+                                      "--dir", str(self.dir), *persistence],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with self.client() as c:
+                    c.ping()
+                return self
+            except (redis.ConnectionError, redis.BusyLoadingError, OSError):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server in {self.dir} did not start")
+                time.sleep(0.02)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(unix_socket_path=str(self.sock), socket_timeout=5, decode_responses=True)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class SilentServer:
+    """A TCP server on loopback that accepts connections and never answers (a hung Redis, a black hole)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"redis://127.0.0.1:{self.sock.getsockname()[1]}/0"
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+                self._conns.append(conn)  # held open, never read, never answered
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self._stop.set()
+        for conn in self._conns:
+            conn.close()
+        self.sock.close()
+
+
+def dead_url() -> str:
+    """A loopback port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+# --- a trial's workspace ------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    args: tuple[str, ...]
+    code: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+    pid: int = 0
+
+    def __str__(self) -> str:
+        err = self.stderr.strip().replace("\n", " | ")[-600:]
+        return f"`{' '.join(self.args)}` (pid {self.pid}) exit {self.code} after {self.seconds:.1f}s, stderr: {err!r}"
+
+
+def _as_cron() -> None:
+    """In the child before exec: the signal dispositions cron gives its jobs. A harness started with
+    `nohup` or `&` ignores SIGHUP or SIGINT, and ignored signals are inherited across exec."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+class Proc:
+    """A CLI subprocess whose output goes to files (twenty of them must not block on full pipes)."""
+
+    def __init__(self, ws: Workspace, args: tuple[str, ...], env: dict[str, str]):
+        ws.counter += 1
+        self.args = args
+        self.out = ws.root / f"out-{ws.counter}.txt"
+        self.err = ws.root / f"err-{ws.counter}.txt"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.started = time.monotonic()
+            self.popen = subprocess.Popen([sys.executable, "-m", "tradeul_maint", *args], env=env, cwd=ws.root,
+                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err, preexec_fn=_as_cron)
+        self.pid = self.popen.pid
+        self.ended: float | None = None
+
+    def wait(self, timeout: float = 120) -> Result:
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        self.ended = self.ended or time.monotonic()
+        return Result(self.args, self.popen.returncode, self.out.read_text(), self.err.read_text(),
+                      self.ended - self.started, self.pid)
+
+    def poll(self) -> int | None:
+        code = self.popen.poll()
+        if code is not None and self.ended is None:
+            self.ended = time.monotonic()
+        return code
+
+
+class Workspace:
+    """Fresh state for one trial: a directory with config, state (calendar cache copied in), logs, ledger."""
+
+    def __init__(self, root: Path, redis_url: str | None, cache: Path):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.redis_url = redis_url
+        self.ledger = root / "ledger.jsonl"
+        self.script, _ = ledger.install(root)
+        self.counter = 0
+        shutil.copytree(cache, self.state_dir / "cache")
+
+    @property
+    def config(self) -> Path:
+        return self.root / "maint.toml"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def marker(self) -> str:
+        """A string in the command line of every task process of this trial (and nowhere else)."""
+        return str(self.root)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEUL_MAINT_") and k != "REDIS_URL"}
+        env.update(TRADEUL_MAINT_CONFIG=str(self.config), TRADEUL_MAINT_STATE_DIR=str(self.state_dir),
+                   TRADEUL_MAINT_LOG_DIR=str(self.log_dir), PYTHONPATH=str(self.root))
+        if self.redis_url:
+            env["TRADEUL_MAINT_REDIS_URL"] = self.redis_url
+        env.update(extra)
+        return env
+
+    def spawn(self, *args: str, **env: str) -> Proc:
+        return Proc(self, args, self.env(**env))
+
+    def run(self, *args: str, timeout: float = 120, **env: str) -> Result:
+        return self.spawn(*args, **env).wait(timeout)
+
+    def write_config(self, head: str, tasks: list[dict]) -> None:
+        self.config.write_text(head + "\n" + "\n".join(self.task_toml(t) for t in tasks))
+
+    def task_toml(self, t: dict) -> str:
+        """One [[tasks]] table: kind "cmd" (ledger_task.py) or "py" (ledger_pytask:task)."""
+        lines = ["[[tasks]]", f'name = "{t["name"]}"']
+        if t.get("kind", "cmd") == "cmd":
+            argv = [sys.executable, str(self.script), str(self.ledger), t["name"], "{date}", str(t.get("sleep", 0))]
+            if t.get("ignore_term"):
+                argv.append("--ignore-term")
+            if t.get("children"):
+                argv += ["--children", str(t["children"])]
+            if t.get("faults"):
+                argv += ["--faults", str(t["faults"])]
+            argv += ["--marker", self.marker]
+            lines.append("command = " + json.dumps(argv))
+        else:
+            params = {"ledger": str(self.ledger), "sleep": t.get("sleep", 0)}
+            params.update(t.get("params", {}))
+            lines.append('python = "ledger_pytask:task"')
+            lines.append("params = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in params.items()) + " }")
+        if t.get("after"):
+            lines.append("after = " + json.dumps(t["after"]))
+        for key in ("timeout", "retries"):
+            if key in t:
+                lines.append(f"{key} = {t[key]}")
+        return "\n".join(lines) + "\n"
+
+    def executions(self) -> list[ledger.Execution]:
+        return ledger.executions(self.ledger)
+
+    def leftovers(self, pgids: set[int] = frozenset()) -> dict[int, str]:
+        """Live processes of this trial's tasks (by command line or by a recorded process group).
+
+        The harness's own process group is never one of them: a `python` task that runs inside a
+        runner started by the harness records that group, which the harness's redis-servers share."""
+        return ledger.processes(self.marker, set(pgids) - {os.getpgid(0)})
+
+
+class Harness:
+    """Owns the redis-servers and scratch directories of a set of trials, and cleans them up."""
+
+    def __init__(self, base: Path | None = None, quick: bool = False):
+        self.quick = quick  # the suite's subset: shorter tasks and leases, fewer processes, same invariants
+        self._tmp = None if base else tempfile.TemporaryDirectory(prefix="tradeul-faults-")
+        self.base = Path(base or self._tmp.name)
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.cache = self.base / "calendar-cache"
+        from tradeul_maint.calendar import load_calendar
+        from tradeul_maint.settings import CalendarOverrides
+
+        load_calendar("XNYS", CalendarOverrides(), self.cache)
+        self._servers: list[RedisServer] = []
+        self._shared: RedisServer | None = None
+        self._count = 0
+        self._cleanup: list[Callable[[], None]] = []
+
+    def server(self, persist: bool = False) -> RedisServer:
+        """A redis-server of the trial's own (killed, restarted, reconfigured by the trial)."""
+        self._count += 1
+        server = RedisServer(self.base / f"redis-{self._count}", persist).start()
+        self._servers.append(server)
+        return server
+
+    def shared(self) -> RedisServer:
+        """One server for the trials that do not harm it, flushed before each trial."""
+        if self._shared is None:
+            self._shared = self.server()
+        with self._shared.client() as c:
+            c.flushall()
+        return self._shared
+
+    def workspace(self, name: str, index: int, redis_url: str | None) -> Workspace:
+        self._count += 1
+        return Workspace(self.base / f"{name}-{index}-{self._count}", redis_url, self.cache)
+
+    def on_exit(self, action: Callable[[], None]) -> None:
+        self._cleanup.append(action)
+
+    def close(self) -> None:
+        for action in reversed(self._cleanup):
+            with contextlib.suppress(Exception):
+                action()
+        for server in self._servers:
+            server.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+# --- reading the tool's state from the outside --------------------------------------------
+
+
+def task_states(client: redis.Redis, day: str = DAY) -> dict[str, str]:
+    """Each task's state as readers see it: the status document with the transitions hash folded in."""
+    raw = client.get(f"{PREFIX}:status:{day}")
+    try:
+        doc = json.loads(raw) if raw else {}
+    except ValueError:
+        doc = {}
+    states = dict(doc.get("tasks") or {}) if isinstance(doc, dict) else {}
+    if client.type(f"{PREFIX}:transitions:{day}") == "hash":
+        for name, record in client.hgetall(f"{PREFIX}:transitions:{day}").items():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                states[name] = json.loads(record)["state"]
+    return states
+
+
+def document(client: redis.Redis, day: str = DAY) -> dict:
+    raw = client.get(f"{PREFIX}:status:{day}")
+    try:
+        doc = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def is_done(client: redis.Redis, day: str = DAY) -> bool:
+    doc = document(client, day)
+    return doc.get("all_success") is True and bool(doc.get("completed_at")) and \
+        client.get(f"{PREFIX}:executed:{day}") == "1"
+
+
+def snapshot(client: redis.Redis) -> dict[str, tuple]:
+    """Every key with its type, value and whether it has a TTL (to see that nothing was written)."""
+    out = {}
+    for key in sorted(client.scan_iter(count=1000)):
+        kind = client.type(key)
+        value: object
+        if kind == "string":
+            value = client.get(key)
+        elif kind == "hash":
+            value = tuple(sorted(client.hgetall(key).items()))
+        elif kind == "list":
+            value = tuple(client.lrange(key, 0, -1))
+        elif kind == "set":
+            value = tuple(sorted(client.smembers(key)))
+        elif kind == "zset":
+            value = tuple(client.zrange(key, 0, -1, withscores=True))
+        else:
+            value = client.dump(key)
+        out[key] = (kind, value, client.ttl(key) >= 0)
+    return out
+
+
+def diff(before: dict, after: dict) -> str:
+    changed = [k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+    return "; ".join(f"{k}: {before.get(k, '(absent)')!s:.160} -> {after.get(k, '(absent)')!s:.160}"
+                     for k in changed[:6])
+
+
+def lock_value(client: redis.Redis) -> str | None:
+    try:
+        return client.get(f"{PREFIX}:lock")
+    except redis.ResponseError:
+        return "(not a string)"
+
+
+def traceback_in(text: str) -> bool:
+    return "Traceback (most recent call last)" in text
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
+def started(ws: Workspace, task: str | None = None, count: int = 1) -> Callable[[], bool]:
+    return lambda: sum(1 for e in ws.executions() if task is None or e.task == task) >= count
+
+
+def run_until_done(ws: Workspace, client: redis.Redis, out: Outcome, args: tuple[str, ...], timeout: float = 90
+                   ) -> list[Result]:
+    """Run `args` again and again (a manual retry loop) until the session is done; exit 75 means the lock
+    is still held (a lease to expire) and is retried. Returns every attempt's result."""
+    results: list[Result] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = ws.run(*args)
+        results.append(result)
+        if result.code == 0 and is_done(client):
+            break
+        if result.code != 75:
+            break
+        time.sleep(0.3)
+    last = results[-1] if results else None
+    out.check(last is not None and last.code == 0 and is_done(client), "the next run completes the session",
+              lambda: f"after {len(results)} attempt(s) over {timeout:.0f}s: {last}; states {task_states(client)}")
+    return results
+
+
+def standard_tasks(parallel_long: float = 1.5, rng: random.Random | None = None) -> list[dict]:
+    """The 6-task cycle with parallel branches used by the crash and Redis trials.
+
+        a ──▶ d ──┐
+        b ──┐     ├──▶ f
+        c ──┴▶ e ─┘          (c is a `python` task; the others are commands)
+    """
+    r = rng or random.Random(0)
+    jitter = lambda base: round(base * r.uniform(0.7, 1.3), 3)  # noqa: E731
+    return [
+        {"name": "a", "sleep": jitter(1.0)},
+        {"name": "b", "sleep": jitter(0.6)},
+        {"name": "c", "kind": "py", "sleep": jitter(0.4)},
+        {"name": "d", "sleep": jitter(0.8), "after": ["a"]},
+        {"name": "e", "sleep": jitter(parallel_long), "after": ["b", "c"]},
+        {"name": "f", "sleep": jitter(0.5), "after": ["d", "e"]},
+    ]
+
+
+def manual_head(lease: float = 60, parallel: int = 1, extra: str = "") -> str:
+    return (f"[schedule]\nauto_recover = false\n[run]\nmax_parallel = {parallel}\n"
+            f"[redis]\nlock_lease_seconds = {lease}\n[calendar]\nexpiry_warning_days = 0\n{extra}")
+
+
+def check_completed_finished(out: Outcome, ws: Workspace, client: redis.Redis, when: str) -> None:
+    """No task recorded completed without an execution that ended in the ledger."""
+    ended = {e.task for e in ws.executions() if e.completed and e.session == DAY}
+    states = task_states(client)
+    wrong = sorted(t for t, s in states.items() if s == "completed" and t not in ended)
+    out.check(not wrong, "no task recorded done that did not finish",
+              f"{when}: recorded completed {wrong} but the ledger has no end line for them; states {states}")
+
+
+def check_done_means_completed(out: Outcome, ws: Workspace, client: redis.Redis, names: list[str]) -> None:
+    if not is_done(client):
+        return
+    states = task_states(client)
+    ended = {e.task for e in ws.executions() if e.completed and e.session == DAY}
+    bad = sorted(n for n in names if states.get(n) != "completed" or n not in ended)
+    out.check(not bad, "sessions done with a task not completed",
+              f"session done but {bad}: states {states}, ledger ends {sorted(ended)}")
+
+
+class Watcher:
+    """Watches process groups from a background thread: when was each last seen alive (any member)?
+
+    An execution whose process was killed has no end line; its end is the last moment its group
+    was seen alive, which is what the overlap with a later execution is judged on.
+    """
+
+    def __init__(self, pgids: set[int], interval: float = 0.05):
+        self.pgids = set(pgids) - {os.getpgid(0)}
+        self.last_seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._look()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _look(self) -> None:
+        now = time.time()
+        for pid in ledger.processes(None, pgids=self.pgids):
+            with contextlib.suppress(OSError):
+                self.last_seen[os.getpgid(pid)] = now
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self._look()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._look()
+
+    def ended(self, execs: list[ledger.Execution], since: float) -> list[ledger.Execution]:
+        """`execs` with each open execution of these groups ended when its group was last seen alive
+        (or at `since`, when the watch began, if it was never seen)."""
+        out = []
+        for e in execs:
+            if e.end is None and e.pgid in self.pgids:
+                e = dataclasses.replace(e, end=self.last_seen.get(e.pgid, since))
+            out.append(e)
+        return out
+
+
+def cleanup_leftovers(ws: Workspace, pgids: set[int] = frozenset()) -> dict[int, str]:
+    left = ws.leftovers(pgids)
+    ledger.kill_all(left)
+    return left
+
+
+# --- the trials ------------------------------------------------------------------------------
+
+
+def trial_overlap(h: Harness, out: Outcome, rng: random.Random) -> None:
+    """20 cron `run`s started together at a window tick: each task once, the session done, every exit 0."""
+    runs = 12 if h.quick else 20
+    server = h.shared()
+    ws = h.workspace(out.trial, out.index, server.url)
+    tasks = [{"name": "a", "sleep": 0.2}, {"name": "b", "kind": "py", "sleep": 0.2},
+             {"name": "c", "sleep": 0.1, "after": ["a", "b"]}]
+    ws.write_config("[schedule]\nauto_recover = false\n[calendar]\nexpiry_warning_days = 0\n", tasks)
+    procs = [ws.spawn("run", "--now", TICK) for _ in range(runs)]
+    results = [p.wait(120) for p in procs]
+    execs = ws.executions()
+    with server.client() as c:
+        for name in ("a", "b", "c"):
+            mine = [e for e in execs if e.task == name]
+            out.check(len(mine) <= 1, "duplicate executions",
+                      f"task {name} ran {len(mine)} times: " + "; ".join(e.describe() for e in mine))
+        out.check(is_done(c), "sessions left not done", lambda: f"{DAY} states {task_states(c)}")
+    bad = [r for r in results if r.code != 0]
+    out.check(not bad, "exit codes other than 0", "; ".join(map(str, bad[:3])))
+    out.figure("max executions of one task", max([sum(e.task == n for e in execs) for n in "abc"], default=0))
+    out.figure("slowest run (s)", max(r.seconds for r in results))
+    cleanup_leftovers(ws)
+
+
+def trial_mixed(h: Harness, out: Outcome, rng: random.Random) -> None:
+    """`run` (cron, catching up), `recover` and `run --date D --force` together on the same sessions."""
+    server = h.shared()
+    ws = h.workspace(out.trial, out.index, server.url)
+    tasks = [{"name": "a", "sleep": 0.3}, {"name": "b", "kind": "py", "sleep": 0.2, "after": ["a"]},
+             {"name": "c", "sleep": 0.2}]
+    ws.write_config("[schedule]\nlookback_sessions = 3\n[calendar]\nexpiry_warning_days = 0\n", tasks)
+    commands = [("run", "--now", AFTER), ("recover", "--now", AFTER), ("run", "--date", DAY, "--force", "--now", AFTER),
+                ("run", "--now", AFTER), ("recover", "--now", AFTER)]
+    rng.shuffle(commands)
+    procs = [ws.spawn(*args) for args in commands]
+    results = [p.wait(120) for p in procs]
+    execs = ws.executions()
+    horizon = time.time()
+    same = ledger.overlapping(execs, same_task=True, horizon=horizon)
+    out.check(not same, "overlapping executions of one task",
+              "; ".join(f"{a.describe()} || {b.describe()}" for a, b in same[:3]))
+    cross = ledger.overlapping(execs, same_task=False, horizon=horizon)
+    out.check(not cross, "executions of two runs overlapping",
+              "; ".join(f"{a.describe()} || {b.describe()}" for a, b in cross[:3]))
+    allowed = {"run": {0}, "recover": {0, 75}}
+    bad = [r for r in results if r.code not in ({0, 75} if "--date" in r.args else allowed[r.args[0]])
+           or traceback_in(r.stderr)]
+    out.check(not bad, "exit codes other than 0 (75 for a manual run that found the lock taken)",
+              "; ".join(map(str, bad[:3])))
+    # Liveness: one more recover finishes whatever the busy ones left.
+    final = ws.run("recover", "--now", AFTER)
+    with server.client() as c:
+        sessions = ["2026-11-23", "2026-11-24", DAY]
+        left = [d for d in sessions if not is_done(c, d)]
+        out.check(not left and final.code == 0, "sessions left not done", f"{left} after a final recover: {final}")
+    out.figure("runs that found the lock taken (exit 75)", sum(r.code == 75 for r in results))
+    cleanup_leftovers(ws)
+
+
+def trial_crash(h: Harness, out: Outcome, rng: random.Random) -> None:
+    """SIGKILL of the runner at a random moment of a 6-task cycle (max_parallel 3), then `run` until done."""
+    server = h.shared()
+    ws = h.workspace(out.trial, out.index, server.url)
+    # e (the long branch) outlasts the lease, so a re-run can start while an orphaned e still runs.
+    long = 3.0 if h.quick else 5.0
+    tasks = standard_tasks(parallel_long=long, rng=rng)
+    ws.write_config(manual_head(lease=2, parallel=3), tasks)
+    args = ("run", "--date", DAY, "--now", AFTER)
+    runner = ws.spawn(*args)
+    delay = rng.uniform(0.2, long + 1.5)
+    time.sleep(delay)
+    if runner.poll() is not None:
+        out.figure("runs that ended before the kill", 1)
+    runner.popen.send_signal(signal.SIGKILL)
+    runner.wait(30)
+    killed_at = time.time()
+    with server.client() as c:
+        at_kill = task_states(c)
+        completed_at_kill = {t for t, s in at_kill.items() if s == "completed"}
+        first_execs = [e for e in ws.executions() if e.start <= killed_at]
+        pgids = {e.pgid for e in first_execs if e.pgid and e.pgid != os.getpgid(0)}
+        watch = Watcher(pgids)
+        outlived = {pid: cmd for pid, cmd in ws.leftovers(pgids).items()}
+        out.figure("task processes alive after the runner died", len(outlived))
+        check_completed_finished(out, ws, c, "right after the kill")
+        results = run_until_done(ws, c, out, args)
+        watch.stop()
+        execs = watch.ended(ws.executions(), killed_at)
+        again = [e for e in execs if e.start > killed_at and e.task in completed_at_kill]
+        out.check(not again, "completed tasks executed again",
+                  lambda: f"recorded completed at the kill ({sorted(completed_at_kill)}), started again: "
+                          + "; ".join(e.describe() for e in again))
+        check_done_means_completed(out, ws, c, [t["name"] for t in tasks])
+        check_completed_finished(out, ws, c, "at the end")
+        horizon = time.time()
+        overlap = [(a, b) for a, b in ledger.overlapping(execs, same_task=True, horizon=horizon)
+                   if a.start <= killed_at < b.start]
+        out.check(not overlap, "task processes that outlived the runner and overlapped their re-run",
+                  lambda: "; ".join(f"{a.describe()} (its group last seen alive then) still running when re-run "
+                                    f"{b.describe()}" for a, b in overlap[:3])
+                  + f"; killed at {killed_at:.3f}; alive right after the kill: {outlived}")
+    out.figure("seconds from kill to done", sum(r.seconds for r in results))
+    cleanup_leftovers(ws, pgids)
+
+
+def trial_pause(h: Harness, out: Outcome, rng: random.Random) -> None:
+    """SIGSTOP the lock holder (and its tasks, as a paused VM) past its lease; another runner finishes; SIGCONT:
+    its later writes are refused, its tasks are stopped, the final state is the second runner's."""
+    lease = 2 if h.quick else 3
+    server = h.shared()
+    ws = h.workspace(out.trial, out.index, server.url)
+    # Every other trial, the task running at the pause ignores SIGTERM: stopping it takes more than asking.
+    tasks = [{"name": "a", "sleep": 0.3}, {"name": "b", "sleep": rng.uniform(lease - 0.5, lease + 1), "after": ["a"],
+                                           "ignore_term": out.index % 2 == 1},
+             {"name": "p", "kind": "py", "sleep": 0.3, "after": ["a"]},
+             {"name": "c", "sleep": 0.3, "after": ["b", "p"]}]
+    ws.write_config(manual_head(lease=lease, parallel=2), tasks)
+    args = ("run", "--date", DAY, "--now", AFTER)
+    first = ws.spawn(*args)
+    if not wait_until(started(ws, "b"), 30):
+        out.check(False, "trial setup", f"task b never started: {first.wait(5)}")
+        return
+    time.sleep(rng.uniform(0, 0.5))
+    frozen = [first.pid] + ledger.descendants(first.pid)
+    for pid in frozen:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGSTOP)
+    time.sleep(lease + 1.0)
+    with server.client() as c:
+        run_until_done(ws, c, out, args, timeout=60)
+        before = snapshot(c)
+        second_run = document(c).get("run_id")
+        continued_at = time.time()
+        for pid in frozen:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGCONT)
+        result = first.wait(60)
+        exited_at = time.time()
+        after = snapshot(c)
+        out.check(before == after, "later writes of the paused runner refused", lambda: diff(before, after))
+        out.check(result.code == 75, "the paused runner exits 75", str(result))
+        mine = {e.run for e in ws.executions() if e.start < continued_at - lease}
+        late = [e for e in ws.executions() if e.start > continued_at and e.run in mine]
+        out.check(not late, "the paused runner starts no task after it lost the lock",
+                  "; ".join(e.describe() for e in late))
+        left = ledger.processes(None, pids=set(frozen[1:]))
+        out.check(not left, "the paused runner's tasks are stopped",
+                  f"alive after it exited: {left}")
+        doc = document(c)
+        final = task_states(c)
+        out.check(doc.get("run_id") == second_run and is_done(c) and
+                  all(final.get(t["name"]) == "completed" for t in tasks),
+                  "the final state is the second runner's",
+                  f"run_id {doc.get('run_id')} (second runner {second_run}), states {final}")
+    out.figure("seconds for the paused runner to exit after SIGCONT", round(exited_at - continued_at, 2))
+    ledger.kill_all(left)
+    cleanup_leftovers(ws)
+
+
+def trial_unreachable(h: Harness, out: Outcome, rng: random.Random) -> None:
+    """Redis unreachable at start: exit 75 at once, nothing run; for a cron tick and a manual run."""
+    ws = h.workspace(out.trial, out.index, dead_url())
+    ws.write_config(manual_head(), standard_tasks())
+    for args in (("run", "--now", TICK), ("run", "--date", DAY, "--now", AFTER), ("recover", "--now", AFTER)):
+        result = ws.run(*args, timeout=60)
+        out.check(result.code == 75, "exit 75", str(result))
+        out.check(len(result.stderr.strip().splitlines()) == 1 and not traceback_in(result.stderr),
+                  "one line on stderr", str(result))
+        out.figure("slowest exit (s)", max(out.figures.get("slowest exit (s)", 0), result.seconds))
+    out.check(not ws.executions(), "nothing run", "; ".join(e.describe() for e in ws.executions()))
+
+
+def trial_silent(h: Harness, out: Outcome, rng: random.Random) -> None:
+    """A server that accepts connections and never answers: exit 75 within 10 s, nothing run."""
+    silent = SilentServer()
+    try:
+        ws = h.workspace(out.trial, out.index, silent.url)
+        ws.write_config(manual_head(), standard_tasks())
+        commands = [("run", "--now", TICK), ("run", "--date", DAY, "--now", AFTER)]
+        for args in commands[out.index % 2:][:1] if h.quick else commands:
+            result = ws.run(*args, timeout=60)
+            out.check(result.code == 75 and result.seconds <= 10, "exit 75 within 10 s", str(result))
+            out.check(len(result.stderr.strip().splitlines()) == 1 and not traceback_in(result.stderr),
+                      "one line on stderr", str(result))
+            out.figure("slowest exit (s)", max(out.figures.get("slowest exit (s)", 0), result.seconds))
+        out.check(not ws.executions(), "nothing run", "; ".join(e.describe() for e in ws.executions()))
+    finally:
+        silent.close()
+
+
+def _restart(persist: bool):
+    def trial(h: Harness, out: Outcome, rng: random.Random) -> None:
+        """Redis killed (SIGKILL) and restarted mid-cycle: nothing recorded done that did not finish; the
+        faulted run exits 0 or 75; the next run completes the session."""
+        server = h.server(persist=persist)
+        ws = h.workspace(out.trial, out.index, server.url)
+        tasks = standard_tasks(rng=rng)
+        ws.write_config(manual_head(lease=3, parallel=3), tasks)
+        args = ("run", "--date", DAY, "--now", AFTER)
+        runner = ws.spawn(*args)
+        time.sleep(rng.uniform(0.3, 3.0))
+        server.kill()
+        time.sleep(rng.uniform(0.2, 4.0))
+        server.start()
+        result = runner.wait(90)
+        out.check(result.code in (0, 75) and not traceback_in(result.stderr),
+                  "the faulted run exits 0 or 75", str(result))
+        with server.client() as c:
+            check_completed_finished(out, ws, c, "after the faulted run")
+            check_done_means_completed(out, ws, c, [t["name"] for t in tasks])
+            pgids = {e.pgid for e in ws.executions() if e.pgid}
+            left = ws.leftovers(pgids)
+            out.check(not left, "no task process outlives its runner", f"alive after exit {result.code}: {left}")
+            ledger.kill_all(left)
+            results = run_until_done(ws, c, out, args)
+            check_done_means_completed(out, ws, c, [t["name"] for t in tasks])
+            check_completed_finished(out, ws, c, "at the end")
+        out.figure("seconds from the fault to done", result.seconds + sum(r.seconds for r in results))
+        cleanup_leftovers(ws)
+        server.stop()
+    return trial
+
+
+REFUSALS = {
+    # How a real redis-server is made to refuse writes, and how it is set right again.
+    "READONLY": ([("REPLICAOF", "127.0.0.1", "1")], [("REPLICAOF", "NO", "ONE")]),
+    "NOREPLICAS": ([("CONFIG", "SET", "min-replicas-to-write", "1")],
+                   [("CONFIG", "SET", "min-replicas-to-write", "0")]),
+    "OOM": ([("CONFIG", "SET", "maxmemory-policy", "noeviction"), ("CONFIG", "SET", "maxmemory", "1")],
+            [("CONFIG", "SET", "maxmemory", "0")]),
+}
+
+
+def _refuse(client: redis.Redis, kind: str, on: bool) -> None:
+    for command in REFUSALS[kind][0 if on else 1]:
+        client.execute_command(*command)
+
+
+def _refused(at_start: bool):
+    def trial(h: Harness, out: Outcome, rng: random.Random) -> None:
+        """Redis refusing writes (READONLY, NOREPLICAS, OOM in turn) mid-cycle or at the start: exit 75 with
+        one line, nothing recorded done that did not finish, and resumable once Redis accepts writes again."""
+        kind = list(REFUSALS)[out.index % len(REFUSALS)]
+        server = h.server()
+        ws = h.workspace(out.trial, out.index, server.url)
+        tasks = standard_tasks(rng=rng)
+        ws.write_config(manual_head(lease=3, parallel=3), tasks)
+        args = ("run", "--date", DAY, "--now", AFTER)
+        with server.client() as c:
+            if at_start:
+                _refuse(c, kind, True)
+                result = ws.run(*args)
+            else:
+                runner = ws.spawn(*args)
+                wait_until(started(ws), 20)
+                time.sleep(rng.uniform(0, 2.5))
+                _refuse(c, kind, True)
+                result = runner.wait(90)
+            out.check(result.code == 75, f"exit 75 ({kind})", str(result))
+            out.check(len(result.stderr.strip().splitlines()) == 1 and not traceback_in(result.stderr),
+                      f"one line on stderr ({kind})", str(result))
+            if at_start:
+                out.check(not ws.executions(), "nothing run", "; ".join(e.describe() for e in ws.executions()))
+            pgids = {e.pgid for e in ws.executions() if e.pgid}
+            left = ws.leftovers(pgids)
+            out.check(not left, "no task process outlives its runner", f"alive after exit {result.code}: {left}")
+            ledger.kill_all(left)
+            _refuse(c, kind, False)
+            check_completed_finished(out, ws, c, f"after {kind}")
+            run_until_done(ws, c, out, args)
+            check_done_means_completed(out, ws, c, [t["name"] for t in tasks])
+        out.figure("seconds to exit after the fault", result.seconds)
+        cleanup_leftovers(ws)
+        server.stop()
+    return trial
+
+
+def trial_window_down(h: Harness, out: Outcome, rng: random.Random) -> None:
+    """Redis down for the whole window (every tick exits 75, nothing run); back up during the next
+    day's market hours (nothing run: catch-up waits for the close); the first tick with the market
+    closed catches the session up."""
+    server = h.shared()
+    ws = h.workspace(out.trial, out.index, server.url)
+    tasks = [{"name": "a", "sleep": 0.1}, {"name": "b", "kind": "py", "sleep": 0.1, "after": ["a"]}]
+    ws.write_config("[schedule]\nlookback_sessions = 3\n[calendar]\nexpiry_warning_days = 0\n", tasks)
+    down = dead_url()
+    for minute in range(0, 35, 5):
+        result = ws.run("run", "--now", f"{DAY}T17:{minute:02d}", TRADEUL_MAINT_REDIS_URL=down)
+        out.check(result.code == 75, "every tick while Redis is down exits 75", str(result))
+    out.check(not ws.executions(), "nothing run while Redis is down", str(ws.executions()))
+    open_tick = ws.run("run", "--now", "2026-11-27T10:00")  # Friday (early close 13:00), market open
+    out.check(open_tick.code == 0 and not ws.executions(), "no catch-up while the market is open",
+              f"{open_tick}; ledger {[e.describe() for e in ws.executions()]}")
+    closed_tick = ws.run("run", "--now", "2026-11-27T13:05")  # the first tick after the early close
+    with server.client() as c:
+        out.check(closed_tick.code == 0 and is_done(c, DAY), "caught up by the first run after Redis returns "
+                  "with the market closed", lambda: f"{closed_tick}; states {task_states(c, DAY)}")
+    runs = [e for e in ws.executions() if e.session == DAY]
+    out.check(sorted(e.task for e in runs) == ["a", "b"], "each task of the missed session run once",
+              "; ".join(e.describe() for e in runs))
+    out.figure("hours from window end to catch-up", (dt.datetime(2026, 11, 27, 13, 5) -
+                                                     dt.datetime(2026, 11, 25, 17, 30)).total_seconds() / 3600)
+
+
+def _signal_trial(sig: signal.Signals):
+    def trial(h: Harness, out: Outcome, rng: random.Random) -> None:
+        """A signal at a random moment of a cycle whose tasks spawn grandchildren (every other trial
+        ignoring SIGTERM): no process of a task's group survives the runner, the lock is released,
+        the exit code is 128 + the signal, the stop is recorded."""
+        server = h.shared()
+        ws = h.workspace(out.trial, out.index, server.url)
+        ignore = out.index % 2 == 1
+        tasks = [{"name": "a", "sleep": 0.3},
+                 {"name": "b", "sleep": 20, "children": 2, "ignore_term": ignore},
+                 {"name": "c", "kind": "py", "sleep": rng.uniform(0.2, 1.5), "after": ["a"]},
+                 {"name": "d", "sleep": 0.2, "after": ["b"]}]
+        ws.write_config(manual_head(lease=10, parallel=2), tasks)
+        runner = ws.spawn("run", "--date", DAY, "--now", AFTER)
+        early = rng.random() < 0.2
+        if early:  # sometimes while the runner is still starting or planning
+            time.sleep(rng.uniform(0.05, 0.6))
+        else:
+            wait_until(started(ws, "b"), 30)
+            time.sleep(rng.uniform(0, 1.5))
+        signalled = time.time()
+        runner.popen.send_signal(sig)
+        result = runner.wait(120)
+        exited_at = time.time()
+        execs = ws.executions()
+        pgids = {e.pgid for e in execs if e.pgid and e.pgid != os.getpgid(0)}
+        # A moment for the kernel to finish reaping what the runner killed just before it exited.
+        wait_until(lambda: not ws.leftovers(pgids), 0.5)
+        left = ws.leftovers(pgids)
+        began = [e for e in execs if e.start <= signalled]
+        expected = SIGNAL_EXIT[sig]
+        # Killed by the signal before its handler existed (interpreter start-up) is what a shell reports
+        # as 128 + signal too; acceptable only when nothing had started.
+        ok_code = result.code == expected or (result.code == -sig and not began)
+        out.check(ok_code, f"exit {expected}", lambda: f"{result}; tasks started before the signal: "
+                  + "; ".join(e.describe() for e in began))
+        out.check(not left, "no process of a task's group survives the runner",
+                  lambda: f"{len(left)} alive after exit {result.code}: " + "; ".join(
+                      f"pid {p}: {c[-90:]}" for p, c in list(left.items())[:4]) + f" (ignore TERM: {ignore})")
+        with server.client() as c:
+            out.check(lock_value(c) is None, "the lock is released", f"lock still {lock_value(c)} after {result}")
+            doc = document(c)
+            if began:
+                interrupted = doc.get("interrupted") == sig.name
+                states = task_states(c)
+                out.check(interrupted and "in_progress" not in states.values() and states.get("b") != "completed",
+                          "the stop is recorded (interrupted, no task left in progress)",
+                          f"interrupted = {doc.get('interrupted')!r}, states {states}")
+        out.figure("seconds from signal to exit", round(exited_at - signalled, 2))
+        out.figure("processes left", len(left))
+        ledger.kill_all(left)
+        cleanup_leftovers(ws, pgids)
+    return trial
+
+
+def trial_log_rotation(h: Harness, out: Outcome, rng: random.Random, writers: int = 6, lines: int = 250) -> None:
+    """6 runs at once (each on its own key prefix) writing to one log directory with a 1 KB rotation:
+    no entry lost, none torn."""
+    server = h.shared()
+    ws = h.workspace(out.trial, out.index, server.url)
+    procs = []
+    for w in range(writers):
+        config = ws.root / f"writer{w}.toml"
+        tasks = [{"name": "logger", "kind": "py", "params": {"log_lines": lines, "writer": f"w{w}"}},
+                 {"name": "after", "sleep": 0, "after": ["logger"]}]
+        config.write_text(f"[redis]\nkey_prefix = \"w{w}\"\n[logging]\nrotation = \"1 KB\"\nretention = 100000\n"
+                          "[calendar]\nexpiry_warning_days = 0\n" + "".join(ws.task_toml(t) for t in tasks))
+        procs.append(ws.spawn("run", "--date", DAY, "--now", AFTER, TRADEUL_MAINT_CONFIG=str(config)))
+    results = [p.wait(120) for p in procs]
+    bad = [r for r in results if r.code != 0]
+    out.check(not bad, "every writer exits 0", "; ".join(map(str, bad[:3])))
+    seen: dict[tuple[str, int], int] = {}
+    torn = []
+    files = [p for p in ws.log_dir.iterdir() if p.name.startswith("maintenance.log")]
+    for path in files:
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            torn.append(f"{path.name} does not end with a newline: ...{data[-80:]!r}")
+        for line in data.decode(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                torn.append(f"{path.name}: {line[:120]!r}")
+                continue
+            if entry.get("event") == "ledger_log_line":
+                key = (entry["writer"], entry["seq"])
+                seen[key] = seen.get(key, 0) + 1
+    missing = [(f"w{w}", i) for w in range(writers) for i in range(lines) if (f"w{w}", i) not in seen]
+    dup = [k for k, n in seen.items() if n > 1]
+    out.check(not torn, "lines torn", "; ".join(torn[:3]))
+    out.check(not missing and not dup, "lines lost", f"{len(missing)} missing (e.g. {missing[:3]}), "
+              f"{len(dup)} duplicated (e.g. {dup[:3]})")
+    out.figure("log files after rotation", len(files))
+    out.figure("entries checked", len(seen))
+
+
+def trial_log_full(h: Harness, out: Outcome, rng: random.Random) -> None:
+    """The log directory on a full filesystem (a small tmpfs): no torn line, at most one warning line on
+    stderr per run, the runs complete with their state intact."""
+    server = h.shared()
+    ws = h.workspace(out.trial, out.index, server.url)
+    ws.log_dir.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k,mode=0755", "tmpfs", str(ws.log_dir)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        out.skipped = f"cannot mount a tmpfs: {mounted.stderr.strip() or mounted.returncode}"
+        return
+    h.on_exit(lambda: subprocess.run(["umount", "-l", str(ws.log_dir)], capture_output=True))
+    try:
+        filler = ws.log_dir / "filler"
+        free = shutil.disk_usage(ws.log_dir).free
+        filler.write_bytes(b"x" * max(0, free - rng.randint(2, 12) * 1024))
+        tasks = [{"name": "logger", "kind": "py", "params": {"log_lines": 200, "writer": "w"}},
+                 {"name": "tail", "sleep": 0, "after": ["logger"]}]
+        ws.write_config("[logging]\nrotation = \"16 KB\"\nretention = 3\n[calendar]\nexpiry_warning_days = 0\n",
+                        tasks)
+        days = ["2026-11-23", "2026-11-24", DAY]
+        results = []
+        for day in days:
+            results.append(ws.run("run", "--date", day, "--now", AFTER))
+            if day == days[1]:
+                filler.unlink()  # space again: a line cut short before would now be glued to the next
+        with server.client() as c:
+            for day, result in zip(days, results):
+                out.check(result.code == 0 and is_done(c, day), "the run completes with its state intact",
+                          str(result))
+                warnings = [l for l in result.stderr.splitlines() if l.strip()]
+                out.check(len(warnings) <= 1 and not traceback_in(result.stderr),
+                          "at most one warning line on stderr per run",
+                          f"{len(warnings)} lines, e.g. {warnings[:3]} ({result.args})")
+        torn = []
+        for path in ws.log_dir.iterdir():
+            if not path.name.startswith("maintenance"):
+                continue
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                torn.append(f"{path.name} ends mid-line: ...{data[-60:]!r}")
+            for line in data.decode(errors="replace").splitlines():
+                try:
+                    json.loads(line)
+                except ValueError:
+                    torn.append(f"{path.name}: {line[:100]!r}...{line[-60:]!r}")
+        out.check(not torn, "lines torn", "; ".join(torn[:3]))
+        out.figure("stderr lines of the worst run", max(len(r.stderr.splitlines()) for r in results))
+    finally:
+        subprocess.run(["umount", "-l", str(ws.log_dir)], capture_output=True)
+
+
+@dataclass(frozen=True)
+class TrialKind:
+    name: str
+    run: Callable[[Harness, Outcome, random.Random], None]
+    default_trials: int
+    title: str
+
+
+TRIALS = [
+    TrialKind("overlap", trial_overlap, 50, "Overlap: 20 cron runs at a window tick"),
+    TrialKind("mixed", trial_mixed, 20, "Mixed overlap: run, recover, run --date --force"),
+    TrialKind("crash", trial_crash, 50, "Crash: SIGKILL of the runner mid-cycle, then run until done"),
+    TrialKind("pause", trial_pause, 20, "Pause past the lease: SIGSTOP, another runner, SIGCONT"),
+    TrialKind("redis-unreachable", trial_unreachable, 10, "Redis unreachable at start"),
+    TrialKind("redis-silent", trial_silent, 10, "Redis that accepts and never answers"),
+    TrialKind("redis-restart", _restart(False), 20, "Redis killed and restarted mid-cycle, no persistence"),
+    TrialKind("redis-restart-aof", _restart(True), 20, "Redis killed and restarted mid-cycle, AOF"),
+    TrialKind("redis-refuses-start", _refused(True), 9, "READONLY / NOREPLICAS / OOM at the start"),
+    TrialKind("redis-refuses-mid", _refused(False), 21, "READONLY / NOREPLICAS / OOM mid-cycle"),
+    TrialKind("redis-down-window", trial_window_down, 5, "Redis down for a whole window"),
+    TrialKind("signals-term", _signal_trial(signal.SIGTERM), 30, "SIGTERM at a random moment"),
+    TrialKind("signals-int", _signal_trial(signal.SIGINT), 30, "SIGINT at a random moment"),
+    TrialKind("signals-hup", _signal_trial(signal.SIGHUP), 30, "SIGHUP at a random moment"),
+    TrialKind("logs-rotation", trial_log_rotation, 10, "Logs: 6 writers, 1 KB rotation"),
+    TrialKind("logs-full", trial_log_full, 10, "Logs: full log filesystem (tmpfs)"),
+]
+BY_NAME = {t.name: t for t in TRIALS}
+
+
+def run_trial(h: Harness, name: str, index: int, seed: int = 0) -> Outcome:
+    """One trial of kind `name`; its random choices are reproducible from (seed, name, index)."""
+    kind = BY_NAME[name]
+    out = Outcome(name, index)
+    rng = random.Random(f"{seed}:{name}:{index}")
+    try:
+        kind.run(h, out, rng)
+    except Exception as exc:  # a trial that could not even be judged is a violation, with its cause
+        import traceback
+
+        out.check(False, "trial completed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-700:]}")
+    return out
+
+
+@dataclass
+class Row:
+    kind: TrialKind
+    outcomes: list[Outcome]
+
+    @property
+    def violations(self) -> list[Violation]:
+        return [v for o in self.outcomes for v in o.violations]
+
+    def worst(self) -> str:
+        figures: dict[str, float] = {}
+        for o in self.outcomes:
+            for k, v in o.figures.items():
+                figures[k] = max(figures.get(k, v), v)
+        return "; ".join(f"{k} {v:g}" if isinstance(v, int) or float(v).is_integer() else f"{k} {v:.2f}"
+                         for k, v in figures.items())
+
+    def render(self) -> str:
+        skipped = [o.skipped for o in self.outcomes if o.skipped]
+        if skipped and len(skipped) == len(self.outcomes):
+            return f"| {self.kind.title} | 0 | skipped: {skipped[0]} | |"
+        counts: dict[str, int] = {}
+        for v in self.violations:
+            counts[v.invariant] = counts.get(v.invariant, 0) + 1
+        broken = ", ".join(f"{k}: {n}" for k, n in counts.items()) or "0"
+        return f"| {self.kind.title} | {len(self.outcomes) - len(skipped)} | {broken} | {self.worst()} |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, help="trials of each kind (default: each kind's own count)")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help=f"only this kind, or kinds starting with it (repeatable): {', '.join(BY_NAME)}")
+    parser.add_argument("--index", type=int, action="append", default=[], metavar="I",
+                        help="only trial number I of each kind (repeatable): reproduces a violation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--details", type=int, default=3, help="violations shown per kind (default 3)")
+    parser.add_argument("--keep", type=Path, help="keep the trials' directories here")
+    args = parser.parse_args(argv)
+    kinds = [k for k in TRIALS if not args.only or any(k.name.startswith(o) for o in args.only)]
+    if not kinds:
+        parser.error(f"no trial named {args.only}: {', '.join(BY_NAME)}")
+    h = Harness(args.keep)
+    rows: list[Row] = []
+    timings: list[str] = []
+    try:
+        for kind in kinds:
+            n = args.trials or kind.default_trials
+            began = time.monotonic()
+            outcomes = []
+            for i in args.index or range(n):
+                outcomes.append(run_trial(h, kind.name, i, args.seed))
+                print(f"  {kind.name} #{i}: {len(outcomes[-1].violations)} violation(s)", file=sys.stderr, flush=True)
+            rows.append(Row(kind, outcomes))
+            timings.append(f"{kind.name} {time.monotonic() - began:.0f}s")
+    finally:
+        h.close()
+    print("| trial | trials run | invariant violations | worst figure seen |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(row.render())
+    print(f"\ntime: {', '.join(timings)}")
+    bad = [row for row in rows if row.violations]
+    for row in bad:
+        print(f"\n{row.kind.name}: {len(row.violations)} violation(s); first {min(args.details, len(row.violations))}:")
+        for v in row.violations[:args.details]:
+            print(f"  {v}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
