@@ -105,6 +105,26 @@ class Group(TyperGroup):
         return [_no_bool_metavar(p) if p.name in ("install_completion", "show_completion") else p
                 for p in super().get_params(ctx)]
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Bad usage is one line on stderr and exit 2, like every other error (typer would draw a box).
+
+        click's errors (an unknown option, a value out of range) reach here raised, since the
+        command line runs in click's non-standalone mode; everything else keeps its behaviour.
+        """
+        argv = sys.argv[1:] if args is None else list(args)
+        if not standalone_mode or not argv:  # no arguments: the help, as typer shows it
+            return super().main(args, prog_name, complete_var, standalone_mode=standalone_mode, **extra)
+        try:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except Exception as exc:
+            if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
+                raise
+            where = getattr(getattr(exc, "ctx", None), "command_path", None)
+            hint = f" (see '{where} -h')" if where else ""
+            sys.stderr.write(f"tradeul-maint: {exc.format_message()}{hint}\n")
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         try:
             args = hoist(args, self._value_flags)

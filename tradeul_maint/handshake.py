@@ -83,7 +83,11 @@ def _failure(client, where: str, exc: BaseException) -> Exception:
         return ConfigError(f"Redis at {where}: a TLS file named in the URL does not hold what its option expects "
                            f"({reason(tls)}): check ssl_ca_certs, ssl_certfile and ssl_keyfile")
     refused = any(isinstance(e, (ConnectionRefusedError, socket.gaierror, FileNotFoundError)) for e in chain)
-    answer = None if refused else _plain_answer(pool)
+    # A plain server that accepted and then said nothing in time would say nothing to the probe
+    # either: asking costs another timeout that a cron job should not wait (exit 75 within seconds).
+    # Behind rediss:// silence is what a plain Redis does to a TLS handshake: ask it then.
+    silent = not uses_tls and any(isinstance(e, (redis.TimeoutError, TimeoutError)) for e in chain)
+    answer = None if refused or silent else _plain_answer(pool)
     if uses_tls and answer is not None and answer[:1] in _RESP_FIRST_BYTES:
         return ConfigError(f"Redis at {where} answers without TLS: use redis://, or the port where the server "
                            "speaks TLS")

@@ -123,7 +123,7 @@ class RunLock:
                     self._lose(f"Redis could not be reached for longer than the lease ({exc})")
                     return
                 # Keep trying while the lease lasts.
-                logger.bind(error=str(exc)).warning("lock_renewal_failed")
+                logger.bind(error=str(exc), console=False).warning("lock_renewal_failed")
 
     def _lose(self, why: str) -> None:
         if self.lost.is_set():
