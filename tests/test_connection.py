@@ -95,16 +95,18 @@ def test_bad_redis_urls_are_configuration_errors(project, url):
 
 @pytest.mark.slow
 def test_a_task_longer_than_the_lease_keeps_the_lock(project, r):
-    project.write_config("[redis]\nlock_lease_seconds = 1\n" + marker_tasks(project.root, ["a"], sleep=3))
+    # The task outlasts the lease many times over, so a loaded machine's slow process start cannot let it end
+    # before the second run asks for the lock.
+    project.write_config("[redis]\nlock_lease_seconds = 1\n" + marker_tasks(project.root, ["a"], sleep=8))
     runner = project.spawn("run", "--date", DAY)
-    deadline = time.monotonic() + 20
-    while not count_runs(project.root, "a", "started") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(2)  # twice the lease
-    assert r.get("maintenance:lock") is not None
-    busy = project.run("run", "--date", "2026-11-24")
-    assert busy.returncode == 75
-    out, err = runner.communicate(timeout=30)
+    try:
+        assert wait_for(lambda: count_runs(project.root, "a", "started"))
+        time.sleep(2)  # twice the lease
+        assert r.get("maintenance:lock") is not None
+        busy = project.run("run", "--date", "2026-11-24")
+        assert busy.returncode == 75, busy.stderr
+    finally:
+        out, err = runner.communicate(timeout=30)
     assert runner.returncode == 0, err
     assert r.get("maintenance:lock") is None
 
