@@ -203,13 +203,20 @@ def open_redis(url: str | None, state_dir: Path, *, password_file: Path | None =
             embedded.stop()
 
 
-def connect(url: str, password: str | None = None):
+def connect(url: str, password: str | None = None, cluster: bool | None = None):
     """A client for the URL that has answered: a cluster client when the server is a cluster node.
 
     The first command is INFO cluster rather than PING: one round trip that both proves the
     server answers and says whether it is a cluster (a user whose ACL forbids INFO gets PING).
+    When the caller knows already (`cluster`: the runner found out for its task processes),
+    there is no round trip: the client connects on its first command, if the task sends one.
     """
     client = client_for_url(url, password)
+    if cluster is not None and (not cluster or is_cluster(client)):  # known, and made as it should be
+        return client
+    if cluster:  # a node's redis:// URL, of a server known to be a cluster node
+        client.close()
+        return _cluster(redact(url), url=url, **({"password": password} if password is not None else {}))
     where = redact(url)
     try:
         if hello(client, where) and not is_cluster(client):

@@ -327,6 +327,7 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
 def _supervisor(ctx: Context, store: StateStore, lock) -> object:
     """Start this run's supervisor (supervisor.py), which owns every task process of the run."""
     from tradeul_maint import logs
+    from tradeul_maint.handshake import is_cluster
     from tradeul_maint.processes import TaskProcesses
 
     s = ctx.settings
@@ -338,7 +339,8 @@ def _supervisor(ctx: Context, store: StateStore, lock) -> object:
         "verbose": logs.installed.verbose,
         "quiet": logs.installed.quiet,
         "redis": {"unix_socket": socket_path} if socket_path else {
-            "url": s.redis.url, "password_file": str(s.redis.password_file) if s.redis.password_file else None},
+            "url": s.redis.url, "password_file": str(s.redis.password_file) if s.redis.password_file else None,
+            "cluster": is_cluster(store.client)},
         "lock": {"key": store.keys.lock, "token": lock.token, "lease_ms": int(s.redis.lock_lease_seconds * 1000)},
         "grace": s.run.stop_grace_seconds,
     })

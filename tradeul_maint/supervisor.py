@@ -43,7 +43,8 @@ import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 from tradeul_maint.settings import RunSettings
 
@@ -114,16 +115,17 @@ class Attempt:
 
 
 class Supervisor:
-    def __init__(self, conn: Connection, hello: dict[str, Any]):
+    def __init__(self, conn: Connection, hello: dict[str, Any], make_client: Callable[[], Any] | None):
         self.conn = conn
         self.hello = hello
+        self.make_client = make_client
         self.grace = float(hello.get("grace", STOP_GRACE))
         self.attempts: dict[str, Attempt] = {}
         self.selector = selectors.DefaultSelector()
         self.stopping: str | None = None  # set once everything is being stopped
         self.runner_gone = False
         self.bye = False
-        self._lease = LeaseWatch(hello.get("lock"), hello.get("redis"))
+        self._lease = LeaseWatch(hello.get("lock"), make_client)
         self._wakeup_r, self._wakeup_w = os.pipe()
         for fd in (self._wakeup_r, self._wakeup_w):
             os.set_blocking(fd, False)
@@ -222,7 +224,8 @@ class Supervisor:
         if pid == 0:  # the child: never returns
             os.close(out_r)
             os.close(res_r)
-            _child(message, self.hello, out_w, res_w, console, parent=os.getppid(), keep=(self.conn, self.selector))
+            _child(message, self.hello, self.make_client, out_w, res_w, console, parent=os.getppid(),
+                   keep=(self.conn, self.selector))
         for fd in (out_w, res_w, console):
             os.close(fd)
         attempt = Attempt(message["id"], message["task"], pid, out_r, res_r)
@@ -355,12 +358,12 @@ class Supervisor:
 class LeaseWatch:
     """Reads the run lock's remaining lease itself, so tasks stop before the lease ends whatever the runner does."""
 
-    def __init__(self, lock: dict[str, Any] | None, target: dict[str, Any] | None):
+    def __init__(self, lock: dict[str, Any] | None, make_client: Callable[[], Any] | None):
         self.lock = lock
         self.lease = (lock["lease_ms"] / 1000) if lock else 0.0
         self.next_check = time.monotonic() + (self.lease / 4 if lock else 3600.0)
         self.expires_at = time.monotonic() + self.lease  # at the latest; the runner just took or renewed it
-        self._client = task_redis(target) if lock and target else None
+        self._client = make_client() if lock and make_client else None
         self._script = self._client.register_script(LEASE_LEFT) if self._client else None
         self.trouble: str | None = None  # why no task may run now: the lease is in doubt or gone
         self.deadline = 0.0  # by when the tasks must be gone (monotonic)
@@ -430,8 +433,8 @@ def _drain(fd: int) -> None:
 # --- inside a task's process ---------------------------------------------------------------
 
 
-def _child(message: dict[str, Any], hello: dict[str, Any], out_w: int, res_w: int, console: int, parent: int,
-           keep: tuple) -> None:
+def _child(message: dict[str, Any], hello: dict[str, Any], make_client: Callable[[], Any] | None, out_w: int,
+           res_w: int, console: int, parent: int, keep: tuple) -> None:
     """The forked child: a session and group of its own, then exec the command or run the Python task."""
     code = 70
     try:
@@ -455,7 +458,7 @@ def _child(message: dict[str, Any], hello: dict[str, Any], out_w: int, res_w: in
             os.close(fd)
         if message["kind"] == "command":
             _exec_command(message, res_w)
-        code = _run_python(message, hello, res_w, console)
+        code = _run_python(message, hello, make_client, res_w, console)
     except BaseException:  # nothing may return into the supervisor's loop
         try:
             os.write(2, traceback.format_exc().encode(errors="replace"))
@@ -474,7 +477,8 @@ def _exec_command(message: dict[str, Any], res_w: int) -> None:
         os._exit(127)
 
 
-def _run_python(message: dict[str, Any], hello: dict[str, Any], res_w: int, console: int) -> int:
+def _run_python(message: dict[str, Any], hello: dict[str, Any], make_client: Callable[[], Any] | None, res_w: int,
+                console: int) -> int:
     """Run the task's callable with a context rebuilt here; the outcome goes to `res_w` as JSON."""
     from tradeul_maint import logs, tasks
 
@@ -493,7 +497,7 @@ def _run_python(message: dict[str, Any], hello: dict[str, Any], res_w: int, cons
     spec = message["spec"]
     log = logger.bind(date=message["date"], run_id=message["run_id"], task=spec.name)
     ctx = tasks.TaskContext(date=tasks.parse_day(message["date"]), task=spec.name, run_id=message["run_id"],
-                            redis=task_redis(hello.get("redis")), logger=log, params=dict(spec.params),
+                            redis=make_client() if make_client else None, logger=log, params=dict(spec.params),
                             key_prefix=settings.redis.key_prefix)
     try:
         outcome = tasks.run_python(spec, ctx, tuple(settings.python_paths))
@@ -511,17 +515,22 @@ def _run_python(message: dict[str, Any], hello: dict[str, Any], res_w: int, cons
     return 0
 
 
-def task_redis(target: dict[str, Any] | None):
-    """A client on the maintenance Redis, for a Python task or the lease watch: `{"url": ...}` or `{"unix_socket": ...}`."""
+def task_redis(target: dict[str, Any] | None) -> Callable[[], Any] | None:
+    """What makes a client on the maintenance Redis for a Python task or the lease watch, decided once.
+
+    `target` is `{"unix_socket": ...}` or `{"url": ..., "password_file": ..., "cluster": ...}`:
+    the password file is read here, once, and the runner said whether the server is a cluster,
+    so a task's process makes its client without a round trip.
+    """
     if not target:
         return None
     from tradeul_maint.connection import connect, read_password, socket_client
 
     if target.get("unix_socket"):
-        return socket_client(target["unix_socket"])
-    # connect: a cluster node's URL gives a cluster client; the password file is read here, as by the runner.
+        return partial(socket_client, target["unix_socket"])
     password_file = target.get("password_file")
-    return connect(target["url"], read_password(Path(password_file)) if password_file else None)
+    password = read_password(Path(password_file)) if password_file else None
+    return partial(connect, target["url"], password, target.get("cluster"))
 
 
 def main() -> None:
@@ -540,7 +549,7 @@ def main() -> None:
 
     configure_logging(hello["settings"], hello.get("verbose", False), hello.get("quiet", False),
                       files=bool(hello.get("log_dir")), directory=Path(hello["log_dir"]) if hello.get("log_dir") else None)
-    Supervisor(conn, hello).serve()
+    Supervisor(conn, hello, task_redis(hello.get("redis"))).serve()
 
 
 if __name__ == "__main__":
