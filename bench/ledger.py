@@ -24,13 +24,14 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-# A `command` task. argv: LEDGER TASK SESSION SLEEP [--ignore-term] [--children N] [--faults FILE] [--marker M]
-COMMAND_TASK = r'''
-import json, os, signal, subprocess, sys, time
+# What both tasks write with: one line per event, one `write` on an O_APPEND descriptor; and the
+# attempt number, counted from the ledger itself.
+LEDGER_WRITES = r'''
+import json, os, time
 
 def note(ledger, **fields):
-    fields.update(pid=os.getpid(), pgid=os.getpgid(0), ppid=os.getppid(), t=time.time(),
-                  run=os.environ.get("TRADEUL_MAINT_RUN_ID", ""))
+    fields.update(pid=os.getpid(), pgid=os.getpgid(0), ppid=os.getppid(), t=time.time())
+    fields.setdefault("run", os.environ.get("TRADEUL_MAINT_RUN_ID", ""))
     fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (json.dumps(fields, separators=(",", ":")) + "\n").encode())
@@ -44,6 +45,11 @@ def attempt(ledger, task, session):
                            and f'"session":"{session}"' in line)
     except FileNotFoundError:
         return 1
+'''
+
+# A `command` task. argv: LEDGER TASK SESSION SLEEP [--ignore-term] [--children N] [--faults FILE] [--marker M]
+COMMAND_TASK = LEDGER_WRITES + r'''
+import signal, subprocess, sys
 
 ledger, task, session, pause = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 opts = sys.argv[5:]
@@ -79,30 +85,12 @@ note(ledger, ev="end", task=task, session=session, attempt=n)
 '''
 
 # A `python` task: python = "ledger_pytask:task", params = {ledger, sleep, faults?, log_lines?}.
-PYTHON_TASK = r'''
-import json, os, time
-
-def _note(ledger, **fields):
-    fields.update(pid=os.getpid(), pgid=os.getpgid(0), ppid=os.getppid(), t=time.time())
-    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps(fields, separators=(",", ":")) + "\n").encode())
-    finally:
-        os.close(fd)
-
-def _attempt(ledger, task, session):
-    try:
-        with open(ledger) as f:
-            return 1 + sum(1 for line in f if '"ev":"start"' in line and f'"task":"{task}"' in line
-                           and f'"session":"{session}"' in line)
-    except FileNotFoundError:
-        return 1
-
+PYTHON_TASK = LEDGER_WRITES + r'''
 def task(ctx):
     p = ctx.params
     session, name, ledger = ctx.date.isoformat(), ctx.task, p["ledger"]
-    n = _attempt(ledger, name, session)
-    _note(ledger, ev="start", task=name, session=session, run=ctx.run_id, attempt=n)
+    n = attempt(ledger, name, session)
+    note(ledger, ev="start", task=name, session=session, run=ctx.run_id, attempt=n)
     for i in range(int(p.get("log_lines", 0))):
         ctx.logger.bind(writer=p.get("writer", name), seq=i, pad="x" * 40).info("ledger_log_line")
     left = float(p.get("sleep", 0))
@@ -114,9 +102,9 @@ def task(ctx):
         with open(p["faults"]) as f:
             fail = n in json.load(f).get(f"{session}/{name}", [])
     if fail:
-        _note(ledger, ev="fail", task=name, session=session, run=ctx.run_id, attempt=n)
+        note(ledger, ev="fail", task=name, session=session, run=ctx.run_id, attempt=n)
         return {"success": False, "error": f"failing on purpose (fault calendar, attempt {n})"}
-    _note(ledger, ev="end", task=name, session=session, run=ctx.run_id, attempt=n)
+    note(ledger, ev="end", task=name, session=session, run=ctx.run_id, attempt=n)
     return {"success": True}
 '''
 

@@ -10,9 +10,7 @@ key with its type, value and whether it has a TTL, dumped before and after.
 
 from __future__ import annotations
 
-import socket
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,7 +18,7 @@ from typing import Callable
 import pytest
 import redis
 
-from conftest import Project, start_redis
+from conftest import HttpErrorServer, Project, start_redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from faults import snapshot  # noqa: E402  (bench/faults.py: every key with its type, value and TTL presence)
@@ -231,40 +229,16 @@ CASES = [
 ]
 
 
-class HttpServer:
-    """A loopback endpoint that answers anything with an HTTP error, as a web server would."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                try:
-                    conn.recv(4096)
-                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                except OSError:
-                    pass
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     """For the URL cases: a redis-server that requires a password and one that does not (TCP ports),
     and an HTTP server."""
     auth, auth_url = start_redis(tmp_path_factory.mktemp("auth-redis"), "--requirepass", "right-password", tcp=True)
     open_, open_url = start_redis(tmp_path_factory.mktemp("open-redis"), tcp=True)
-    http = HttpServer()
+    http = HttpErrorServer()
     port = lambda url: url.rsplit(":", 1)[1].split("/")[0]  # noqa: E731
     yield {"auth_port": port(auth_url), "open_port": port(open_url), "http_port": http.port}
-    http.sock.close()
+    http.close()
     for proc in (auth, open_):
         proc.terminate()
         proc.wait(10)

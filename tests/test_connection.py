@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from conftest import count_runs, free_port, marker_tasks, processes_running, start_redis, wait_for
+from conftest import HttpErrorServer, count_runs, free_port, marker_tasks, processes_running, start_redis, wait_for
 from tradeul_maint.connection import redact
 from tradeul_maint.embedded import redis_server_binary
 
@@ -135,40 +135,11 @@ def test_redis_lost_mid_cycle_stops_the_tasks_and_exits_75(project, tmp_path, se
 # --- endpoints that are not Redis, and URLs that do not mean what they say --------------------
 
 
-class HttpLikeServer:
-    """A loopback server that answers anything with an HTTP status line and closes, as nginx does."""
-
-    def __init__(self):
-        import socket
-        import threading
-
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                try:
-                    conn.recv(1024)
-                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Length: 0\r\n"
-                                 b"Connection: close\r\n\r\n")
-                except OSError:
-                    pass
-
-    def close(self):
-        self.sock.close()
-
-
 @pytest.fixture(params=["stdlib", "nginx-like"])
 def http_port(request):
     """An HTTP server on loopback: Python's own, or one answering like nginx."""
     if request.param == "nginx-like":
-        server = HttpLikeServer()
+        server = HttpErrorServer()
         yield server.port
         server.close()
         return
