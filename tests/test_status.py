@@ -523,3 +523,17 @@ def test_a_failed_python_task_shows_the_last_line_of_its_traceback_and_all_of_it
     data = json.loads(project.cli("status", "--date", "2026-11-27", "--json", "--now", AFTER).stdout)
     trace = data["sessions"][0]["tasks"][0]["traceback"]
     assert "in check" in trace and trace.rstrip().endswith("ValueError: bad bar for AAPL")
+
+
+def test_a_failed_session_says_its_attempt_and_its_next_try_in_exchange_time(project, r):
+    """The table's note and the dry run give the attempt and the retry time as New York wall time
+    (17:10 here, 22:10 UTC), not a UTC instant; once the backoff has passed, no retry time."""
+    project.write_config(marker_tasks(project.root, ["a", "b"], fail=("b",)))
+    assert project.cli("run", "--now", "2026-11-30T17:05").exit_code == 1
+    status = project.cli("status", "--now", "2026-11-30T17:07")
+    note = rows(status.stdout)["2026-11-30"]
+    assert "failed, attempt 1 of 5, next try after 17:10" in note, status.stdout
+    dry = project.cli("run", "--dry-run", "--now", "2026-11-30T17:07")
+    assert "failed, attempt 1 of 5, next try after 17:10" in dry.stdout, dry.output
+    later = rows(project.cli("status", "--now", "2026-11-30T17:20").stdout)["2026-11-30"]
+    assert "failed" in later and "next try" not in later
