@@ -316,7 +316,7 @@ BAD_PARAMS = [
     ("redis.delete_keys", '{ patterns = ["a:*"], dryrun = true }', "params.dryrun: unknown parameter"),
     ("redis.delete_keys", "{ dry_run = true }", "needs params.patterns"),
     ("redis.delete_keys", "{ patterns = [] }", "params.patterns must be a non-empty list"),
-    ("redis.delete_keys", '{ patterns = ["a:*"], dry_run = "yes" }', "params.dry_run = 'yes': expected bool"),
+    ("redis.delete_keys", '{ patterns = ["a:*"], dry_run = "yes" }', "params.dry_run = 'yes': expected true or false"),
     ("redis.delete_keys", '{ patterns = ["a:*"], url = "http://app:secret@cache:6379" }',
      "params.url: Redis URL 'http://app:***@cache:6379': expected redis://"),
     ("redis.delete_keys", '{ patterns = ["a:*"], url = "redis://:pa/ss@cache:6379/0" }',

@@ -220,7 +220,7 @@ def test_a_configuration_that_does_not_load_is_exit_78_with_its_one_line(project
     result = project.cli("check", "--now", NOON)
     assert result.exit_code == 78
     assert result.stdout.splitlines()[1] == (f"✗ FAIL config: config error in {project.config}: [schedule] "
-                                             "window_minutes = 'thirty': expected int")
+                                             "window_minutes = 'thirty': expected an integer")
     as_json = project.cli("check", "--json")
     assert as_json.exit_code == 78 and json.loads(as_json.stdout)["ok"] is False
 

@@ -121,7 +121,7 @@ def test_an_unknown_key_in_a_task_names_the_task(project):
 
 @pytest.mark.parametrize("setting, message", [
     ("[run]\nslow_factor = 0.5\n", "[run] slow_factor = 0.5: must be at least 1"),
-    ("[run]\nslow_factor = 'twice'\n", "[run] slow_factor = 'twice': expected int or float"),
+    ("[run]\nslow_factor = 'twice'\n", "[run] slow_factor = 'twice': expected a number"),
     ("[schedule]\ndeadline_minutes = 0\n", "[schedule] deadline_minutes = 0: must be at least 1"),
 ])
 def test_trend_settings_are_checked(project, setting, message):

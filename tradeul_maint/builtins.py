@@ -24,6 +24,7 @@ from tradeul_maint.errors import ConfigError
 from tradeul_maint.handshake import is_cluster
 from tradeul_maint.keys import Keys
 from tradeul_maint.redisglob import can_match_key_starting_with
+from tradeul_maint.settings import check_type
 
 # Buckets examined per SCAN call: about a millisecond of server time each (bench_delete_keys
 # shows it), so other clients never wait long, and few enough steps that the client's wait
@@ -384,10 +385,7 @@ def validate_builtin(name: str, params: dict[str, Any], section: str) -> None:
         if kind is None:
             raise ConfigError(f"[{section}] params.{key}: unknown parameter for {name} "
                               f"(known: {', '.join(sorted({**entry.required, **entry.optional}))})")
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            raise ConfigError(f"[{section}] params.{key} = {value!r}: expected "
-                              f"{' or '.join(k.__name__ for k in kinds)} for {name}")
+        check_type(f"[{section}] params.{key}", value, kind, f" for {name}")
     missing = [k for k in entry.required if k not in params]
     if missing:
         raise ConfigError(f"[{section}] {name} needs params.{missing[0]}")

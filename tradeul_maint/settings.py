@@ -283,14 +283,22 @@ def _only(table: dict, section: str, known: set[str] | None, where: str | None =
 def _typed(table: dict, section: str, key: str, kind: type | tuple, default: Any) -> Any:
     if key not in table:
         return default
-    value = table[key]
+    check_type(f"[{section}] {key}", table[key], kind)
+    return table[key]
+
+
+_TOML_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "an array",
+               dict: "a table"}
+
+
+def check_type(what: str, value: Any, kind: type | tuple, suffix: str = "") -> None:
+    """A value of the wrong type, said in TOML's words (the file's, not Python's: `true`, "an array")."""
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds:
-        value = object()  # booleans are ints in Python, never in a config file
-    if not isinstance(value, kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise ConfigError(f"[{section}] {key} = {table[key]!r}: expected {names}")
-    return value
+    if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds):
+        return  # booleans are ints in Python, never in a config file
+    names = "a number" if set(kinds) == {int, float} else " or ".join(_TOML_KINDS.get(k, k.__name__) for k in kinds)
+    shown = ("true" if value else "false") if isinstance(value, bool) else repr(value)
+    raise ConfigError(f"{what} = {shown}: expected {names}{suffix}")
 
 
 def _positive(section: str, key: str, value: float, minimum: float = 1) -> float:
