@@ -10,6 +10,7 @@ and the cron tick with nothing to do imports no task module at all.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -213,6 +214,18 @@ def test_a_prebuilt_calendar_cache_that_is_not_used_fails(good, tmp_path):
     stale = good.cli("check", "--now", NOON, TRADEUL_MAINT_CALENDAR_CACHE=str(tmp_path / "empty"))
     assert stale.exit_code == 1
     assert lines_of(stale.stdout)["calendar"].startswith(f"✗ FAIL: the prebuilt cache in {tmp_path / 'empty'}")
+
+
+def test_a_calendar_cache_that_cannot_be_written_fails(good):
+    """A state directory the cache cannot be written to (a read-only mount, a full disk) makes every tick
+    build the calendar again: silent for the tick, said by check."""
+    shutil.rmtree(good.state_dir / "cache")
+    (good.state_dir / "cache").write_text("a file where the cache directory should be")
+    result = good.cli("check", "--now", NOON)
+    assert result.exit_code == 1
+    assert lines_of(result.stdout)["calendar"].startswith(
+        f"✗ FAIL: cannot write the calendar cache {good.state_dir / 'cache'}/calendar-XNYS-")
+    assert "TRADEUL_MAINT_CALENDAR_CACHE" in result.stdout
 
 
 def test_a_configuration_that_does_not_load_is_exit_78_with_its_one_line(project):

@@ -26,6 +26,7 @@ from pathlib import Path
 import redis
 
 from tradeul_maint import core, planner
+from tradeul_maint.calendar import cache_name
 from tradeul_maint.connection import open_redis
 from tradeul_maint.errors import ConfigError, MaintError, TaskLoadError
 from tradeul_maint.keys import Keys
@@ -191,6 +192,11 @@ def calendar_check(context: core.Context) -> Check:
                                         "or ending within expiry_warning_days; a tick with an empty state "
                                         "directory rebuilds the calendar each time: run calendar --write-cache "
                                         f"{prebuilt} (rebuild the image)")
+    cache = context.settings.state_dir / "cache" / cache_name(cal.code, cal.version)
+    if not cal.source and not cache.exists():
+        return Check("calendar", False, f"cannot write the calendar cache {cache} (full disk, read-only state "
+                                        "directory?): every run builds the calendar again (about 0.8 s and "
+                                        "90 MB); free the space or set TRADEUL_MAINT_CALENDAR_CACHE")
     source = f"read from {cal.source}" if cal.source else "built from the library (no current cache)"
     return Check("calendar", True, f"{cal.code} of exchange-calendars {cal.version} reaches {last} ({days_left} "
                                    f"days ahead); {source}")
