@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -153,3 +155,30 @@ def test_redis_that_accepts_but_never_answers_exits_75_within_seconds(project):
     assert result.returncode == 75, result.stderr
     assert elapsed < 10
     assert count_runs(project.root, "a", "started") == []
+
+
+RUNNER_DIES_WITH_STARTS_UNREAD = """
+import socket, sys
+from multiprocessing.connection import Connection
+from tradeul_maint.supervisor import Supervisor
+a, b = socket.socketpair()
+runner, end = Connection(a.detach()), Connection(b.detach())
+for i in range(2):
+    runner.send({"op": "start", "id": f"d:t{i}:1", "task": f"t{i}", "kind": "command",
+                 "argv": ["sleep", sys.argv[1]], "env": {}})
+runner.close()
+Supervisor(end, {"run_id": "x", "grace": 1}, None).serve()
+print("served")
+"""
+
+
+def test_a_supervisor_whose_runner_died_with_starts_unread_stops_its_tasks_and_ends(tmp_path):
+    """The first start's reply fails (the runner is gone), then the read of the unread start meets the end of
+    the stream: both say the runner died, and the second must not crash the supervisor before it stops the
+    tasks (in a process of its own: a supervisor kills every descendant when it ends)."""
+    marker = "31.4159"  # a sleep nobody else runs
+    result = subprocess.run([sys.executable, "-c", RUNNER_DIES_WITH_STARTS_UNREAD, marker], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "served", result.stderr
+    assert "Traceback" not in result.stderr
+    assert wait_for(lambda: not processes_running(f"sleep {marker}"), 5)

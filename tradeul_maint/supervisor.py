@@ -192,6 +192,8 @@ class Supervisor:
                 self._stop_all("the run ended")
 
     def _runner_died(self) -> None:
+        if self.runner_gone:
+            return  # seen by a failed send, then again by the read of what the runner left unread
         self.selector.unregister(self.conn.fileno())
         self.runner_gone = True
         if self.attempts:
