@@ -235,6 +235,20 @@ def test_the_password_file_is_read_for_an_acl_user_and_is_on_no_command_line_or_
     assert r.get("maintenance:probe") == "probe"  # a Python task's ctx.redis has the password too
 
 
+def test_check_connects_with_the_password_file_as_run_does(project, r, acl_user, redis_url, tmp_path):
+    user, password = acl_user
+    secret = tmp_path / "redis-password"
+    secret.write_text(password + "\n")
+    project.write_config(marker_tasks(project.root, ["a"]))
+    url = f"unix://{user}@{redis_url.removeprefix('unix://')}"
+    result = project.run("check", "--now", "2026-11-30T12:00", TRADEUL_MAINT_REDIS_URL=url,
+                         TRADEUL_MAINT_REDIS_PASSWORD_FILE=str(secret))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = {line.split(":")[0].split(maxsplit=2)[-1]: line for line in result.stdout.splitlines() if ":" in line}
+    assert all(lines[name].startswith("✓") for name in ("redis", "redis write", "key types")), result.stdout
+    assert password not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("problem, message", [
     ("missing", "cannot read the Redis password file"),
     ("empty", "is empty"),

@@ -27,7 +27,6 @@ import redis
 
 from tradeul_maint import core, planner
 from tradeul_maint.calendar import cache_name
-from tradeul_maint.connection import open_redis
 from tradeul_maint.errors import ConfigError, MaintError, TaskLoadError
 from tradeul_maint.keys import Keys
 from tradeul_maint.settings import Overrides, Settings, TaskSpec, load_settings
@@ -84,13 +83,10 @@ def run(overrides: Overrides, now_text: str | None) -> Report:
 
 def redis_checks(context: core.Context, where: str) -> list[Check]:
     """Reachable and authenticated (the connection), writable (a throwaway key), and the type of every key."""
-    s = context.settings
-    keys = Keys(s.redis.key_prefix)
     try:
-        with open_redis(s.redis.url, s.state_dir) as (client, _):
-            store = StateStore(client, keys, s.redis.status_ttl_days, s.redis.lock_lease_seconds)
+        with core.connected(context) as store:  # as every command connects: password file, cluster prefix
             return [Check("redis", True, f"{where}: reachable, authenticated"),
-                    _write_check(client, keys), _key_types_check(context, store)]
+                    _write_check(store.client, store.keys), _key_types_check(context, store)]
     except MaintError as exc:
         skipped = "not checked: no connection to Redis"
         return [Check("redis", False, str(exc)), Check("redis write", False, skipped),
