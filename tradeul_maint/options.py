@@ -33,7 +33,8 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption("config", ("--config",), "PATH", "Config file (TOML).", "TRADEUL_MAINT_CONFIG",
                  "./tradeul-maint.toml, else /etc/tradeul/maint.toml"),
     GlobalOption("redis_url", ("--redis-url",), "URL",
-                 "Redis URL: redis://, rediss://, unix:// or redis+sentinel://; the password is never shown.",
+                 "Redis URL: redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://; the password "
+                 "is never shown.",
                  "TRADEUL_MAINT_REDIS_URL, then REDIS_URL",
                  "[redis] url, else the embedded Redis in <state-dir>/redis"),
     GlobalOption("state_dir", ("--state-dir",), "PATH",
