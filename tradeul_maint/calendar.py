@@ -29,14 +29,13 @@ import datetime as dt
 import itertools
 import json
 import operator
-import os
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from tradeul_maint.errors import CalendarExpiredError, ConfigError, UsageError
+from tradeul_maint.files import replace_file
 from tradeul_maint.settings import CalendarOverrides, WindowStart
 
 CACHE_FORMAT = 3
@@ -234,7 +233,7 @@ def write_cache(code: str, directory: Path, today: dt.date | None = None) -> Pat
     path = directory / cache_name(code, version)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        _replace_file(path, json.dumps(data, separators=(",", ":")))
+        replace_file(path, json.dumps(data, separators=(",", ":")))
     except OSError as exc:
         raise UsageError(f"--write-cache {directory}: cannot write the calendar cache there: "
                          f"{exc.strerror or exc}") from None
@@ -279,22 +278,9 @@ def _dates(ordinals: list[int]) -> list[dt.date]:
 def _write_cache(path: Path, data: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _replace_file(path, json.dumps(data, separators=(",", ":")))
+        replace_file(path, json.dumps(data, separators=(",", ":")))
     except OSError:
         pass  # a read-only state dir only costs the rebuild next time
-
-
-def _replace_file(path: Path, text: str) -> None:
-    """Atomic: concurrent runs read either the old or the new file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".calendar-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600: an image's cache is read by another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _build_schedule(code: str, version: str, today: dt.date) -> dict:

@@ -16,14 +16,12 @@ holidays have no window, so nothing is ever "not done" on them, and an alert on
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
 
 from tradeul_maint.calendar import TradingCalendar
+from tradeul_maint.files import replace_file
 from tradeul_maint.overview import (CORRUPT, DONE, DUE, FAILED_STATE, INTERRUPTED, MISSING, NOT_YET_DUE, RUNNING,
                                     SessionView, StatusView)
 from tradeul_maint.state import COMPLETED, FAILED, SKIPPED
@@ -89,20 +87,6 @@ def _number(value: float) -> str:
     return repr(float(value)) if isinstance(value, float) and not value.is_integer() else str(int(value))
 
 
-def write_textfile(path: Path, text: str) -> None:
-    """Replace `path` atomically: node_exporter reads the old file or the new one, never half of one."""
-    # The temporary name does not end in .prom, so the collector never reads it.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # node_exporter runs as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def publish(context: Context, view: StatusView, cycle: SessionView | None = None) -> None:
     """Write the textfile for `view` when `[metrics] textfile` is set; a failure is logged, never raised:
     monitoring must not change what the run did or how it exits."""
@@ -110,7 +94,7 @@ def publish(context: Context, view: StatusView, cycle: SessionView | None = None
     if path is None:
         return
     try:
-        write_textfile(path, render(view, context.calendar, context.clock(), cycle))
+        replace_file(path, render(view, context.calendar, context.clock(), cycle))
     except OSError as exc:
         from loguru import logger
 

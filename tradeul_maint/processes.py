@@ -18,6 +18,10 @@ from typing import Any
 from tradeul_maint.errors import TaskProcessesLostError
 from tradeul_maint.supervisor import RUN_ID_VAR, STOP_GRACE
 
+# How long a stop may take beyond the grace period ([run] stop_grace_seconds, after which the
+# supervisor SIGKILLs what is left): what SIGKILL cannot end at once (uninterruptible sleep).
+STOP_MARGIN = 20.0
+
 
 class TaskProcesses:
     """The runner's handle on its supervisor: start and stop attempts, and hear when they have ended.
@@ -70,7 +74,7 @@ class TaskProcesses:
         """Goodbye: True once the supervisor has exited (every task process is gone)."""
         self._send({"op": "bye"})
         try:
-            self.proc.wait(self.grace + 20)
+            self.proc.wait(self.grace + STOP_MARGIN)
         except subprocess.TimeoutExpired:
             return False
         finally:

@@ -39,7 +39,7 @@ from tradeul_maint.settings import Settings, TaskSpec
 from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord,
                                  iso)
 from tradeul_maint.store import Slots, StateStore
-from tradeul_maint.processes import TaskProcesses, stop_leftovers
+from tradeul_maint.processes import STOP_MARGIN, TaskProcesses, stop_leftovers
 from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
 from tradeul_maint.trends import slow_tasks
 
@@ -48,9 +48,6 @@ STATUS_OUTPUT_LIMIT = 4096  # characters of a failed command's output kept in th
 LOG_OUTPUT_LIMIT = 16384
 WHOLE_WRITE_SECONDS = 1.0  # while tasks complete, the status document is rewritten whole at least this often
 POLL_SECONDS = 0.2  # the longest the main thread waits before it looks at signals and the lock again
-# How long a stop may take beyond the grace period ([run] stop_grace_seconds, after which the
-# supervisor SIGKILLs what is left): what SIGKILL cannot end at once (uninterruptible sleep).
-STOP_MARGIN = 20.0
 
 
 class Interrupted(Exception):
