@@ -114,10 +114,9 @@ def test_off_a_terminal_the_output_is_the_summary_alone(project, r):
     assert (nothing_code, nothing.strip()) == (0, "2026-11-27: already done (use --force to run it again)")
 
 
-def test_the_view_takes_expected_seconds_from_the_cycle_and_reads_no_history_then():
+def test_the_view_takes_expected_seconds_from_the_cycle():
     view = live.LiveView({"a": TaskSpec("a", command=("x",)), "b": TaskSpec("b", command=("x",), after=("a",))},
-                         lambda: pytest.fail("the cycle gave expected_seconds: no history to read"), parallel=1,
-                         clock=lambda: 10.0)
+                         parallel=1, clock=lambda: 10.0)
     view.handle("starting_maintenance_cycle", {"date": "2026-11-30", "tasks": ["a", "b"], "attempt": 2,
                                                "reason": "manual", "expected_seconds": {"a": 30.0, "b": 5.0}})
     view.handle("task_starting", {"task": "a"})

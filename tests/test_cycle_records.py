@@ -103,3 +103,18 @@ def test_what_a_python_task_prints_is_its_output_not_the_runners(project, r):
     assert doc["task_details"]["bad"]["output"] == "loaded 3 of 8 files\ngiving up\n"
     completed = [e for e in log_entries(project) if e["event"] == "task_completed"]
     assert completed[0]["output"] == "progress: 50%\n"
+
+
+def test_a_cycle_expects_each_task_to_take_its_median_over_the_lookback(project, r):
+    """The live view's time left comes from the cycle's `expected_seconds`: the median of the lookback
+    (4.0 s here), not the latest duration (9.0 s), the same figure `status --task` shows."""
+    for day, seconds in (("2026-11-18", 3.0), ("2026-11-19", 4.0), ("2026-11-20", 4.0), ("2026-11-23", 5.0),
+                         ("2026-11-24", 9.0)):
+        r.set(f"maintenance:status:{day}", json.dumps({
+            "date": day, "started_at": f"{day}T22:00:00+00:00", "completed_at": f"{day}T22:05:00+00:00",
+            "all_success": True, "tasks": {"t": "completed"}, "attempts": 1,
+            "task_details": {"t": {"duration_seconds": seconds, "attempts": 1}}}))
+    project.write_config(QUIET + marker_tasks(project.root, ["t"]))
+    assert project.cli("run", "--date", "2026-11-25", "--now", "2026-11-25T18:00").exit_code == 0
+    [cycle] = [e for e in log_entries(project) if e["event"] == "starting_maintenance_cycle"]
+    assert cycle["expected_seconds"] == {"t": 4.0}

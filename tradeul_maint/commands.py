@@ -306,15 +306,8 @@ def _watch(g: Globals, context: core.Context, dry_run: bool) -> Iterator[list[st
             return
         from tradeul_maint import live
 
-        def history() -> dict[str, float]:
-            """What the tasks usually take, when the cycle does not say: the lookback's medians."""
-            try:
-                return live.usual_durations(core.status(context))
-            except MaintError:
-                return {}  # no estimates; the run itself reports what is wrong
-
         settings = context.settings
-        with live.showing(err, {t.name: t for t in settings.tasks}, history, settings.run.max_parallel):
+        with live.showing(err, {t.name: t for t in settings.tasks}, settings.run.max_parallel):
             yield printed
     finally:
         logger.remove(handler)

@@ -5,15 +5,13 @@ the runner logs anyway (`starting_maintenance_cycle`, `task_starting`, `task_com
 `task_failed`, `task_skipped`, `task_retry`, `task_interrupted`, `maintenance_cycle_finished`,
 `executing_recovery_maintenance`) with their bound fields, and drawn by rich's Live on
 stderr a few times a second. It reads nothing else while the cycle runs: the dependencies
-come from the settings, the expected durations from the cycle's `expected_seconds` field or,
-without it, from the medians of the lookback, read once (in a thread of its own, not in the
-logging call) when a cycle starts without them. Off a terminal
+come from the settings, the expected durations from the cycle's `expected_seconds` field (each
+task's median over the lookback, else its last known duration). Off a terminal
 (cron, pipes, CI) the command never installs it, so the output stays the summary alone.
 """
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +24,6 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from tradeul_maint.overview import StatusView
 from tradeul_maint.render import TASK_STYLES, duration
 from tradeul_maint.settings import TaskSpec
 from tradeul_maint.trends import critical_path
@@ -67,17 +64,13 @@ class LiveView:
     """The state of the run as the events tell it, and its drawing; callable as a loguru sink."""
 
     specs: Mapping[str, TaskSpec]
-    # task -> usual duration in seconds (the lookback's medians), read when a cycle does not say
-    history: Callable[[], Mapping[str, float]]
     parallel: int = 1
     cycles: list[Cycle] = field(default_factory=list)
     recovering: str | None = None  # the session `executing_recovery_maintenance` announced
     clock: Callable[[], float] = time.monotonic
     on_first_event: Callable[[], object] | None = None  # starts the drawing: a run with nothing to do draws nothing
     _lock: threading.RLock = field(default_factory=threading.RLock)
-    _expected: dict[str, float] = field(default_factory=dict)
-    _usual: Mapping[str, float] | None = None  # `history()`, once read
-    _reading: threading.Thread | None = None
+    _expected: dict[str, float] = field(default_factory=dict)  # task -> usual seconds, from the cycle
 
     # --- the events ------------------------------------------------------------------
 
@@ -98,10 +91,7 @@ class LiveView:
             return
         if event == "starting_maintenance_cycle":
             expected = fields.get("expected_seconds")
-            self._expected = dict(expected if isinstance(expected, Mapping) else self._usual or {})
-            if not isinstance(expected, Mapping) and self._usual is None and self._reading is None:
-                self._reading = threading.Thread(target=self._read_history, name="live-history", daemon=True)
-                self._reading.start()
+            self._expected = dict(expected) if isinstance(expected, Mapping) else {}
             self.cycles.append(Cycle(str(fields.get("date")), fields.get("attempt"), str(fields.get("reason") or ""),
                                      {name: TaskLine(name) for name in fields.get("tasks") or ()}, now))
             return
@@ -131,17 +121,6 @@ class LiveView:
             line.state, line.ended, line.note = "skipped", now, _first_line(fields.get("reason"))
         elif event == "task_interrupted":
             line.state, line.ended = "interrupted", now
-
-    def _read_history(self) -> None:
-        """The lookback's medians, for the cycles that came without `expected_seconds`."""
-        try:
-            usual = dict(self.history())
-        except Exception:  # an estimate is a nicety: the run goes on without it
-            usual = {}
-        with self._lock:
-            self._usual = usual
-            if not self._expected:
-                self._expected = dict(usual)
 
     # --- the drawing -----------------------------------------------------------------
 
@@ -216,16 +195,6 @@ class LiveView:
         return max(path, sum(remaining.values()) / max(1, self.parallel))
 
 
-def usual_durations(view: StatusView) -> dict[str, float]:
-    """Each task's median completed duration over the sessions of `view`: the estimates without `expected_seconds`."""
-    runs: dict[str, list[float]] = {}
-    for session in view.sessions:
-        for task in session.tasks:
-            if task.status == "completed" and isinstance(task.duration_seconds, (int, float)):
-                runs.setdefault(task.name, []).append(task.duration_seconds)
-    return {name: statistics.median(durations) for name, durations in runs.items()}
-
-
 def _first_line(text) -> str:
     return str(text).strip().splitlines()[0] if text and str(text).strip() else ""
 
@@ -235,12 +204,11 @@ def _style_key(state: str) -> str:
 
 
 @contextmanager
-def showing(console: Console, specs: Mapping[str, TaskSpec], history: Callable[[], Mapping[str, float]],
-            parallel: int) -> Iterator[LiveView]:
+def showing(console: Console, specs: Mapping[str, TaskSpec], parallel: int) -> Iterator[LiveView]:
     """The live view on `console` while the body runs, fed by loguru's events; it stays on screen at the end."""
     from loguru import logger
 
-    view = LiveView(specs, history, parallel)
+    view = LiveView(specs, parallel)
     live = Live(console=console, get_renderable=view.__rich__, refresh_per_second=4, transient=False,
                 redirect_stdout=True, redirect_stderr=True)
     view.on_first_event = lambda: live.start(refresh=True)

@@ -41,7 +41,7 @@ from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPE
 from tradeul_maint.store import Slots, StateStore
 from tradeul_maint.processes import STOP_MARGIN, TaskProcesses, stop_leftovers
 from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
-from tradeul_maint.trends import slow_tasks
+from tradeul_maint.trends import median_durations, slow_tasks
 
 Clock = Callable[[], dt.datetime]
 STATUS_OUTPUT_LIMIT = 4096  # characters of a failed command's output kept in the status document
@@ -338,9 +338,14 @@ class Runner:
         status.runner = f"{socket.gethostname()}:{os.getpid()}"
         self._write_whole(status)
         log.bind(tasks=list(planned.tasks), attempt=status.attempts, reason=planned.reason,
-                 expected_seconds={n: known[n] for n in planned.tasks if n in known}) \
+                 expected_seconds=self._usual_seconds(planned.tasks, known)) \
             .info("starting_maintenance_cycle")
         return status
+
+    def _usual_seconds(self, tasks, known: dict[str, float]) -> dict[str, float]:
+        """What each task usually takes, for the live view's time left: its median over the lookback, else its
+        last known duration (the same figures as `status --task` and the window at risk)."""
+        return {**{n: known[n] for n in tasks if n in known}, **median_durations(self.history, tasks)}
 
     def _stop_leftovers(self, status: SessionStatus, tasks: list[str], log) -> None:
         """Tasks left in progress by a run that died: on this host, make sure none of its processes still runs.
