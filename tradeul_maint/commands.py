@@ -37,9 +37,7 @@ from tradeul_maint.errors import (
 )
 from tradeul_maint.logs import (
     FallbackNotice,
-    choose_log_dir,
     configure_logging,
-    fallback_log_dir,
     log_dir_for,
     scrub,
     scrubbed_traceback,
@@ -169,11 +167,9 @@ class Globals:
 
     def settings(self, require_tasks: bool = True, log_files: bool = True) -> Settings:
         settings = load_settings(self.overrides, require_tasks=require_tasks)
-        configure_logging(settings, self.verbose, self.quiet, files=log_files)
-        if log_files:  # the choice configure_logging made, asked again to learn why it fell back
-            preferred = log_dir_for(settings)
-            chosen = choose_log_dir(preferred, fallback_log_dir(settings))
-            self.log_dir = LogPlace(chosen.path, preferred, chosen.fallback_reason)
+        chosen = configure_logging(settings, self.verbose, self.quiet, files=log_files)
+        if chosen is not None:
+            self.log_dir = LogPlace(chosen.path, log_dir_for(settings), chosen.fallback_reason)
         return settings
 
     def warn(self, message: str | None) -> None:

@@ -407,8 +407,9 @@ class FallbackNotice:
 
 
 def configure_logging(settings: Settings | None, verbose: bool = False, quiet: bool = False,
-                      files: bool = True, directory: Path | None = None) -> Path | None:
-    """Install the sinks for this invocation and return the log directory in use (None without files).
+                      files: bool = True, directory: Path | None = None) -> LogDir | None:
+    """Install the sinks for this invocation and return the log directory in use, and why it fell back
+    (None without files).
 
     When the configured directory is not writable the files go to <state-dir>/logs, and a
     one-line `log_dir_fallback` notice precedes this process's first entry in the file and
@@ -450,7 +451,7 @@ def configure_logging(settings: Settings | None, verbose: bool = False, quiet: b
     _sinks.append(RotatingFile(directory.path / ERRORS_LOG, log.rotation_bytes, log.retention))
     logger.add(_sinks[-1],
                level="ERROR", **common)
-    return directory.path
+    return directory
 
 
 def choose_log_dir(preferred: Path, fallback: Path) -> LogDir:

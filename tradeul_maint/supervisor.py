@@ -27,7 +27,7 @@ what such a double kill left behind (`processes.stop_leftovers`).
 
 The messages are dicts sent with `multiprocessing.connection` (length-framed pickles)
 between the runner and its own child: runner -> supervisor `start`, `stop`, `stop_all`,
-`bye`; supervisor -> runner `started`, `ended`.
+`bye`; supervisor -> runner `ended`.
 """
 
 from __future__ import annotations
@@ -235,7 +235,6 @@ class Supervisor:
         for fd, kind in ((out_r, "output"), (res_r, "result")):
             os.set_blocking(fd, False)
             self.selector.register(fd, selectors.EVENT_READ, (attempt.id, kind))
-        self._send({"op": "started", "id": attempt.id, "pid": pid})
 
     def _read_pipe(self, attempt_id: str, kind: str) -> None:
         attempt = self.attempts.get(attempt_id)
