@@ -335,23 +335,18 @@ def render_results(report: core.RunReport, quiet: bool) -> None:
     """
     failed = False
     for result in report.results:
-        s = result.status
-        completed = sum(state == "completed" for state in s.tasks.values())
-        latest_only = {name for name, state in s.tasks.items()
-                       if state == "skipped" and s.details.get(name) and s.details[name].reason}
-        later = f" ({len(latest_only)} left to the newest session: catchup = \"latest\")" if latest_only else ""
-        line = f"{result.session}: {completed}/{len(s.tasks)} tasks completed{later} in {result.seconds:.1f}s"
+        s, line = result.status, result.headline()
         if result.success:
             if not quiet:
                 out.print(line, markup=False)
         elif result.failures:
             failed = True
             err.print(f"{line}; not done", markup=False)
-            for name, error in result.failures.items():
-                err.print(f"  {name} {s.tasks[name]}: {error}", markup=False)
+            for failure in result.failure_lines():
+                err.print(failure, markup=False)
         elif not quiet:
             left = [f"{name} ({state})" for name, state in s.tasks.items()
-                    if state != "completed" and name not in latest_only]
+                    if state != "completed" and name not in result.left_to_newest]
             out.print(f"{line}; the session is not done yet, left: {', '.join(left)}", markup=False)
     if failed:
         raise typer.Exit(EXIT_TASKS_FAILED)

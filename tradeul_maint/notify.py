@@ -85,11 +85,7 @@ def summary(result: CycleResult) -> str:
     """The failure ping's body: the run's summary line for the session and each failed or skipped task."""
     from tradeul_maint.logs import scrub
 
-    s = result.status
-    completed = sum(state == "completed" for state in s.tasks.values())
-    lines = [f"{result.session}: {completed}/{len(s.tasks)} tasks completed in {result.seconds:.1f}s; not done"]
-    lines += [f"  {name} {s.tasks[name]}: {error}" for name, error in result.failures.items()]
-    return scrub("\n".join(lines))
+    return scrub("\n".join([f"{result.headline()}; not done", *result.failure_lines()]))
 
 
 @contextmanager

@@ -79,6 +79,24 @@ class CycleResult:
     def success(self) -> bool:
         return self.status.done
 
+    @property
+    def left_to_newest(self) -> set[str]:
+        """Tasks skipped with a reason (`catchup = "latest"`): left to the newest session, not failed."""
+        s = self.status
+        return {name for name, state in s.tasks.items()
+                if state == SKIPPED and s.details.get(name) and s.details[name].reason}
+
+    def headline(self) -> str:
+        """`2026-11-25: 5/6 tasks completed in 3.1s`, as `run` prints it and the failure ping sends it."""
+        s, later = self.status, self.left_to_newest
+        completed = sum(state == COMPLETED for state in s.tasks.values())
+        note = f" ({len(later)} left to the newest session: catchup = \"latest\")" if later else ""
+        return f"{self.session}: {completed}/{len(s.tasks)} tasks completed{note} in {self.seconds:.1f}s"
+
+    def failure_lines(self) -> list[str]:
+        """What failed or was skipped among the tasks this run ran, with why: the lines under the headline."""
+        return [f"  {name} {self.status.tasks[name]}: {error}" for name, error in self.failures.items()]
+
 
 class StopSignals:
     """Turns SIGTERM, SIGINT and SIGHUP into a stop request, which the cycle notices within POLL_SECONDS.
