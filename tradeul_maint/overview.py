@@ -312,9 +312,8 @@ def _task_view(name: str, status: SessionStatus | None) -> TaskView:
     error = None
     if state in (FAILED, SKIPPED) and (record.error or record.output):
         error = "\n".join(filter(None, [record.error, _last_lines(record.output)]))
-    trace = getattr(record, "traceback", None)  # TaskRecord.traceback: a failed Python task's
     return TaskView(name, state, record.attempts, parse_time(record.started_at), parse_time(record.finished_at),
-                    record.duration_seconds, error, record.reason, trace if isinstance(trace, str) else None)
+                    record.duration_seconds, error, record.reason, record.traceback)
 
 
 def _note(state: str, status: SessionStatus | None, now: dt.datetime, settings: Settings,

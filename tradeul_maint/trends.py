@@ -95,9 +95,9 @@ def task_run(task: str, session: dt.date, status: SessionStatus | None) -> TaskR
     record = status.details.get(task)
     if record is None:
         return TaskRun(session, status.tasks[task])
-    duration = record.duration_seconds if isinstance(record.duration_seconds, (int, float)) else None
-    return TaskRun(session, status.tasks[task], record.attempts if isinstance(record.attempts, int) else 0,
-                   parse_time(record.started_at), duration)
+    # TaskRecord.parse has checked every field's type: a mistyped document is `corrupt`, left out above.
+    return TaskRun(session, status.tasks[task], record.attempts, parse_time(record.started_at),
+                   record.duration_seconds)
 
 
 def trend(task: str, statuses: Mapping[dt.date, SessionStatus | None], slow_factor: float) -> Trend:
