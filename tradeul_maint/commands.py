@@ -393,7 +393,7 @@ def status(
     = None,
     until: Annotated[Optional[str], typer.Option("--until", metavar="YYYY-MM-DD",
                                                  help="...to this date (default: today).")] = None,
-    as_json: Annotated[bool, Switch("--json", help="One JSON document (see the README for its keys).")] = False,
+    as_json: Annotated[bool, Switch("--json", help="One JSON document (docs/operations.md lists its keys).")] = False,
     check: Annotated[bool, Switch("--check", help="One summary line; exit 1 when a session whose window "
                                                   "has passed is not done.")] = False,
     now: NowOption = None,
