@@ -23,14 +23,14 @@ import redis
 from tradeul_maint.calendar import TradingCalendar
 from tradeul_maint.files import replace_file
 from tradeul_maint.overview import (CORRUPT, DONE, DUE, FAILED_STATE, INTERRUPTED, MISSING, NOT_YET_DUE, RUNNING,
-                                    SessionView, StatusView)
+                                    WAITING, SessionView, StatusView)
 from tradeul_maint.state import COMPLETED, FAILED, SKIPPED
 
 if TYPE_CHECKING:
     from tradeul_maint.core import Context
     from tradeul_maint.store import StateStore
 
-NOT_DONE_STATES = (FAILED_STATE, INTERRUPTED, CORRUPT, MISSING, RUNNING)
+NOT_DONE_STATES = (FAILED_STATE, INTERRUPTED, CORRUPT, MISSING, RUNNING, WAITING)
 
 
 def render(view: StatusView, calendar: TradingCalendar, written: dt.datetime,
