@@ -177,6 +177,9 @@ def test_recover_of_an_old_session_in_market_hours_never_touches_live_keys(proje
     assert ("the session is not done yet, left: reset_counters (waits for the close at 16:00 America/New_York)"
             in result.stdout)
     assert r.get("realtime:quote:AAPL") == "189.5" and r.get("counters:trades") == "12"
+    again = project.cli("recover", *old, "--now", f"{TODAY}T11:05")  # nothing it may do before the close
+    assert again.exit_code == 0 and again.stdout == \
+        "2026-11-10: reset_counters waits for the close at 16:00 America/New_York\n", again.output
     session = project.cli("status", "--date", "2026-11-10", "--json", "--now", f"{TODAY}T11:05")
     view = json.loads(session.stdout)["sessions"][0]
     assert view["state"] == "waiting"

@@ -236,10 +236,20 @@ def check_session(calendar: TradingCalendar, session: dt.date, now: dt.datetime)
 
 
 def pending_tasks(tasks: tuple[TaskSpec, ...], status: SessionStatus | None) -> tuple[str, ...]:
-    """Resume: the tasks that have not completed for this session."""
+    """Resume: the tasks that have not completed for this session, nor been skipped for the catch-up policy.
+
+    A catch-up skip stays right: a session never becomes the newest again once a newer one's
+    window has opened.
+    """
     if status is None or status.corrupt:
         return tuple(t.name for t in tasks)
-    return tuple(t.name for t in tasks if not status.completed(t.name))
+    return tuple(t.name for t in tasks if not status.completed(t.name) and not caught_up(status, t.name))
+
+
+def caught_up(status: SessionStatus, task: str) -> bool:
+    """Skipped for the catch-up policy (a reason recorded, never a failure's error): counts as done."""
+    record = status.details.get(task)
+    return status.tasks.get(task) == SKIPPED and record is not None and bool(record.reason)
 
 
 def decide(session: dt.date, status: SessionStatus | None, tasks: tuple[TaskSpec, ...], chosen: tuple[str, ...],
@@ -315,8 +325,7 @@ def failed_tasks(status: SessionStatus | None) -> list[str]:
     """Tasks its last cycle failed: failed, or skipped for a failure (a catch-up skip records a reason instead)."""
     if status is None or status.corrupt:
         return []
-    return [n for n, s in status.tasks.items()
-            if s == FAILED or (s == SKIPPED and not (status.details.get(n) and status.details[n].reason))]
+    return [n for n, s in status.tasks.items() if s == FAILED or (s == SKIPPED and not caught_up(status, n))]
 
 
 def waiting_tasks(status: SessionStatus | None) -> list[str]:

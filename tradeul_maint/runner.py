@@ -33,7 +33,7 @@ from loguru import logger
 from tradeul_maint.errors import SIGNAL_EXIT_CODES, LockLostError, TaskProcessesLostError
 from tradeul_maint.lock import RunLock
 from tradeul_maint.logs import scrub
-from tradeul_maint.planner import PlannedSession, waits_after
+from tradeul_maint.planner import PlannedSession, caught_up, waits_after
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
 from tradeul_maint.settings import Settings, TaskSpec
 from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord,
@@ -82,9 +82,7 @@ class CycleResult:
     @property
     def left_to_newest(self) -> set[str]:
         """Tasks skipped with a reason (`catchup = "latest"`): left to the newest session, not failed."""
-        s = self.status
-        return {name for name, state in s.tasks.items()
-                if state == SKIPPED and s.details.get(name) and s.details[name].reason}
+        return {name for name in self.status.tasks if caught_up(self.status, name)}
 
     @property
     def waiting(self) -> dict[str, str]:
@@ -214,9 +212,7 @@ class Runner:
         status.completed_at = self.clock()
         status.duration_seconds = round(time.monotonic() - started, 3)
         # Done: every task completed, or skipped for the catch-up policy (a reason, never a failure's error).
-        status.all_success = all(status.tasks.get(t.name) == COMPLETED or
-                                 (status.tasks.get(t.name) == SKIPPED and status.details.get(t.name) is not None
-                                  and bool(status.details[t.name].reason)) for t in self.settings.tasks)
+        status.all_success = all(status.completed(t.name) or caught_up(status, t.name) for t in self.settings.tasks)
         self.store.finish(self.lock.token, status)
         self._changed.clear()
         self.durations.update(known_durations([status]))
