@@ -103,7 +103,7 @@ def test_status_json_carries_the_same_information(project, r):
     data = json.loads(result.stdout)
     assert set(data) == {"now", "calendar", "timezone", "order", "lookback", "ok", "not_done", "sessions",
                          "next_window", "lock", "last_run", "calendar_warning", "config", "redis", "log_dir",
-                         "log_dir_fallback", "slow_tasks", "window_risk"}
+                         "log_dir_fallback", "slow_tasks", "window_risk", "warnings"}
     assert data["order"] == "newest_first" and data["lookback"] == 7 and data["timezone"] == "America/New_York"
     assert {s["date"]: s["state"] for s in data["sessions"]} == EXPECTED
     assert [s["date"] for s in data["sessions"]] == LOOKBACK
@@ -116,13 +116,14 @@ def test_status_json_carries_the_same_information(project, r):
                             "foreign": None}
     assert data["last_run"] == "2026-11-23"
     keys = {"date", "state", "window_start", "window_end", "window_passed", "tasks_completed", "tasks_total",
-            "attempts", "started_at", "completed_at", "duration_seconds", "run_id", "note", "override"}
+            "attempts", "started_at", "completed_at", "duration_seconds", "run_id", "note", "override", "deadline",
+            "done_at", "late_seconds"}
     failed = next(s for s in data["sessions"] if s["date"] == "2026-11-23")
     assert set(failed) == keys  # the lookback view leaves the tasks to `--date`
     assert (failed["tasks_completed"], failed["tasks_total"], failed["attempts"]) == (1, 2, 1)
     one = json.loads(project.cli("status", "--json", "--date", "2026-11-23", "--now", IN_WINDOW).stdout)
     assert [s["date"] for s in one["sessions"]] == ["2026-11-23"]
-    assert set(one["sessions"][0]) == keys | {"tasks", "timeline"}
+    assert set(one["sessions"][0]) == keys | {"tasks", "timeline", "cycles"}
     b = one["sessions"][0]["tasks"][1]
     assert b["name"] == "b" and b["status"] == "failed" and b["attempts"] == 1
     assert "exit code 3" in b["error"] and "something went wrong in b" in b["error"]
@@ -133,7 +134,7 @@ def test_status_date_shows_one_session_task_by_task_with_errors(project, r):
     result = project.cli("status", "--date", "2026-11-23", "--now", IN_WINDOW)
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert out.startswith("2026-11-23: failed, 1/2 tasks completed, 1 attempt(s), times in America/New_York")
+    assert out.startswith("2026-11-23: failed, 1/2 tasks completed, 1 cycle, times in America/New_York")
     task_rows = table_rows(out, "task")
     assert task_rows["a"].split()[1:3] == ["completed", "1"]
     assert task_rows["b"].split()[1:3] == ["failed", "1"]
@@ -217,7 +218,7 @@ def test_check_counts_today_once_its_window_has_passed(project, r):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--date", "2026-11-26"], "2026-11-26 is not a XNYS trading session"),
+    (["--date", "2026-11-26"], "XNYS has no trading session on 2026-11-26 (Thanksgiving)"),
     (["--date", "2026-12-01"], "2026-12-01 is in the future"),
     (["--date", "30/11/2026"], "--date '30/11/2026': expected a date YYYY-MM-DD"),
     (["--lookback", "400"], "--lookback 400 can span"),

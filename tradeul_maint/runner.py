@@ -20,6 +20,7 @@ after that.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import os
 import signal
 import socket
@@ -36,8 +37,8 @@ from tradeul_maint.logs import scrub
 from tradeul_maint.planner import PlannedSession
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
 from tradeul_maint.settings import Settings, TaskSpec
-from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord,
-                                 iso)
+from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, AttemptRecord, CycleRecord,
+                                 SessionStatus, TaskRecord, cap_error, iso)
 from tradeul_maint.store import Slots, StateStore
 from tradeul_maint.processes import STOP_MARGIN, TaskProcesses, stop_leftovers
 from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
@@ -134,6 +135,23 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
+@dataclass(frozen=True)
+class Trigger:
+    """What started a run's cycles, for the audit trail: `cron` (`run` without --date), `run --date` or `recover`."""
+
+    command: str = "cron"
+    force: bool = False
+    only: tuple[str, ...] = ()  # the --task names
+
+
+def who() -> str:
+    """The user running this process: its login name, else its uid (a container may have no passwd entry)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - OSError or KeyError, by Python version: the uid says enough
+        return f"uid {os.getuid()}"
+
+
 @dataclass
 class Running:
     """A task of this cycle with an attempt under way, or waiting out its retry delay."""
@@ -145,6 +163,7 @@ class Running:
     deadline: float | None = None  # when that attempt times out (monotonic)
     retry_at: float | None = None  # when the next attempt starts (monotonic)
     stopping: bool = False  # asked to stop (timeout)
+    record: AttemptRecord | None = None  # the current attempt in the cycle's record
 
 
 @dataclass
@@ -159,6 +178,8 @@ class Runner:
     durations: dict[str, float] = field(default_factory=dict)
     # The lookback's status documents: what "slower than usual" compares a task's duration with.
     history: dict[dt.date, SessionStatus | None] = field(default_factory=dict)
+    trigger: Trigger = Trigger()
+    _cycle: CycleRecord | None = field(default=None, init=False)  # this cycle's record, in the document
     _changed: set[str] = field(default_factory=set, init=False)  # tasks recorded in memory, not yet in Redis
     _written: float = field(default=0.0, init=False)  # when the document was last written whole (monotonic)
     _slots: Slots = field(default_factory=dict, init=False)  # where its states sit, for `store.record`
@@ -206,6 +227,8 @@ class Runner:
         status.all_success = all(status.tasks.get(t.name) == COMPLETED or
                                  (status.tasks.get(t.name) == SKIPPED and t.name in planned.catchup_skipped)
                                  for t in self.settings.tasks)
+        self._cycle.finished_at, self._cycle.done = iso(status.completed_at), status.all_success
+        self._cycle.outcome = COMPLETED if all(status.tasks.get(n) == COMPLETED for n in planned.tasks) else FAILED
         self.store.finish(self.lock.token, status)
         self._changed.clear()
         self.durations.update(known_durations([status]))
@@ -225,6 +248,8 @@ class Runner:
         task.retry_at = None
         task.stopping = False
         task.deadline = time.monotonic() + spec.timeout if spec.timeout else None
+        task.record = AttemptRecord(spec.name, task.attempt, iso(self.clock()))
+        self._cycle.add_attempt(task.record)
         make = command_request if spec.command else python_request
         self.processes.start(task.attempt_id, make(spec, session, self.lock.run_id))
         if task.attempt > 1:
@@ -242,6 +267,7 @@ class Runner:
             if task is None or task.attempt_id != event["id"]:
                 continue
             outcome = _outcome(task.spec, event)
+            self._attempt_ended(task, COMPLETED if outcome.success else FAILED, outcome.error)
             task.attempt_id = None
             if outcome.success or task.attempt > task.spec.retries or self.stop.signum or self.lock.lost.is_set():
                 del running[name]
@@ -304,17 +330,21 @@ class Runner:
             event = ended.get(name)
             outcome = _outcome(task.spec, event) if event is not None else None
             if outcome is not None and outcome.success:  # it completed before the signal reached it
+                self._attempt_ended(task, COMPLETED, None)
                 self._finish_task(status, name, outcome, task.attempt, time.monotonic() - task.started, log)
                 continue
             status.tasks[name] = FAILED
             record = status.details.setdefault(name, TaskRecord())
             record.error = why if event is not None or not task.attempt_id else \
                 f"{why}; its processes did not end within {self._stop_wait:g}s"
+            if task.attempt_id:
+                self._attempt_ended(task, "interrupted", record.error)
             record.attempts += task.attempt
             record.finished_at = iso(self.clock())
             log.bind(task=name, console=False).error("task_interrupted")
         self._unstopped([n for n, t in running.items() if t.attempt_id and n not in ended], log)
         status.interrupted = self.stop.name
+        self._cycle.finished_at, self._cycle.outcome = iso(self.clock()), why
         self._write_whole(status)
         log.bind(signal=status.interrupted).warning("maintenance_cycle_interrupted")
         raise Interrupted(self.stop.signum)
@@ -354,11 +384,31 @@ class Runner:
         status.attempts += 1
         status.run_id = self.lock.run_id
         status.runner = f"{socket.gethostname()}:{os.getpid()}"
+        self._begin_cycle(status)
         self._write_whole(status)
         log.bind(tasks=list(planned.tasks), attempt=status.attempts, reason=planned.reason,
                  expected_seconds=self._usual_seconds(planned.tasks, known)) \
             .info("starting_maintenance_cycle")
         return status
+
+    def _begin_cycle(self, status: SessionStatus) -> None:
+        """Close the previous cycle if its runner died in it, and open this one's record: who, from where, why."""
+        previous = status.cycle
+        if previous is not None and previous.finished_at is None:
+            previous.outcome = previous.outcome or "interrupted: its runner stopped"
+            for attempt in previous.attempts:
+                if attempt.outcome is None:
+                    attempt.outcome = "interrupted"
+        t = self.trigger
+        self._cycle = CycleRecord(iso(self.clock()), trigger=t.command, force=t.force, only=list(t.only),
+                                  user=who(), host=socket.gethostname(), run_id=self.lock.run_id)
+        status.begin_cycle(self._cycle)
+
+    def _attempt_ended(self, task: Running, outcome: str, error: str | None) -> None:
+        """The attempt's end in the cycle's record (written with the document's next whole write)."""
+        if task.record is not None:
+            task.record.finished_at, task.record.outcome = iso(self.clock()), outcome
+            task.record.error = cap_error(scrub(error)) if error and outcome != COMPLETED else None
 
     def _usual_seconds(self, tasks, known: dict[str, float]) -> dict[str, float]:
         """What each task usually takes, for the live view's time left: its median over the lookback, else its
@@ -429,8 +479,7 @@ class Runner:
     def _warn_slow(self, status: SessionStatus, ran: tuple[str, ...], log) -> None:
         """A task that took more than `slow_factor` times its median over the lookback is worth a warning."""
         statuses = {**self.history, status.session: status}
-        for trend in slow_tasks([n for n in ran if status.tasks.get(n) == COMPLETED], statuses,
-                                self.settings.run.slow_factor):
+        for trend in slow_tasks([n for n in ran if status.tasks.get(n) == COMPLETED], statuses, self.settings.run):
             log.bind(task=trend.task, duration_seconds=trend.latest.completed_in, median_seconds=trend.median_seconds,
                      ratio=trend.ratio, slow_factor=trend.slow_factor, sessions=len(trend.durations), console=False) \
                 .warning("task_slower_than_usual")
