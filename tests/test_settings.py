@@ -36,6 +36,8 @@ TASK = '[[tasks]]\nname = "a"\ncommand = ["true"]\n'
         ("[schedule]\nauto_recover = 'yes'\n" + TASK, "auto_recover = 'yes': expected true or false"),
         ("[run]\nmax_attempts = true\n" + TASK, "[run] max_attempts = true: expected an integer"),
         ("[run]\nslow_factor = false\n" + TASK, "[run] slow_factor = false: expected a number"),
+        ("[run]\nslow_min_seconds = -1\n" + TASK, "[run] slow_min_seconds = -1: must be at least 0"),
+        ("[run]\nslow_min_seconds = '5s'\n" + TASK, "[run] slow_min_seconds = '5s': expected a number"),
         (TASK + 'after = "b"\n', "[tasks.a] after = 'b': expected an array"),
         (TASK + "params = 5\n", "[tasks.a] params = 5: expected a table"),
         ('[[tasks]]\nname = "Bad Name"\ncommand = ["true"]\n', "name = 'Bad Name'"),

@@ -219,6 +219,8 @@ def test_check_counts_today_once_its_window_has_passed(project, r):
 
 @pytest.mark.parametrize("args, message", [
     (["--date", "2026-11-26"], "XNYS has no trading session on 2026-11-26 (Thanksgiving)"),
+    (["--date", "2026-11-28"], "XNYS has no trading session on 2026-11-28 (a Saturday); the next session is "
+                               "2026-11-30 (Monday)"),
     (["--date", "2026-12-01"], "2026-12-01 is in the future"),
     (["--date", "30/11/2026"], "--date '30/11/2026': expected a date YYYY-MM-DD"),
     (["--lookback", "400"], "--lookback 400 can span"),
@@ -492,13 +494,38 @@ def test_status_warns_when_the_median_durations_would_run_past_the_deadline(proj
     assert risk["deadline_seconds"] == (2400.0 if extra else 3600.0)
     assert risk["critical_path"] == ["load", "atr"]
     warning = [line for line in result.stdout.splitlines() if line.startswith("warning: window at risk: ")]
-    if at_risk:
-        how = "every task in turn (max_parallel)" if max_parallel == 1 else "the critical path load -> atr"
-        assert warning == [f"warning: window at risk: a cycle takes about {65 if max_parallel == 1 else 45} min by "
-                           f"the median durations ({how}), more than the {40 if extra else 60} min after the window "
-                           "opens that it should end within"]
-    else:
-        assert warning == []
+    how = "every task in turn (max_parallel)" if max_parallel == 1 else "the critical path load -> atr"
+    message = (f"a cycle takes about {65 if max_parallel == 1 else 45} min by the median durations ({how}), "
+               f"{'more' if at_risk else 'less'} than the {40 if extra else 60} min after the window opens that it "
+               "should end within")
+    assert warning == ([f"warning: window at risk: {message}"] if at_risk else [])
+    # status --check: a WARNING line under OK, and still exit 0; check: a `! warn` line, and still exit 0
+    check = project.cli("status", "--check", "--now", NOON)
+    assert check.exit_code == 0
+    risky = [line for line in check.stdout.splitlines() if line.startswith("WARNING: window at risk")]
+    assert risky == ([f"WARNING: window at risk: {message}"] if at_risk else [])
+    preflight = project.cli("check", "--now", NOON)
+    assert preflight.exit_code == 0, preflight.stdout
+    deadline = next(line for line in preflight.stdout.splitlines() if " deadline: " in line)
+    assert deadline == (f"! warn deadline: window at risk: {message}" if at_risk else f"✓ ok   deadline: {message}")
+    assert preflight.stdout.splitlines()[-1].endswith("(1 with a warning: deadline)" if at_risk else "passed")
+
+
+def test_a_short_task_is_never_slower_than_usual_below_slow_min_seconds(project, r):
+    """0.3 s against a median of 0.02 s is 15 times it, and noise: below slow_min_seconds (5 s) it is not flagged."""
+    for extra in ("", "[run]\nslow_min_seconds = 0.1\n"):
+        project.write_config(extra + marker_tasks(project.root, ["load", "atr"]))
+        for session, atr in zip(reversed(LOOKBACK), [0.02] * 6 + [0.3]):
+            put(r, session, timed_doc(session, {"load": 5.0, "atr": atr}))
+        slow = json.loads(project.cli("status", "--json", "--now", AFTER).stdout)["slow_tasks"]
+        trend = json.loads(project.cli("status", "--task", "atr", "--json", "--now", AFTER).stdout)
+        table = project.cli("status", "--now", AFTER).stdout
+        if extra:
+            assert [(t["task"], t["ratio"], t["slow_min_seconds"]) for t in slow] == [("atr", 15.0, 0.1)]
+            assert trend["slow"] is True and "slower than usual: atr took 15x its median" in table
+        else:
+            assert slow == [] and trend["slow"] is False and trend["slow_min_seconds"] == 5.0
+            assert "slower" not in table
 
 
 RAISES = """\

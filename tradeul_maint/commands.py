@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
@@ -549,36 +549,33 @@ def logs(
         where = logread.locate(g.settings(require_tasks=False, log_files=False), errors)
         if where.notice:
             err.print(f"tradeul-maint: {where.notice}", markup=False)
-        entries, cursor = logread.last_entries(where.path, query, lines, keep_open=follow)
-        if task is not None and not entries and lines and not where.notice:
-            seen = logread.task_names(where.path)
-            if task not in seen:  # else another filter left nothing: the entries are there
-                err.print(f"tradeul-maint: no entries for task {task!r} in {where.path} (or its rotated files); "
-                          f"tasks seen there: {', '.join(seen) or 'none'}", markup=False)
-        _print_entries(entries, as_json)
-        if follow:
-            _follow(cursor, query, as_json)
+        try:
+            with logread.stop_on_signals() if follow else nullcontext():
+                entries, cursor = logread.last_entries(where.path, query, lines, keep_open=follow)
+                if task is not None and not entries and lines and not where.notice:
+                    seen = logread.task_names(where.path)
+                    if task not in seen:  # else another filter left nothing: the entries are there
+                        err.print(f"tradeul-maint: no entries for task {task!r} in {where.path} (or its rotated "
+                                  f"files); tasks seen there: {', '.join(seen) or 'none'}", markup=False)
+                _print_entries(entries, as_json)
+                for batch in logread.follow(cursor, query) if follow else ():
+                    _print_entries(batch, as_json)
+        except logread.Stopped as stop:
+            _stop_following(stop.signum)
 
 
-def _follow(cursor: logread.Cursor, query: logread.Query, as_json: bool) -> None:
-    """New entries until a signal: Ctrl-C (SIGINT) is the way to end it, exit 0; SIGTERM and SIGHUP exit 143 and 129.
+def _stop_following(signum: int) -> None:
+    """`logs -f` ends on a signal: Ctrl-C (SIGINT) is the way to end it, exit 0; SIGTERM and SIGHUP exit 143, 129.
 
     A reader has nothing to tidy up, so once what it printed is flushed it exits at once,
     without the interpreter's teardown (a tenth of a second with typer and rich loaded).
     """
-    try:
-        with logread.stop_on_signals():
-            for batch in logread.follow(cursor, query):
-                _print_entries(batch, as_json)
-    except (logread.Stopped, KeyboardInterrupt) as exc:
-        signum = getattr(exc, "signum", signal.SIGINT)
-        code = EXIT_OK if signum == signal.SIGINT else SIGNAL_EXIT_CODES[signum]
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass  # a closed pipe: nothing more to say anyway
-        os._exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed pipe: nothing more to say anyway
+    os._exit(EXIT_OK if signum == signal.SIGINT else SIGNAL_EXIT_CODES[signum])
 
 
 def _print_entries(entries: list[logread.Entry], as_json: bool) -> None:
