@@ -121,7 +121,7 @@ def test_holidays_are_named_from_the_cache_without_loading_the_library(project, 
                              "2026-12-25", "--now", "2027-01-05T10:00"], env=env, cwd=project.root,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "tradeul-maint: XNYS has no trading session on 2026-12-25 (Christmas); the next session is 2026-12-28 " \
+    assert "tradeul-maint: 2026-12-25 is not a trading session of XNYS (Christmas); the next session is 2026-12-28 " \
            "(Monday)" in result.stderr
     assert not imported(result) & set(HEAVY)
     names = json.loads(prebuilt.read_text())["names"]

@@ -218,8 +218,8 @@ def test_check_counts_today_once_its_window_has_passed(project, r):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--date", "2026-11-26"], "XNYS has no trading session on 2026-11-26 (Thanksgiving)"),
-    (["--date", "2026-11-28"], "XNYS has no trading session on 2026-11-28 (a Saturday); the next session is "
+    (["--date", "2026-11-26"], "2026-11-26 is not a trading session of XNYS (Thanksgiving)"),
+    (["--date", "2026-11-28"], "2026-11-28 is not a trading session of XNYS (a Saturday); the next session is "
                                "2026-11-30 (Monday)"),
     (["--date", "2026-12-01"], "2026-12-01 is in the future"),
     (["--date", "30/11/2026"], "--date '30/11/2026': expected a date YYYY-MM-DD"),

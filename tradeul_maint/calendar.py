@@ -152,7 +152,7 @@ class TradingCalendar:
         """The one line every "not a session" error says: why, and the next session."""
         following = self.next_session_after(day)
         after = f"; the next session is {following} ({following:%A})" if following else ""
-        return f"{self.code} has no trading session on {day} ({self.closed_reason(day)}){after}"
+        return f"{day} is not a trading session of {self.code} ({self.closed_reason(day)}){after}"
 
     def closures(self, first: dt.date, last: dt.date) -> list[tuple[dt.date, str]]:
         """The weekdays in [first, last] that are not sessions, with why: holidays and closures."""

@@ -59,7 +59,7 @@ class CycleView:
     def seconds(self) -> float | None:
         if self.started_at is None or self.finished_at is None:
             return None
-        return round((self.finished_at - self.started_at).total_seconds(), 3)
+        return max(0.0, round((self.finished_at - self.started_at).total_seconds(), 3))
 
     def to_json(self) -> dict:
         return {"cycle": self.number, "started_at": iso(self.started_at), "finished_at": iso(self.finished_at),

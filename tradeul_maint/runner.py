@@ -20,8 +20,8 @@ after that.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import os
+import pwd
 import signal
 import socket
 import threading
@@ -145,11 +145,14 @@ class Trigger:
 
 
 def who() -> str:
-    """The user running this process: its login name, else its uid (a container may have no passwd entry)."""
+    """Who runs this process, for the audit trail: the account of its uid (not $USER, which anyone sets), else
+    the uid (a container may have no passwd entry), and the account that ran sudo, when it did."""
     try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - OSError or KeyError, by Python version: the uid says enough
-        return f"uid {os.getuid()}"
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        name = f"uid {os.getuid()}"
+    sudo = os.environ.get("SUDO_USER")
+    return f"{name} (sudo by {sudo})" if sudo and sudo != name else name
 
 
 @dataclass

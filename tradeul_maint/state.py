@@ -8,7 +8,8 @@ go to a hash of their own, folded into the document at its next whole write, and
 The fields `date`, `started_at`, `completed_at`, `duration_seconds`, `all_success` and
 `tasks` (name -> pending | in_progress | completed | failed | skipped) are those of the
 service being replaced, so documents it wrote read as done here and ours read there.
-Everything else (attempts, run id, per-task details) is added alongside.
+Everything else (attempts, run id, per-task details, and the session's last MAX_CYCLES cycles
+with what started each and every attempt it made) is added alongside.
 """
 
 from __future__ import annotations
