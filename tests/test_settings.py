@@ -54,7 +54,7 @@ TASK = '[[tasks]]\nname = "a"\ncommand = ["true"]\n'
         ("[logging]\nrotation = 'huge'\n" + TASK, "rotation = 'huge'"),
         ("[calendar]\nclosed = ['2025-13-45']\n" + TASK, "expected a date"),
         ("[calendar]\nearly_closes = { 2026-12-24 = '1pm' }\n" + TASK, "expected a local time"),
-        ("[calendar]\nearly_closes = { 2026-12-26 = '13:00' }\n" + TASK, "2026-12-26 is not a session"),
+        ("[calendar]\nearly_closes = { 2026-12-26 = '13:00' }\n" + TASK, "2026-12-26 is not a session of XNYS (a Saturday)"),
         ("[redis]\nurl = 'http://localhost'\n" + TASK, "expected redis://"),
         ('[[tasks]]\nname = "a"\nbuiltin = "redis.delete_keys"\nparams = { patterns = ["main*"] }\n',
          "'main*' would delete this tool's own state"),

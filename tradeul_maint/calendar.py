@@ -92,7 +92,8 @@ class TradingCalendar:
         for day, local_close in overrides.early_closes.items():
             i = self._index(day)
             if i is None:
-                raise ConfigError(f"[calendar] early_closes: {day} is not a session of {code}")
+                raise ConfigError(f"[calendar] early_closes: {day} is not a session of {code} "
+                                  f"({self.closed_reason(day)})")
             close = dt.datetime.combine(day, local_close, self.tz).astimezone(UTC)
             if close.timestamp() <= self._opens[i]:
                 raise ConfigError(f"[calendar] early_closes: {day} {local_close:%H:%M} is before the open")
