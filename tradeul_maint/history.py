@@ -21,11 +21,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, SKIPPED, AttemptRecord, CycleRecord, SessionStatus,
-                                 iso, parse_time)
+from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, INTERRUPTED_ATTEMPT, RUNNER_STOPPED, SKIPPED,
+                                 AttemptRecord, CycleRecord, SessionStatus, iso, parse_time)
 
-RUNNING_OUTCOME, INTERRUPTED_OUTCOME = "running", "interrupted"
-RUNNER_STOPPED = "interrupted: its runner stopped"
+RUNNING_OUTCOME = "running"  # an attempt or cycle whose run holds the lock now
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def cycles(status: SessionStatus | None, running: bool) -> tuple[CycleView, ...]
     views = []
     for number, record in enumerate(records, start=1):
         last = number == len(records)
-        open_outcome = RUNNING_OUTCOME if running and last else INTERRUPTED_OUTCOME
+        open_outcome = RUNNING_OUTCOME if running and last else INTERRUPTED_ATTEMPT
         attempts = [_attempt(a.task, a.attempt, a.started_at, a.finished_at, a.outcome or open_outcome, a.error)
                     for a in record.attempts]
         if last and record.finished_at is None:

@@ -37,8 +37,8 @@ from tradeul_maint.logs import scrub
 from tradeul_maint.planner import PlannedSession
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
 from tradeul_maint.settings import Settings, TaskSpec
-from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, AttemptRecord, CycleRecord,
-                                 SessionStatus, TaskRecord, cap_error, iso)
+from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, INTERRUPTED_ATTEMPT, PENDING, RUNNER_STOPPED,
+                                 SKIPPED, AttemptRecord, CycleRecord, SessionStatus, TaskRecord, cap_error, iso)
 from tradeul_maint.store import Slots, StateStore
 from tradeul_maint.processes import STOP_MARGIN, TaskProcesses, stop_leftovers
 from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
@@ -341,7 +341,7 @@ class Runner:
             record.error = why if event is not None or not task.attempt_id else \
                 f"{why}; its processes did not end within {self._stop_wait:g}s"
             if task.attempt_id:
-                self._attempt_ended(task, "interrupted", record.error)
+                self._attempt_ended(task, INTERRUPTED_ATTEMPT, record.error)
             record.attempts += task.attempt
             record.finished_at = iso(self.clock())
             log.bind(task=name, console=False).error("task_interrupted")
@@ -398,10 +398,10 @@ class Runner:
         """Close the previous cycle if its runner died in it, and open this one's record: who, from where, why."""
         previous = status.cycle
         if previous is not None and previous.finished_at is None:
-            previous.outcome = previous.outcome or "interrupted: its runner stopped"
+            previous.outcome = previous.outcome or RUNNER_STOPPED
             for attempt in previous.attempts:
                 if attempt.outcome is None:
-                    attempt.outcome = "interrupted"
+                    attempt.outcome = INTERRUPTED_ATTEMPT
         t = self.trigger
         self._cycle = CycleRecord(iso(self.clock()), trigger=t.command, force=t.force, only=list(t.only),
                                   user=who(), host=socket.gethostname(), run_id=self.lock.run_id)

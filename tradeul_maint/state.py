@@ -104,6 +104,8 @@ class TaskRecord:
         return cls(**values)
 
 
+INTERRUPTED_ATTEMPT = "interrupted"  # an attempt's outcome when a signal stopped it, or its runner died
+RUNNER_STOPPED = "interrupted: its runner stopped"  # a cycle's, when its runner died before its end
 MAX_CYCLES = 20  # cycles a session's document keeps, the latest; older ones are dropped (the log has them all)
 MAX_ATTEMPTS = 10  # attempts of one task a cycle keeps, the latest (a task with many retries)
 ATTEMPT_ERROR_LIMIT = 300  # characters of an attempt's error kept in its cycle; the task's record has more
@@ -169,10 +171,6 @@ class CycleRecord:
         mine = [a for a in self.attempts if a.task == attempt.task]
         if len(mine) > MAX_ATTEMPTS:
             self.attempts.remove(mine[0])
-
-    def attempt_of(self, task: str) -> AttemptRecord | None:
-        """The task's latest attempt in this cycle."""
-        return next((a for a in reversed(self.attempts) if a.task == task), None)
 
     def to_json(self) -> dict:
         doc = {k: v for k, v in self.__dict__.items() if v is not None and k != "attempts"}
