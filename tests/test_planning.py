@@ -215,6 +215,8 @@ def test_a_window_in_market_hours_leaves_the_reset_waiting_and_the_first_run_aft
     assert check.exit_code == 1 and f"{day} waiting" in check.stdout
     table = project.cli("status", "--now", f"{day}T12:00").stdout
     assert "waiting" in table and "reset waits for the close at 13:00 America/New_York" in table
+    grid = json.loads(project.cli("status", "--grid", "--json", "--now", f"{day}T12:00").stdout)
+    assert grid["sessions"][0]["cells"] == {"load": "completed", "reset": "waiting"}
     assert r.exists("realtime:quote:AAPL")
     dry = project.cli("run", "--dry-run", "--now", f"{day}T13:05")
     assert dry.stdout == f"would run {day} (finishing: reset waited for the close): reset\n"
@@ -260,7 +262,7 @@ def test_check_shows_each_tasks_policy_and_warns_about_shapes_an_operator_could_
             "true") in lines
     assert ("! warn plan reset: market_closed_only, and export runs after it: while the exchange is open they "
             "wait for the close too; set market_closed_only = true on them to say so, or drop the dependency") in lines
-    assert lines[-1].endswith("checks passed, 2 warnings")
+    assert lines[-1].endswith("checks passed (2 with a warning: plan wipe, plan reset)")
     doc_ = json.loads(project.cli("check", "--json", "--now", f"{TODAY}T12:00").stdout)
     assert doc_["ok"] is True
     assert [c["name"] for c in doc_["checks"] if c["warning"]] == ["plan wipe", "plan reset"]

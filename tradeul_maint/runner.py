@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pwd
 import signal
 import socket
 import threading
@@ -36,8 +37,8 @@ from tradeul_maint.logs import scrub
 from tradeul_maint.planner import PlannedSession, caught_up, waits_after
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
 from tradeul_maint.settings import Settings, TaskSpec
-from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord,
-                                 iso)
+from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, INTERRUPTED_ATTEMPT, PENDING, RUNNER_STOPPED,
+                                 SKIPPED, AttemptRecord, CycleRecord, SessionStatus, TaskRecord, cap_error, iso)
 from tradeul_maint.store import Slots, StateStore
 from tradeul_maint.processes import STOP_MARGIN, TaskProcesses, stop_leftovers
 from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
@@ -140,6 +141,26 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
+@dataclass(frozen=True)
+class Trigger:
+    """What started a run's cycles, for the audit trail: `cron` (`run` without --date), `run --date` or `recover`."""
+
+    command: str = "cron"
+    force: bool = False
+    only: tuple[str, ...] = ()  # the --task names
+
+
+def who() -> str:
+    """Who runs this process, for the audit trail: the account of its uid (not $USER, which anyone sets), else
+    the uid (a container may have no passwd entry), and the account that ran sudo, when it did."""
+    try:
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        name = f"uid {os.getuid()}"
+    sudo = os.environ.get("SUDO_USER")
+    return f"{name} (sudo by {sudo})" if sudo and sudo != name else name
+
+
 @dataclass
 class Running:
     """A task of this cycle with an attempt under way, or waiting out its retry delay."""
@@ -151,6 +172,7 @@ class Running:
     deadline: float | None = None  # when that attempt times out (monotonic)
     retry_at: float | None = None  # when the next attempt starts (monotonic)
     stopping: bool = False  # asked to stop (timeout)
+    record: AttemptRecord | None = None  # the current attempt in the cycle's record
 
 
 @dataclass
@@ -165,8 +187,10 @@ class Runner:
     durations: dict[str, float] = field(default_factory=dict)
     # The lookback's status documents: what "slower than usual" compares a task's duration with.
     history: dict[dt.date, SessionStatus | None] = field(default_factory=dict)
+    trigger: Trigger = Trigger()
     # Why a task may not start now (planner.start_wait: the exchange opened during the run), or None.
     start_wait: Callable[[TaskSpec], str | None] = lambda spec: None
+    _cycle: CycleRecord | None = field(default=None, init=False)  # this cycle's record, in the document
     _changed: set[str] = field(default_factory=set, init=False)  # tasks recorded in memory, not yet in Redis
     _written: float = field(default=0.0, init=False)  # when the document was last written whole (monotonic)
     _slots: Slots = field(default_factory=dict, init=False)  # where its states sit, for `store.record`
@@ -213,6 +237,9 @@ class Runner:
         status.duration_seconds = round(time.monotonic() - started, 3)
         # Done: every task completed, or skipped for the catch-up policy (a reason, never a failure's error).
         status.all_success = all(status.completed(t.name) or caught_up(status, t.name) for t in self.settings.tasks)
+        self._cycle.finished_at, self._cycle.done = iso(status.completed_at), status.all_success
+        ran = planned.tasks + tuple(planned.blocked)  # a task held back for the close failed nothing
+        self._cycle.outcome = FAILED if any(status.tasks.get(n) in (FAILED, SKIPPED) for n in ran) else COMPLETED
         self.store.finish(self.lock.token, status)
         self._changed.clear()
         self.durations.update(known_durations([status]))
@@ -260,6 +287,8 @@ class Runner:
         task.retry_at = None
         task.stopping = False
         task.deadline = time.monotonic() + spec.timeout if spec.timeout else None
+        task.record = AttemptRecord(spec.name, task.attempt, iso(self.clock()))
+        self._cycle.add_attempt(task.record)
         make = command_request if spec.command else python_request
         self.processes.start(task.attempt_id, make(spec, session, self.lock.run_id))
         if task.attempt > 1:
@@ -277,6 +306,7 @@ class Runner:
             if task is None or task.attempt_id != event["id"]:
                 continue
             outcome = _outcome(task.spec, event)
+            self._attempt_ended(task, COMPLETED if outcome.success else FAILED, outcome.error)
             task.attempt_id = None
             if outcome.success or task.attempt > task.spec.retries or self.stop.signum or self.lock.lost.is_set():
                 del running[name]
@@ -339,17 +369,21 @@ class Runner:
             event = ended.get(name)
             outcome = _outcome(task.spec, event) if event is not None else None
             if outcome is not None and outcome.success:  # it completed before the signal reached it
+                self._attempt_ended(task, COMPLETED, None)
                 self._finish_task(status, name, outcome, task.attempt, time.monotonic() - task.started, log)
                 continue
             status.tasks[name] = FAILED
             record = status.details.setdefault(name, TaskRecord())
             record.error = why if event is not None or not task.attempt_id else \
                 f"{why}; its processes did not end within {self._stop_wait:g}s"
+            if task.attempt_id:
+                self._attempt_ended(task, INTERRUPTED_ATTEMPT, record.error)
             record.attempts += task.attempt
             record.finished_at = iso(self.clock())
             log.bind(task=name, console=False).error("task_interrupted")
         self._unstopped([n for n, t in running.items() if t.attempt_id and n not in ended], log)
         status.interrupted = self.stop.name
+        self._cycle.finished_at, self._cycle.outcome = iso(self.clock()), why
         self._write_whole(status)
         log.bind(signal=status.interrupted).warning("maintenance_cycle_interrupted")
         raise Interrupted(self.stop.signum)
@@ -397,11 +431,31 @@ class Runner:
         status.attempts += 1
         status.run_id = self.lock.run_id
         status.runner = f"{socket.gethostname()}:{os.getpid()}"
+        self._begin_cycle(status)
         self._write_whole(status)
         log.bind(tasks=list(planned.tasks), attempt=status.attempts, reason=planned.reason,
                  expected_seconds=self._usual_seconds(planned.tasks, known)) \
             .info("starting_maintenance_cycle")
         return status
+
+    def _begin_cycle(self, status: SessionStatus) -> None:
+        """Close the previous cycle if its runner died in it, and open this one's record: who, from where, why."""
+        previous = status.cycle
+        if previous is not None and previous.finished_at is None:
+            previous.outcome = previous.outcome or RUNNER_STOPPED
+            for attempt in previous.attempts:
+                if attempt.outcome is None:
+                    attempt.outcome = INTERRUPTED_ATTEMPT
+        t = self.trigger
+        self._cycle = CycleRecord(iso(self.clock()), trigger=t.command, force=t.force, only=list(t.only),
+                                  user=who(), host=socket.gethostname(), run_id=self.lock.run_id)
+        status.begin_cycle(self._cycle)
+
+    def _attempt_ended(self, task: Running, outcome: str, error: str | None) -> None:
+        """The attempt's end in the cycle's record (written with the document's next whole write)."""
+        if task.record is not None:
+            task.record.finished_at, task.record.outcome = iso(self.clock()), outcome
+            task.record.error = cap_error(scrub(error)) if error and outcome != COMPLETED else None
 
     def _usual_seconds(self, tasks, known: dict[str, float]) -> dict[str, float]:
         """What each task usually takes, for the live view's time left: its median over the lookback, else its
@@ -472,8 +526,7 @@ class Runner:
     def _warn_slow(self, status: SessionStatus, ran: tuple[str, ...], log) -> None:
         """A task that took more than `slow_factor` times its median over the lookback is worth a warning."""
         statuses = {**self.history, status.session: status}
-        for trend in slow_tasks([n for n in ran if status.tasks.get(n) == COMPLETED], statuses,
-                                self.settings.run.slow_factor):
+        for trend in slow_tasks([n for n in ran if status.tasks.get(n) == COMPLETED], statuses, self.settings.run):
             log.bind(task=trend.task, duration_seconds=trend.latest.completed_in, median_seconds=trend.median_seconds,
                      ratio=trend.ratio, slow_factor=trend.slow_factor, sessions=len(trend.durations), console=False) \
                 .warning("task_slower_than_usual")
