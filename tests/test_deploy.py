@@ -1047,3 +1047,26 @@ def test_the_services_command_runs_with_the_units_environment(host, r, path):
         assert (host.root / "log" / "maintenance.log").exists()  # LogsDirectory= is the default log directory
     else:  # the 25th's window is still open: nothing is overdue
         assert result.stdout.startswith("OK: all 6 XNYS sessions whose window has passed are done")
+
+
+# --- CI -------------------------------------------------------------------------------------------
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    readme = (REPO / "README.md").read_text()
+    (command,) = [block.strip() for block in re.findall(r"```sh\n(.*?)```", readme, re.S) if "pytest" in block]
+    assert "\n" not in command  # one line a newcomer can copy
+    assert command in active_lines(REPO / ".ci" / "run")
+    assert command.startswith("sh .ci/system-packages;")  # promtool and the Pushgateway, where they install
+
+
+def test_system_packages_never_fails_where_it_cannot_install(tmp_path):
+    """Without apt-get (or without root) it says what it did not install and lets the tests run (and skip)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "id").symlink_to(shutil.which("id"))
+    result = subprocess.run(["/bin/sh", str(REPO / ".ci" / "system-packages")], env={"PATH": str(bin_dir)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == ""
+    assert result.stderr.startswith("system-packages: not installing prometheus")
+    assert "the tests that use them skip" in result.stderr

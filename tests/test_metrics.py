@@ -1,14 +1,15 @@
-"""The Prometheus textfile ([metrics] textfile) and the alert rules shipped for it.
+"""The Prometheus metrics ([metrics] textfile, [metrics] pushgateway) and the alert rules shipped for them.
 
-The textfile is read back with prometheus_client's parser, as node_exporter would read it.
-The alert rules (deploy/prometheus/alerts.yaml) are evaluated against the textfiles the
-tool itself writes on a holiday, a weekend, and after a missed, a failed and an
-overrunning session: with `promtool test rules` where promtool is installed (Debian's
-`prometheus` package), and always with a small evaluator of the rules' two expression
-forms, which fails on any expression it does not understand (so the rules stay simple
-enough to be checked this way).
+The textfile is read back with prometheus_client's parser, as node_exporter would read it;
+the push goes to a real Pushgateway (Debian's prometheus-pushgateway) on a loopback port and
+is read back as Prometheus scrapes it. The alert rules (deploy/prometheus/alerts.yaml) are
+evaluated against the metrics the tool itself writes on a trading day that is done, a
+holiday, a weekend, and after a missed, a failed and an overrunning session, with the
+shipped refresh (every 15 minutes), with none (stale) and with no metrics at all (absent):
+with `promtool test rules` where promtool is installed (Debian's `prometheus` package), and
+always with a small evaluator of the rules' expression forms, which fails on any expression
+it does not understand (so the rules stay simple enough to be checked this way).
 """
-
 from __future__ import annotations
 
 import datetime as dt

@@ -35,13 +35,25 @@ def test_a_task_without_timeout_gets_the_default_and_timeout_0_means_none(projec
 
 
 @pytest.mark.parametrize("value, message", [
-    ("-5", "[tasks.t] timeout = -5: must be positive"),
+    ("-5", "[tasks.t] timeout = -5: must be a positive number of seconds"),
+    ("nan", "[tasks.t] timeout = nan: must be a positive number of seconds"),  # TOML has nan and inf
+    ("inf", "[tasks.t] timeout = inf: must be a positive number of seconds"),
     ("false", "[tasks.t] timeout = False: expected seconds"),
 ])
 def test_a_timeout_that_is_not_a_duration_is_a_config_error(project, value, message):
     project.write_config(f'[[tasks]]\nname = "t"\ncommand = ["true"]\ntimeout = {value}\n')
     result = project.cli("run", "--date", DAY)
     assert result.exit_code == 78 and message in result.stderr
+
+
+@pytest.mark.parametrize("key", ["max_run_minutes", "stop_grace_seconds", "retry_backoff_minutes"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_run_limit_that_is_not_a_finite_number_is_a_config_error(project, key, value):
+    """Not silently no limit at all: nan compares false with everything, inf never comes."""
+    project.write_config(f'[run]\n{key} = {value}\n[[tasks]]\nname = "t"\ncommand = ["true"]\n')
+    result = project.cli("run", "--date", DAY)
+    assert result.exit_code == 78
+    assert f"[run] {key} = {value}: must be a finite number" in result.stderr
 
 
 def test_max_run_minutes_defaults_to_240_and_0_turns_it_off(project):

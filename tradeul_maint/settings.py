@@ -8,6 +8,7 @@ naming the file, the key and what to write instead.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 import tomllib
@@ -310,6 +311,8 @@ def check_type(what: str, value: Any, kind: type | tuple, suffix: str = "") -> N
 
 
 def _positive(section: str, key: str, value: float, minimum: float = 1) -> float:
+    if not math.isfinite(value):  # TOML has nan and inf: neither is a count, a limit or a duration
+        raise ConfigError(f"[{section}] {key} = {value}: must be a finite number, at least {minimum}")
     if value < minimum:
         raise ConfigError(f"[{section}] {key} = {value}: must be at least {minimum}")
     return value
@@ -506,8 +509,8 @@ def _calendar(t: dict) -> CalendarOverrides:
 
 def parse_seconds(value: Any, what: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
-            raise ConfigError(f"{what} = {value}: must be positive")
+        if not value > 0 or math.isinf(value):  # nan compares false: it is no duration either
+            raise ConfigError(f"{what} = {value}: must be a positive number of seconds")
         return float(value)
     match = DURATION.match(str(value).strip())
     if not match or int(match[1]) <= 0:
