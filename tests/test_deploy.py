@@ -108,7 +108,10 @@ class Host:
 
 
 @pytest.fixture
-def host(tmp_path, redis_url) -> Host:
+def host(tmp_path, redis_url, calendar_cache) -> Host:
+    """With the image's calendar cache in place (the session's: what the image's build writes, which
+    test_dockerfile_runs_the_cli_as_a_non_root_user_with_the_calendar_cache_built_in checks)."""
+    shutil.copytree(calendar_cache, tmp_path / "image" / "calendar")
     return Host(tmp_path, redis_url)
 
 
