@@ -264,6 +264,7 @@ def test_a_pushgateway_that_never_finishes_answering_costs_the_timeout_and_no_mo
     ("pushgateway:9091", "expected e.g. \"http://pushgateway:9091\""),
     ("ftp://pushgateway:9091", "expected e.g. \"http://pushgateway:9091\""),
     ("http://user:s3cret@pushgateway:9091", "credentials in the URL are not supported"),
+    ("http://user:s3cret/@x@pushgateway:9091", "credentials in the URL are not supported"),
 ])
 def test_a_pushgateway_url_that_is_not_one_is_a_config_error(project, url, message):
     project.write_config(f'[metrics]\npushgateway = "{url}"\n' + marker_tasks(project.root, ["a"]))

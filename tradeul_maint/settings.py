@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tradeul_maint.errors import ConfigError
 
@@ -28,7 +29,6 @@ LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 # A task without `timeout` is stopped after this: a hung task must not hold the lock (and the scheduler's next
 # ticks) for good. `timeout = 0` in a task turns it off.
 DEFAULT_TASK_TIMEOUT = 3600.0
-PUSHGATEWAY = re.compile(r"^https?://[^/\s@?#]+(/[^\s?#]*)?$")
 
 
 @dataclass(frozen=True)
@@ -430,11 +430,19 @@ def _pushgateway(url: str | None, what: str) -> str | None:
     """http(s)://host[:port][/path], without credentials (a log line names the host only, never the URL)."""
     if url is None:
         return None
-    if not PUSHGATEWAY.match(url.strip()):
-        hint = "credentials in the URL are not supported" if "@" in url else "expected e.g. \"http://pushgateway:9091\""
-        shown = re.sub(r"//[^/@]*@", "//***@", url)  # a password in it stays out of the message
-        raise ConfigError(f"{what} = {shown!r}: {hint}")
-    return url.strip().rstrip("/")
+    url = url.strip()
+    if "@" in url:  # user information, or a password holding a "/" that moved the rest into the path
+        shown = re.sub(r"^([\w+.-]*://)?.*@", r"\1***@", url)  # whatever it holds stays out of the message
+        raise ConfigError(f"{what} = {shown!r}: credentials in the URL are not supported")
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and \
+            not parts.fragment and (parts.port or 0) >= 0 and not any(c.isspace() for c in url)
+    except ValueError:  # a port that is not a number
+        valid = False
+    if not valid:
+        raise ConfigError(f"{what} = {url!r}: expected e.g. \"http://pushgateway:9091\"")
+    return url.rstrip("/")
 
 
 def _notify(t: dict) -> NotifySettings:
