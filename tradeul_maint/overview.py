@@ -15,6 +15,9 @@ A session is in exactly one state:
 - `running` / `interrupted`: a cycle started and did not finish; running while the lock
   is held by that cycle's run (or by a holder we cannot tell apart), interrupted otherwise;
 - `corrupt`: the document does not parse (never done);
+- `expired`: not done, and never to be run automatically: its window ended (the job's catchup
+  "none") or a newer session's window opened (catchup "latest"); `status --check` counts it
+  as not done only until a later session of the job is done;
 - `missing`: no document and its window has passed;
 - `due`: no document and its window is open now;
 - `not_yet_due`: no document and its window has not opened.
@@ -30,7 +33,8 @@ from tradeul_maint import history, trends
 from tradeul_maint.calendar import TradingCalendar, Window
 from tradeul_maint.history import CycleView, Timeline
 from tradeul_maint.lock import LockHolder
-from tradeul_maint.planner import Plan, failed_tasks, waiting_tasks
+from tradeul_maint.planner import (Plan, expiry, explain_job, failed_tasks, latest_opened, waiting_for_data,
+                                   waiting_tasks, waits_text)
 from tradeul_maint.errors import UsageError
 from tradeul_maint.settings import Settings
 from tradeul_maint.sources import Sources, sources
@@ -40,7 +44,7 @@ from tradeul_maint.store import Overview
 from tradeul_maint.trends import Trend, WindowRisk
 
 DONE, FAILED_STATE, RUNNING, INTERRUPTED, WAITING = "done", "failed", "running", "interrupted", "waiting"
-CORRUPT, MISSING, DUE, NOT_YET_DUE = "corrupt", "missing", "due", "not_yet_due"
+CORRUPT, MISSING, DUE, NOT_YET_DUE, EXPIRED = "corrupt", "missing", "due", "not_yet_due", "expired"
 ERROR_OUTPUT_LINES = 5  # last lines of a failed command's output shown with its error
 
 
@@ -125,10 +129,19 @@ class StatusView:
     slow: tuple[Trend, ...] = ()  # tasks slower than usual in the lookback
     risk: WindowRisk | None = None  # how long a cycle should take, against the deadline
     trend: Trend | None = None  # `status --task NAME`
+    job: str = "maintenance"
+    policy: str = ""  # the job's window and catch-up policy, in words (planner.explain_job)
 
     @property
     def overdue(self) -> tuple[SessionView, ...]:
-        return tuple(s for s in self.sessions if s.overdue)
+        """The sessions `status --check` fails on: window passed and not done; of the expired ones (never to run:
+        the job's catchup) only the newest, and only until a later session of the job is done."""
+        found, later = [], False  # a later session is done, or already expired
+        for s in self.sessions:  # newest first
+            if s.overdue and not (s.state == EXPIRED and later):
+                found.append(s)
+            later = later or s.state in (DONE, EXPIRED)
+        return tuple(found)
 
     @property
     def lock_problem(self) -> str | None:
@@ -218,11 +231,17 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
     for t in slow:
         slow_notes[t.latest.session].append(t.describe())
     left = {d.session: d.reason for d in plan.deferred} if plan else {}  # why `run` leaves a session now
+    newest = latest_opened(now, calendar, schedule)
     views = []
     for session in sorted(sessions, reverse=True):
         window = calendar.window(session, schedule.window_start, schedule.window_minutes)
         view = session_view(session, statuses[session], window, now, seen.holder, settings, calendar.tz,
                             left.get(session))
+        if view.state not in (DONE, RUNNING, DUE, NOT_YET_DUE) and \
+                (why := expiry(session, statuses[session], now, calendar, schedule, newest)) is not None:
+            view = replace(view, state=EXPIRED, note="; ".join(filter(None, (
+                f"{why}: `run{'' if settings.job == 'maintenance' else ' --job ' + settings.job} --date {session} "
+                f"--force` runs it", view.note if view.state != MISSING else None))))
         if override := calendar.override_note(session):
             view = replace(view, override=override, note="; ".join(filter(None, (override, view.note))))
         if session in slow_notes:
@@ -242,7 +261,8 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
     return StatusView(now, calendar.code, calendar.tz.key, len(sessions), tuple(views),
                       next_window(now, calendar, settings), seen.holder, seen.last_run,
                       calendar.expiry_warning(now), sources(settings), slow,
-                      None if detail else trends.window_risk(settings, statuses), trend)
+                      None if detail else trends.window_risk(settings, statuses), trend, settings.job,
+                      explain_job(schedule))
 
 
 def _task_order(settings: Settings, statuses: dict) -> list[str]:
@@ -334,6 +354,8 @@ def _note(state: str, status: SessionStatus | None, left: str | None) -> str | N
         why = f"{', '.join(bad)} not completed" if bad else "not all tasks completed"
         return f"{why}; {left}" if left else why
     if state == WAITING:
+        if waiting_for_data(status):
+            return left or f"{waits_text(status)}: the next run probes again"
         return left or f"{', '.join(waiting_tasks(status))} waited for the close: the next run starts it"
     return None
 

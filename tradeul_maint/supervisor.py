@@ -499,7 +499,7 @@ def _run_python(message: dict[str, Any], hello: dict[str, Any], make_client: Cal
     log = logger.bind(date=message["date"], run_id=message["run_id"], task=spec.name)
     ctx = tasks.TaskContext(date=tasks.parse_day(message["date"]), task=spec.name, run_id=message["run_id"],
                             redis=make_client() if make_client else None, logger=log, params=dict(spec.params),
-                            key_prefix=settings.redis.key_prefix)
+                            key_prefix=settings.redis.key_prefix, namespaces=settings.namespaces)
     try:
         outcome = tasks.run_python(spec, ctx, tuple(settings.python_paths))
     except TaskStopped as exc:

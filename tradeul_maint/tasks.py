@@ -47,6 +47,7 @@ class TaskContext:
     params: dict[str, Any] = field(default_factory=dict)  # the task's `params` table, as written in the config
     result: dict[str, Any] = field(default_factory=dict)  # what report() collected
     key_prefix: str = "maintenance"  # the tool's own keys: built-ins never delete under it
+    namespaces: tuple[str, ...] = ()  # ...nor under any job's (Settings.namespaces); () : key_prefix's alone
 
     @property
     def session(self) -> dt.date:
@@ -80,10 +81,13 @@ def parse_day(text: str) -> dt.date:
 # --- what the runner asks for, and what it makes of the answer ---------------------------------
 
 
-def command_request(spec: TaskSpec, session: dt.date, run_id: str) -> dict[str, Any]:
-    """`{date}` in any argument becomes the session; the environment names the session, task and run."""
+def command_request(spec: TaskSpec, session: dt.date, run_id: str,
+                    argv: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """`{date}` in any argument becomes the session; the environment names the session, task and run.
+
+    `argv` is the task's wait_for probe instead of its command: a probe runs as a command does."""
     day = session.isoformat()
-    return {"kind": "command", "task": spec.name, "argv": [arg.replace("{date}", day) for arg in spec.command],
+    return {"kind": "command", "task": spec.name, "argv": [arg.replace("{date}", day) for arg in argv or spec.command],
             "env": {"TRADEUL_MAINT_DATE": day, "TRADEUL_MAINT_TASK": spec.name, "TRADEUL_MAINT_RUN_ID": run_id}}
 
 
@@ -91,8 +95,9 @@ def python_request(spec: TaskSpec, session: dt.date, run_id: str) -> dict[str, A
     return {"kind": "python", "task": spec.name, "spec": spec, "date": session.isoformat(), "run_id": run_id}
 
 
-def command_outcome(spec: TaskSpec, ended: dict[str, Any]) -> Outcome:
-    program = spec.command[0]
+def command_outcome(spec: TaskSpec, ended: dict[str, Any], program: str | None = None) -> Outcome:
+    """How a command (or, with `program` its wait_for[0], a probe) ended."""
+    program = program or spec.command[0]
     output = ended.get("output") or None
     failed_exec = ended.get("result") or {}
     if "exec_error" in failed_exec:
