@@ -71,7 +71,8 @@ def test_after_a_cycle_the_textfile_says_what_the_cycle_did(project, r):
     assert values[("tradeul_maint_task_success", (JOB, ("task", "b")))] == 0
     assert values[("tradeul_maint_task_duration_seconds", (JOB, ("task", "a")))] >= 0
     assert values[("tradeul_maint_cycle_attempts", (JOB, ("session", "2026-11-25")))] == 1
-    assert not [k for k in values if k[0] == "tradeul_maint_cycle_attempts" and k[1] != (JOB, ("session", "2026-11-25"))]
+    assert not [k for k in values
+                if k[0] == "tradeul_maint_cycle_attempts" and k[1] != (JOB, ("session", "2026-11-25"))]
     # 2026-11-24 closed at 16:00 New York, 21:00 UTC; the 25th's window is still open: nothing overdue yet.
     assert values[("tradeul_maint_last_success_session_timestamp_seconds", (JOB,))] == \
         dt.datetime(2026, 11, 24, 21, 0, tzinfo=dt.timezone.utc).timestamp()

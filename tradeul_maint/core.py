@@ -198,7 +198,7 @@ def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = ()
     if session is not None:
         planner.check_session(ctx.calendar, session, ctx.now, _newest(ctx, chosen))
     with connected(ctx) as store:
-        plans = dict(_cron_plans(ctx, store, chosen, statuses=True)) if session is None else {}
+        plans = dict(_cron_plans(ctx, store, chosen)) if session is None else {}
         return _each_job(ctx, store, chosen, lambda c, s: _run_job(c, s, session, only, force, dry_run,
                                                                    plans.get(c.settings.job)))
 
@@ -281,7 +281,7 @@ def _cron_plan(ctx: Context, store: StateStore) -> tuple[Plan, dict[dt.date, Ses
     return planner.plan_cron(ctx.now, ctx.calendar, s.schedule, s.run, s.tasks, statuses), statuses
 
 
-def _cron_plans(ctx: Context, store: StateStore, jobs: tuple[Job, ...], statuses: bool = False
+def _cron_plans(ctx: Context, store: StateStore, jobs: tuple[Job, ...]
                 ) -> list[tuple[str, tuple[Plan, dict[dt.date, SessionStatus | None]]]]:
     """Every job's cron plan, their lookbacks' states read in one round trip whatever the number of jobs:
     the cron tick with nothing to do costs one round trip, not one per job."""

@@ -448,8 +448,9 @@ def next_closures(now: dt.datetime, calendar: TradingCalendar) -> list[tuple[dt.
 
 
 def calendar_view(now: dt.datetime, calendar: TradingCalendar, settings: Settings, count: int = 5) -> dict:
-    """The `calendar` command's document: what calendar is in use, how far it reaches, and the next windows."""
-    schedule = settings.schedule
+    """The `calendar` command's document: what calendar is in use, how far it reaches, and the next windows (of the
+    first job: the top level's, when it has tasks; `jobs` lists each job's next window)."""
+    schedule = settings.jobs[0].schedule if settings.jobs else settings.schedule
     overrides = calendar.overrides
     upcoming = []
     session = calendar.local_date(now)
@@ -478,6 +479,10 @@ def calendar_view(now: dt.datetime, calendar: TradingCalendar, settings: Setting
         },
         "warning": calendar.expiry_warning(now),
         "next_sessions": upcoming,
+        "jobs": [{"job": job.name, "window": f"{job.schedule.window_start} for {job.schedule.window_minutes} min",
+                  "catchup": job.schedule.catchup,
+                  "next_window": _window_json(next_window(now, calendar, settings.for_job(job)), now,
+                                              calendar.tz.key)} for job in settings.jobs],
         "holidays": [{"date": day.isoformat(), "name": why} for day, why in next_closures(now, calendar)],
         **sources(settings).to_json(),
     }

@@ -80,9 +80,9 @@ def run(overrides: Overrides, now_text: str | None) -> Report:
     found = sources(s)
     several = len(s.jobs) > 1
     if several:
+        counts = ", ".join(f"{j.name}: {len(j.tasks)} task{'s' if len(j.tasks) != 1 else ''}" for j in s.jobs)
         checks = [Check("config", True, f"{found.config or 'no config file: defaults'}: {len(s.jobs)} jobs "
-                                        f"({', '.join(f'{j.name}: {len(j.tasks)} task' + ('s' if len(j.tasks) != 1 else '') for j in s.jobs)}), "
-                                        f"calendar {s.schedule.calendar}")]
+                                        f"({counts}), calendar {s.schedule.calendar}")]
     else:
         checks = [Check("config", True, f"{found.config or 'no config file: defaults'}: {len(s.tasks)} tasks, "
                                         f"calendar {s.schedule.calendar}, window {s.schedule.window_start} for "
@@ -126,7 +126,8 @@ def redis_checks(context: core.Context, where: str,
     jobs = jobs if jobs is not None else [(context, "")]
     try:
         with core.connected(context) as store:  # as every command connects: password file, cluster prefix
-            checks = [Check("redis", True, f"{where}: reachable, authenticated"), _write_check(store.client, store.keys)]
+            checks = [Check("redis", True, f"{where}: reachable, authenticated"),
+                      _write_check(store.client, store.keys)]
             for job, label in jobs:
                 checks.append(_key_types_check(job, store.job(job.settings.key_prefix), label))
             return checks + [_deadline_check(job, store.job(job.settings.key_prefix), label) for job, label in jobs]

@@ -363,6 +363,11 @@ def render_calendar(info: dict) -> None:
                           Text("; ".join(dict.fromkeys(filter(None, ("open now" if s["open"] else None, s["override"],
                                                                      s["early_close"]))))))
         console.print(table)
+        for job in info["jobs"] if len(info["jobs"]) > 1 else ():  # the table is the top level's (or first) job's
+            w = job["next_window"]
+            when = f"{w['start_local'][:16].replace('T', ' ')} to {w['end_local'][11:16]}" if w else "none"
+            console.print(f"job {job['job']}: window {job['window']}, catchup {job['catchup']}; next {when}",
+                          markup=False)
         holidays = ", ".join(f"{h['date']} {h['name']}" for h in info["holidays"])
         console.print(f"next holidays: {holidays or '-'}", markup=False)
         console.print(sources_line(info), markup=False, emoji=False)
