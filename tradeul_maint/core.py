@@ -128,13 +128,14 @@ def parse_now(text: str | None, calendar: TradingCalendar) -> dt.datetime:
 
 def _check_ttl(settings: Settings, calendar: TradingCalendar) -> None:
     """Everything each job's lookback can reach must still be in Redis (see planner.sessions_in_view)."""
-    for lookback in sorted({job.schedule.lookback_sessions for job in settings.jobs}, reverse=True)[:1]:
-        needed = calendar.max_span_days(planner.sessions_reached(lookback)) + 1
-        if settings.redis.status_ttl_days < needed:
-            raise ConfigError(
-                f"[redis] status_ttl_days = {settings.redis.status_ttl_days} is shorter than the "
-                f"{lookback} sessions of lookback can span on {calendar.code} "
-                f"({needed} days): raise it to at least {needed}")
+    lookback = max((job.schedule.lookback_sessions for job in settings.jobs),
+                   default=settings.schedule.lookback_sessions)
+    needed = calendar.max_span_days(planner.sessions_reached(lookback)) + 1
+    if settings.redis.status_ttl_days < needed:
+        raise ConfigError(
+            f"[redis] status_ttl_days = {settings.redis.status_ttl_days} is shorter than the "
+            f"{lookback} sessions of lookback can span on {calendar.code} "
+            f"({needed} days): raise it to at least {needed}")
 
 
 @contextmanager
