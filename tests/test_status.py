@@ -116,7 +116,8 @@ def test_status_json_carries_the_same_information(project, r):
                             "foreign": None}
     assert data["last_run"] == "2026-11-23"
     keys = {"date", "state", "window_start", "window_end", "window_passed", "tasks_completed", "tasks_total",
-            "attempts", "started_at", "completed_at", "duration_seconds", "run_id", "note", "override"}
+            "attempts", "started_at", "completed_at", "duration_seconds", "run_id", "note", "override",
+            "task_list_differences"}
     failed = next(s for s in data["sessions"] if s["date"] == "2026-11-23")
     assert set(failed) == keys  # the lookback view leaves the tasks to `--date`
     assert (failed["tasks_completed"], failed["tasks_total"], failed["attempts"]) == (1, 2, 1)

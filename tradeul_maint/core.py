@@ -25,6 +25,7 @@ from tradeul_maint.errors import (ConfigError, LockBusyError, RedisRefusedWriteE
                                   UsageError)
 from tradeul_maint.keys import Keys
 from tradeul_maint.planner import Plan
+from tradeul_maint.replicas import Replication
 from tradeul_maint.settings import ScheduleSettings, Settings
 from tradeul_maint.state import SessionStatus, iso
 from tradeul_maint.store import StateStore
@@ -129,7 +130,8 @@ def connected(ctx: Context) -> Iterator[StateStore]:
     try:
         with open_redis(s.redis.url, s.state_dir, password_file=s.redis.password_file,
                         key_prefix=s.redis.key_prefix) as (client, _where):
-            yield StateStore(client, Keys(s.redis.key_prefix), s.redis.status_ttl_days, s.redis.lock_lease_seconds)
+            yield StateStore(client, Keys(s.redis.key_prefix), s.redis.status_ttl_days, s.redis.lock_lease_seconds,
+                             Replication(s.redis.min_replicas, s.redis.replica_timeout_seconds, s.redis.wait_aof))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailableError(f"lost the connection to Redis: {str(exc).strip() or type(exc).__name__}") \
             from None
@@ -285,7 +287,8 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
 
     s = ctx.settings
     run_id = uuid.uuid4().hex[:12]
-    lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now))
+    lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now),
+                   store.replication)
     # Signals first: one that comes while the lock is being taken still stops the run cleanly.
     with StopSignals() as stop, lock:
         # Plan again under the lock: a runner that finished a moment ago may have done it all.

@@ -32,6 +32,7 @@ from tradeul_maint.sources import Sources, sources
 from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord, iso,
                                  parse_time)
 from tradeul_maint.store import Overview
+from tradeul_maint.tasklist import ONLY_HERE, Difference, differences, summary, task_list
 from tradeul_maint.trends import Trend, WindowRisk
 
 DONE, FAILED_STATE, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
@@ -107,6 +108,8 @@ class SessionView:
     tasks: tuple[TaskView, ...]
     override: str | None = None  # how a [calendar] override changed this day
     timeline: Timeline | None = None  # with the tasks (`status --date D`)
+    # Where this host's configured tasks differ from the task list its latest cycle recorded (tasklist.py).
+    task_list: tuple[Difference, ...] = ()
 
     @property
     def overdue(self) -> bool:
@@ -204,10 +207,14 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
     slow_notes = {t.latest.session: [] for t in slow}
     for t in slow:
         slow_notes[t.latest.session].append(t.describe())
+    here = task_list(settings.tasks)
     views = []
     for session in sorted(sessions, reverse=True):
         window = calendar.window(session, schedule.window_start, schedule.window_minutes)
         view = session_view(session, statuses[session], window, now, seen.holder, settings, calendar.tz)
+        if diffs := _task_list_differences(here, statuses[session]):
+            view = replace(view, task_list=diffs, note="; ".join(filter(None, (view.note, _differ_note(view, diffs,
+                                                                                         statuses[session])))))
         if override := calendar.override_note(session):
             view = replace(view, override=override, note="; ".join(filter(None, (override, view.note))))
         if session in slow_notes:
@@ -226,6 +233,23 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
                       next_window(now, calendar, settings), seen.holder, seen.last_run,
                       calendar.expiry_warning(now), sources(settings), slow,
                       None if detail else trends.window_risk(settings, statuses), trend)
+
+
+def _task_list_differences(here: dict[str, str], status: SessionStatus | None) -> tuple[Difference, ...]:
+    if status is None or status.corrupt:
+        return ()
+    return differences(here, status.task_list)
+
+
+def _differ_note(view: SessionView, diffs: tuple[Difference, ...], status: SessionStatus) -> str:
+    """The differences; for a done session, how to run what it never ran (it is not reopened for them)."""
+    note = summary(diffs, status.runner)
+    missing = [d.task for d in diffs if d.how == ONLY_HERE and status.tasks.get(d.task) != COMPLETED]
+    if view.state == DONE and missing:
+        them = "it" if len(missing) == 1 else "them"
+        options = " ".join(f"--task {name}" for name in missing)
+        note += f" (done without {them}: run --date {view.session} {options} runs {them})"
+    return note
 
 
 def _task_order(settings: Settings, statuses: dict) -> list[str]:
@@ -365,6 +389,7 @@ def _session_json(s: SessionView, tasks: bool) -> dict:
         "run_id": s.run_id,
         "note": s.note,
         "override": s.override,
+        "task_list_differences": [{"task": d.task, "how": d.how} for d in s.task_list],
     }
     if tasks:
         bars = {b.task: b for b in s.timeline.bars} if s.timeline else {}

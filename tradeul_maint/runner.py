@@ -6,10 +6,11 @@ attempts, waits for it to report how they ended (or for a timeout or a retry to 
 due), and records. Every transition (in_progress, completed, failed, skipped) is in
 Redis, fenced on the run lock, before anything that depends on it happens: the
 transitions of one scheduling step (the tasks that just ended, those they block, those
-that now start) go out together in one round trip, before the new tasks start. So a
-crash loses nothing that completed, a runner that lost the lock stops instead of
-overwriting its successor, and a cycle of many short tasks pays one small write per step
-rather than one rewrite of the whole status document per transition (store.py).
+that now start) go out together in one write of the whole status document, before the
+new tasks start (store.py). So a crash loses nothing that completed, a runner that lost
+the lock stops instead of overwriting its successor, and the document is the session's
+state at every moment. With `[redis] min_replicas`, a write the replicas did not confirm
+in time (replicas.py) ends the cycle as a lost lock does: no further task starts.
 
 However a cycle ends (completed, a signal, a lost lock, Redis gone, a bug), it ends only
 once the supervisor has reported every attempt of it ended, that is with no process of
@@ -30,15 +31,16 @@ from typing import Callable
 
 from loguru import logger
 
-from tradeul_maint.errors import SIGNAL_EXIT_CODES, LockLostError, TaskProcessesLostError
+from tradeul_maint.errors import SIGNAL_EXIT_CODES, LockLostError, ReplicasInDoubtError, TaskProcessesLostError
 from tradeul_maint.lock import RunLock
 from tradeul_maint.logs import scrub
 from tradeul_maint.planner import PlannedSession
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
+from tradeul_maint.tasklist import task_list
 from tradeul_maint.settings import Settings, TaskSpec
 from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord,
                                  iso)
-from tradeul_maint.store import Slots, StateStore
+from tradeul_maint.store import StateStore
 from tradeul_maint.processes import STOP_MARGIN, TaskProcesses, stop_leftovers
 from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
 from tradeul_maint.trends import median_durations, slow_tasks
@@ -46,7 +48,6 @@ from tradeul_maint.trends import median_durations, slow_tasks
 Clock = Callable[[], dt.datetime]
 STATUS_OUTPUT_LIMIT = 4096  # characters of a failed command's output kept in the status document
 LOG_OUTPUT_LIMIT = 16384
-WHOLE_WRITE_SECONDS = 1.0  # while tasks complete, the status document is rewritten whole at least this often
 POLL_SECONDS = 0.2  # the longest the main thread waits before it looks at signals and the lock again
 
 
@@ -159,9 +160,6 @@ class Runner:
     durations: dict[str, float] = field(default_factory=dict)
     # The lookback's status documents: what "slower than usual" compares a task's duration with.
     history: dict[dt.date, SessionStatus | None] = field(default_factory=dict)
-    _changed: set[str] = field(default_factory=set, init=False)  # tasks recorded in memory, not yet in Redis
-    _written: float = field(default=0.0, init=False)  # when the document was last written whole (monotonic)
-    _slots: Slots = field(default_factory=dict, init=False)  # where its states sit, for `store.record`
 
     def run_cycle(self, planned: PlannedSession, existing: SessionStatus | None) -> CycleResult:
         """Run the planned tasks of one session and record the outcome; raises Interrupted on a signal."""
@@ -175,28 +173,31 @@ class Runner:
         schedule = Schedule(order, specs, done_before={name for name, state in status.tasks.items()
                                                        if state == COMPLETED and name not in planned.tasks})
         running: dict[str, Running] = {}
+        ended = False  # tasks ended in the last step: their transitions are not in Redis yet
         try:
             while True:
                 self.lock.check()
                 if self.stop.signum is not None:
                     break
-                for name, blocker in schedule.take_blocked():
+                blocked = schedule.take_blocked()
+                for name, blocker in blocked:
                     self._record(status, name, SKIPPED, log, error=f"dependency {blocker} did not complete")
                 starting = schedule.take_ready(parallel - len(running))
                 for name in starting:
                     self._record(status, name, IN_PROGRESS, log)
-                self._commit(status)  # the step's transitions, before any task they allow starts
+                if ended or blocked or starting:
+                    self._write(status)  # the step's transitions, before any task they allow starts
                 for name in starting:
                     running[name] = Running(specs[name], time.monotonic())
                     self._launch(running[name], planned.session, log)
                 if not running:
                     break
-                self._step(status, running, schedule, planned.session, log)
+                ended = self._step(status, running, schedule, planned.session, log)
         except BaseException as exc:
-            # Fenced out, Redis gone, or a bug: nothing more can be recorded, and no task may go on.
+            # Fenced out, Redis gone or in doubt, or a bug: nothing more can be recorded, and no task may go on.
             self._abandon(running, "lost the run lock" if isinstance(exc, LockLostError) else type(exc).__name__,
                           log)
-            if not isinstance(exc, LockLostError):
+            if not isinstance(exc, (LockLostError, ReplicasInDoubtError)):
                 self.lock.verify()  # a lost lock explains the rest (its successor stops what we left)
             raise
         if self.stop.signum is not None:
@@ -207,7 +208,6 @@ class Runner:
                                  (status.tasks.get(t.name) == SKIPPED and t.name in planned.catchup_skipped)
                                  for t in self.settings.tasks)
         self.store.finish(self.lock.token, status)
-        self._changed.clear()
         self.durations.update(known_durations([status]))
         self._warn_slow(status, planned.tasks, log)
         log.bind(all_success=status.all_success, duration_seconds=status.duration_seconds,
@@ -231,8 +231,12 @@ class Runner:
             log.bind(task=spec.name, attempt=task.attempt).info("task_starting")
 
     def _step(self, status: SessionStatus, running: dict[str, Running], schedule: Schedule, session: dt.date,
-              log) -> None:
-        """Wait for what comes first (an attempt ended, a timeout, a retry due, POLL_SECONDS) and act on it."""
+              log) -> bool:
+        """Wait for what comes first (an attempt ended, a timeout, a retry due, POLL_SECONDS) and act on it.
+
+        True when a task ended (its transition is recorded in `status`, not yet in Redis).
+        """
+        ended = False
         now = time.monotonic()
         timers = [t for task in running.values() for t in (task.deadline, task.retry_at) if t is not None]
         wait = max(0.0, min([POLL_SECONDS, *(t - now for t in timers)]))
@@ -247,6 +251,7 @@ class Runner:
                 del running[name]
                 self._finish_task(status, name, outcome, task.attempt, time.monotonic() - task.started, log)
                 (schedule.completed if outcome.success else schedule.failed)(name)
+                ended = True
                 continue
             delay = task.spec.retry_delay * 2 ** (task.attempt - 1)
             task.retry_at = time.monotonic() + delay
@@ -259,6 +264,7 @@ class Runner:
                 self.processes.stop(task.attempt_id, f"timed out after {task.spec.timeout:g}s")
             elif task.attempt_id is None and task.retry_at is not None and now >= task.retry_at:
                 self._launch(task, session, log)
+        return ended
 
     @property
     def _stop_wait(self) -> float:
@@ -315,7 +321,7 @@ class Runner:
             log.bind(task=name, console=False).error("task_interrupted")
         self._unstopped([n for n, t in running.items() if t.attempt_id and n not in ended], log)
         status.interrupted = self.stop.name
-        self._write_whole(status)
+        self._write(status)
         log.bind(signal=status.interrupted).warning("maintenance_cycle_interrupted")
         raise Interrupted(self.stop.signum)
 
@@ -354,7 +360,8 @@ class Runner:
         status.attempts += 1
         status.run_id = self.lock.run_id
         status.runner = f"{socket.gethostname()}:{os.getpid()}"
-        self._write_whole(status)
+        status.task_list = task_list(self.settings.tasks)
+        self._write(status)
         log.bind(tasks=list(planned.tasks), attempt=status.attempts, reason=planned.reason,
                  expected_seconds=self._usual_seconds(planned.tasks, known)) \
             .info("starting_maintenance_cycle")
@@ -387,22 +394,9 @@ class Runner:
         elif state == SKIPPED:
             record.error = error
             log.bind(task=name, reason=error, console=False).error("task_skipped")
-        self._changed.add(name)
 
-    def _commit(self, status: SessionStatus) -> None:
-        """What was recorded since the last write, in one round trip: the document whole if a second has passed."""
-        if not self._changed:
-            return
-        if time.monotonic() - self._written < WHOLE_WRITE_SECONDS and \
-                self.store.record(self.lock.token, status, self._changed, self._slots):
-            self._changed.clear()
-        else:
-            self._write_whole(status)
-
-    def _write_whole(self, status: SessionStatus) -> None:
-        self._slots = self.store.write(self.lock.token, status)
-        self._changed.clear()
-        self._written = time.monotonic()
+    def _write(self, status: SessionStatus) -> None:
+        self.store.write(self.lock.token, status)
 
     def _finish_task(self, status: SessionStatus, name: str, outcome: Outcome, attempts: int, seconds: float,
                      log) -> None:
@@ -424,7 +418,6 @@ class Runner:
             record.traceback = scrub(outcome.traceback) if outcome.traceback else None
             task_log.bind(error=outcome.error, output=_tail(outcome.output, LOG_OUTPUT_LIMIT),
                           traceback=outcome.traceback, console=False).error("task_failed")
-        self._changed.add(name)
 
     def _warn_slow(self, status: SessionStatus, ran: tuple[str, ...], log) -> None:
         """A task that took more than `slow_factor` times its median over the lookback is worth a warning."""
