@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import count_runs, marker_tasks, start_redis
+from conftest import count_runs, marker_tasks, start_redis, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import faults  # noqa: E402
@@ -75,6 +75,22 @@ def test_a_write_in_doubt_starts_no_further_task_and_the_next_run_resumes_from_t
     assert count_runs(project.root, "b") == [DAY]  # a, whose completion landed on the primary, did not run again
     with replicas.replica.client() as c:
         assert json.loads(c.get(f"maintenance:status:{DAY}"))["all_success"] is True  # the replica has it too
+
+
+def test_a_lease_renewal_the_replicas_miss_stops_the_running_task_and_the_run(project, replicas):
+    """A lease the replicas may not have can vanish in a failover while its task runs (two runners at once):
+    the renewal is waited for too, and one that is not confirmed stops the task (not recorded done), exit 75."""
+    replicated(project, replicas, marker_tasks(project.root, ["a"], sleep=30), extra="lock_lease_seconds = 1.5\n")
+    runner = project.spawn("run", "--date", DAY)
+    assert wait_for(lambda: count_runs(project.root, "a", "started"), 20)
+    replicas.freeze()
+    _, err = runner.communicate(timeout=30)
+    assert runner.returncode == 75, err
+    [line] = err.strip().splitlines()
+    assert "acknowledged the renewal of the run lock's lease within 0.3 s" in line, line
+    assert count_runs(project.root, "a") == []  # stopped, not completed
+    with replicas.primary.client() as c:
+        assert json.loads(c.get(f"maintenance:status:{DAY}"))["tasks"] == {"a": "in_progress"}  # run again next time
 
 
 def test_a_replica_that_keeps_up_lets_the_run_complete_with_each_write_waited_for(project, replicas):

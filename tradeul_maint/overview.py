@@ -243,7 +243,7 @@ def _task_list_differences(here: dict[str, str], status: SessionStatus | None) -
 
 def _differ_note(view: SessionView, diffs: tuple[Difference, ...], status: SessionStatus) -> str:
     """The differences; for a done session, how to run what it never ran (it is not reopened for them)."""
-    note = summary(diffs, status.runner)
+    note = summary(diffs, status.runner, running=view.state == RUNNING)
     missing = [d.task for d in diffs if d.how == ONLY_HERE and status.tasks.get(d.task) != COMPLETED]
     if view.state == DONE and missing:
         them = "it" if len(missing) == 1 else "them"

@@ -198,8 +198,8 @@ def _task_list_check(context: core.Context, store: StateStore) -> Check:
     if host == socket.gethostname():
         return Check("task list", True, f"changed here since the cycle of {session} ({state}): "
                                         + summary(diffs, status.runner).partition(": ")[2])
-    return Check("task list", False, f"the cycle of {session} ({state}) {summary(diffs, status.runner)}: roll the "
-                                     "same configuration out to every host")
+    return Check("task list", False, f"the cycle of {session} ({state}) {summary(diffs, status.runner)}: roll "
+                                     "one configuration out to every host")
 
 
 def task_check(task: TaskSpec, settings: Settings) -> Check:

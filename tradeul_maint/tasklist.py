@@ -57,7 +57,8 @@ def differences(here: dict[str, str], recorded: dict[str, str] | None) -> tuple[
     return tuple(found + [Difference(name, ONLY_THERE) for name in recorded if name not in here])
 
 
-def summary(diffs: tuple[Difference, ...], runner: str | None) -> str:
+def summary(diffs: tuple[Difference, ...], runner: str | None, running: bool = False) -> str:
     """`ran with another task list (host h2): b configured only here; c defined differently`."""
     host = (runner or "").rpartition(":")[0] or "an unknown host"
-    return f"ran with another task list (host {host}): " + "; ".join(d.describe() for d in diffs)
+    return f"{'runs' if running else 'ran'} with another task list (host {host}): " + \
+        "; ".join(d.describe() for d in diffs)
