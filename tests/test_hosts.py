@@ -64,6 +64,10 @@ def test_the_lease_is_on_the_servers_clock_not_the_hosts(project, r):
 # --- task lists ---------------------------------------------------------------------------------------
 
 
+def checked(project) -> dict[str, dict]:
+    return {c["name"]: c for c in json.loads(project.cli("check", "--json", "--now", f"{DAY}T18:00").stdout)["checks"]}
+
+
 def other_host(r, day: str = DAY) -> None:
     """Make the stored document say its latest cycle ran on another host (tests run on one machine)."""
     doc = json.loads(r.get(f"maintenance:status:{day}"))
@@ -107,7 +111,7 @@ def test_status_and_check_say_where_this_hosts_task_list_differs_task_by_task(pr
                 {"task": "gone", "how": "configured only there"}]
     view = json.loads(project.cli("status", "--json", "--now", f"{DAY}T18:00").stdout)
     assert view["sessions"][0]["task_list_differences"] == expected
-    checks = {c["name"]: c for c in json.loads(project.cli("check", "--json", "--now", f"{DAY}T18:00").stdout)["checks"]}
+    checks = checked(project)
     assert checks["task list"] == {
         "name": "task list", "ok": False,
         "detail": f"the cycle of {DAY} (completed) ran with another task list (host host-a): new configured only "
@@ -117,11 +121,11 @@ def test_status_and_check_say_where_this_hosts_task_list_differs_task_by_task(pr
 def test_check_accepts_a_task_list_changed_on_this_host_since_the_last_cycle(project, r):
     project.write_config(QUIET + marker_tasks(project.root, ["a"]))
     assert project.cli("run", "--date", DAY).exit_code == 0
-    checks = {c["name"]: c for c in json.loads(project.cli("check", "--json", "--now", f"{DAY}T18:00").stdout)["checks"]}
+    checks = checked(project)
     assert checks["task list"]["ok"] and checks["task list"]["detail"] == (
         f"the same as the cycle of {DAY} (completed, host {socket.gethostname()})")
     project.write_config(QUIET + marker_tasks(project.root, ["a", "new"]))
-    checks = {c["name"]: c for c in json.loads(project.cli("check", "--json", "--now", f"{DAY}T18:00").stdout)["checks"]}
+    checks = checked(project)
     assert checks["task list"] == {"name": "task list", "ok": True,
                                    "detail": f"changed here since the cycle of {DAY} (completed): new configured "
                                              "only here"}

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+import redis
+
 from conftest import count_runs, marker_tasks, start_redis, wait_for
+from tradeul_maint.core import refused
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import faults  # noqa: E402
@@ -186,3 +189,25 @@ def test_a_write_refused_before_its_wait_is_exit_75_with_the_reason(project, tmp
         for proc in (replica, primary):
             proc.terminate()
             proc.wait(10)
+
+
+def test_a_redis_user_that_may_not_wait_is_a_configuration_error_and_the_lock_is_given_back(project, tmp_path):
+    proc, url = start_redis(tmp_path)
+    try:
+        admin = redis.Redis.from_url(url)
+        admin.execute_command("ACL", "SETUSER", "maint", "on", ">maint-pw", "~*", "+@all", "-wait")
+        project.write_config("[redis]\nmin_replicas = 1\n" + marker_tasks(project.root, ["a"]))
+        as_maint = url.replace("unix://", "unix://maint:maint-pw@")
+        result = project.cli("run", "--date", DAY, TRADEUL_MAINT_REDIS_URL=as_maint)
+        assert result.exit_code == 78, result.output
+        assert "the Redis user may not run WAIT or WAITAOF" in result.stderr and "maint-pw" not in result.output
+        assert admin.get("maintenance:lock") is None and count_runs(project.root, "a", "started") == []
+        admin.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_slot_that_moved_under_a_write_is_temporary():
+    """With min_replicas the writes go to the slot's primary directly, so a resharding's MOVED reaches the tool."""
+    assert "MOVED" in refused(redis.exceptions.MovedError("3999 127.0.0.1:7001"))

@@ -154,6 +154,7 @@ REFUSALS = {
     "BUSY": "it is busy running a script (BUSY)",
     "CLUSTERDOWN": "the cluster is down (CLUSTERDOWN)",
     "TRYAGAIN": "the cluster is resharding (TRYAGAIN)",
+    "MOVED": "the cluster is moving the tool's hash slot (MOVED)",
 }
 
 
@@ -164,7 +165,9 @@ def refused(exc: redis.ResponseError) -> str | None:
     message, or follow a "-" inside a script's error ("... @user_script: 1: -READONLY ...").
     """
     classes = {redis.exceptions.ReadOnlyError: "READONLY", redis.exceptions.OutOfMemoryError: "OOM",
-               redis.exceptions.BusyLoadingError: "LOADING"}
+               redis.exceptions.BusyLoadingError: "LOADING",
+               # With min_replicas the writes go to the slot's primary directly (replicas.py), MOVED and all.
+               redis.exceptions.AskError: "MOVED"}
     code = next((c for cls, c in classes.items() if isinstance(exc, cls)), None)
     if code is None:
         text = str(exc)

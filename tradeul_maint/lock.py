@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import redis
 from loguru import logger
 
-from tradeul_maint.errors import ForeignLockError, KeyTypeError, LockBusyError, LockLostError, ReplicasInDoubtError
+from tradeul_maint.errors import ForeignLockError, KeyTypeError, LockBusyError, LockLostError, MaintError
 from tradeul_maint.replicas import Replication
 
 RENEW = """
@@ -90,7 +90,7 @@ class RunLock:
                  replication: Replication | None = None):
         self._client = client
         self._replication = replication or Replication()
-        self.doubt: ReplicasInDoubtError | None = None  # a renewal the replicas did not confirm
+        self.doubt: MaintError | None = None  # a renewal the replicas did not confirm (or could not be asked to)
         self._key = key
         self._lease_ms = max(100, int(lease_seconds * 1000))
         self.run_id = run_id
@@ -108,8 +108,8 @@ class RunLock:
         try:
             taken = self._replication.write(self._client, self._key, lambda c: c.set(
                 self._key, self.token, nx=True, px=self._lease_ms), "taking the run lock")
-        except ReplicasInDoubtError:
-            self.release()  # taken on the primary alone: not a lock to run under
+        except MaintError:
+            self.release()  # taken on the primary, not confirmed by its replicas: not a lock to run under
             raise
         if not taken:
             holder = read_holder(self._client, self._key)
@@ -132,7 +132,7 @@ class RunLock:
                     self._lose("its lease expired and another runner took over")
                     return
                 renewed = time.monotonic()
-            except ReplicasInDoubtError as exc:
+            except MaintError as exc:  # ReplicasInDoubtError, or a WAIT the server refuses
                 self.doubt = exc
                 self.lost.set()  # as good as lost: the runner stops its tasks and ends
                 return

@@ -63,9 +63,14 @@ class Replication:
         if aof:
             pipe.execute_command("WAITAOF", 1, self.min_replicas, timeout_ms)
         replies = pipe.execute(raise_on_error=False)
-        for reply in replies[:2 if self.min_replicas else 1]:
-            if isinstance(reply, Exception):
-                raise reply
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        for reply in replies[1:]:
+            if isinstance(reply, redis.exceptions.NoPermissionError):
+                raise ConfigError(f"the Redis user may not run WAIT or WAITAOF ({reply}): grant it +wait and +waitaof, "
+                                  "or set [redis] min_replicas = 0 and wait_aof = false")
+        if self.min_replicas and isinstance(replies[1], Exception):
+            raise replies[1]
         if not wrote(replies[0]):
             return replies[0]
         acks = int(replies[1]) if self.min_replicas else None
