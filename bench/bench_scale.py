@@ -23,7 +23,8 @@ same run:
 
 Each history lives under its own key prefix, so the runs interleave. With `--also DIR`,
 the same rows are measured for the tradeul_maint package in DIR (e.g. a `git archive` of an
-older commit). `--write-path` measures the state writes alone (a few seconds).
+older commit). `--part cycles` measures the cycles and the state writes only, `--part write-path` the
+state writes alone (a few seconds).
 """
 
 from __future__ import annotations
@@ -59,14 +60,15 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=3, help="runs of each cycle size")
     parser.add_argument("--tcp", action="store_true", help="redis-server on a loopback TCP port, not a unix socket")
     parser.add_argument("--also", type=Path, metavar="DIR", help="also measure the package in DIR")
-    parser.add_argument("--write-path", action="store_true", help="only the state writes of a scheduling step")
+    parser.add_argument("--part", choices=("all", "cycles", "write-path"), default="all",
+                        help="cycles: the cycles and the state writes; write-path: the state writes alone")
     parser.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)  # the write path, in this process
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(write_path(args.worker, args.runs)))
         return 0
     trees: list[tuple[str, Path | None]] = [("this tree", None)] + ([(str(args.also), args.also)] if args.also else [])
-    if args.write_path:
+    if args.part == "write-path":
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, \
                 redis_server(Path(tmp) / "redis", tcp=args.tcp) as url:
             print_write_path(trees, url, args.runs, args.tcp)
@@ -80,7 +82,7 @@ def main() -> int:
             history = calendar.sessions_up_to(dt.date(2026, 11, 27), max(HISTORIES))
             rows: dict[str, list[Timed]] = {"tick": [], "status": [], "status --lookback N (table, piped)": [],
                                             "status --lookback N --json": []}
-            for n in HISTORIES:
+            for n in HISTORIES if args.part == "all" else ():
                 prefix = f"bench{n}"
                 seed_done(url, history[-n:], TASKS, prefix=prefix)
                 toml = root / f"maint-{n}.toml"
@@ -105,6 +107,7 @@ def main() -> int:
                         f"status --lookback {n} --json" + ("" if pythonpath is None else f" [{label}]"),
                         [str(CONSOLE_SCRIPT), "status", "--lookback", str(n), "--json"], env, root, silent=False))
             interleave([t for group in rows.values() for t in group], args.runs, warmup=1)
+            rows = {title: group for title, group in rows.items() if group}
 
             cycles: dict[str, dict[int, list]] = {label: {n: [] for n in CYCLES} for label, _ in trees}
             (root / "cycles").mkdir()

@@ -220,8 +220,9 @@ def free_port() -> int:
 class ReplicaSet:
     """A primary and its replica on loopback, with a Sentinel (quorum 1) watching them when `sentinel`.
 
-    The Sentinel calls the primary down after 500 ms without an answer and promotes the
-    replica; the tool finds the primary through it (`url`), as a redis+sentinel:// URL does.
+    The Sentinel calls the primary down after 1 s without an answer and promotes the
+    replica; the tool finds the primary through it (`url`), as a redis+sentinel:// URL does,
+    and so do the trials' checks (`master`): on a loaded machine a Sentinel may fail over again.
     """
 
     SERVICE = "maint"
@@ -235,7 +236,7 @@ class ReplicaSet:
         if sentinel:
             self.sentinel = TcpServer(base / "sentinel", sentinel_conf=(
                 f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 1\n"
-                f"sentinel down-after-milliseconds {self.SERVICE} 500\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
                 f"sentinel failover-timeout {self.SERVICE} 2000\nlogfile sentinel.log\n")).start()
             if not wait_until(lambda: self._sentinel("SENTINEL", "REPLICAS", self.SERVICE), 15):
                 raise RuntimeError("the Sentinel did not find the replica")
@@ -245,6 +246,13 @@ class ReplicaSet:
         if self.sentinel is not None:
             return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{self.SERVICE}"
         return f"redis://127.0.0.1:{self.primary.port}/0"
+
+    def master(self) -> redis.Redis:
+        """A client of the primary as the Sentinel names it, found again on each new connection."""
+        from redis.sentinel import Sentinel
+
+        sentinel = Sentinel([("127.0.0.1", self.sentinel.port)], socket_timeout=5)
+        return sentinel.master_for(self.SERVICE, socket_timeout=5, decode_responses=True)
 
     def replicating(self) -> bool:
         """The primary sees its replica online, and the replica's link is up."""
@@ -1173,6 +1181,9 @@ def trial_replica_frozen(h: Harness, out: Outcome, rng: random.Random) -> None:
     out.figure("seconds to exit 75", round(result.seconds, 2))
 
 
+LOST_COMPLETION = "completed tasks run again after the failover"
+
+
 def _failover(min_replicas: int):
     def trial(h: Harness, out: Outcome, rng: random.Random) -> None:
         """A failover right after a task completed: the replica stops receiving (frozen, its link cut) at a
@@ -1201,12 +1212,12 @@ def _failover(min_replicas: int):
         promoted = rs.fail_over()
         if not out.check(promoted, "trial setup: the Sentinel promoted the replica", "not within 30 s"):
             return
-        with rs.primary.client() as c:
+        with rs.master() as c:
             on_promoted = task_states(c)
             run_until_done(ws, c, out, args, timeout=60)
         a_runs = [e for e in ws.executions() if e.task == "a"]
         lost = acted and len(a_runs) > 1
-        out.check(not lost, "completed tasks run again after the failover",
+        out.check(not lost, LOST_COMPLETION,
                   lambda: f"b started after a completed, and a ran again: "
                           + "; ".join(e.describe() for e in a_runs)
                           + f"; states on the old primary {on_primary}, on the promoted replica {on_promoted}")
@@ -1225,7 +1236,8 @@ class TrialKind:
     run: Callable[[Harness, Outcome, random.Random], None]
     default_trials: int
     title: str
-    shows_loss: bool = False  # what happens without a protection: its violations are its figure, not a failure
+    # What happens without a protection: this invariant's violations are the trial's figure, not a failure.
+    shows_loss: str | None = None
 
 
 TRIALS = [
@@ -1248,7 +1260,7 @@ TRIALS = [
     TrialKind("replica-frozen", trial_replica_frozen, 10, "Replica frozen (SIGSTOP), min_replicas = 1"),
     TrialKind("failover", _failover(1), 20, "Failover right after a task completed, min_replicas = 1"),
     TrialKind("failover-unconfirmed", _failover(0), 20, "The same failover, min_replicas = 0 (shows the loss)",
-              shows_loss=True),
+              shows_loss=LOST_COMPLETION),
 ]
 BY_NAME = {t.name: t for t in TRIALS}
 
@@ -1275,6 +1287,11 @@ class Row:
     @property
     def violations(self) -> list[Violation]:
         return [v for o in self.outcomes for v in o.violations]
+
+    @property
+    def failures(self) -> list[Violation]:
+        """The violations, but those of the loss a `shows_loss` kind is there to show."""
+        return [v for v in self.violations if v.invariant != self.kind.shows_loss]
 
     def worst(self) -> str:
         figures: dict[str, float] = {}
@@ -1329,10 +1346,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(row.render())
     print(f"\ntime: {', '.join(timings)}")
-    bad = [row for row in rows if row.violations and not row.kind.shows_loss]
+    bad = [row for row in rows if row.failures]
     for row in bad:
-        print(f"\n{row.kind.name}: {len(row.violations)} violation(s); first {min(args.details, len(row.violations))}:")
-        for v in row.violations[:args.details]:
+        print(f"\n{row.kind.name}: {len(row.failures)} violation(s); first {min(args.details, len(row.failures))}:")
+        for v in row.failures[:args.details]:
             print(f"  {v}")
     return 1 if bad else 0
 

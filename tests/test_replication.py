@@ -60,8 +60,8 @@ def test_a_write_in_doubt_starts_no_further_task_and_the_next_run_resumes_from_t
     replicated(project, replicas, f'[[tasks]]\nname = "a"\npython = "cutter:cut"\n'
                                   f"params = {{ replica_pid = {replicas.replica.proc.pid} }}\n"
                + marker_tasks(project.root, ["b"], deps={"b": ["a"]}))
-    result = project.run("run", "--date", DAY)
-    assert result.returncode == 75, result.stderr
+    result = project.cli("run", "--date", DAY)
+    assert result.exit_code == 75, result.output
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("tradeul-maint: only 0 of the 1 replica [redis] min_replicas asks for acknowledged the "
                            "state write within 0.3 s (the primary sees no replica)"), line
@@ -73,8 +73,8 @@ def test_a_write_in_doubt_starts_no_further_task_and_the_next_run_resumes_from_t
         assert c.get("maintenance:lock") is None
     replicas.thaw()
     assert faults.wait_until(replicas.replicating, 10)
-    again = project.run("run", "--date", DAY)
-    assert again.returncode == 0, again.stderr
+    again = project.cli("run", "--date", DAY)
+    assert again.exit_code == 0, again.output
     assert count_runs(project.root, "b") == [DAY]  # a, whose completion landed on the primary, did not run again
     with replicas.replica.client() as c:
         assert json.loads(c.get(f"maintenance:status:{DAY}"))["all_success"] is True  # the replica has it too
