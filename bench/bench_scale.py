@@ -206,22 +206,28 @@ def write_path(url: str, rounds: int) -> dict[str, dict[str, float]]:
 
 
 def print_write_path(trees: list[tuple[str, Path | None]], url: str, rounds: int, tcp: bool) -> None:
-    """The write path of each tree, measured in a process of its own (its own package on the path)."""
-    results = {}
-    for label, path in trees:
-        env = clean_env()
-        if path is not None:
-            env["PYTHONPATH"] = str(path.resolve())
-        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", url, "--runs", str(rounds)],
-                             env=env, capture_output=True, text=True, check=True, cwd=os.getcwd())
-        results[label] = json.loads(out.stdout)
+    """The write path of each tree, measured in a process of its own (its own package on the path).
+
+    The trees take turns, one cycle of each size at a time, so that a shared machine's load
+    falls on them alike; the figure is the median over the rounds.
+    """
+    samples: dict[str, list[dict]] = {label: [] for label, _ in trees}
+    for _ in range(rounds):
+        for label, path in trees:
+            env = clean_env()
+            if path is not None:
+                env["PYTHONPATH"] = str(path.resolve())
+            out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", url, "--runs", "1"],
+                                 env=env, capture_output=True, text=True, check=True, cwd=os.getcwd())
+            samples[label].append(json.loads(out.stdout))
     print(f"\nstate write per scheduling step (a task completed + the next in progress), chain of N tasks, "
           f"median of {rounds} cycles, redis-server on {'TCP localhost' if tcp else 'a unix socket'}")
-    for label, figures in results.items():
-        for n, row in figures.items():
-            paths = ", ".join(f"{path} {ms:.3f} ms" for path, ms in row.items() if path != "bytes")
+    for label, runs in samples.items():
+        for n in runs[0]:
+            paths = ", ".join(f"{path} {statistics.median(r[n][path] for r in runs):.3f} ms"
+                              for path in runs[0][n] if path != "bytes")
             print(f"  {int(n):>5} tasks{'' if label == 'this tree' else f' [{label}]'}: {paths} "
-                  f"(the whole document {row['bytes'] / 1024:.1f} KB at the end)")
+                  f"(the whole document {runs[0][n]['bytes'] / 1024:.1f} KB at the end)")
 
 
 if __name__ == "__main__":
