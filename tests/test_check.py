@@ -69,9 +69,10 @@ def test_everything_in_order_passes_with_one_line_each(good, r):
     assert lines[0] == f"tradeul-maint check: config {good.config}, Redis {good.redis_url}"
     checks = lines_of(result.stdout)
     assert list(checks) == ["config", "redis", "redis write", "key types", "replicas", "eviction", "task list",
-                            "task load", "task compute", "task clear", "log dir", "calendar", "next window"]
+                            "deadline", "task load", "task compute", "task clear", "log dir", "calendar",
+                            "next window"]
     assert all(line.startswith("✓ ok:") for line in checks.values()), result.stdout
-    assert lines[-1] == "all 13 checks passed"
+    assert lines[-1] == "all 14 checks passed"
     assert checks["replicas"] == ("✓ ok: the primary sees no replica; min_replicas = 0: writes do not wait for "
                                   "replicas (a failover can lose the last ones)")
     assert checks["eviction"].startswith("✓ ok: no maxmemory: nothing is evicted")
@@ -109,8 +110,8 @@ def test_the_redis_password_is_hidden_and_a_wrong_one_fails_the_redis_check(good
             checks["redis"]
         assert checks["redis write"] == "✗ FAIL: not checked: no connection to Redis"
         assert "s3cret" not in ok.output + bad.output and "wrong-pw" not in bad.output
-        assert bad.stdout.splitlines()[-1] == ("6 of 13 checks failed: redis, redis write, key types, replicas, "
-                                                  "eviction, task list")
+        assert bad.stdout.splitlines()[-1] == ("7 of 14 checks failed: redis, redis write, key types, replicas, "
+                                                  "eviction, task list, deadline")
     finally:
         proc.terminate()
         proc.wait(10)
@@ -185,7 +186,7 @@ def test_tasks_that_would_fail_to_start(project, tmp_path):
     assert checks["task no-program"].startswith("✗ FAIL: command no-such-program-xyz: not found on PATH")
     assert checks["task no-x-bit"].startswith(f"✗ FAIL: command {script}: not executable")
     assert checks["task relative"].startswith("✗ FAIL: command bin/job: a relative path depends on the working")
-    assert result.stdout.splitlines()[-1].startswith("6 of 16 checks failed: task missing-module, ")
+    assert result.stdout.splitlines()[-1].startswith("6 of 17 checks failed: task missing-module, ")
 
 
 def test_log_dir_fallback_is_reported_and_no_writable_dir_fails(good, tmp_path):

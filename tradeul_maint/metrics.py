@@ -55,6 +55,10 @@ def render(view: StatusView, calendar: TradingCalendar, written: dt.datetime,
     gauge("tradeul_maint_cycle_attempts", "Cycles recorded for each session of the lookback that is not done.",
           [({"session": s.session.isoformat()}, s.attempts) for s in reversed(view.sessions)
            if s.state not in (DONE, NOT_YET_DUE)])
+    gauge("tradeul_maint_session_late_seconds", "How long after its deadline (window start + deadline_minutes) each "
+                                                "done session of the lookback became done; 0: on time.",
+          [({"session": s.session.isoformat()}, s.late_seconds) for s in reversed(view.sessions)
+           if s.late_seconds is not None])
     cycle = cycle or next((s for s in view.sessions if s.state not in (MISSING, DUE, NOT_YET_DUE)), None)
     finished = [t for t in (cycle.tasks if cycle else ()) if t.status in (COMPLETED, FAILED)
                 or (t.status == SKIPPED and not t.note)]  # a task left to a later session (catchup) is no failure

@@ -45,6 +45,7 @@ class Check:
     name: str  # what was checked: "config", "redis", "redis write", "key types", "task NAME", ...
     ok: bool
     detail: str  # what was found, or what to fix
+    warning: bool = False  # passed, but worth a look (the window at risk): shown, never a failure
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,14 @@ class Report:
     def failed(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if not c.ok)
 
+    @property
+    def warned(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.ok and c.warning)
+
     def to_json(self) -> dict:
         return {"ok": self.ok, "config": self.config, "redis": self.redis,
-                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks]}
+                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "warning": c.warning}
+                           for c in self.checks]}
 
 
 def run(overrides: Overrides, now_text: str | None) -> Report:
@@ -91,11 +97,13 @@ def redis_checks(context: core.Context, where: str) -> list[Check]:
         with core.connected(context) as store:  # as every command connects: password file, cluster prefix
             return [Check("redis", True, f"{where}: reachable, authenticated"),
                     _write_check(store.client, store.keys), _key_types_check(context, store),
-                    _replicas_check(store), _eviction_check(store), _task_list_check(context, store)]
+                    _replicas_check(store), _eviction_check(store), _task_list_check(context, store),
+                    _deadline_check(context, store)]
     except MaintError as exc:
         skipped = "not checked: no connection to Redis"
-        return [Check("redis", False, str(exc))] + [Check(name, False, skipped) for name in
-                                                    ("redis write", "key types", "replicas", "eviction", "task list")]
+        return [Check("redis", False, str(exc))] + [
+            Check(name, False, skipped) for name in ("redis write", "key types", "replicas", "eviction", "task list",
+                                                     "deadline")]
 
 
 def _write_check(client: redis.Redis, keys: Keys) -> Check:
@@ -143,8 +151,8 @@ def _replicas_check(store: StateStore) -> Check:
         return Check("replicas", False, f"{str(exc).strip() or type(exc).__name__}; every run would stop (exit 75) "
                                         "before its first task")
     if replication.wait_aof and not replication.aof_supported:
-        return Check("replicas", False, f"{seen}; wait_aof = true, but this Redis has no WAITAOF (7.2+): WAIT alone "
-                                        "confirms each write; upgrade Redis or set wait_aof = false")
+        return Check("replicas", True, f"{seen}; wait_aof = true, but this Redis has no WAITAOF (7.2+): WAIT alone "
+                                       "confirms each write; upgrade Redis or set wait_aof = false", warning=True)
     waits = " and ".join(w for w, on in (("WAIT", replication.min_replicas), ("WAITAOF", replication.wait_aof)) if on)
     return Check("replicas", True, f"{seen}; min_replicas = {replication.min_replicas}: a test write was confirmed "
                                    f"by {waits} within {replication.timeout_seconds:g} s")
@@ -167,11 +175,11 @@ def _eviction_check(store: StateStore) -> Check:
     if policy in SAFE_POLICIES:
         return Check("eviction", True, f"maxmemory {memory.get('maxmemory_human', limit)} with {policy}: a full "
                                        "Redis refuses writes (exit 75) rather than evict")
-    return Check("eviction", False, f"maxmemory {memory.get('maxmemory_human', limit)} with maxmemory-policy "
-                                    f"{policy} can evict the tool's keys (the lock, status documents and executed "
-                                    "flags carry a TTL, so volatile-* policies evict them too): a session could run "
-                                    "again, two runs could hold the lock; set maxmemory-policy noeviction, or give "
-                                    "the tool a Redis of its own")
+    return Check("eviction", True, f"maxmemory {memory.get('maxmemory_human', limit)} with maxmemory-policy "
+                                   f"{policy} can evict the tool's keys (the lock, status documents and executed "
+                                   "flags carry a TTL, so volatile-* policies evict them too): a session could run "
+                                   "again, two runs could hold the lock; set maxmemory-policy noeviction, or give "
+                                   "the tool a Redis of its own", warning=True)
 
 
 def _task_list_check(context: core.Context, store: StateStore) -> Check:
@@ -198,8 +206,24 @@ def _task_list_check(context: core.Context, store: StateStore) -> Check:
     if host == socket.gethostname():
         return Check("task list", True, f"changed here since the cycle of {session} ({state}): "
                                         + summary(diffs, status.runner).partition(": ")[2])
-    return Check("task list", False, f"the cycle of {session} ({state}) {summary(diffs, status.runner)}: roll "
-                                     "one configuration out to every host")
+    return Check("task list", True, f"the cycle of {session} ({state}) {summary(diffs, status.runner)}: roll "
+                                    "one configuration out to every host", warning=True)
+
+
+def _deadline_check(context: core.Context, store: StateStore) -> Check:
+    """The window at risk, as `status` estimates it from the lookback's durations: a warning, not a failure."""
+    from tradeul_maint.trends import window_risk
+
+    try:
+        sessions = planner.sessions_in_view(context.now, context.calendar, context.settings.schedule)
+        risk = window_risk(context.settings, store.statuses(sessions))
+    except MaintError as exc:
+        return Check("deadline", False, f"not checked: {exc}")
+    except (redis.RedisError, OSError) as exc:
+        return Check("deadline", False, f"not checked: reading the lookback failed: {str(exc).strip()}")
+    if risk is None:
+        return Check("deadline", True, "no tasks")
+    return Check("deadline", True, risk.message(), warning=risk.at_risk)
 
 
 def task_check(task: TaskSpec, settings: Settings) -> Check:

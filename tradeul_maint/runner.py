@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pwd
 import signal
 import socket
 import threading
@@ -38,8 +39,8 @@ from tradeul_maint.planner import PlannedSession
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
 from tradeul_maint.tasklist import task_list
 from tradeul_maint.settings import Settings, TaskSpec
-from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord,
-                                 iso)
+from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, INTERRUPTED_ATTEMPT, PENDING, RUNNER_STOPPED,
+                                 SKIPPED, AttemptRecord, CycleRecord, SessionStatus, TaskRecord, cap_error, iso)
 from tradeul_maint.store import StateStore
 from tradeul_maint.processes import STOP_MARGIN, TaskProcesses, stop_leftovers
 from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
@@ -135,6 +136,26 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
+@dataclass(frozen=True)
+class Trigger:
+    """What started a run's cycles, for the audit trail: `cron` (`run` without --date), `run --date` or `recover`."""
+
+    command: str = "cron"
+    force: bool = False
+    only: tuple[str, ...] = ()  # the --task names
+
+
+def who() -> str:
+    """Who runs this process, for the audit trail: the account of its uid (not $USER, which anyone sets), else
+    the uid (a container may have no passwd entry), and the account that ran sudo, when it did."""
+    try:
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        name = f"uid {os.getuid()}"
+    sudo = os.environ.get("SUDO_USER")
+    return f"{name} (sudo by {sudo})" if sudo and sudo != name else name
+
+
 @dataclass
 class Running:
     """A task of this cycle with an attempt under way, or waiting out its retry delay."""
@@ -146,6 +167,7 @@ class Running:
     deadline: float | None = None  # when that attempt times out (monotonic)
     retry_at: float | None = None  # when the next attempt starts (monotonic)
     stopping: bool = False  # asked to stop (timeout)
+    record: AttemptRecord | None = None  # the current attempt in the cycle's record
 
 
 @dataclass
@@ -160,6 +182,8 @@ class Runner:
     durations: dict[str, float] = field(default_factory=dict)
     # The lookback's status documents: what "slower than usual" compares a task's duration with.
     history: dict[dt.date, SessionStatus | None] = field(default_factory=dict)
+    trigger: Trigger = Trigger()
+    _cycle: CycleRecord | None = field(default=None, init=False)  # this cycle's record, in the document
 
     def run_cycle(self, planned: PlannedSession, existing: SessionStatus | None) -> CycleResult:
         """Run the planned tasks of one session and record the outcome; raises Interrupted on a signal."""
@@ -173,7 +197,7 @@ class Runner:
         schedule = Schedule(order, specs, done_before={name for name, state in status.tasks.items()
                                                        if state == COMPLETED and name not in planned.tasks})
         running: dict[str, Running] = {}
-        ended = False  # tasks ended in the last step: their transitions are not in Redis yet
+        changed = False  # the last step recorded what Redis does not have yet
         try:
             while True:
                 self.lock.check()
@@ -185,14 +209,14 @@ class Runner:
                 starting = schedule.take_ready(parallel - len(running))
                 for name in starting:
                     self._record(status, name, IN_PROGRESS, log)
-                if ended or blocked or starting:
+                if changed or blocked or starting:
                     self._write(status)  # the step's transitions, before any task they allow starts
                 for name in starting:
                     running[name] = Running(specs[name], time.monotonic())
                     self._launch(running[name], planned.session, log)
                 if not running:
                     break
-                ended = self._step(status, running, schedule, planned.session, log)
+                changed = self._step(status, running, schedule, planned.session, log)
         except BaseException as exc:
             # Fenced out, Redis gone or in doubt, or a bug: nothing more can be recorded, and no task may go on.
             self._abandon(running, "lost the run lock" if isinstance(exc, LockLostError) else type(exc).__name__,
@@ -207,6 +231,8 @@ class Runner:
         status.all_success = all(status.tasks.get(t.name) == COMPLETED or
                                  (status.tasks.get(t.name) == SKIPPED and t.name in planned.catchup_skipped)
                                  for t in self.settings.tasks)
+        self._cycle.finished_at, self._cycle.done = iso(status.completed_at), status.all_success
+        self._cycle.outcome = COMPLETED if all(status.tasks.get(n) == COMPLETED for n in planned.tasks) else FAILED
         self.store.finish(self.lock.token, status)
         self.durations.update(known_durations([status]))
         self._warn_slow(status, planned.tasks, log)
@@ -225,6 +251,8 @@ class Runner:
         task.retry_at = None
         task.stopping = False
         task.deadline = time.monotonic() + spec.timeout if spec.timeout else None
+        task.record = AttemptRecord(spec.name, task.attempt, iso(self.clock()))
+        self._cycle.add_attempt(task.record)
         make = command_request if spec.command else python_request
         self.processes.start(task.attempt_id, make(spec, session, self.lock.run_id))
         if task.attempt > 1:
@@ -234,9 +262,10 @@ class Runner:
               log) -> bool:
         """Wait for what comes first (an attempt ended, a timeout, a retry due, POLL_SECONDS) and act on it.
 
-        True when a task ended (its transition is recorded in `status`, not yet in Redis).
+        True when it recorded something in `status` that Redis does not have yet: an attempt
+        ended (the task's transition, or the attempt alone when the task retries), a retry began.
         """
-        ended = False
+        changed = False
         now = time.monotonic()
         timers = [t for task in running.values() for t in (task.deadline, task.retry_at) if t is not None]
         wait = max(0.0, min([POLL_SECONDS, *(t - now for t in timers)]))
@@ -246,12 +275,13 @@ class Runner:
             if task is None or task.attempt_id != event["id"]:
                 continue
             outcome = _outcome(task.spec, event)
+            self._attempt_ended(task, COMPLETED if outcome.success else FAILED, outcome.error)
             task.attempt_id = None
+            changed = True
             if outcome.success or task.attempt > task.spec.retries or self.stop.signum or self.lock.lost.is_set():
                 del running[name]
                 self._finish_task(status, name, outcome, task.attempt, time.monotonic() - task.started, log)
                 (schedule.completed if outcome.success else schedule.failed)(name)
-                ended = True
                 continue
             delay = task.spec.retry_delay * 2 ** (task.attempt - 1)
             task.retry_at = time.monotonic() + delay
@@ -264,7 +294,8 @@ class Runner:
                 self.processes.stop(task.attempt_id, f"timed out after {task.spec.timeout:g}s")
             elif task.attempt_id is None and task.retry_at is not None and now >= task.retry_at:
                 self._launch(task, session, log)
-        return ended
+                changed = True
+        return changed
 
     @property
     def _stop_wait(self) -> float:
@@ -310,17 +341,21 @@ class Runner:
             event = ended.get(name)
             outcome = _outcome(task.spec, event) if event is not None else None
             if outcome is not None and outcome.success:  # it completed before the signal reached it
+                self._attempt_ended(task, COMPLETED, None)
                 self._finish_task(status, name, outcome, task.attempt, time.monotonic() - task.started, log)
                 continue
             status.tasks[name] = FAILED
             record = status.details.setdefault(name, TaskRecord())
             record.error = why if event is not None or not task.attempt_id else \
                 f"{why}; its processes did not end within {self._stop_wait:g}s"
+            if task.attempt_id:
+                self._attempt_ended(task, INTERRUPTED_ATTEMPT, record.error)
             record.attempts += task.attempt
             record.finished_at = iso(self.clock())
             log.bind(task=name, console=False).error("task_interrupted")
         self._unstopped([n for n, t in running.items() if t.attempt_id and n not in ended], log)
         status.interrupted = self.stop.name
+        self._cycle.finished_at, self._cycle.outcome = iso(self.clock()), why
         self._write(status)
         log.bind(signal=status.interrupted).warning("maintenance_cycle_interrupted")
         raise Interrupted(self.stop.signum)
@@ -361,11 +396,31 @@ class Runner:
         status.run_id = self.lock.run_id
         status.runner = f"{socket.gethostname()}:{os.getpid()}"
         status.task_list = task_list(self.settings.tasks)
+        self._begin_cycle(status)
         self._write(status)
         log.bind(tasks=list(planned.tasks), attempt=status.attempts, reason=planned.reason,
                  expected_seconds=self._usual_seconds(planned.tasks, known)) \
             .info("starting_maintenance_cycle")
         return status
+
+    def _begin_cycle(self, status: SessionStatus) -> None:
+        """Close the previous cycle if its runner died in it, and open this one's record: who, from where, why."""
+        previous = status.cycle
+        if previous is not None and previous.finished_at is None:
+            previous.outcome = previous.outcome or RUNNER_STOPPED
+            for attempt in previous.attempts:
+                if attempt.outcome is None:
+                    attempt.outcome = INTERRUPTED_ATTEMPT
+        t = self.trigger
+        self._cycle = CycleRecord(iso(self.clock()), trigger=t.command, force=t.force, only=list(t.only),
+                                  user=who(), host=socket.gethostname(), run_id=self.lock.run_id)
+        status.begin_cycle(self._cycle)
+
+    def _attempt_ended(self, task: Running, outcome: str, error: str | None) -> None:
+        """The attempt's end in the cycle's record (written with the document's next whole write)."""
+        if task.record is not None:
+            task.record.finished_at, task.record.outcome = iso(self.clock()), outcome
+            task.record.error = cap_error(scrub(error)) if error and outcome != COMPLETED else None
 
     def _usual_seconds(self, tasks, known: dict[str, float]) -> dict[str, float]:
         """What each task usually takes, for the live view's time left: its median over the lookback, else its
@@ -422,8 +477,7 @@ class Runner:
     def _warn_slow(self, status: SessionStatus, ran: tuple[str, ...], log) -> None:
         """A task that took more than `slow_factor` times its median over the lookback is worth a warning."""
         statuses = {**self.history, status.session: status}
-        for trend in slow_tasks([n for n in ran if status.tasks.get(n) == COMPLETED], statuses,
-                                self.settings.run.slow_factor):
+        for trend in slow_tasks([n for n in ran if status.tasks.get(n) == COMPLETED], statuses, self.settings.run):
             log.bind(task=trend.task, duration_seconds=trend.latest.completed_in, median_seconds=trend.median_seconds,
                      ratio=trend.ratio, slow_factor=trend.slow_factor, sessions=len(trend.durations), console=False) \
                 .warning("task_slower_than_usual")

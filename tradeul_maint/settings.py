@@ -52,6 +52,11 @@ class ScheduleSettings:
     # A cycle started when the window opens should end within this; None: twice window_minutes.
     deadline_minutes: int | None = None
 
+    @property
+    def deadline(self) -> dt.timedelta:
+        """From the window's start to the session's deadline: the window at risk, and a session done later is late."""
+        return dt.timedelta(minutes=self.deadline_minutes or 2 * self.window_minutes)
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -60,6 +65,7 @@ class RunSettings:
     retry_backoff_minutes: float = 5
     pythonpath: tuple[Path, ...] = ()  # extra import paths for `python` tasks, absolute
     slow_factor: float = 2.0  # a task whose run takes more than this times its median is slower than usual
+    slow_min_seconds: float = 5.0  # ...unless that run took less than this: sub-second noise is never flagged
     stop_grace_seconds: float = 10  # between SIGTERM and SIGKILL of a task's processes when it is stopped
 
 
@@ -264,7 +270,7 @@ _KNOWN = {
     "schedule": {"calendar", "window_start", "window_minutes", "lookback_sessions", "auto_recover",
                  "recover_during_market_hours", "deadline_minutes"},
     "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor",
-            "stop_grace_seconds"},
+            "slow_min_seconds", "stop_grace_seconds"},
     "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds", "min_replicas",
               "replica_timeout_seconds", "wait_aof"},
     "logging": {"dir", "rotation", "retention", "level"},
@@ -365,6 +371,8 @@ def _run(t: dict, config_path: Path | None) -> RunSettings:
                                                d.retry_backoff_minutes), 0),
         slow_factor=float(_positive("run", "slow_factor", _typed(t, "run", "slow_factor", (int, float),
                                                                  d.slow_factor), 1)),
+        slow_min_seconds=float(_positive("run", "slow_min_seconds", _typed(
+            t, "run", "slow_min_seconds", (int, float), d.slow_min_seconds), 0)),
         stop_grace_seconds=float(_positive("run", "stop_grace_seconds", _typed(
             t, "run", "stop_grace_seconds", (int, float), d.stop_grace_seconds), 0.1)),
     )
