@@ -55,6 +55,20 @@ def replicated(project, rs: faults.ReplicaSet, tasks: str, min_replicas: int = 1
     project.write_config(f"[redis]\nmin_replicas = {min_replicas}\nreplica_timeout_seconds = 0.3\n{extra}" + tasks)
 
 
+def test_a_frozen_replica_stops_a_run_before_its_first_task(project, replicas):
+    replicated(project, replicas, marker_tasks(project.root, ["a"]))
+    replicas.freeze()
+    result = project.cli("run", "--date", DAY)
+    assert result.exit_code == 75, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("tradeul-maint: only 0 of the 1 replica [redis] min_replicas asks for acknowledged taking "
+                           f"the run lock within 0.3 s (the primary sees 1 replica: 127.0.0.1:{replicas.replica.port} "
+                           "online, lag "), line
+    assert count_runs(project.root, "a", "started") == []
+    with replicas.primary.client() as c:
+        assert c.get("maintenance:lock") is None and c.get(f"maintenance:status:{DAY}") is None
+
+
 def test_a_write_in_doubt_starts_no_further_task_and_the_next_run_resumes_from_the_primary(project, replicas):
     (project.root / "cutter.py").write_text(CUT)
     replicated(project, replicas, f'[[tasks]]\nname = "a"\npython = "cutter:cut"\n'
