@@ -7,7 +7,7 @@
 Each trial starts from fresh state (an empty Redis, new state and log directories), runs the
 tool as cron or an operator would (`python -m tradeul_maint ...` subprocesses, time given by
 `--now`), injects one fault (concurrent runs, SIGKILL, SIGSTOP past the lease, a Redis that
-dies, hangs or refuses writes, signals, a full disk) and then checks the invariants the
+dies, hangs or refuses writes, a replica that lags, a failover, signals, a full disk) and then checks the invariants the
 README promises, from the outside: the ledger the tasks append to (bench/ledger.py), the
 process table (/proc), the keys in Redis, the exit codes and stderr. A violation names the
 trial, its index, the invariant and the evidence (ledger lines, pids, exit codes, stderr),
