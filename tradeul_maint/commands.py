@@ -432,7 +432,7 @@ def status(
             raise UsageError(f"{views[0]} and {(views[1:] + others)[0]} exclude each other")
         context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
         view = core.status(context, lookback, session, first, last, task)
-        if check and not given:  # the lookback the metrics describe
+        if not given and task is None:  # the lookback the metrics describe: any status of it refreshes them
             from tradeul_maint import metrics
 
             metrics.publish(context, view)

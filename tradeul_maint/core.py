@@ -296,7 +296,7 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
     lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now),
                    store.replication)
     # Signals first: one that comes while the lock is being taken still stops the run cleanly.
-    with StopSignals() as stop, lock:
+    with StopSignals(s.run.max_run_minutes) as stop, lock:
         # Plan again under the lock: a runner that finished a moment ago may have done it all.
         plan, statuses = make_plan(store)
         report = RunReport(plan)
@@ -328,8 +328,8 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
             if not processes.close():
                 logger.bind(run_id=run_id, console=False).error("supervisor_did_not_exit")
                 lock.keep()
-        if stop.signum is not None:  # whenever it came, a signal decides the exit code
-            raise Interrupted(stop.signum)
+        if stop.reason is not None:  # whenever it came, a signal (or the deadline) decides the exit code
+            raise Interrupted(stop.reason, stop.exit_code)
         return report
 
 

@@ -32,7 +32,8 @@ from typing import Callable
 
 from loguru import logger
 
-from tradeul_maint.errors import SIGNAL_EXIT_CODES, LockLostError, ReplicasInDoubtError, TaskProcessesLostError
+from tradeul_maint.errors import (EXIT_RUN_DEADLINE, SIGNAL_EXIT_CODES, LockLostError, ReplicasInDoubtError,
+                                  TaskProcessesLostError)
 from tradeul_maint.lock import RunLock
 from tradeul_maint.logs import scrub
 from tradeul_maint.planner import PlannedSession
@@ -53,15 +54,11 @@ POLL_SECONDS = 0.2  # the longest the main thread waits before it looks at signa
 
 
 class Interrupted(Exception):
-    """The run was stopped by SIGTERM, SIGINT or SIGHUP; its state says what did not complete."""
+    """The run was stopped by SIGTERM, SIGINT or SIGHUP, or by its deadline; its state says what did not complete."""
 
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return SIGNAL_EXIT_CODES.get(self.signum, 128 + self.signum)
+    def __init__(self, why: str, exit_code: int):
+        super().__init__(why)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -101,17 +98,23 @@ class CycleResult:
 
 
 class StopSignals:
-    """Turns SIGTERM, SIGINT and SIGHUP into a stop request, which the cycle notices within POLL_SECONDS.
+    """Turns SIGTERM, SIGINT and SIGHUP, and the run's deadline, into a stop request, which the cycle notices
+    within POLL_SECONDS.
 
-    The first signal decides the exit code; more signals while stopping change nothing. The
-    task processes are in sessions of their own, so a terminal's signals reach only the runner,
-    which stops them through the supervisor.
+    The first signal (or the deadline, `[run] max_run_minutes` after the run started) decides
+    the exit code; more signals while stopping change nothing. The task processes are in
+    sessions of their own, so a terminal's signals reach only the runner, which stops them
+    through the supervisor. A deadline stops a run exactly as a signal does (its tasks
+    stopped, then recorded as interrupted), and exits EXIT_RUN_DEADLINE.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
-    def __init__(self) -> None:
-        self.signum: int | None = None
+    def __init__(self, max_run_minutes: float | None = None) -> None:
+        self.reason: str | None = None  # what stopped the run first: "SIGTERM", "[run] max_run_minutes = 240"
+        self.exit_code = 0
+        self._deadline = time.monotonic() + max_run_minutes * 60 if max_run_minutes else None
+        self._max_run_minutes = max_run_minutes
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -121,15 +124,22 @@ class StopSignals:
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.signum = self.signum or signum
+        self._stop(signal.Signals(signum).name, SIGNAL_EXIT_CODES.get(signum, 128 + signum))
+
+    def _stop(self, reason: str, exit_code: int) -> None:
+        if self.reason is None:
+            self.reason, self.exit_code = reason, exit_code
 
     @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""
+    def requested(self) -> bool:
+        """Whether the run must stop: a signal came, or (looked at now) its deadline has passed."""
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            self._stop(f"[run] max_run_minutes = {self._max_run_minutes:g}", EXIT_RUN_DEADLINE)
+        return self.reason is not None
 
     def check(self) -> None:
-        if self.signum is not None:
-            raise Interrupted(self.signum)
+        if self.requested:
+            raise Interrupted(self.reason, self.exit_code)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
@@ -201,7 +211,7 @@ class Runner:
         try:
             while True:
                 self.lock.check()
-                if self.stop.signum is not None:
+                if self.stop.requested:
                     break
                 blocked = schedule.take_blocked()
                 for name, blocker in blocked:
@@ -224,7 +234,7 @@ class Runner:
             if not isinstance(exc, (LockLostError, ReplicasInDoubtError)):
                 self.lock.verify()  # a lost lock explains the rest (its successor stops what we left)
             raise
-        if self.stop.signum is not None:
+        if self.stop.reason is not None:
             self._interrupt(status, running, log)  # raises Interrupted
         status.completed_at = self.clock()
         status.duration_seconds = round(time.monotonic() - started, 3)
@@ -278,7 +288,7 @@ class Runner:
             self._attempt_ended(task, COMPLETED if outcome.success else FAILED, outcome.error)
             task.attempt_id = None
             changed = True
-            if outcome.success or task.attempt > task.spec.retries or self.stop.signum or self.lock.lost.is_set():
+            if outcome.success or task.attempt > task.spec.retries or self.stop.reason or self.lock.lost.is_set():
                 del running[name]
                 self._finish_task(status, name, outcome, task.attempt, time.monotonic() - task.started, log)
                 (schedule.completed if outcome.success else schedule.failed)(name)
@@ -334,7 +344,7 @@ class Runner:
 
     def _interrupt(self, status: SessionStatus, running: dict[str, Running], log) -> None:
         """Stop the running tasks, wait until they are gone, record them as interrupted, and stop."""
-        why = f"interrupted by {self.stop.name}"
+        why = f"interrupted by {self.stop.reason}"
         self.processes.stop_all(why)
         ended = self._wait_ended(running)
         for name, task in running.items():
@@ -354,11 +364,11 @@ class Runner:
             record.finished_at = iso(self.clock())
             log.bind(task=name, console=False).error("task_interrupted")
         self._unstopped([n for n, t in running.items() if t.attempt_id and n not in ended], log)
-        status.interrupted = self.stop.name
+        status.interrupted = self.stop.reason
         self._cycle.finished_at, self._cycle.outcome = iso(self.clock()), why
         self._write(status)
         log.bind(signal=status.interrupted).warning("maintenance_cycle_interrupted")
-        raise Interrupted(self.stop.signum)
+        raise Interrupted(self.stop.reason, self.stop.exit_code)
 
     # --- the document --------------------------------------------------------------
 
