@@ -37,6 +37,7 @@ from tradeul_maint.sources import Sources, sources
 from tradeul_maint.state import (COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus, TaskRecord, iso,
                                  parse_time)
 from tradeul_maint.store import Overview
+from tradeul_maint.tasklist import ONLY_HERE, Difference, differences, summary, task_list
 from tradeul_maint.trends import Trend, WindowRisk
 
 DONE, FAILED_STATE, RUNNING, INTERRUPTED, WAITING = "done", "failed", "running", "interrupted", "waiting"
@@ -85,6 +86,8 @@ class SessionView:
     deadline: dt.datetime | None = None  # the window's start + deadline_minutes
     done_at: dt.datetime | None = None  # when it became done (history.done_at)
     cycles: tuple[CycleView, ...] = ()  # with the tasks (`status --date D`), oldest first
+    # Where this host's configured tasks differ from the task list its latest cycle recorded (tasklist.py).
+    task_list: tuple[Difference, ...] = ()
 
     @property
     def overdue(self) -> bool:
@@ -218,11 +221,15 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
     for t in slow:
         slow_notes[t.latest.session].append(t.describe())
     left = {d.session: d.reason for d in plan.deferred} if plan else {}  # why `run` leaves a session now
+    here = task_list(settings.tasks)
     views = []
     for session in sorted(sessions, reverse=True):
         window = calendar.window(session, schedule.window_start, schedule.window_minutes)
         view = session_view(session, statuses[session], window, now, seen.holder, settings, calendar.tz,
                             left.get(session))
+        if diffs := _task_list_differences(here, statuses[session]):
+            view = replace(view, task_list=diffs, note="; ".join(filter(None, (view.note, _differ_note(view, diffs,
+                                                                                         statuses[session])))))
         if override := calendar.override_note(session):
             view = replace(view, override=override, note="; ".join(filter(None, (override, view.note))))
         if session in slow_notes:
@@ -243,6 +250,23 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
                       next_window(now, calendar, settings), seen.holder, seen.last_run,
                       calendar.expiry_warning(now), sources(settings), slow,
                       None if detail else trends.window_risk(settings, statuses), trend)
+
+
+def _task_list_differences(here: dict[str, str], status: SessionStatus | None) -> tuple[Difference, ...]:
+    if status is None or status.corrupt:
+        return ()
+    return differences(here, status.task_list)
+
+
+def _differ_note(view: SessionView, diffs: tuple[Difference, ...], status: SessionStatus) -> str:
+    """The differences; for a done session, how to run what it never ran (it is not reopened for them)."""
+    note = summary(diffs, status.runner, running=view.state == RUNNING)
+    missing = [d.task for d in diffs if d.how == ONLY_HERE and status.tasks.get(d.task) != COMPLETED]
+    if view.state == DONE and missing:
+        them = "it" if len(missing) == 1 else "them"
+        options = " ".join(f"--task {name}" for name in missing)
+        note += f" (done without {them}: run --date {view.session} {options} runs {them})"
+    return note
 
 
 def _task_order(settings: Settings, statuses: dict) -> list[str]:
@@ -373,6 +397,7 @@ def _session_json(s: SessionView, tasks: bool) -> dict:
         "deadline": iso(s.deadline),
         "done_at": iso(s.done_at),
         "late_seconds": s.late_seconds,
+        "task_list_differences": [{"task": d.task, "how": d.how} for d in s.task_list],
     }
     if tasks:
         bars = {t.name: bar for t in s.tasks if s.timeline and (bar := s.timeline.latest(t.name))}

@@ -26,6 +26,7 @@ CLOSE_RELATIVE = re.compile(r"^close(?:([+-])(\d+)([mh]))?$")
 DURATION = re.compile(r"^(\d+)\s*(s|m|h)?$")
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB)$", re.IGNORECASE)
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+MAX_REPLICA_TIMEOUT = 2.0  # WAIT holds its connection: shorter than connection.COMMAND_TIMEOUT
 # A task without `timeout` is stopped after this: a hung task must not hold the lock (and the scheduler's next
 # ticks) for good. `timeout = 0` in a task turns it off.
 DEFAULT_TASK_TIMEOUT = 3600.0
@@ -83,6 +84,9 @@ class RedisSettings:
     key_prefix: str = "maintenance"
     status_ttl_days: int = 30
     lock_lease_seconds: float = 60
+    min_replicas: int = 0  # > 0: the lock and every state write wait for this many replicas (replicas.py)
+    replica_timeout_seconds: float = 1
+    wait_aof: bool = False  # also WAITAOF: the primary's and the replicas' append-only files have each write
 
 
 @dataclass(frozen=True)
@@ -277,7 +281,8 @@ _KNOWN = {
                  "recover_during_market_hours", "deadline_minutes"},
     "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor",
             "slow_min_seconds", "stop_grace_seconds", "max_run_minutes"},
-    "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
+    "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds", "min_replicas",
+              "replica_timeout_seconds", "wait_aof"},
     "logging": {"dir", "rotation", "retention", "level"},
     "calendar": {"closed", "early_closes", "sessions", "expiry_warning_days"},
     "metrics": {"textfile", "pushgateway"},
@@ -407,6 +412,15 @@ def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str
     prefix = _typed(t, "redis", "key_prefix", str, d.key_prefix)
     if not prefix or any(c.isspace() for c in prefix):
         raise ConfigError(f"[redis] key_prefix = {prefix!r}: must be non-empty without spaces")
+    min_replicas = int(_positive("redis", "min_replicas", _typed(t, "redis", "min_replicas", int, d.min_replicas), 0))
+    if min_replicas and not url:
+        raise ConfigError(f"[redis] min_replicas = {min_replicas}, and no Redis URL is set: the embedded Redis has no "
+                          "replicas; set [redis] url (or --redis-url), or min_replicas = 0")
+    timeout = float(_positive("redis", "replica_timeout_seconds", _typed(
+        t, "redis", "replica_timeout_seconds", (int, float), d.replica_timeout_seconds), 0.001))
+    if timeout > MAX_REPLICA_TIMEOUT:
+        raise ConfigError(f"[redis] replica_timeout_seconds = {timeout:g}: must be at most {MAX_REPLICA_TIMEOUT:g} "
+                          "(WAIT holds its connection, and the tool's commands time out soon after)")
     return RedisSettings(
         url=url or None,
         password_file=password_file,
@@ -415,6 +429,9 @@ def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str
                                       _typed(t, "redis", "status_ttl_days", int, d.status_ttl_days))),
         lock_lease_seconds=_positive("redis", "lock_lease_seconds",
                                      _typed(t, "redis", "lock_lease_seconds", (int, float), d.lock_lease_seconds)),
+        min_replicas=min_replicas,
+        replica_timeout_seconds=timeout,
+        wait_aof=_typed(t, "redis", "wait_aof", bool, d.wait_aof),
     )
 
 
