@@ -19,7 +19,8 @@ from loguru import logger
 
 from conftest import marker_tasks
 from tradeul_maint import logread
-from tradeul_maint.logs import ERRORS_LOG, MAIN_LOG, RotatingFile, configure_logging, scrub
+from tradeul_maint.logs import ERRORS_LOG, MAIN_LOG, RotatingFile, configure_logging
+from tradeul_maint.redact import scrub
 from tradeul_maint.settings import Overrides, load_settings
 
 DAY = "2026-11-25"  # a Wednesday; window 17:00-17:30 New York

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from tradeul_maint.logs import ERRORS_LOG, MAIN_LOG, scrub
+from tradeul_maint.logs import ERRORS_LOG, MAIN_LOG
+from tradeul_maint.redact import scrub
 
 DAY = "2026-11-25"
 NOW = "2026-11-26T12:00"
