@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from tradeul_maint import safejson
+
 PENDING, IN_PROGRESS, COMPLETED, FAILED, SKIPPED = "pending", "in_progress", "completed", "failed", "skipped"
 TASK_STATES = (PENDING, IN_PROGRESS, COMPLETED, FAILED, SKIPPED)
 STATE_SLOT = len('"in_progress"')  # characters each task's state takes in the document, blanks included
@@ -193,7 +195,7 @@ class SessionStatus:
         for name, raw in records.items():
             task = name.decode(errors="replace") if isinstance(name, bytes) else name
             try:
-                doc = json.loads(raw)
+                doc = safejson.loads(raw)
                 if not isinstance(doc, dict):
                     raise Shape(f"is {_json_kind(doc)}, not an object")
                 state = doc.get("state")
@@ -216,7 +218,7 @@ class SessionStatus:
         if raw is None:
             return None
         try:
-            doc = json.loads(raw)
+            doc = safejson.loads(raw)
             if not isinstance(doc, dict):
                 raise Shape(f"the document is {_json_kind(doc)}, not an object")
             _field(doc, "date", _TEXT)
