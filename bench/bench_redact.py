@@ -4,7 +4,8 @@
 
 Builds `--mb` MB of task output: lines a maintenance job prints (progress, counts, paths,
 run ids, sha256 digests, UUIDs, ISO times, SQL), one line in 200 carrying a secret from
-the corpus below. Then times, best of --repeat:
+the corpus (bench/secrets_corpus.py, which tests/test_secrets.py also uses). Then times,
+best of --repeat:
 
 - `redact.scrub` over the output in 64 KiB pieces (the supervisor keeps a task's last
   64 KiB; the runner scrubs that), with the live password remembered, as in a run;
@@ -12,10 +13,11 @@ the corpus below. Then times, best of --repeat:
   plugin of its default set, `analyze_line` on each line. That is detection only: a
   redactor built on it would then replace what it found, so this is its lower bound.
 
-and reports, for each, the cost per line and per MB, and as a multiple of a baseline in the same
-run: `json.dumps` of the same pieces, what writing them into a log entry costs anyway; which of the corpus's secrets it
-hides (finds), and how many of the benign lines it changes (flags): a false positive
-hides a run id or a checksum from the operator who needs it.
+and reports, for each, the cost per line and per MB, and as a multiple of a baseline in
+the same run (`json.dumps` of the same pieces: what writing them into a log entry costs
+anyway); which of the corpus's secrets it hides (finds), and how many of the benign
+lines it changes (flags): a false positive hides a run id or a checksum from the
+operator who needs it.
 """
 
 from __future__ import annotations
@@ -26,26 +28,12 @@ import random
 import sys
 import time
 import uuid
+from pathlib import Path
 
-from tradeul_maint import redact
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from secrets_corpus import CORPUS, LIVE_PASSWORD  # noqa: E402
+from tradeul_maint import redact  # noqa: E402
 
-LIVE_PASSWORD = "Vb7-live pw/4T"  # the tool's own: with a blank and a slash, as issue 19 found
-CORPUS = {  # the format -> a line a task prints with it, and the value that must go
-    "live password bare": (f"config: requirepass is {LIVE_PASSWORD}", LIVE_PASSWORD),
-    "live password encoded": ("url=redis://:Vb7-live%20pw%2F4T@cache:6379/0", "Vb7-live%20pw%2F4T"),
-    "redis-cli -a": ("+ redis-cli -h cache -a Hq3secretcli --no-auth-warning PING", "Hq3secretcli"),
-    "--password X": ("running: pg_dump --password Pq4secretflag -h db", "Pq4secretflag"),
-    "AUTH X": ('1700000000.1 [0 10.0.0.1:5000] "AUTH" "Aq5secretauth"', "Aq5secretauth"),
-    "Bearer token": ("> Authorization: Bearer tk6SecretBearer.abc", "tk6SecretBearer"),
-    "bearer alone": ("using bearer tk7SecretAlone9 for the API", "tk7SecretAlone9"),
-    "AWS key id": ("aws_access_key_id=AKIAQ3EGRHSDW5KQ7V2X", "AKIAQ3EGRHSDW5KQ7V2X"),
-    "AWS secret": ("aws_secret_access_key = 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", "wJalrXUtnFEMI"),
-    "NAME=value": ("export DB_PASSWORD=Dq9secretenv", "Dq9secretenv"),
-    "URL userinfo": ("connecting to redis://app:Uq0secret url@db:6379/0", "Uq0secret"),
-    "GitHub token": ("token ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8 set", "ghp_A1b2"),
-    "private key": ("-----BEGIN RSA PRIVATE KEY-----MIIEpAIBAAKCAQEA7secretkeyb64-----END RSA PRIVATE KEY-----",
-                    "MIIEpAIBAAKCAQEA7secretkeyb64"),
-}
 BENIGN = [
     "2026-11-25T22:00:01.123Z loaded 152345 bars for 8123 symbols in 12.3s",
     "run_id=7f3c2a9e41d04b6f9a1c3e5d7b9f0a2c cycle 1 attempt 1",
