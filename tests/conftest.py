@@ -64,6 +64,14 @@ def start_redis(directory: Path, *args: str, tcp: bool = False) -> tuple[subproc
             time.sleep(0.02)
 
 
+def serve_redis(directory: Path, *args: str, tcp: bool = False) -> Iterator[str]:
+    """`start_redis` as a fixture's body: yields the URL, stops the server afterwards."""
+    proc, url = start_redis(directory, *args, tcp=tcp)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
 def start_sentinel(directory: Path, master_port: int, password: str | None = None) -> tuple[subprocess.Popen, int]:
     """A real Sentinel (`redis-server --sentinel`) on a free loopback port, monitoring `mymaster` at
     `master_port`; with `password`, both it and the master require it. Returned once it knows its master."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from conftest import start_redis
+from conftest import serve_redis
 from test_notify import endpoint  # noqa: F401  (a fixture: a loopback endpoint recording every ping)
 from tradeul_maint.logs import ERRORS_LOG, MAIN_LOG
 from tradeul_maint.redact import remember, remember_url, scrub
@@ -112,10 +112,7 @@ def run(ctx):
 @pytest.fixture(scope="module")
 def guarded_redis(tmp_path_factory):
     """A redis-server whose password is the corpus's live one (a blank, a slash, a '#')."""
-    proc, url = start_redis(tmp_path_factory.mktemp("guarded"), "--requirepass", LIVE_PASSWORD, tcp=True)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    yield from serve_redis(tmp_path_factory.mktemp("guarded"), "--requirepass", LIVE_PASSWORD, tcp=True)
 
 
 @pytest.mark.parametrize("source", ["password file", "URL"])
@@ -192,10 +189,8 @@ def test_a_urls_user_information_is_hidden_up_to_the_last_at_before_the_host_bla
 
 @pytest.fixture(scope="module")
 def blank_password_redis(tmp_path_factory):
-    proc, url = start_redis(tmp_path_factory.mktemp("blank"), "--requirepass", "two words", tcp=True)
-    yield url.replace("redis://", "redis://:two words@")
-    proc.terminate()
-    proc.wait(10)
+    for url in serve_redis(tmp_path_factory.mktemp("blank"), "--requirepass", "two words", tcp=True):
+        yield url.replace("redis://", "redis://:two words@")
 
 
 def test_a_working_url_whose_password_has_a_blank_is_never_shown(project, blank_password_redis):

@@ -12,7 +12,7 @@ import sys
 import pytest
 import redis
 
-from conftest import start_redis
+from conftest import serve_redis
 from tradeul_maint.taskenv import confine, working_url
 
 DAY = "2026-11-25"
@@ -39,10 +39,7 @@ client.set("written-by-the-task", sys.argv[1])
 
 @pytest.fixture(scope="module")
 def guarded_server(tmp_path_factory):
-    proc, url = start_redis(tmp_path_factory.mktemp("guarded"), "--requirepass", PASSWORD, tcp=True)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    yield from serve_redis(tmp_path_factory.mktemp("guarded"), "--requirepass", PASSWORD, tcp=True)
 
 
 @pytest.fixture
