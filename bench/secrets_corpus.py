@@ -27,7 +27,8 @@ CORPUS: dict[str, tuple[str, str]] = {  # format -> (the line printed, what must
     "URL userinfo with a blank": ("connecting to redis://app:Uq0secret url@db:6379/0", "Uq0secret"),
     "GitHub token": ("token ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8 set", "ghp_A1b2"),
     "Slack token": ("SLACK=xoxb-1234567890-abcdefSecretSl", "abcdefSecretSl"),
-    "JWT": ("cookie eyJhbGciOiJIUzI1NiJ9Qq.eyJzdWIiOiIxMjM0NTY3ODkwIn0Qq.SflKxwRJSMeKKF2QT4fwpMeJf36", "SflKxwRJ"),
+    "JWT": ("cookie eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0"
+            "IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c", "SflKxwRJ"),
     "private key": ("-----BEGIN RSA PRIVATE KEY-----MIIEpAIBAAKCAQEA7secretkeyb64-----END RSA PRIVATE KEY-----",
                     "MIIEpAIBAAKCAQEA7secretkeyb64"),
 }
