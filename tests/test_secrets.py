@@ -201,4 +201,4 @@ def test_a_working_url_whose_password_has_a_blank_is_never_shown(project, blank_
     for args, result in outputs.items():
         assert result.exit_code == 0, (args, result.output)
         assert "words" not in result.output + result.stderr, args
-    assert "Redis redis://:***@127.0.0.1:" in outputs[("check",)].output
+    assert "Redis redis://***@127.0.0.1:" in outputs[("check",)].output

@@ -36,7 +36,7 @@ def hello(client, where: str) -> bool:
     """Whether the server is a Redis Cluster node; every error an operator must fix is a ConfigError here."""
     from redis.sentinel import SentinelConnectionPool
 
-    if isinstance(client.connection_pool, SentinelConnectionPool):
+    if isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool):  # a cluster client has none
         ask_sentinels(client.connection_pool, where)
     try:
         if is_cluster(client):

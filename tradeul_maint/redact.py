@@ -53,17 +53,20 @@ def _lower(match: re.Match) -> str:
 
 
 def remember_url(url: str | None) -> None:
-    """The password in a URL's user information, decoded and as written."""
+    """The password in a URL's user information, decoded and as written.
+
+    Both as a URL parser reads it and up to the URL's last '@': an unencoded '/', '?' or '#'
+    in a password makes a parser cut it short, and the shorter reading may be what a
+    server's error message repeats.
+    """
     if not url or "@" not in url:
         return
+    candidates = [url.partition("://")[2].rpartition("@")[0].partition(":")[2]]
     try:
-        password = urlsplit(url).password
+        candidates.append(urlsplit(url).password or "")
     except ValueError:
-        password = None
-    if password is None:  # a URL a parser refuses may still carry one: everything after the first ':'
-        userinfo = url.partition("://")[2].rpartition("@")[0]
-        password = userinfo.partition(":")[2] or None
-    if password:
+        pass
+    for password in filter(None, candidates):
         remember(password)
         remember(unquote(password))
 
@@ -153,7 +156,6 @@ def _hide_userinfo(match: re.Match) -> str:
 # Each rule runs only on the lines that hold one of its words (found with str.find, at C speed):
 # most task output holds none, and a regex tried at every position of every line costs 10x more.
 _RULES: tuple[tuple[re.Pattern, Any, tuple[str, ...]], ...] = (
-    (_URL_USERINFO, _hide_userinfo, ("://",)),
     (_AUTHORIZATION, _keep_first, ("authorization",)),
     (_BEARER, _keep_first, ("bearer",)),
     (_REDIS_CLI_A, _keep_first, ("redis-cli",)),
@@ -172,6 +174,8 @@ SHORT = 512  # characters: below this, one pass over the words decides whether a
 
 def scrub(text: str) -> str:
     """`text` without any secret: the tool's own, and those found by their shape."""
+    if "://" in text:  # first, so that a password holding a '/', '#', '@' or blank goes with all its URL's userinfo
+        text = _on_lines_with(("://",), text.lower(), text, _URL_USERINFO, _hide_userinfo) or text
     if _forms:
         text = _remove_known(text)
     low = text.lower()
