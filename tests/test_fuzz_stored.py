@@ -69,7 +69,8 @@ fragments = st.one_of(st.sampled_from(CONSTANTS + DEEP), json_values)
 raw_bytes = st.one_of(st.binary(max_size=48), st.sampled_from([b"\xff\xfe", b'{"date": "\xff"}', b"\x00" * 10]))
 
 VALID_STATUS = {
-    "date": f'"{DAY}"', "started_at": '"2026-11-25T22:00:00.000+00:00"', "completed_at": '"2026-11-25T22:01:00.000+00:00"',
+    "date": f'"{DAY}"', "started_at": '"2026-11-25T22:00:00.000+00:00"',
+    "completed_at": '"2026-11-25T22:01:00.000+00:00"',
     "duration_seconds": "60.5", "all_success": "true", "tasks": '{"a": "completed", "b": "completed"}',
     "task_details": '{"a": {"duration_seconds": 1.5, "attempts": 1, "output": "ok"}, "b": {}}', "attempts": "1",
     "run_id": '"r1"',

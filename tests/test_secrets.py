@@ -181,6 +181,7 @@ def test_the_tool_remembers_its_password_in_every_form_it_travels_in():
     ("redis://:two words@127.0.0.1:6379/0", "redis://***@127.0.0.1:6379/0"),
     ("redis://app:two words@db:6379/0 then redis://b:x@h2/1", "redis://***@db:6379/0 then redis://b:***@h2/1"),
     ("rediss://u:a b@c@d:6380", "rediss://***@d:6380"),
+    ("unix://:s3cret@/run/redis.sock?db=1", "unix://:***@/run/redis.sock?db=1"),
     ("see redis://cache:6379/0, it works", "see redis://cache:6379/0, it works"),
 ])
 def test_a_urls_user_information_is_hidden_up_to_the_last_at_before_the_host_blanks_and_all(url, shown):

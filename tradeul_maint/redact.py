@@ -102,7 +102,7 @@ _PRIVATE_KEY = re.compile(r"(-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-
 # the end of the line. A password may hold an unencoded "/", "?", "#", "@" or blank, which makes
 # a URL parser see part of it as the host, path, query or fragment, so the only safe cut is the
 # last "@"; the user is shown only when the user information is plainly "user:password".
-_URL_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)((?:(?!://)[^\n])*)@(?=[\w\[%-])", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)((?:(?!://)[^\n])*)@(?=[\w\[%/-])", re.IGNORECASE)
 _AUTHORIZATION = re.compile(r"(\b(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*[\"']?)([^\s\"'][^\n\"']*)",
                             re.IGNORECASE)
 _BEARER = re.compile(r"(\bbearer[ \t]+)([A-Za-z0-9._~+/=-]+)", re.IGNORECASE)
@@ -163,8 +163,8 @@ _RULES: tuple[tuple[re.Pattern, Any, tuple[str, ...]], ...] = (
     (_FLAG, _keep_first, ("pass", "pwd", "secret", "token", "key", "auth")),
     (_PAIR, _keep_first, ("pass", "pwd", "secret", "token", "key", "auth")),
     (_TOKENS, lambda match: HIDDEN, ("akia", "asia", "abia", "acca", "a3t", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
-                                     "github_pat_", "glpat-", "xox", "_test_", "_live_", "_prod_", "aiza", "npm_", "pypi-",
-                                     "t3blbkfj", ".ey")),
+                                     "github_pat_", "glpat-", "xox", "_test_", "_live_", "_prod_", "aiza", "npm_",
+                                     "pypi-", "t3blbkfj", ".ey")),
 )
 
 
@@ -209,9 +209,7 @@ def _on_lines_with(words: tuple[str, ...], low: str, text: str, pattern: re.Patt
     if not spans:
         return None
     parts, done, changed = [], 0, False
-    for start, end in sorted(set(spans)):
-        if start < done:  # the same line, found by another word
-            continue
+    for start, end in sorted(set(spans)):  # whole lines: two spans are the same line or apart
         line = text[start:end]
         result = pattern.sub(replace, line)
         if result != line:
