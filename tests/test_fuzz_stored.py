@@ -60,7 +60,8 @@ after = ["a"]
 
 DEEP = ["[" * 200_000, '{"a":' * 50_000, "[" * 70 + "]" * 70, "[" * 999 + "]" * 999]
 CONSTANTS = ["NaN", "Infinity", "-Infinity", "1e999", "-1e400", "9" * 30, "9" * 5000, "-9223372036854775809",
-             "null", "true", "0", "-1", "[]", "{}", '"\\ud800"', '"\u202e\u001b[31m"', '""', '"x"']
+             "null", "true", "0", "-1", "[]", "{}", '"\\ud800"', '"bad \\udcff end"', '"\\ud83d\\ude00"',
+             '"\u202e\u001b[31m"', '"\\u001b]0;title\\u0007"', '""', '"x"']
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
@@ -93,6 +94,16 @@ def text_values(valid: dict[str, str]):
     return st.one_of(document(valid), fragments, raw_bytes)
 
 
+def failed_documents():
+    """A session whose task failed, with hostile text where its error, output and traceback are shown."""
+    record = st.dictionaries(st.sampled_from(["error", "output", "traceback", "reason", "started_at",
+                                              "duration_seconds", "attempts"]), fragments, min_size=1, max_size=3)
+    return record.map(lambda fields: "{" + f'"date":"{DAY}","started_at":"2026-11-25T22:00:00+00:00",'
+                      '"completed_at":"2026-11-25T22:01:00+00:00","all_success":false,'
+                      '"tasks":{"a":"failed","b":"skipped"},"task_details":{"a":{'
+                      + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}}}")
+
+
 @dataclass(frozen=True)
 class Value:
     kind: str  # a Redis type, or "absent"
@@ -112,6 +123,7 @@ def values(valid: dict[str, str] | None, hash_fields=("a", "b")):
     strings = text_values(valid) if valid else st.one_of(fragments, raw_bytes, st.just(DAY), st.just("2099-01-01"))
     return st.one_of(
         st.builds(Value, st.just("string"), strings, st.booleans()),
+        *([st.builds(Value, st.just("string"), failed_documents())] if valid is VALID_STATUS else []),
         st.builds(Value, st.just("hash"), st.dictionaries(st.sampled_from(hash_fields) | st.binary(max_size=8),
                                                           text_values(VALID_RECORD), min_size=1, max_size=2)),
         st.builds(Value, st.sampled_from(["list", "set", "zset"]), st.lists(raw_bytes, min_size=1, max_size=2)),
@@ -215,6 +227,17 @@ ISSUE_19 = World({
 }, ["[" * 200_000, '{"time": "x", "level": "ERROR", "event": "e", "duration": NaN}'], "[" * 200_000)
 
 
+# Text no terminal should get: lone surrogates (valid JSON, yet a UnicodeEncodeError when printed) and escapes.
+HOSTILE_TEXT = World({f"maintenance:status:{DAY}": Value("string", "{" + f'"date":"{DAY}",'
+                                                         '"started_at":"2026-11-25T22:00:00+00:00",'
+                                                         '"completed_at":"2026-11-25T22:01:00+00:00","all_success":false,'
+                                                         '"tasks":{"a":"failed"},"task_details":{"a":{'
+                                                         '"error":"bad \\ud800 \\u001b[2J","output":"\\udcff"}}}')},
+                     ['{"time": "t", "level": "ERROR", "event": "e\\ud800", "task": "a", "x": "\\udfff"}'], None,
+                     (("status", "--date", DAY, "--now", NOW), ("status", "--task", "a", "--now", NOW), ("logs",),
+                      ("logs", "--task", "a"), ("status", "--date", DAY, "--json", "--now", NOW)))
+
+
 @pytest.fixture
 def bytes_client(redis_url):
     client = redis.Redis.from_url(redis_url)
@@ -231,6 +254,7 @@ def one_line_at_most(text: str) -> bool:
                                  HealthCheck.data_too_large, HealthCheck.large_base_example])
 @given(world=worlds)
 @example(world=ISSUE_19)
+@example(world=HOSTILE_TEXT)
 def test_no_stored_value_crashes_a_command_or_is_changed_by_a_reader(project, bytes_client, calendar_cache, world):
     project.write_config(CONFIG)
     good_cache = (calendar_cache / cache_name("XNYS", library_version())).read_bytes()

@@ -7,7 +7,8 @@ infinity) or too long to be an int, and nesting deep enough to raise RecursionEr
 the parser or in any code that walks the value afterwards. Here each of these is a
 `BadJSON`, a ValueError, like any syntax error: every caller already treats a ValueError
 as "unreadable" (a `corrupt` status, a foreign lock, a log line shown raw, a cache
-rebuilt). Bytes must be UTF-8.
+rebuilt). Bytes must be UTF-8. A lone surrogate (`"\\ud800"`: valid JSON, which no
+stream can print) becomes U+FFFD, so the rest of the value stays readable.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ MAX_DEPTH = 64  # what this tool writes is 4 levels deep
 MAX_INT = 2**63  # a Redis integer, an int64 anywhere else
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class BadJSON(ValueError):
@@ -34,9 +36,11 @@ def loads(raw: str | bytes | bytearray) -> Any:
     if text.count("[") + text.count("{") > MAX_DEPTH and depth(text) > MAX_DEPTH:
         raise BadJSON(f"nested more than {MAX_DEPTH} levels deep")
     try:
-        return json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
+        value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
     except RecursionError:  # depth() says otherwise only for text that is not JSON: refused all the same
         raise BadJSON("nested too deep") from None
+    # "\ud800" alone is valid JSON, and a string holding it cannot be printed (UnicodeEncodeError).
+    return _whole_characters(value) if "\\ud" in text.lower() else value
 
 
 def depth(text: str) -> int:
@@ -62,6 +66,17 @@ def sanitized(value: Any, levels: int = MAX_DEPTH // 2) -> Any:
         return {str(k): sanitized(v, levels - 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [sanitized(v, levels - 1) for v in value]
+    return value
+
+
+def _whole_characters(value: Any) -> Any:
+    """`value` with each lone surrogate of its strings (keys too) replaced by U+FFFD; pairs were joined by the parser."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_whole_characters(k): _whole_characters(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_characters(v) for v in value]
     return value
 
 
