@@ -1,4 +1,4 @@
-"""Connecting to Redis: URLs of every supported form, the embedded server, Cluster, and redaction.
+"""Connecting to Redis: URLs of every supported form, the embedded server, Cluster, and the password file.
 
 Timeouts are short and retries few, so an unreachable Redis turns into exit 75 within a
 few seconds rather than a hung cron job. Everything that is the operator's to fix rather
@@ -6,7 +6,8 @@ than the network's (a URL that does not parse as written, a server that is not R
 database that does not exist, credentials or TLS files that do not fit, a cluster without
 a hash-tagged prefix) is a ConfigError, exit 78. No password ever leaves this module: URLs
 are shown only through `redact`, which never shows any part of a URL's user information
-but a plain user name.
+but a plain user name, and every password read here is remembered (redact.py), so that no
+output of this process shows it anywhere else either.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from tradeul_maint.redact import remember, remember_url, scrub
 from tradeul_maint.errors import ConfigError, RedisUnavailableError
 from tradeul_maint.files import read_regular
 from tradeul_maint.handshake import ENCODE_HINT, causes, hello, is_cluster, option_problem, reason
+from tradeul_maint.redact import remember, remember_url, scrub
 
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 2.5  # every command the tool sends is short; a hung server must not hang cron
