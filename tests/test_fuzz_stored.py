@@ -166,7 +166,7 @@ worlds = st.builds(
     log_lines(),
     cache_contents(),
     # A few commands an example in the suite (each costs a tenth of a second or more); all of them in the bench.
-    st.lists(st.sampled_from(READ_ONLY + WRITING), min_size=2, max_size=3, unique=True).map(tuple)
+    st.lists(st.sampled_from(READ_ONLY + WRITING), min_size=2, max_size=2, unique=True).map(tuple)
     if os.environ.get("TRADEUL_MAINT_FUZZ_EXAMPLES") is None else st.just(READ_ONLY + WRITING),
 )
 
@@ -213,9 +213,10 @@ def cache_text(cache: object, good: bytes) -> bytes:
 
 # --- the property ------------------------------------------------------------------------------
 
-EXAMPLES = int(os.environ.get("TRADEUL_MAINT_FUZZ_EXAMPLES", "4"))
-# What issue 19 found, every command on it: nesting past the recursion limit in a transition record, the lock,
-# a log line and the calendar cache; NaN and Infinity in a cycle's duration (an unfinished one and a done one).
+EXAMPLES = int(os.environ.get("TRADEUL_MAINT_FUZZ_EXAMPLES", "3"))
+# What issue 19 found, every command on it: nesting past the recursion limit in a transition record, the lock
+# and a log line; NaN and Infinity in a cycle's duration (an unfinished one and a done one). (The calendar cache
+# nested as deep is in the bad-input matrix: here it would cost every command a rebuild.)
 ISSUE_19 = World({
     f"maintenance:status:{DAY}": Value("string", '{"date": "%s", "started_at": "2026-11-25T22:00:00+00:00", '
                                                  '"duration_seconds": NaN, "tasks": {"a": "in_progress"}}' % DAY),
@@ -224,7 +225,7 @@ ISSUE_19 = World({
         f'"{k}":{"Infinity" if k == "duration_seconds" else v}'
         for k, v in {**VALID_STATUS, "date": f'"{OLDER}"'}.items()) + "}"),
     "maintenance:lock": Value("string", "[" * 200_000),
-}, ["[" * 200_000, '{"time": "x", "level": "ERROR", "event": "e", "duration": NaN}'], "[" * 200_000)
+}, ["[" * 200_000, '{"time": "x", "level": "ERROR", "event": "e", "duration": NaN}'], None)
 
 
 # Text no terminal should get: lone surrogates (valid JSON, yet a UnicodeEncodeError when printed) and escapes.
