@@ -161,8 +161,10 @@ def _sentinel_client(url: str, file_password: str | None) -> redis.Redis:
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise ConfigError(f"Redis URL {redact(url)!r}: expected {shape}")
     auth = {"username": username or None, "password": password or file_password}
-    sentinel = Sentinel(nodes, sentinel_kwargs={**auth, "socket_connect_timeout": CONNECT_TIMEOUT,
-                                                "socket_timeout": CONNECT_TIMEOUT}, **auth, **_options())
+    # The Sentinels get the same short retry as the master (redis-py's default retries a rejected password
+    # three times, with seconds of backoff).
+    sentinel = Sentinel(nodes, sentinel_kwargs={**auth, **_options(), "socket_timeout": CONNECT_TIMEOUT},
+                        **auth, **_options())
     return sentinel.master_for(path[0], db=int(path[1]) if len(path) == 2 else 0)
 
 
