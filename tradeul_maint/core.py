@@ -180,8 +180,8 @@ def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = ()
     def make_plan(store: StateStore) -> tuple[Plan, dict[dt.date, SessionStatus | None]]:
         if session is not None:
             statuses = store.statuses([session])
-            return planner.plan_manual(ctx.now, ctx.calendar, s.tasks, statuses[session], session, only,
-                                       force), statuses
+            return planner.plan_manual(ctx.now, ctx.calendar, s.schedule, s.tasks, statuses[session], session,
+                                       only, force), statuses
         return _cron_plan(ctx, store)
 
     from loguru import logger
@@ -191,7 +191,7 @@ def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = ()
         if plan.empty and not dry_run:
             logger.bind(deferred=[f"{d.session}: {d.reason}" for d in plan.deferred]).debug("nothing_to_do")
         if plan.empty or dry_run:
-            return RunReport(plan)
+            return RunReport(plan, busy=_holder(store, plan) if dry_run else None)
         try:
             return _execute(ctx, store, make_plan, "cron" if session is None else "run --date", force, only)
         except LockBusyError as exc:
@@ -220,14 +220,23 @@ def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = N
 
     def make_plan(store: StateStore) -> tuple[Plan, dict[dt.date, SessionStatus | None]]:
         statuses = store.statuses(sessions)
-        plan = planner.plan_recover(sessions, ctx.settings.tasks, statuses, force)
+        plan = planner.plan_recover(ctx.now, ctx.calendar, schedule, ctx.settings.tasks, sessions, statuses, force)
         return replace(plan, deferred=plan.deferred + not_yet), statuses
 
     with connected(ctx) as store:
         plan, _ = make_plan(store)
         if plan.empty or dry_run:
-            return RunReport(plan)
+            return RunReport(plan, busy=_holder(store, plan) if dry_run else None)
         return _execute(ctx, store, make_plan, "recover", force)  # a busy lock is exit 75: the operator asked
+
+
+def _holder(store: StateStore, plan: Plan) -> LockHolder | None:
+    """For a dry run with something to do: who holds the lock now, since then the same call would run nothing."""
+    if plan.empty:
+        return None
+    from tradeul_maint.lock import read_holder
+
+    return read_holder(store.client, store.keys.lock)
 
 
 def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None,
@@ -250,7 +259,10 @@ def status(ctx: Context, lookback: int | None = None, session: dt.date | None = 
         sessions = planner.sessions_in_view(ctx.now, ctx.calendar, _lookback(ctx, lookback))
     with connected(ctx) as store:
         seen = store.overview(sessions)
-    return overview.build(ctx.now, ctx.calendar, ctx.settings, seen, sessions, detail=session is not None, task=task)
+    s = ctx.settings
+    # What cron's `run` would do about these states now: the notes say it in the planner's words.
+    plan = planner.plan_cron(ctx.now, ctx.calendar, s.schedule, s.run, s.tasks, seen.statuses)
+    return overview.build(ctx.now, ctx.calendar, s, seen, sessions, detail=session is not None, task=task, plan=plan)
 
 
 def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
@@ -304,7 +316,8 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
         try:
             # Yesterday's durations tell a new session's cycle which tasks to start first.
             runner = Runner(s, store, lock, ctx.clock, processes, stop, durations=known_durations(newest_first),
-                            history=seen, trigger=Trigger(command, force, only))
+                            history=seen, trigger=Trigger(command, force, only),
+                            start_wait=lambda spec: planner.start_wait(spec, ctx.clock(), ctx.calendar))
             missed = [p.session.isoformat() for p in plan.sessions if p.recovery]
             if missed:  # the replaced service's event names, so existing alerts keep working
                 logger.bind(count=len(missed), dates=missed, run_id=run_id, console=False) \

@@ -41,7 +41,7 @@ class Check:
     name: str  # what was checked: "config", "redis", "redis write", "key types", "task NAME", ...
     ok: bool
     detail: str  # what was found, or what to fix
-    warning: bool = False  # passed, but worth a look (the window at risk): shown, never a failure
+    warning: bool = False  # passed, but worth a look (the window at risk, the plan's shape): never a failure
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,16 @@ def run(overrides: Overrides, now_text: str | None) -> Report:
                                     f"{s.schedule.window_minutes} min")]
     checks += redis_checks(context, found.redis)
     checks += [task_check(task, s) for task in s.tasks]
+    checks += plan_checks(s)
     checks += [log_dir_check(s), calendar_check(context), next_window_check(context)]
     return Report(found.config, found.redis, tuple(checks))
+
+
+def plan_checks(settings: Settings) -> list[Check]:
+    """Each task's policy and dependencies as the planner reads them (one line), then a warning per shape
+    an operator could misread; a warning does not fail `check`."""
+    return [Check("plan", True, planner.explain(settings.tasks))] + \
+        [Check(f"plan {task}", True, text, warning=True) for task, text in planner.shape_warnings(settings.tasks)]
 
 
 def redis_checks(context: core.Context, where: str) -> list[Check]:

@@ -34,8 +34,8 @@ from loguru import logger
 from tradeul_maint import safejson
 from tradeul_maint.errors import EXIT_RUN_DEADLINE, SIGNAL_EXIT_CODES, LockLostError, TaskProcessesLostError
 from tradeul_maint.lock import RunLock
+from tradeul_maint.planner import PlannedSession, caught_up, waits_after
 from tradeul_maint.redact import scrub, scrub_value
-from tradeul_maint.planner import PlannedSession
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
 from tradeul_maint.settings import Settings, TaskSpec
 from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, INTERRUPTED_ATTEMPT, PENDING, RUNNER_STOPPED,
@@ -80,15 +80,21 @@ class CycleResult:
     @property
     def left_to_newest(self) -> set[str]:
         """Tasks skipped with a reason (`catchup = "latest"`): left to the newest session, not failed."""
+        return {name for name in self.status.tasks if caught_up(self.status, name)}
+
+    @property
+    def waiting(self) -> dict[str, str]:
+        """Tasks left pending with a reason (`market_closed_only`): they wait for the close, not failed."""
         s = self.status
-        return {name for name, state in s.tasks.items()
-                if state == SKIPPED and s.details.get(name) and s.details[name].reason}
+        return {name: s.details[name].reason for name, state in s.tasks.items()
+                if state == PENDING and s.details.get(name) and s.details[name].reason}
 
     def headline(self) -> str:
         """`2026-11-25: 5/6 tasks completed in 3.1s`, as `run` prints it and the failure ping sends it."""
-        s, later = self.status, self.left_to_newest
+        s, later, waiting = self.status, self.left_to_newest, self.waiting
         completed = sum(state == COMPLETED for state in s.tasks.values())
         note = f" ({len(later)} left to the newest session: catchup = \"latest\")" if later else ""
+        note += f" ({len(waiting)} waiting for the close)" if waiting else ""
         return f"{self.session}: {completed}/{len(s.tasks)} tasks completed{note} in {self.seconds:.1f}s"
 
     def failure_lines(self) -> list[str]:
@@ -192,10 +198,13 @@ class Runner:
     # The lookback's status documents: what "slower than usual" compares a task's duration with.
     history: dict[dt.date, SessionStatus | None] = field(default_factory=dict)
     trigger: Trigger = Trigger()
+    # Why a task may not start now (planner.start_wait: the exchange opened during the run), or None.
+    start_wait: Callable[[TaskSpec], str | None] = lambda spec: None
     _cycle: CycleRecord | None = field(default=None, init=False)  # this cycle's record, in the document
     _changed: set[str] = field(default_factory=set, init=False)  # tasks recorded in memory, not yet in Redis
     _written: float = field(default=0.0, init=False)  # when the document was last written whole (monotonic)
     _slots: Slots = field(default_factory=dict, init=False)  # where its states sit, for `store.record`
+    _waits: dict[str, str] = field(default_factory=dict, init=False)  # this cycle's tasks held back for the close
 
     def run_cycle(self, planned: PlannedSession, existing: SessionStatus | None) -> CycleResult:
         """Run the planned tasks of one session and record the outcome; raises Interrupted on a signal."""
@@ -214,9 +223,8 @@ class Runner:
                 self.lock.check()
                 if self.stop.requested:
                     break
-                for name, blocker in schedule.take_blocked():
-                    self._record(status, name, SKIPPED, log, error=f"dependency {blocker} did not complete")
-                starting = schedule.take_ready(parallel - len(running))
+                self._record_blocked(status, schedule, log)
+                starting = self._startable(status, schedule.take_ready(parallel - len(running)), schedule, log)
                 for name in starting:
                     self._record(status, name, IN_PROGRESS, log)
                 self._commit(status)  # the step's transitions, before any task they allow starts
@@ -237,11 +245,11 @@ class Runner:
             self._interrupt(status, running, log)  # raises Interrupted
         status.completed_at = self.clock()
         status.duration_seconds = round(time.monotonic() - started, 3)
-        status.all_success = all(status.tasks.get(t.name) == COMPLETED or
-                                 (status.tasks.get(t.name) == SKIPPED and t.name in planned.catchup_skipped)
-                                 for t in self.settings.tasks)
+        # Done: every task completed, or skipped for the catch-up policy (a reason, never a failure's error).
+        status.all_success = all(status.completed(t.name) or caught_up(status, t.name) for t in self.settings.tasks)
         self._cycle.finished_at, self._cycle.done = iso(status.completed_at), status.all_success
-        self._cycle.outcome = COMPLETED if all(status.tasks.get(n) == COMPLETED for n in planned.tasks) else FAILED
+        ran = planned.tasks + tuple(planned.blocked)  # a task held back for the close failed nothing
+        self._cycle.outcome = FAILED if any(status.tasks.get(n) in (FAILED, SKIPPED) for n in ran) else COMPLETED
         self.store.finish(self.lock.token, status)
         self._changed.clear()
         self.durations.update(known_durations([status]))
@@ -250,7 +258,35 @@ class Runner:
                  completed=sum(s == COMPLETED for s in status.tasks.values()), total=len(status.tasks),
                  console=False) \
             .log("INFO" if status.all_success else "ERROR", "maintenance_cycle_finished")
-        return CycleResult(planned.session, status, planned.tasks, time.monotonic() - started)
+        return CycleResult(planned.session, status, planned.tasks + tuple(planned.blocked), time.monotonic() - started)
+
+    def _startable(self, status: SessionStatus, ready: list[str], schedule: Schedule, log) -> list[str]:
+        """The ready tasks that may start now; one that must wait for the close is recorded waiting instead."""
+        starting = []
+        for name in ready:
+            why = self.start_wait(self.settings.task(name))
+            if why is None:
+                starting.append(name)
+                continue
+            self._wait(status, name, why, log)
+            schedule.failed(name)  # what runs after it waits too: recorded by _record_blocked
+            self._record_blocked(status, schedule, log)
+        return starting
+
+    def _record_blocked(self, status: SessionStatus, schedule: Schedule, log) -> None:
+        for name, blocker in schedule.take_blocked():
+            if blocker in self._waits:
+                self._wait(status, name, waits_after(self._waits[blocker], blocker), log)
+            else:
+                self._record(status, name, SKIPPED, log, error=f"dependency {blocker} did not complete")
+
+    def _wait(self, status: SessionStatus, name: str, why: str, log) -> None:
+        """Leave `name` pending with why: the session is not done until a run after the close starts it."""
+        status.tasks[name] = PENDING
+        status.details.setdefault(name, TaskRecord()).reason = why
+        self._waits[name] = why
+        log.bind(task=name, reason=why).info("task_waiting")
+        self._changed.add(name)
 
     # --- attempts ----------------------------------------------------------------------
 
@@ -386,9 +422,17 @@ class Runner:
             # Attempts count across the cycles of a session; the rest describes this cycle.
             previous = status.details.get(name)
             status.details[name] = TaskRecord(attempts=previous.attempts if previous else 0)
-        for name, reason in planned.catchup_skipped.items():
-            status.tasks[name] = SKIPPED
-            status.details[name] = TaskRecord(reason=reason)
+        self._waits = dict(planned.waiting)
+        for name, reason in {**planned.catchup_skipped, **planned.waiting, **planned.blocked}.items():
+            previous = status.details.get(name)
+            attempts = previous.attempts if previous else 0
+            if name in planned.blocked:
+                status.tasks[name] = SKIPPED
+                status.details[name] = TaskRecord(attempts=attempts, error=reason)
+                log.bind(task=name, reason=reason, console=False).error("task_skipped")
+            else:
+                status.tasks[name] = SKIPPED if name in planned.catchup_skipped else PENDING
+                status.details[name] = TaskRecord(attempts=attempts, reason=reason)
         status.started_at = status.started_at or self.clock()  # the session's first start, kept by a re-run
         status.completed_at = None
         status.duration_seconds = None

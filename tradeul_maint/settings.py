@@ -141,7 +141,8 @@ class TaskSpec:
     timeout: float | None = DEFAULT_TASK_TIMEOUT  # seconds; None: no timeout (`timeout = 0`)
     retries: int = 0
     retry_delay: float = 30
-    catchup: str = "all"
+    catchup: str = "all"  # "latest": only for the newest session whose window has opened (planner.py)
+    market_closed_only: bool = False  # never started while the exchange is open
     redis_env: bool = False  # the task's environment gets the Redis URL, password included (taskenv.py)
 
     @property
@@ -284,7 +285,7 @@ _KNOWN = {
     "metrics": {"textfile", "pushgateway"},
     "notify": {"ping_url", "ping_timeout"},
     "tasks": {"name", "command", "python", "builtin", "params", "after", "timeout", "retries", "retry_delay",
-              "catchup", "redis_env"},
+              "catchup", "market_closed_only", "redis_env"},
 }
 
 
@@ -572,6 +573,7 @@ def _tasks(raw: Any, require_tasks: bool) -> tuple[TaskSpec, ...]:
             raise ConfigError(f"task #{index}: name = {name!r}: expected lowercase letters, digits, '_' or '-'")
         tasks.append(_task(t, name))
     _check_graph(tasks)
+    check_catchup(tasks)
     return tuple(tasks)
 
 
@@ -615,6 +617,7 @@ def _task(t: dict, name: str) -> TaskSpec:
         retries=retries,
         retry_delay=parse_seconds(t["retry_delay"], f"[{section}] retry_delay") if "retry_delay" in t else 30.0,
         catchup=catchup,
+        market_closed_only=_typed(t, section, "market_closed_only", bool, False),
         redis_env=_typed(t, section, "redis_env", bool, False),
     )
 
@@ -646,6 +649,25 @@ def _protect_own_keys(tasks: tuple[TaskSpec, ...], redis: RedisSettings) -> None
                 raise ConfigError(f"[tasks.{task.name}] params.patterns: {pattern!r} would delete this tool's own "
                                   f"state (it can match keys under {namespace}, the status documents and the "
                                   "lock): narrow the pattern")
+
+
+def check_catchup(tasks: list[TaskSpec] | tuple[TaskSpec, ...]) -> None:
+    """A task run for every session must not wait for one run only for the newest.
+
+    For an older session the "latest" task is skipped, so the dependent could never run
+    there and the session could never be done: refused here, with what to write instead.
+    Checking the direct edges is enough: any chain from an "all" task to a "latest" one
+    has such an edge where it first reaches a "latest" task. The other direction ("latest"
+    after "all", a snapshot after the loads) is valid.
+    """
+    policy = {t.name: t.catchup for t in tasks}
+    for task in tasks:
+        for dep in task.after:
+            if task.catchup == "all" and policy.get(dep) == "latest":
+                raise ConfigError(f"[tasks.{task.name}] after = {list(task.after)}: {task.name} runs for every "
+                                  f"session (catchup = \"all\") but {dep} only for the newest (catchup = "
+                                  f"\"latest\"), so older sessions could never run {task.name}: set catchup = "
+                                  f"\"latest\" on {task.name} too, or drop {dep} from its after")
 
 
 def _check_graph(tasks: list[TaskSpec]) -> None:
