@@ -39,7 +39,8 @@ DOCUMENTED = {0, 1, 2, 69, 75, 78}
 READ_ONLY = (("run", "--dry-run", "--now", NOW), ("recover", "--dry-run", "--now", NOW), ("status", "--now", NOW),
              ("status", "--json", "--now", NOW), ("status", "--check", "--now", NOW),
              ("status", "--date", DAY, "--now", NOW), ("status", "--date", DAY, "--json", "--now", NOW),
-             ("status", "--task", "a", "--now", NOW), ("logs",), ("logs", "--json"), ("logs", "--task", "a"),
+             ("status", "--task", "a", "--now", NOW), ("status", "--grid", "--now", NOW),
+             ("status", "--grid", "--json", "--now", NOW), ("logs",), ("logs", "--json"), ("logs", "--task", "a"),
              ("check", "--now", NOW))
 WRITING = (("run", "--now", NOW), ("run", "--date", DAY, "--now", NOW), ("recover", "--lookback", "3", "--now", NOW))
 CONFIG = """\
