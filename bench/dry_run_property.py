@@ -102,7 +102,7 @@ class World:
     max_parallel: int
     override: str  # "", "early" (2026-12-01 closes at 13:00) or "closed" (2026-11-19 is no session)
     now: str  # exchange-local
-    history: dict[str, tuple]  # session -> (kind, attempts, minutes before now, seed: which tasks, a bad transition)
+    history: dict[str, tuple]  # session -> (kind, attempts, minutes before now, seed: which tasks)
     lock_held: bool
     command: tuple[str, ...]
     job: bool = False  # the pipeline is [jobs.x] (the config's only job), not the top level
@@ -185,7 +185,7 @@ def worlds(draw, calendar: TradingCalendar) -> World:
         kind = draw(st.sampled_from(KINDS))
         if kind != "missing":
             history[session.isoformat()] = (kind, draw(st.integers(1, 5)), draw(st.integers(0, 600)),
-                                            draw(st.integers(0, 2 ** 16)), draw(st.sampled_from([False] * 4 + [True])))
+                                            draw(st.integers(0, 2 ** 16)))
     date = draw(st.sampled_from(recent)).isoformat()
     since, until = sorted(draw(st.lists(st.sampled_from(recent), min_size=2, max_size=2)))
     named = draw(st.lists(st.sampled_from([t.name for t in tasks]), min_size=1, max_size=2, unique=True))
@@ -354,12 +354,9 @@ class Bench:
         calendar = self.calendar(world.override)
         now = dt.datetime.fromisoformat(world.now).replace(tzinfo=calendar.tz)
         prefix = world.prefix
-        for day, (kind, attempts, minutes, seed, bad_transition) in world.history.items():
+        for day, (kind, attempts, minutes, seed) in world.history.items():
             self.client.set(f"{prefix}:status:{day}", stored_status(world, dt.date.fromisoformat(day), kind,
                                                                     attempts, minutes, seed, now), ex=40 * 86400)
-            if kind == "in_progress":  # what the cycle recorded since its last whole write (store.py)
-                record = "{not json" if bad_transition else json.dumps({"state": COMPLETED, "attempts": 1})
-                self.client.hset(f"{prefix}:transitions:{day}", world.names[-1], record)
         if world.lock_held:
             self.client.set(f"{prefix}:lock", json.dumps({"host": "another-host", "pid": 4242, "since": world.now,
                                                          "run_id": "another-run", "nonce": "x"}), px=600_000)
@@ -397,10 +394,7 @@ class Bench:
         for key, (_, raw, _) in before.items():
             if key.startswith(f"{prefix}:status:"):
                 day = key.rsplit(":", 1)[1]
-                earlier[day] = status = SessionStatus.from_json(dt.date.fromisoformat(day), raw)
-                transitions = before.get(f"{prefix}:transitions:{day}")
-                if transitions and status.unfinished and not status.corrupt:
-                    status.apply_transitions(transitions[1])  # as every reader folds them in (store.py)
+                earlier[day] = SessionStatus.from_json(dt.date.fromisoformat(day), raw)
         sessions_ran = [s for s, _ in ran]
         assert set(sessions_ran) <= set(said.order), (said.order, ran)
         assert sessions_ran == sorted(sessions_ran, key=said.order.index), (said.order, ran)
@@ -452,7 +446,7 @@ class Bench:
             self.sessions_run += 1
             self.tasks_started += len(started)
             self.data_waits += waited
-        touched = {f"{prefix}:{kind}:{d}" for d in said.order for kind in ("status", "transitions", "executed")}
+        touched = {f"{prefix}:{kind}:{d}" for d in said.order for kind in ("status", "executed")}
         for key, value in before.items():  # every other key as it was
             if key not in touched and key != f"{prefix}:last_run":
                 assert self.client.type(key) == value[0] and self._value(key) == value[1], key

@@ -30,6 +30,7 @@ from tradeul_maint.errors import (ConfigError, LockBusyError, MaintError, RedisR
                                   RedisUnavailableError, UsageError)
 from tradeul_maint.keys import Keys
 from tradeul_maint.planner import Plan
+from tradeul_maint.replicas import Replication
 from tradeul_maint.settings import MAIN_JOB, Job, ScheduleSettings, Settings
 from tradeul_maint.state import SessionStatus, iso
 from tradeul_maint.store import StateStore
@@ -151,7 +152,8 @@ def connected(ctx: Context) -> Iterator[StateStore]:
                 if is_cluster(client):  # every job's keys, each job's in one slot
                     for job in s.jobs:
                         check_cluster_prefix(job.key_prefix)
-            yield StateStore(client, Keys(s.key_prefix), s.redis.status_ttl_days, s.redis.lock_lease_seconds)
+            yield StateStore(client, Keys(s.key_prefix), s.redis.status_ttl_days, s.redis.lock_lease_seconds,
+                             Replication(s.redis.min_replicas, s.redis.replica_timeout_seconds, s.redis.wait_aof))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailableError(f"lost the connection to Redis: {str(exc).strip() or type(exc).__name__}") \
             from None
@@ -174,6 +176,7 @@ REFUSALS = {
     "BUSY": "it is busy running a script (BUSY)",
     "CLUSTERDOWN": "the cluster is down (CLUSTERDOWN)",
     "TRYAGAIN": "the cluster is resharding (TRYAGAIN)",
+    "MOVED": "the cluster is moving the tool's hash slot (MOVED)",
 }
 
 
@@ -184,7 +187,9 @@ def refused(exc: redis.ResponseError) -> str | None:
     message, or follow a "-" inside a script's error ("... @user_script: 1: -READONLY ...").
     """
     classes = {redis.exceptions.ReadOnlyError: "READONLY", redis.exceptions.OutOfMemoryError: "OOM",
-               redis.exceptions.BusyLoadingError: "LOADING"}
+               redis.exceptions.BusyLoadingError: "LOADING",
+               # With min_replicas the writes go to the slot's primary directly (replicas.py), MOVED and all.
+               redis.exceptions.AskError: "MOVED"}
     code = next((c for cls, c in classes.items() if isinstance(exc, cls)), None)
     if code is None:
         text = str(exc)
@@ -400,7 +405,8 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
 
     s = ctx.settings
     run_id = uuid.uuid4().hex[:12]
-    lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now))
+    lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now),
+                   store.replication)
     # Signals first: one that comes while the lock is being taken still stops the run cleanly.
     with StopSignals(s.run.max_run_minutes) as stop, lock:
         # Plan again under the lock: a runner that finished a moment ago may have done it all.

@@ -5,7 +5,9 @@ pid, since); it is taken with `SET NX PX` (lease in the same command), renewed b
 background thread while tasks run, and renewed or released only by Lua that checks the
 token first. A holder that dies stops renewing and its lease expires. A holder that was
 paused past its lease finds the token changed and learns it has lost the lock: every
-state write is fenced on the same token (see store.py).
+state write is fenced on the same token (see store.py). With `[redis] min_replicas`, taking
+the lock and each renewal wait for the replicas (replicas.py): a lease they may not have
+is a lease that may not outlive a failover, and the run stops as if it had lost the lock.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from dataclasses import dataclass, replace
 import redis
 from loguru import logger
 
-from tradeul_maint.errors import ForeignLockError, KeyTypeError, LockBusyError, LockLostError
+from tradeul_maint import safejson
+from tradeul_maint.errors import ForeignLockError, KeyTypeError, LockBusyError, LockLostError, MaintError
+from tradeul_maint.replicas import Replication
 
 RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -54,7 +58,7 @@ class LockHolder:
         if raw is None:
             return None
         try:
-            doc = json.loads(raw)
+            doc = safejson.loads(raw)
             holder = cls(host=str(doc["host"]), pid=int(doc["pid"]), since=str(doc["since"]),
                          run_id=str(doc["run_id"]))
             if not doc.get("nonce"):
@@ -83,8 +87,11 @@ def foreign_lock_error(key: str, holder: LockHolder) -> ForeignLockError:
 class RunLock:
     """Use as a context manager; `token` fences the state writes made while holding it."""
 
-    def __init__(self, client: redis.Redis, key: str, lease_seconds: float, run_id: str, since: str):
+    def __init__(self, client: redis.Redis, key: str, lease_seconds: float, run_id: str, since: str,
+                 replication: Replication | None = None):
         self._client = client
+        self._replication = replication or Replication()
+        self.doubt: MaintError | None = None  # a renewal the replicas did not confirm (or could not be asked to)
         self._key = key
         self._lease_ms = max(100, int(lease_seconds * 1000))
         self.run_id = run_id
@@ -99,7 +106,13 @@ class RunLock:
         self._kept = False
 
     def acquire(self) -> None:
-        if not self._client.set(self._key, self.token, nx=True, px=self._lease_ms):
+        try:
+            taken = self._replication.write(self._client, self._key, lambda c: c.set(
+                self._key, self.token, nx=True, px=self._lease_ms), "taking the run lock")
+        except MaintError:
+            self.release()  # taken on the primary, not confirmed by its replicas: not a lock to run under
+            raise
+        if not taken:
             holder = read_holder(self._client, self._key)
             if holder is not None and holder.foreign:
                 raise foreign_lock_error(self._key, holder)
@@ -114,10 +127,16 @@ class RunLock:
         renewed = time.monotonic()
         while not self._stop.wait(interval):
             try:
-                if not self._renew(keys=[self._key], args=[self.token, self._lease_ms]):
+                if not self._replication.write(self._client, self._key, lambda c: self._renew(
+                        keys=[self._key], args=[self.token, self._lease_ms], client=c),
+                        "the renewal of the run lock's lease"):
                     self._lose("its lease expired and another runner took over")
                     return
                 renewed = time.monotonic()
+            except MaintError as exc:  # ReplicasInDoubtError, or a WAIT the server refuses
+                self.doubt = exc
+                self.lost.set()  # as good as lost: the runner stops its tasks and ends
+                return
             except redis.RedisError as exc:
                 if time.monotonic() - renewed > self._lease_ms / 1000:
                     self._lose(f"Redis could not be reached for longer than the lease ({exc})")
@@ -133,6 +152,8 @@ class RunLock:
         self.lost.set()
 
     def check(self) -> None:
+        if self.doubt is not None:
+            raise self.doubt
         if self.lost.is_set():
             raise LockLostError(f"this runner lost the run lock ({self.lost_reason}); it stopped its tasks "
                                 "without writing more state")

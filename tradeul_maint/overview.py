@@ -36,11 +36,13 @@ from tradeul_maint.lock import LockHolder
 from tradeul_maint.planner import (Plan, expiry, explain_job, failed_tasks, latest_opened, waiting_for_data,
                                    waiting_tasks, waits_text)
 from tradeul_maint.errors import UsageError
-from tradeul_maint.settings import Settings
+from tradeul_maint.redact import scrub
+from tradeul_maint.settings import MAIN_JOB, Settings
 from tradeul_maint.sources import Sources, sources
 from tradeul_maint.state import (COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus, TaskRecord, iso,
                                  parse_time)
 from tradeul_maint.store import Overview
+from tradeul_maint.tasklist import ONLY_HERE, Difference, differences, summary, task_list
 from tradeul_maint.trends import Trend, WindowRisk
 
 DONE, FAILED_STATE, RUNNING, INTERRUPTED, WAITING = "done", "failed", "running", "interrupted", "waiting"
@@ -89,6 +91,8 @@ class SessionView:
     deadline: dt.datetime | None = None  # the window's start + deadline_minutes
     done_at: dt.datetime | None = None  # when it became done (history.done_at)
     cycles: tuple[CycleView, ...] = ()  # with the tasks (`status --date D`), oldest first
+    # Where this host's configured tasks differ from the task list its latest cycle recorded (tasklist.py).
+    task_list: tuple[Difference, ...] = ()
 
     @property
     def overdue(self) -> bool:
@@ -232,6 +236,7 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
         slow_notes[t.latest.session].append(t.describe())
     left = {d.session: d.reason for d in plan.deferred} if plan else {}  # why `run` leaves a session now
     newest = latest_opened(now, calendar, schedule)
+    here = task_list(settings.tasks)
     views = []
     for session in sorted(sessions, reverse=True):
         window = calendar.window(session, schedule.window_start, schedule.window_minutes)
@@ -240,8 +245,11 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
         if view.state not in (DONE, RUNNING, DUE, NOT_YET_DUE) and \
                 (why := expiry(session, statuses[session], now, calendar, schedule, newest)) is not None:
             view = replace(view, state=EXPIRED, note="; ".join(filter(None, (
-                f"{why}: `run{'' if settings.job == 'maintenance' else ' --job ' + settings.job} --date {session} "
-                f"--force` runs it", view.note if view.state != MISSING else None))))
+                f"{why}: `{run_command(settings)} --date {session} --force` runs it",
+                view.note if view.state != MISSING else None))))
+        if diffs := _task_list_differences(here, statuses[session]):
+            view = replace(view, task_list=diffs, note="; ".join(filter(None, (
+                view.note, _differ_note(view, diffs, statuses[session], run_command(settings))))))
         if override := calendar.override_note(session):
             view = replace(view, override=override, note="; ".join(filter(None, (override, view.note))))
         if session in slow_notes:
@@ -263,6 +271,28 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
                       calendar.expiry_warning(now), sources(settings), slow,
                       None if detail else trends.window_risk(settings, statuses), trend, settings.job,
                       explain_job(schedule))
+
+
+def _task_list_differences(here: dict[str, str], status: SessionStatus | None) -> tuple[Difference, ...]:
+    if status is None or status.corrupt:
+        return ()
+    return differences(here, status.task_list)
+
+
+def run_command(settings: Settings) -> str:
+    """`run`, or `run --job NAME` for a job other than the top-level one: the command a note tells to use."""
+    return "run" if settings.job == MAIN_JOB else f"run --job {settings.job}"
+
+
+def _differ_note(view: SessionView, diffs: tuple[Difference, ...], status: SessionStatus, run: str) -> str:
+    """The differences; for a done session, how to run what it never ran (it is not reopened for them)."""
+    note = summary(diffs, status.runner, running=view.state == RUNNING)
+    missing = [d.task for d in diffs if d.how == ONLY_HERE and status.tasks.get(d.task) != COMPLETED]
+    if view.state == DONE and missing:
+        them = "it" if len(missing) == 1 else "them"
+        options = " ".join(f"--task {name}" for name in missing)
+        note += f" (done without {them}: {run} --date {view.session} {options} runs {them})"
+    return note
 
 
 def _task_order(settings: Settings, statuses: dict) -> list[str]:
@@ -339,7 +369,8 @@ def _task_view(name: str, status: SessionStatus | None) -> TaskView:
     if state in (FAILED, SKIPPED) and (record.error or record.output):
         error = "\n".join(filter(None, [record.error, _last_lines(record.output)]))
     return TaskView(name, state, record.attempts, parse_time(record.started_at), parse_time(record.finished_at),
-                    record.duration_seconds, error, record.reason, record.traceback)
+                    record.duration_seconds, scrub(error) if error else None, record.reason,
+                    scrub(record.traceback) if record.traceback else None)
 
 
 def _note(state: str, status: SessionStatus | None, left: str | None) -> str | None:
@@ -395,6 +426,7 @@ def _session_json(s: SessionView, tasks: bool) -> dict:
         "deadline": iso(s.deadline),
         "done_at": iso(s.done_at),
         "late_seconds": s.late_seconds,
+        "task_list_differences": [{"task": d.task, "how": d.how} for d in s.task_list],
     }
     if tasks:
         bars = {t.name: bar for t in s.tasks if s.timeline and (bar := s.timeline.latest(t.name))}

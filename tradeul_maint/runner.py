@@ -6,10 +6,11 @@ attempts, waits for it to report how they ended (or for a timeout or a retry to 
 due), and records. Every transition (in_progress, completed, failed, skipped) is in
 Redis, fenced on the run lock, before anything that depends on it happens: the
 transitions of one scheduling step (the tasks that just ended, those they block, those
-that now start) go out together in one round trip, before the new tasks start. So a
-crash loses nothing that completed, a runner that lost the lock stops instead of
-overwriting its successor, and a cycle of many short tasks pays one small write per step
-rather than one rewrite of the whole status document per transition (store.py).
+that now start) go out together in one write of the whole status document, before the
+new tasks start (store.py). So a crash loses nothing that completed, a runner that lost
+the lock stops instead of overwriting its successor, and the document is the session's
+state at every moment. With `[redis] min_replicas`, a write the replicas did not confirm
+in time (replicas.py) ends the cycle as a lost lock does: no further task starts.
 
 A task with a wait_for probe is probed (a command, through the supervisor) just before it
 would start: exit 0 starts it; anything else leaves it, and what runs after it, waiting for
@@ -37,16 +38,19 @@ from typing import Callable
 
 from loguru import logger
 
-from tradeul_maint.errors import EXIT_RUN_DEADLINE, SIGNAL_EXIT_CODES, LockLostError, TaskProcessesLostError
+from tradeul_maint import safejson
+from tradeul_maint.errors import (EXIT_RUN_DEADLINE, SIGNAL_EXIT_CODES, LockLostError, ReplicasInDoubtError,
+                                  TaskProcessesLostError)
 from tradeul_maint.lock import RunLock
-from tradeul_maint.logs import scrub
 from tradeul_maint.planner import PlannedSession, caught_up, span_text, waits_after
+from tradeul_maint.redact import scrub, scrub_value
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
+from tradeul_maint.tasklist import task_list
 from tradeul_maint.settings import Settings, TaskSpec
 from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, INTERRUPTED_ATTEMPT, PENDING, RUNNER_STOPPED,
                                  SKIPPED, WAITING_FOR_DATA, AttemptRecord, CycleRecord, SessionStatus, TaskRecord,
                                  cap_error, iso, parse_time)
-from tradeul_maint.store import Slots, StateStore
+from tradeul_maint.store import StateStore
 from tradeul_maint.processes import STOP_MARGIN, TaskProcesses, stop_leftovers
 from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
 from tradeul_maint.trends import median_durations, slow_tasks
@@ -54,7 +58,6 @@ from tradeul_maint.trends import median_durations, slow_tasks
 Clock = Callable[[], dt.datetime]
 STATUS_OUTPUT_LIMIT = 4096  # characters of a failed command's output kept in the status document
 LOG_OUTPUT_LIMIT = 16384
-WHOLE_WRITE_SECONDS = 1.0  # while tasks complete, the status document is rewritten whole at least this often
 POLL_SECONDS = 0.2  # the longest the main thread waits before it looks at signals and the lock again
 PROBE_TIMEOUT = 60.0  # seconds a wait_for probe may take; one that takes longer is stopped and means "not yet"
 
@@ -214,10 +217,8 @@ class Runner:
     start_wait: Callable[[TaskSpec], str | None] = lambda spec: None
     tz: dt.tzinfo = dt.timezone.utc  # the exchange's: the times an operator reads in a reason
     _cycle: CycleRecord | None = field(default=None, init=False)  # this cycle's record, in the document
-    _changed: set[str] = field(default_factory=set, init=False)  # tasks recorded in memory, not yet in Redis
-    _written: float = field(default=0.0, init=False)  # when the document was last written whole (monotonic)
-    _slots: Slots = field(default_factory=dict, init=False)  # where its states sit, for `store.record`
     _waits: dict[str, str] = field(default_factory=dict, init=False)  # this cycle's tasks held back for the close
+    _blocked: bool = field(default=False, init=False)  # the step recorded blocked or held-back tasks
     _since: dict[str, str] = field(default_factory=dict, init=False)  # ...or for data: since when (iso)
     _probes: dict[str, dt.datetime] = field(default_factory=dict, init=False)  # not probed yet: until when to wait
     _attempted: bool = field(default=False, init=False)  # an attempt (not a probe) started in this cycle
@@ -234,6 +235,7 @@ class Runner:
         schedule = Schedule(order, specs, done_before={name for name, state in status.tasks.items()
                                                        if state == COMPLETED and name not in planned.tasks})
         running: dict[str, Running] = {}
+        changed = False  # the last step recorded what Redis does not have yet
         try:
             while True:
                 self.lock.check()
@@ -244,7 +246,9 @@ class Runner:
                 starting = [name for name in ready if name not in self._probes]
                 for name in starting:
                     self._record(status, name, IN_PROGRESS, log)
-                self._commit(status)  # the step's transitions, before any task they allow starts
+                if changed or self._blocked or starting:
+                    self._write(status)  # the step's transitions, before any task they allow starts
+                    self._blocked = False
                 for name in ready:
                     running[name] = Running(specs[name], time.monotonic())
                     if name in self._probes:
@@ -253,12 +257,12 @@ class Runner:
                         self._launch(running[name], planned.session, log)
                 if not running:
                     break
-                self._step(status, running, schedule, planned.session, log)
+                changed = self._step(status, running, schedule, planned.session, log)
         except BaseException as exc:
-            # Fenced out, Redis gone, or a bug: nothing more can be recorded, and no task may go on.
+            # Fenced out, Redis gone or in doubt, or a bug: nothing more can be recorded, and no task may go on.
             self._abandon(running, "lost the run lock" if isinstance(exc, LockLostError) else type(exc).__name__,
                           log)
-            if not isinstance(exc, LockLostError):
+            if not isinstance(exc, (LockLostError, ReplicasInDoubtError)):
                 self.lock.verify()  # a lost lock explains the rest (its successor stops what we left)
             raise
         if self.stop.reason is not None:
@@ -274,7 +278,6 @@ class Runner:
         if waited_only:
             self._only_waited(status)
         self.store.finish(self.lock.token, status)
-        self._changed.clear()
         self.durations.update(known_durations([status]))
         self._warn_slow(status, planned.tasks, log)
         log.bind(all_success=status.all_success, duration_seconds=status.duration_seconds,
@@ -309,6 +312,7 @@ class Runner:
 
     def _record_blocked(self, status: SessionStatus, schedule: Schedule, log) -> None:
         for name, blocker in schedule.take_blocked():
+            self._blocked = True
             if blocker in self._waits:
                 self._wait(status, name, waits_after(self._waits[blocker], blocker), log, self._since.get(blocker))
             else:
@@ -324,7 +328,7 @@ class Runner:
         if since is not None:
             self._since[name] = since
         log.bind(task=name, reason=why).info("task_waiting")
-        self._changed.add(name)
+        self._blocked = True
 
     # --- attempts ----------------------------------------------------------------------
 
@@ -346,7 +350,7 @@ class Runner:
         if outcome.success:
             log.bind(task=name).info("data_ready")
             self._record(status, name, IN_PROGRESS, log)
-            self._commit(status)
+            self._write(status)  # in progress in Redis before its process starts, as for every task
             self._launch(task, session, log)
             return
         del running[name]
@@ -384,8 +388,13 @@ class Runner:
             log.bind(task=spec.name, attempt=task.attempt).info("task_starting")
 
     def _step(self, status: SessionStatus, running: dict[str, Running], schedule: Schedule, session: dt.date,
-              log) -> None:
-        """Wait for what comes first (an attempt ended, a timeout, a retry due, POLL_SECONDS) and act on it."""
+              log) -> bool:
+        """Wait for what comes first (an attempt ended, a timeout, a retry due, POLL_SECONDS) and act on it.
+
+        True when it recorded something in `status` that Redis does not have yet: an attempt
+        ended (the task's transition, or the attempt alone when the task retries), a retry began.
+        """
+        changed = False
         now = time.monotonic()
         timers = [t for task in running.values() for t in (task.deadline, task.retry_at) if t is not None]
         wait = max(0.0, min([POLL_SECONDS, *(t - now for t in timers)]))
@@ -396,10 +405,12 @@ class Runner:
                 continue
             if task.probing:
                 self._probed(status, task, event, schedule, running, session, log)
+                changed = True
                 continue
             outcome = _outcome(task.spec, event)
             self._attempt_ended(task, COMPLETED if outcome.success else FAILED, outcome.error)
             task.attempt_id = None
+            changed = True
             if outcome.success or task.attempt > task.spec.retries or self.stop.reason or self.lock.lost.is_set():
                 del running[name]
                 self._finish_task(status, name, outcome, task.attempt, time.monotonic() - task.started, log)
@@ -418,6 +429,8 @@ class Runner:
                                                      f"{limit:g}s")
             elif task.attempt_id is None and task.retry_at is not None and now >= task.retry_at:
                 self._launch(task, session, log)
+                changed = True
+        return changed
 
     @property
     def _stop_wait(self) -> float:
@@ -481,7 +494,7 @@ class Runner:
         self._unstopped([n for n, t in running.items() if t.attempt_id and n not in ended], log)
         status.interrupted = self.stop.reason
         self._cycle.finished_at, self._cycle.outcome = iso(self.clock()), why
-        self._write_whole(status)
+        self._write(status)
         log.bind(signal=status.interrupted).warning("maintenance_cycle_interrupted")
         raise Interrupted(self.stop.reason, self.stop.exit_code)
 
@@ -532,8 +545,9 @@ class Runner:
         status.attempts += 1
         status.run_id = self.lock.run_id
         status.runner = f"{socket.gethostname()}:{os.getpid()}"
+        status.task_list = task_list(self.settings.tasks)
         self._begin_cycle(status)
-        self._write_whole(status)
+        self._write(status)
         log.bind(tasks=list(planned.tasks), attempt=status.attempts, reason=planned.reason,
                  expected_seconds=self._usual_seconds(planned.tasks, known)) \
             .info("starting_maintenance_cycle")
@@ -585,22 +599,9 @@ class Runner:
         elif state == SKIPPED:
             record.error = error
             log.bind(task=name, reason=error, console=False).error("task_skipped")
-        self._changed.add(name)
 
-    def _commit(self, status: SessionStatus) -> None:
-        """What was recorded since the last write, in one round trip: the document whole if a second has passed."""
-        if not self._changed:
-            return
-        if time.monotonic() - self._written < WHOLE_WRITE_SECONDS and \
-                self.store.record(self.lock.token, status, self._changed, self._slots):
-            self._changed.clear()
-        else:
-            self._write_whole(status)
-
-    def _write_whole(self, status: SessionStatus) -> None:
-        self._slots = self.store.write(self.lock.token, status)
-        self._changed.clear()
-        self._written = time.monotonic()
+    def _write(self, status: SessionStatus) -> None:
+        self.store.write(self.lock.token, status)
 
     def _finish_task(self, status: SessionStatus, name: str, outcome: Outcome, attempts: int, seconds: float,
                      log) -> None:
@@ -608,21 +609,21 @@ class Runner:
         record.finished_at = iso(self.clock())
         record.duration_seconds = round(seconds, 3)
         record.attempts += attempts
-        record.result = outcome.result
+        # What a task reports is stored and read back: scrubbed, and nothing the safe JSON reader would refuse.
+        record.result = scrub_value(safejson.sanitized(outcome.result)) if outcome.result is not None else None
         status.tasks[name] = COMPLETED if outcome.success else FAILED
         task_log = log.bind(task=name, duration_seconds=record.duration_seconds, attempts=record.attempts)
         if outcome.success:
             record.error = record.output = record.traceback = None
-            task_log.bind(result=outcome.result, output=_tail(outcome.output, LOG_OUTPUT_LIMIT)) \
+            task_log.bind(result=record.result, output=_tail(outcome.output, LOG_OUTPUT_LIMIT)) \
                 .info("task_completed")
         else:
             # The status document is read by `status` and other tools: no password goes there either.
             record.error = scrub(outcome.error or "failed")
-            record.output = scrub(_tail(outcome.output, STATUS_OUTPUT_LIMIT) or "") or None
+            record.output = _tail(scrub(outcome.output or ""), STATUS_OUTPUT_LIMIT)  # whole secrets, then the cut
             record.traceback = scrub(outcome.traceback) if outcome.traceback else None
             task_log.bind(error=outcome.error, output=_tail(outcome.output, LOG_OUTPUT_LIMIT),
                           traceback=outcome.traceback, console=False).error("task_failed")
-        self._changed.add(name)
 
     def _warn_slow(self, status: SessionStatus, ran: tuple[str, ...], log) -> None:
         """A task that took more than `slow_factor` times its median over the lookback is worth a warning."""

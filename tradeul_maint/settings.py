@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tradeul_maint.errors import ConfigError, UsageError
+from tradeul_maint.redact import remember, remember_url
 
 DEFAULT_CONFIG_PATHS = (Path("tradeul-maint.toml"), Path("/etc/tradeul/maint.toml"))
 TASK_NAME = re.compile(r"^[a-z0-9_-]+$")
@@ -30,6 +31,7 @@ RESERVED_JOB_NAMES = ("maintenance", "status", "executed", "transitions", "last_
 DURATION = re.compile(r"^(\d+)\s*(s|m|h)?$")
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB)$", re.IGNORECASE)
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+MAX_REPLICA_TIMEOUT = 2.0  # WAIT holds its connection: shorter than connection.COMMAND_TIMEOUT
 # A task without `timeout` is stopped after this: a hung task must not hold the lock (and the scheduler's next
 # ticks) for good. `timeout = 0` in a task turns it off.
 DEFAULT_TASK_TIMEOUT = 3600.0
@@ -96,6 +98,9 @@ class RedisSettings:
     key_prefix: str = "maintenance"
     status_ttl_days: int = 30
     lock_lease_seconds: float = 60
+    min_replicas: int = 0  # > 0: the lock and every state write wait for this many replicas (replicas.py)
+    replica_timeout_seconds: float = 1
+    wait_aof: bool = False  # also WAITAOF: the primary's and the replicas' append-only files have each write
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,7 @@ class TaskSpec:
     market_closed_only: bool = False  # never started while the exchange is open
     wait_for: tuple[str, ...] | None = None  # a probe (argv): exit 0 = its data is there; else the task waits
     wait_timeout: float | None = None  # seconds a task may wait from its first probe; None: until its window ends
+    redis_env: bool = False  # the task's environment gets the Redis URL, password included (taskenv.py)
 
     @property
     def kind(self) -> str:
@@ -383,13 +389,14 @@ _KNOWN = {
                  "recover_during_market_hours", "deadline_minutes", "catchup"},
     "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor",
             "slow_min_seconds", "stop_grace_seconds", "max_run_minutes"},
-    "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
+    "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds", "min_replicas",
+              "replica_timeout_seconds", "wait_aof"},
     "logging": {"dir", "rotation", "retention", "level"},
     "calendar": {"closed", "early_closes", "sessions", "expiry_warning_days"},
     "metrics": {"textfile", "pushgateway"},
     "notify": {"ping_url", "ping_timeout"},
     "tasks": {"name", "command", "python", "builtin", "params", "after", "timeout", "retries", "retry_delay",
-              "catchup", "market_closed_only", "wait_for", "wait_timeout"},
+              "catchup", "market_closed_only", "wait_for", "wait_timeout", "redis_env"},
 }
 # A [jobs.NAME] table: its schedule (defaults: [schedule]'s), its keys, tasks and pings.
 _JOB_KEYS = (_KNOWN["schedule"] - {"calendar"}) | {"key_prefix", "tasks", "notify"}
@@ -512,6 +519,7 @@ def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str
     d = RedisSettings()
     url = cli.redis_url or env.get("TRADEUL_MAINT_REDIS_URL") or env.get("REDIS_URL") or \
         _typed(t, "redis", "url", str, None)
+    remember_url(url)  # known from now on, so no output of this process shows it, even before it connects
     # The password of `url`, from a file: on no command line and in no environment. In the
     # config file, a relative path is relative to the file's directory.
     password_file = Path(env["TRADEUL_MAINT_REDIS_PASSWORD_FILE"]).expanduser() \
@@ -522,6 +530,15 @@ def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str
     prefix = _typed(t, "redis", "key_prefix", str, d.key_prefix)
     if not prefix or any(c.isspace() for c in prefix):
         raise ConfigError(f"[redis] key_prefix = {prefix!r}: must be non-empty without spaces")
+    min_replicas = int(_positive("redis", "min_replicas", _typed(t, "redis", "min_replicas", int, d.min_replicas), 0))
+    if min_replicas and not url:
+        raise ConfigError(f"[redis] min_replicas = {min_replicas}, and no Redis URL is set: the embedded Redis has no "
+                          "replicas; set [redis] url (or --redis-url), or min_replicas = 0")
+    timeout = float(_positive("redis", "replica_timeout_seconds", _typed(
+        t, "redis", "replica_timeout_seconds", (int, float), d.replica_timeout_seconds), 0.001))
+    if timeout > MAX_REPLICA_TIMEOUT:
+        raise ConfigError(f"[redis] replica_timeout_seconds = {timeout:g}: must be at most {MAX_REPLICA_TIMEOUT:g} "
+                          "(WAIT holds its connection, and the tool's commands time out soon after)")
     return RedisSettings(
         url=url or None,
         password_file=password_file,
@@ -530,6 +547,9 @@ def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str
                                       _typed(t, "redis", "status_ttl_days", int, d.status_ttl_days))),
         lock_lease_seconds=_positive("redis", "lock_lease_seconds",
                                      _typed(t, "redis", "lock_lease_seconds", (int, float), d.lock_lease_seconds)),
+        min_replicas=min_replicas,
+        replica_timeout_seconds=timeout,
+        wait_aof=_typed(t, "redis", "wait_aof", bool, d.wait_aof),
     )
 
 
@@ -573,11 +593,31 @@ def _notify(t: dict, section: str = "notify") -> NotifySettings:
     """`[notify]`, or a job's `[jobs.NAME.notify]` (`section`), which takes [notify]'s values as defaults."""
     d = NotifySettings()
     url = _typed(t, section, "ping_url", str, None)
-    if url is not None and not re.match(r"^https?://[^/\s]+", url):
-        raise ConfigError(f"[{section}] ping_url = {url!r}: expected an http:// or https:// URL")
+    if url is not None:
+        check_ping_url(url, section)
     timeout = _positive(section, "ping_timeout", _typed(t, section, "ping_timeout", (int, float), d.ping_timeout),
                         0.1)
     return NotifySettings(ping_url=url.rstrip("/") if url else None, ping_timeout=float(timeout))
+
+
+def check_ping_url(url: str, section: str = "notify") -> None:
+    """A URL urllib will send as it is; ConfigError otherwise, showing its host at most: for healthchecks the
+    path is the secret that lets anyone ping."""
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # each raises ValueError when it does not parse
+    except ValueError:
+        raise ConfigError(f"[{section}] ping_url does not parse: check its port (0 to 65535) and the brackets of an "
+                          "IPv6 address") from None
+    shown = f"{parts.scheme}://{host}/..." if host else "(not shown)"
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        problem = "expected an http:// or https:// URL with a host"
+    elif not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
+        problem = "it holds a blank, a control or a non-ASCII character: percent-encode it (a blank is %20)"
+    else:
+        remember(parts.path.strip("/"))  # the secret part: no log line or message shows it, whatever quotes it
+        return
+    raise ConfigError(f"[{section}] ping_url {shown}: {problem}")
 
 
 def parse_size(text: str | int) -> int:
@@ -713,6 +753,7 @@ def _task(t: dict, name: str, section: str) -> TaskSpec:
         market_closed_only=_typed(t, section, "market_closed_only", bool, False),
         wait_for=wait_for,
         wait_timeout=parse_seconds(t["wait_timeout"], f"[{section}] wait_timeout") if "wait_timeout" in t else None,
+        redis_env=_typed(t, section, "redis_env", bool, False),
     )
 
 

@@ -46,6 +46,7 @@ from pathlib import Path
 from functools import partial
 from typing import Any, Callable
 
+from tradeul_maint import taskenv
 from tradeul_maint.settings import RunSettings
 
 STOP_GRACE = RunSettings.stop_grace_seconds  # between SIGTERM and SIGKILL of a group, unless the hello says otherwise
@@ -457,6 +458,7 @@ def _child(message: dict[str, Any], hello: dict[str, Any], make_client: Callable
         os.dup2(out_w, 2)
         for fd in (null, out_w):
             os.close(fd)
+        taskenv.confine(os.environ, message.get("redis_env", False), hello.get("redis"))
         if message["kind"] == "command":
             _exec_command(message, res_w)
         code = _run_python(message, hello, make_client, res_w, console)

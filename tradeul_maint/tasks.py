@@ -88,11 +88,13 @@ def command_request(spec: TaskSpec, session: dt.date, run_id: str,
     `argv` is the task's wait_for probe instead of its command: a probe runs as a command does."""
     day = session.isoformat()
     return {"kind": "command", "task": spec.name, "argv": [arg.replace("{date}", day) for arg in argv or spec.command],
-            "env": {"TRADEUL_MAINT_DATE": day, "TRADEUL_MAINT_TASK": spec.name, "TRADEUL_MAINT_RUN_ID": run_id}}
+            "env": {"TRADEUL_MAINT_DATE": day, "TRADEUL_MAINT_TASK": spec.name, "TRADEUL_MAINT_RUN_ID": run_id},
+            "redis_env": spec.redis_env}
 
 
 def python_request(spec: TaskSpec, session: dt.date, run_id: str) -> dict[str, Any]:
-    return {"kind": "python", "task": spec.name, "spec": spec, "date": session.isoformat(), "run_id": run_id}
+    return {"kind": "python", "task": spec.name, "spec": spec, "date": session.isoformat(), "run_id": run_id,
+            "redis_env": spec.redis_env}
 
 
 def command_outcome(spec: TaskSpec, ended: dict[str, Any], program: str | None = None) -> Outcome:
@@ -206,7 +208,7 @@ def run_python(spec: TaskSpec, ctx: TaskContext, paths: tuple[str, ...] = ()) ->
 
 
 def _traceback(exc: BaseException) -> str:
-    from tradeul_maint.logs import scrub
+    from tradeul_maint.redact import scrub
 
     text = scrub("".join(traceback.format_exception(exc)))
     return text if len(text) <= TRACEBACK_LIMIT else "..." + text[-TRACEBACK_LIMIT:]
