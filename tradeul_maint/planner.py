@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from tradeul_maint.calendar import TradingCalendar, Window
 from tradeul_maint.errors import UsageError
 from tradeul_maint.schedule import after_all
-from tradeul_maint.settings import RunSettings, ScheduleSettings, TaskSpec
+from tradeul_maint.settings import LONGEST_SECONDS, RunSettings, ScheduleSettings, TaskSpec
 from tradeul_maint.state import COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus, parse_time
 
 
@@ -490,7 +490,9 @@ def retry_gate(status: SessionStatus | None, now: dt.datetime, run: RunSettings,
         return (f"{state_phrase(status, run)}: gave up (max_attempts = {run.max_attempts}); run it by hand with "
                 f"`run --date {status.session}`")
     if status.failed and status.completed_at is not None:
-        wait = dt.timedelta(minutes=run.retry_backoff_minutes * 2 ** (status.attempts - 1))
+        # Doubling, up to a year: a document's attempt count (max_attempts may be large) cannot overflow it.
+        wait = dt.timedelta(minutes=min(run.retry_backoff_minutes * 2.0 ** min(status.attempts - 1, 64),
+                                        LONGEST_SECONDS / 60))
         retry_at = (status.completed_at + wait).astimezone(tz)
         if now < retry_at:
             when = retry_at.strftime("%H:%M" if retry_at.date() == now.astimezone(tz).date() else "%Y-%m-%d %H:%M")

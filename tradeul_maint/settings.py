@@ -28,6 +28,7 @@ RELATIVE = re.compile(r"^(open|close)(?:([+-])(?=\d)(?:(\d+)h)?(?:(\d+)m)?)?$")
 CATCHUP = ("all", "latest", "none")  # a job's: which missed sessions are run (planner.py)
 # Job names that would read like the tool's own keys under the default prefix ("maintenance:lock:...").
 RESERVED_JOB_NAMES = ("maintenance", "status", "executed", "transitions", "last_run", "lock", "check")
+LONGEST_SECONDS = 366 * 86400  # the longest duration a setting may give: a year (times computed from it stay sane)
 DURATION = re.compile(r"^(\d+)\s*(s|m|h)?$")
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB)$", re.IGNORECASE)
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
@@ -432,11 +433,15 @@ def check_type(what: str, value: Any, kind: type | tuple, suffix: str = "") -> N
     raise ConfigError(f"{what} = {shown}: expected {names}{suffix}")
 
 
-def _positive(section: str, key: str, value: float, minimum: float = 1) -> float:
+def _positive(section: str, key: str, value: float, minimum: float = 1, maximum: float | None = None) -> float:
+    """A count, limit or duration within its bounds. A duration's maximum keeps every time computed from it
+    (a deadline, a backoff, a key's TTL) within what datetime and Redis can hold."""
     if not math.isfinite(value):  # TOML has nan and inf: neither is a count, a limit or a duration
         raise ConfigError(f"[{section}] {key} = {value}: must be a finite number, at least {minimum}")
     if value < minimum:
         raise ConfigError(f"[{section}] {key} = {value}: must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"[{section}] {key} = {value}: must be at most {maximum:g}")
     return value
 
 
@@ -446,10 +451,11 @@ def parse_window_start(text: str, section: str = "schedule") -> WindowStart:
         return WindowStart(wall_time=dt.time(int(match[1]), int(match[2])), text=text)
     if match := RELATIVE.match(text):
         anchor, sign, hours, minutes = match.groups()
-        offset = dt.timedelta(hours=int(hours or 0), minutes=int(minutes or 0)) * (-1 if sign == "-" else 1)
-        if abs(offset) > dt.timedelta(hours=24):
+        total = int(hours or 0) * 60 + int(minutes or 0)  # compared before it becomes a timedelta: any digits load
+        if total > 24 * 60:
             raise ConfigError(f"[{section}] window_start = {text!r}: an offset from the {anchor} must be within "
                               "24 hours")
+        offset = dt.timedelta(minutes=-total if sign == "-" else total)
         return WindowStart(**{f"{anchor}_offset": offset}, text=text)
     raise ConfigError(f"[{section}] window_start = {text!r}: expected a local time like \"17:00\", or an offset "
                       "from the session's close or open like \"close+60m\", \"close-15m\", \"open-5h45m\", "
@@ -480,7 +486,8 @@ def _schedule(t: dict, section: str = "schedule", d: ScheduleSettings = Schedule
         recover_during_market_hours=_typed(t, section, "recover_during_market_hours", bool,
                                            d.recover_during_market_hours),
         deadline_minutes=d.deadline_minutes if "deadline_minutes" not in t else
-        int(_positive(section, "deadline_minutes", _typed(t, section, "deadline_minutes", int, None))),
+        int(_positive(section, "deadline_minutes", _typed(t, section, "deadline_minutes", int, None), 1,
+                      LONGEST_SECONDS / 60)),
         catchup=catchup,
     )
 
@@ -497,7 +504,7 @@ def _run(t: dict, config_path: Path | None) -> RunSettings:
         max_attempts=int(_positive("run", "max_attempts", _typed(t, "run", "max_attempts", int, d.max_attempts))),
         retry_backoff_minutes=_positive("run", "retry_backoff_minutes",
                                         _typed(t, "run", "retry_backoff_minutes", (int, float),
-                                               d.retry_backoff_minutes), 0),
+                                               d.retry_backoff_minutes), 0, LONGEST_SECONDS / 60),
         slow_factor=float(_positive("run", "slow_factor", _typed(t, "run", "slow_factor", (int, float),
                                                                  d.slow_factor), 1)),
         slow_min_seconds=float(_positive("run", "slow_min_seconds", _typed(
@@ -544,9 +551,10 @@ def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str
         password_file=password_file,
         key_prefix=prefix,
         status_ttl_days=int(_positive("redis", "status_ttl_days",
-                                      _typed(t, "redis", "status_ttl_days", int, d.status_ttl_days))),
+                                      _typed(t, "redis", "status_ttl_days", int, d.status_ttl_days), 1, 3650)),
         lock_lease_seconds=_positive("redis", "lock_lease_seconds",
-                                     _typed(t, "redis", "lock_lease_seconds", (int, float), d.lock_lease_seconds)),
+                                     _typed(t, "redis", "lock_lease_seconds", (int, float), d.lock_lease_seconds),
+                                     1, 86400),
         min_replicas=min_replicas,
         replica_timeout_seconds=timeout,
         wait_aof=_typed(t, "redis", "wait_aof", bool, d.wait_aof),
@@ -681,14 +689,20 @@ def _calendar(t: dict) -> CalendarOverrides:
 
 
 def parse_seconds(value: Any, what: str) -> float:
+    """A task's duration (timeout, retry_delay, wait_timeout): seconds, or "30m", "2h"; positive, at most
+    LONGEST_SECONDS."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if not value > 0 or math.isinf(value):  # nan compares false: it is no duration either
             raise ConfigError(f"{what} = {value}: must be a positive number of seconds")
-        return float(value)
-    match = DURATION.match(str(value).strip())
-    if not match or int(match[1]) <= 0:
-        raise ConfigError(f"{what} = {value!r}: expected seconds or a duration like \"30m\" or \"2h\"")
-    return float(int(match[1]) * {"s": 1, None: 1, "m": 60, "h": 3600}[match[2]])
+        seconds = value
+    else:
+        match = DURATION.match(str(value).strip())
+        if not match or int(match[1]) <= 0:
+            raise ConfigError(f"{what} = {value!r}: expected seconds or a duration like \"30m\" or \"2h\"")
+        seconds = int(match[1]) * {"s": 1, None: 1, "m": 60, "h": 3600}[match[2]]
+    if seconds > LONGEST_SECONDS:
+        raise ConfigError(f"{what} = {value!r}: must be at most {LONGEST_SECONDS} seconds (366 days)")
+    return float(seconds)
 
 
 def _tasks(raw: Any, require_tasks: bool, where: str = "") -> tuple[TaskSpec, ...]:
