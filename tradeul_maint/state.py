@@ -31,14 +31,20 @@ def iso(moment: dt.datetime | None) -> str | None:
 
 
 def parse_time(value: Any) -> dt.datetime | None:
-    """Timestamps of either writer; a naive one (the old service's) is taken as UTC."""
+    """Timestamps of either writer; a naive one (the old service's) is taken as UTC. One that does not parse, or
+    lies outside SANE_YEARS (where adding a backoff or a wait to it, or an offset, would overflow), is None."""
     if not value:
         return None
     try:
         moment = dt.datetime.fromisoformat(str(value))
     except ValueError:
         return None
+    if moment.year not in SANE_YEARS:
+        return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+SANE_YEARS = range(1900, 9000)
 
 
 class Shape(ValueError):
