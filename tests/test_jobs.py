@@ -165,6 +165,30 @@ def test_a_pre_open_job_skips_the_holiday_expires_when_missed_and_an_all_job_is_
     assert forced.exit_code == 0 and count_runs(root, "reset") == ["2026-11-27", "2026-11-25"]
 
 
+def test_a_none_job_retries_a_failed_cycle_inside_its_window_and_never_after_it(project, r):
+    """catchup = "none": a cycle that failed at 03:46 is retried at the first tick after the backoff while the
+    window (03:45-04:15) lasts; once it has ended, the session is expired, not retried, and not OK."""
+    root = project.root
+    script = f'echo "$1" >> {root}/reset.count; test -e {root}/ok'
+    project.write_config(
+        "[schedule]\nlookback_sessions = 1\n[run]\nretry_backoff_minutes = 5\n"
+        '[jobs.premarket]\nwindow_start = "open-5h45m"\ncatchup = "none"\n[[jobs.premarket.tasks]]\n'
+        f'name = "reset"\ncommand = ["/bin/sh", "-c", {json.dumps(script)}, "sh", "{{date}}"]\n')
+    assert project.cli("run", "--now", "2026-11-25T03:46").exit_code == 1
+    assert project.cli("run", "--now", "2026-11-25T03:50").output == ""  # the backoff: next try after 03:51
+    assert project.cli("run", "--now", "2026-11-25T04:10").exit_code == 1
+    assert count_runs(root, "reset") == ["2026-11-25", "2026-11-25"]
+    (root / "ok").touch()
+    dry = project.cli("run", "--dry-run", "--now", "2026-11-25T04:16").stdout
+    assert 'leave 2026-11-25: expired (catchup = "none"): its window ended at 04:15' in dry, dry
+    assert project.cli("run", "--now", "2026-11-25T04:16").output == ""
+    assert project.cli("recover", "--now", "2026-11-25T18:00").exit_code == 0
+    assert count_runs(root, "reset") == ["2026-11-25", "2026-11-25"]
+    assert doc(r, "maintenance:premarket:status:2026-11-25")["attempts"] == 2
+    check = project.cli("status", "--check", "--now", "2026-11-25T18:00")
+    assert check.exit_code == 1 and "2026-11-25 expired" in check.stdout
+
+
 def test_a_latest_job_catches_up_only_its_newest_missed_session(project, r):
     root = project.root
     project.write_config("[schedule]\nlookback_sessions = 4\n"
@@ -245,6 +269,40 @@ def test_wait_timeout_bounds_the_wait_from_the_first_probe(project, r):
     assert late.exit_code == 1 and "still waiting for data after 1h35m" in late.stderr
 
 
+def test_a_probe_that_hangs_is_stopped_and_means_not_yet_and_one_that_cannot_run_fails_the_task(project, r):
+    """A probe is a task process: stopped at its task's timeout (at most 60 s), which means "not yet"; a probe
+    whose program does not exist fails the task at once (no data will make it run)."""
+    root = project.root
+    project.write_config("[schedule]\nlookback_sessions = 1\n"
+                         + job(root, "slow", "close+60m", minutes=960, tasks=("sync",),
+                               task_extra='wait_for = ["sleep", "30"]\ntimeout = 1\n') + "\n"
+                         + job(root, "broken", "close+60m", minutes=960, tasks=("load",),
+                               task_extra='wait_for = ["/nonexistent/ready", "{date}"]\n'))
+    tick = project.cli("run", "--now", "2026-11-25T17:05")
+    assert tick.exit_code == 1 and count_runs(root, "sync") == count_runs(root, "load") == []
+    assert tick.stderr.splitlines()[0].startswith("broken: 2026-11-25: 0/1 tasks completed")
+    assert "load failed: its wait_for probe cannot run (command not found: /nonexistent/ready)" in tick.stderr
+    waiting = doc(r, "maintenance:slow:status:2026-11-25")
+    assert waiting["tasks"] == {"sync": "pending"} and waiting["attempts"] == 0
+    assert waiting["task_details"]["sync"]["reason"].startswith("waits for data (its probe timed out after 1s)")
+
+
+def test_a_stored_wait_or_time_out_of_range_is_read_as_no_time_never_a_crash(project, r):
+    """`waiting_since` and `completed_at` as another writer may have left them: year 9999 or 1, which any wait
+    or backoff added to them would overflow. Each command reads them as absent."""
+    project.write_config("[schedule]\nlookback_sessions = 1\n"
+                         + job(project.root, "flat", "close+60m", minutes=960, tasks=("sync",),
+                               task_extra='wait_for = ["false"]\nwait_timeout = "1h"\n'))
+    for moment in ("9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+00:00"):
+        r.set("maintenance:flat:status:2026-11-25", json.dumps({
+            "date": "2026-11-25", "started_at": moment, "completed_at": moment, "all_success": False, "attempts": 1,
+            "tasks": {"sync": "failed"}, "task_details": {"sync": {"reason": "waits", "waiting_since": moment}}}))
+        for command in (("run", "--dry-run"), ("status",), ("status", "--check"), ("status", "--date", "2026-11-25"),
+                        ("status", "--grid"), ("recover", "--dry-run"), ("run",)):
+            result = project.cli(*command, "--now", "2026-11-25T17:10")
+            assert result.exit_code in (0, 1), (moment, command, result.output)
+
+
 # --- 5. one command line for the whole day -----------------------------------------------------------------
 
 def test_two_jobs_due_in_the_same_tick_both_run_once_each_under_its_own_lock(project, r):
@@ -271,6 +329,22 @@ def test_two_jobs_due_in_the_same_tick_both_run_once_each_under_its_own_lock(pro
     assert count_runs(root, "load") == ["2026-11-25"] and count_runs(root, "other") == ["2026-11-25", "2026-11-27"]
     manual = project.cli("run", "--job", "maintenance", "--date", "2026-11-27", "--now", "2026-11-27T14:06")
     assert manual.exit_code == 75 and "another runner holds the lock (host db1, pid 7" in manual.stderr
+
+
+def test_run_over_every_job_exits_with_the_worst_of_theirs_and_each_job_still_runs(project, r):
+    """One job's task fails (1), another's state holds a key of the wrong type (78), a third is fine: each of
+    them is tried in its turn, the failures are said with the job's name, and the exit code is 78."""
+    root = project.root
+    project.write_config("[schedule]\nlookback_sessions = 1\n"
+                         '[jobs.failing]\n[[jobs.failing.tasks]]\nname = "boom"\ncommand = ["false"]\n'
+                         + job(root, "wrongtype", "17:00") + "\n" + job(root, "fine", "17:00"))
+    r.hset("maintenance:wrongtype:status:2026-11-25", "x", "y")
+    tick = project.cli("run", "--now", "2026-11-25T17:05")
+    assert tick.exit_code == 78, tick.output
+    assert count_runs(root, "fine") == ["2026-11-25"] and count_runs(root, "wrongtype") == []
+    assert "failing: 2026-11-25: 0/1 tasks completed" in tick.stderr and "boom failed" in tick.stderr
+    assert "tradeul-maint: wrongtype: " in tick.stderr and "maintenance:wrongtype:status:2026-11-25" in tick.stderr
+    assert tick.stdout.startswith("fine: 2026-11-25: 1/1 tasks completed")
 
 
 def tick_seconds(result) -> str:
@@ -336,6 +410,11 @@ TASK = '[[jobs.a.tasks]]\nname = "t"\ncommand = ["true"]\n'
     ('[jobs.a]\nwindow_start = "open-25h"\n' + TASK, "[jobs.a] window_start = 'open-25h': an offset from the open "
                                                        "must be within 24 hours"),
     ('[jobs.a]\nwindow_start = "open+5"\n' + TASK, "[jobs.a] window_start = 'open+5': expected a local time like"),
+    ('[jobs.a]\nwindow_start = "close+99999999999999999999h"\n' + TASK, "an offset from the close must be within 24"),
+    ('[jobs.a]\ndeadline_minutes = 9223372036854775807\n' + TASK, "[jobs.a] deadline_minutes = 9223372036854775807:"
+                                                                   " must be at most 527040"),
+    (TASK + 'wait_for = ["true"]\nwait_timeout = 1e300\n', "[jobs.a.tasks.t] wait_timeout = 1e+300: must be at "
+                                                           "most 31622400 seconds (366 days)"),
     ('[jobs.a]\ncatchup = "some"\n' + TASK, "[jobs.a] catchup = 'some': expected \"all\""),
     ('[jobs.a]\ncalendar = "XLON"\n' + TASK, "unknown key 'calendar' in [jobs.a]"),
     ('[jobs.a]\nkey_prefix = "maintenance"\n' + TASK, "jobs 'maintenance' and 'a' have the same key prefix"),

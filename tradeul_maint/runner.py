@@ -59,7 +59,8 @@ Clock = Callable[[], dt.datetime]
 STATUS_OUTPUT_LIMIT = 4096  # characters of a failed command's output kept in the status document
 LOG_OUTPUT_LIMIT = 16384
 POLL_SECONDS = 0.2  # the longest the main thread waits before it looks at signals and the lock again
-PROBE_TIMEOUT = 60.0  # seconds a wait_for probe may take; one that takes longer is stopped and means "not yet"
+PROBE_TIMEOUT = 60.0  # seconds a wait_for probe may take (less if its task's timeout is less); one that takes
+# longer is stopped, and means "not yet"
 
 
 class Interrupted(Exception):
@@ -336,9 +337,14 @@ class Runner:
         """Ask the task's wait_for probe whether its data is there (a command under the supervisor, bounded)."""
         task.probing = True
         task.attempt_id = f"{session.isoformat()}:{task.spec.name}:probe"
-        task.deadline = time.monotonic() + PROBE_TIMEOUT
+        task.deadline = time.monotonic() + self._probe_limit(task.spec)
         self.processes.start(task.attempt_id, command_request(task.spec, session, self.lock.run_id,
                                                                task.spec.wait_for))
+
+    @staticmethod
+    def _probe_limit(spec: TaskSpec) -> float:
+        """A probe is stopped after PROBE_TIMEOUT, or the task's own timeout when that is shorter."""
+        return min(PROBE_TIMEOUT, spec.timeout or PROBE_TIMEOUT)
 
     def _probed(self, status: SessionStatus, task: Running, event: dict, schedule: Schedule,
                 running: dict[str, Running], session: dt.date, log) -> None:
@@ -357,10 +363,13 @@ class Runner:
         now = self.clock()
         record = status.details.setdefault(name, TaskRecord())
         since = parse_time(record.waiting_since) or now
-        if now >= until:
-            failed = Outcome(False, f"still waiting for data after {span_text((now - since).total_seconds())} "
-                                    f"({outcome.error}); its wait ended at {self._local(until)}", outcome.output)
-            self._finish_task(status, name, failed, 0, time.monotonic() - task.started, log)
+        broken = "exec_error" in (event.get("result") or {})  # no program to ask: no data will change that
+        if broken or now >= until:
+            why = f"its wait_for probe cannot run ({outcome.error})" if broken else \
+                f"still waiting for data after {span_text((now - since).total_seconds())} ({outcome.error}); " \
+                f"its wait ended at {self._local(until)}"
+            self._finish_task(status, name, Outcome(False, why, outcome.output), 0, time.monotonic() - task.started,
+                              log)
             schedule.failed(name)
             return
         log.bind(task=name, probe=scrub(outcome.error or ""), until=iso(until)).info("data_not_ready")
@@ -424,7 +433,7 @@ class Runner:
         for task in running.values():
             if task.attempt_id and task.deadline is not None and now >= task.deadline and not task.stopping:
                 task.stopping = True
-                limit = PROBE_TIMEOUT if task.probing else task.spec.timeout
+                limit = self._probe_limit(task.spec) if task.probing else task.spec.timeout
                 self.processes.stop(task.attempt_id, f"{'its probe ' if task.probing else ''}timed out after "
                                                      f"{limit:g}s")
             elif task.attempt_id is None and task.retry_at is not None and now >= task.retry_at:
