@@ -347,6 +347,22 @@ def test_run_over_every_job_exits_with_the_worst_of_theirs_and_each_job_still_ru
     assert tick.stdout.startswith("fine: 2026-11-25: 1/1 tasks completed")
 
 
+def test_a_job_decides_when_its_turn_comes_so_one_whose_window_ended_meanwhile_is_not_started_late(project, r):
+    """04:14:59: the first job's task takes a second and more; by the time the pre-open job's turn comes, its
+    window (03:45-04:15, catchup = "none") has ended: it is expired, not started at 04:15:01."""
+    root = project.root
+    script = f'sleep 1.2; echo "$1" >> {root}/slow.count'
+    project.write_config("[schedule]\nlookback_sessions = 1\n"
+                         '[jobs.first]\nwindow_start = "04:00"\n[[jobs.first.tasks]]\nname = "slow"\n'
+                         f'command = ["/bin/sh", "-c", {json.dumps(script)}, "sh", "{{date}}"]\n'
+                         + job(root, "premarket", "open-5h45m", catchup="none"))
+    assert due(project.cli("run", "--dry-run", "--now", "2026-11-25T04:14:59").stdout) == {
+        ("first", "2026-11-25"), ("premarket", "2026-11-25")}
+    tick = project.cli("run", "--now", "2026-11-25T04:14:59")
+    assert tick.exit_code == 0 and count_runs(root, "slow") == ["2026-11-25"], tick.output
+    assert count_runs(root, "premarket") == [] and "premarket" not in tick.output
+
+
 def tick_seconds(result) -> str:
     return re.search(r"in (\d+\.\d)s", result.stdout)[1]
 

@@ -232,11 +232,13 @@ def _jobs_for(settings: Settings, names: tuple[str, ...], only: tuple[str, ...] 
 def _each_job(ctx: Context, store: StateStore, jobs: tuple[Job, ...], work) -> list[RunReport]:
     """`work(job context, job store)` for each job in turn. With several, one that fails (a busy lock in manual
     mode, a key of the wrong type, a lock another tool wrote) is reported and the next goes on; Redis lost or a
-    signal ends them all."""
+    signal ends them all. Each job decides at the time its turn comes, not when the command started: a job
+    whose window ended while the jobs before it ran is not started late."""
     reports = []
     for job in jobs:
         try:
-            reports.append(work(ctx.for_job(job), store.job(job.key_prefix)))
+            turn = replace(ctx.for_job(job), now=ctx.clock(), started=time.monotonic())
+            reports.append(work(turn, store.job(job.key_prefix)))
         except (RedisUnavailableError, RedisRefusedWriteError):
             raise
         except MaintError as exc:
