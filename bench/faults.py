@@ -785,7 +785,7 @@ def trial_jobs(h: Harness, out: Outcome, rng: random.Random) -> None:
     both = [(a, b) for a, b in ledger.overlapping(execs, same_task=False, horizon=horizon)
             if job_of[a.task] != job_of[b.task]]
     out.figure("executions of the two jobs side by side", len(both))
-    out.figure("runner killed mid-run", int(killed))
+    out.figure("trials with the runner killed mid-run", int(killed))
     cleanup_leftovers(ws)
 
 
