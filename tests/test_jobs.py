@@ -145,6 +145,9 @@ def test_a_pre_open_job_skips_the_holiday_expires_when_missed_and_an_all_job_is_
     recover = project.cli("recover", "--now", "2026-11-25T18:10")
     assert recover.exit_code == 0 and "premarket: nothing to recover: every session whose window has passed is " \
                                       "done or expired" in recover.stdout
+    # What it tells to type names the job: `run --date D --force` alone would force every job's session D.
+    assert "(`run --job premarket --date 2026-11-25 --force` runs it)" in \
+        project.cli("recover", "--dry-run", "--now", "2026-11-25T18:10").stdout
     # Thanksgiving: a tick every half hour, all day: no session, so no window, for either job.
     for hour in range(24):
         for minute in (0, 30):

@@ -37,7 +37,7 @@ from tradeul_maint.planner import (Plan, expiry, explain_job, failed_tasks, late
                                    waiting_tasks, waits_text)
 from tradeul_maint.errors import UsageError
 from tradeul_maint.redact import scrub
-from tradeul_maint.settings import MAIN_JOB, Settings
+from tradeul_maint.settings import Settings
 from tradeul_maint.sources import Sources, sources
 from tradeul_maint.state import (COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus, TaskRecord, iso,
                                  parse_time)
@@ -245,11 +245,11 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
         if view.state not in (DONE, RUNNING, DUE, NOT_YET_DUE) and \
                 (why := expiry(session, statuses[session], now, calendar, schedule, newest)) is not None:
             view = replace(view, state=EXPIRED, note="; ".join(filter(None, (
-                f"{why}: `{run_command(settings)} --date {session} --force` runs it",
+                f"{why}: `{schedule.rerun} --date {session} --force` runs it",
                 view.note if view.state != MISSING else None))))
         if diffs := _task_list_differences(here, statuses[session]):
             view = replace(view, task_list=diffs, note="; ".join(filter(None, (
-                view.note, _differ_note(view, diffs, statuses[session], run_command(settings))))))
+                view.note, _differ_note(view, diffs, statuses[session], schedule.rerun)))))
         if override := calendar.override_note(session):
             view = replace(view, override=override, note="; ".join(filter(None, (override, view.note))))
         if session in slow_notes:
@@ -277,11 +277,6 @@ def _task_list_differences(here: dict[str, str], status: SessionStatus | None) -
     if status is None or status.corrupt:
         return ()
     return differences(here, status.task_list)
-
-
-def run_command(settings: Settings) -> str:
-    """`run`, or `run --job NAME` for a job other than the top-level one: the command a note tells to use."""
-    return "run" if settings.job == MAIN_JOB else f"run --job {settings.job}"
 
 
 def _differ_note(view: SessionView, diffs: tuple[Difference, ...], status: SessionStatus, run: str) -> str:

@@ -175,7 +175,7 @@ def plan_cron(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSet
             continue
         else:
             why = f"catch-up: {describe(status)}"
-        if (wait := retry_gate(status, now, run, calendar.tz)) is not None:
+        if (wait := retry_gate(status, now, run, calendar.tz, schedule.rerun)) is not None:
             deferred.append(Deferred(session, wait))
             continue
         if cycle.only_waits:
@@ -233,7 +233,8 @@ def plan_recover(now: dt.datetime, calendar: TradingCalendar, schedule: Schedule
             deferred.append(Deferred(session, "done (use --force to run it again)"))
             continue
         if (expired := expiry(session, status, now, calendar, schedule, newest)) is not None:
-            deferred.append(Deferred(session, f"{expired} (`run --date {session} --force` runs it)", expired=True))
+            deferred.append(Deferred(session, f"{expired} (`{schedule.rerun} --date {session} --force` runs it)",
+                                     expired=True))
             continue
         chosen = tuple(t.name for t in tasks) if force else pending_tasks(tasks, status)
         cycle = decide(session, status, tasks, chosen, now, calendar, newest, schedule=schedule)
@@ -476,7 +477,8 @@ def shape_warnings(tasks: tuple[TaskSpec, ...]) -> list[tuple[str, str]]:
     return warnings
 
 
-def retry_gate(status: SessionStatus | None, now: dt.datetime, run: RunSettings, tz: dt.tzinfo) -> str | None:
+def retry_gate(status: SessionStatus | None, now: dt.datetime, run: RunSettings, tz: dt.tzinfo,
+               rerun: str = "run") -> str | None:
     """Why a cron-mode run must not retry this session now, or None when it may.
 
     "failed, attempt 2 of 5, next try after 17:42", in the exchange's time zone like every
@@ -488,7 +490,7 @@ def retry_gate(status: SessionStatus | None, now: dt.datetime, run: RunSettings,
         return None  # its last cycle failed nothing (tasks waited for the close, or --task ran some): no retry
     if status.attempts >= run.max_attempts:
         return (f"{state_phrase(status, run)}: gave up (max_attempts = {run.max_attempts}); run it by hand with "
-                f"`run --date {status.session}`")
+                f"`{rerun} --date {status.session}`")
     if status.failed and status.completed_at is not None:
         # Doubling, up to a year: a document's attempt count (max_attempts may be large) cannot overflow it.
         wait = dt.timedelta(minutes=min(run.retry_backoff_minutes * 2.0 ** min(status.attempts - 1, 64),

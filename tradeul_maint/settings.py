@@ -71,6 +71,7 @@ class ScheduleSettings:
     # A cycle started when the window opens should end within this; None: twice window_minutes.
     deadline_minutes: int | None = None
     catchup: str = "all"  # which missed sessions run: "all" oldest first, "latest" the newest, "none" (they expire)
+    rerun: str = "run"  # the command that names one of this job's sessions, in what the planner tells an operator
 
     @property
     def deadline(self) -> dt.timedelta:
@@ -366,8 +367,9 @@ def _jobs(table: dict, schedule: ScheduleSettings, tasks: tuple[TaskSpec, ...], 
         _only(own, f"{section}.notify", _KNOWN["notify"])
         job_notify = _notify({**{k: v for k, v in (("ping_url", notify.ping_url), ("ping_timeout", notify.ping_timeout))
                                  if v is not None}, **own}, f"{section}.notify")
-        jobs.append(Job(name, _schedule({k: v for k, v in t.items() if k not in ("tasks", "key_prefix", "notify")},
-                                        section, schedule), job_tasks, prefix, job_notify))
+        job_schedule = _schedule({k: v for k, v in t.items() if k not in ("tasks", "key_prefix", "notify")},
+                                 section, schedule)
+        jobs.append(Job(name, replace(job_schedule, rerun=f"run --job {name}"), job_tasks, prefix, job_notify))
     seen: dict[str, str] = {}
     for job in jobs:
         if job.key_prefix in seen:
