@@ -1,5 +1,5 @@
-"""The simulated trading year (bench/year.py), shortened for CI: the spans with the DST changes, the
-Thanksgiving week's early close and Christmas's, and a window after midnight, each with its own faults
+"""The simulated trading year (bench/year.py), shortened for CI: the spans with the DST changes,
+Christmas's early close, and a window after midnight over Thanksgiving's, each with its own faults
 (drawn for the span: the week-long outage falls inside it).
 
 The whole year runs by hand: `python bench/year.py` (about two minutes here).
@@ -18,10 +18,11 @@ import year  # noqa: E402
 
 SPANS = [
     # (start, end, window_start, lookback)
-    (dt.date(2026, 2, 23), dt.date(2026, 3, 23), "17:00", 7),  # DST starts 2026-03-08: wall-time window
+    (dt.date(2026, 3, 2), dt.date(2026, 3, 16), "17:00", 7),  # DST starts 2026-03-08: wall-time window
     (dt.date(2026, 10, 26), dt.date(2026, 11, 9), "close+60m", 7),  # DST ends 2026-11-01
-    (dt.date(2026, 11, 23), dt.date(2026, 12, 29), "close+60m", 7),  # Thanksgiving, early closes, Christmas
-    (dt.date(2026, 11, 16), dt.date(2026, 12, 1), "close+9h", 1),  # issue 10 item 15: the window after midnight
+    (dt.date(2026, 12, 14), dt.date(2026, 12, 29), "close+60m", 7),  # the 12-24 early close, Christmas
+    (dt.date(2026, 11, 16), dt.date(2026, 12, 1), "close+9h", 1),  # the window after midnight; Thanksgiving's
+    # holiday and the 11-27 early close (close+9h is 22:00 that day)
 ]
 
 
