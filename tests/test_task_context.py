@@ -7,7 +7,6 @@ the way an operator references their own module.
 import asyncio
 import datetime as dt
 import json
-import time
 
 import pytest
 
@@ -142,10 +141,9 @@ def test_async_task_runs_on_an_event_loop(project, r):
 
 def test_async_task_timeout_cancels_it(project, r):
     project.write_config(python_task("fetch", "slow_async_task", "timeout = 0.5"))
-    started = time.monotonic()
     result = project.cli("run", "--date", SESSION, "--now", NOW)
-    assert time.monotonic() - started < 5
     assert result.exit_code == 1
+    # The timeout's SIGTERM cancelled the pending await and its cleanup ran; the 30 s sleep never finished.
     assert r.get("cancelled") == "yes" and r.get("finished") is None
     detail = status(r)["task_details"]["fetch"]
-    assert "timed out after 0.5s" in detail["error"]
+    assert "timed out after 0.5s" in detail["error"] and detail["duration_seconds"] < 30

@@ -6,6 +6,9 @@ background thread while tasks run, and renewed or released only by Lua that chec
 token first. A holder that dies stops renewing and its lease expires. A holder that was
 paused past its lease finds the token changed and learns it has lost the lock: every
 state write is fenced on the same token (see store.py).
+
+The lease's figures and scripts are lease.py's, shared with the supervisor's lease watch and
+the state writes.
 """
 
 from __future__ import annotations
@@ -22,20 +25,7 @@ import redis
 from loguru import logger
 
 from tradeul_maint.errors import ForeignLockError, KeyTypeError, LockBusyError, LockLostError
-
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+from tradeul_maint.lease import RELEASE, RENEW, Lease
 
 
 @dataclass(frozen=True)
@@ -85,8 +75,8 @@ class RunLock:
 
     def __init__(self, client: redis.Redis, key: str, lease_seconds: float, run_id: str, since: str):
         self._client = client
-        self._key = key
-        self._lease_ms = max(100, int(lease_seconds * 1000))
+        self.key = key
+        self.lease = Lease(lease_seconds)
         self.run_id = run_id
         self.token = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": since,
                                  "run_id": run_id, "nonce": uuid.uuid4().hex}, separators=(",", ":"))
@@ -99,10 +89,10 @@ class RunLock:
         self._kept = False
 
     def acquire(self) -> None:
-        if not self._client.set(self._key, self.token, nx=True, px=self._lease_ms):
-            holder = read_holder(self._client, self._key)
+        if not self._client.set(self.key, self.token, nx=True, px=self.lease.ms):
+            holder = read_holder(self._client, self.key)
             if holder is not None and holder.foreign:
-                raise foreign_lock_error(self._key, holder)
+                raise foreign_lock_error(self.key, holder)
             where = holder.describe() if holder else "a runner that just released it"
             raise LockBusyError(f"another runner holds the lock ({where}); try again when it has finished",
                                 holder=holder.__dict__ if holder else None)
@@ -110,16 +100,15 @@ class RunLock:
         self._thread.start()
 
     def _keep_alive(self) -> None:
-        interval = self._lease_ms / 3000
         renewed = time.monotonic()
-        while not self._stop.wait(interval):
+        while not self._stop.wait(self.lease.renew_every):
             try:
-                if not self._renew(keys=[self._key], args=[self.token, self._lease_ms]):
+                if not self._renew(keys=[self.key], args=[self.token, self.lease.ms]):
                     self._lose("its lease expired and another runner took over")
                     return
                 renewed = time.monotonic()
             except redis.RedisError as exc:
-                if time.monotonic() - renewed > self._lease_ms / 1000:
+                if time.monotonic() - renewed > self.lease.seconds:
                     self._lose(f"Redis could not be reached for longer than the lease ({exc})")
                     return
                 # Keep trying while the lease lasts.
@@ -140,7 +129,7 @@ class RunLock:
     def verify(self) -> None:
         """Ask Redis now whether the lock is still this runner's; LockLostError when it is not."""
         try:
-            if self._renew(keys=[self._key], args=[self.token, self._lease_ms]):
+            if self._renew(keys=[self.key], args=[self.token, self.lease.ms]):
                 return
         except redis.RedisError:
             return  # cannot tell: the renewal thread decides
@@ -158,7 +147,7 @@ class RunLock:
         if self._kept:
             return
         try:
-            self._release(keys=[self._key], args=[self.token])
+            self._release(keys=[self.key], args=[self.token])
         except redis.RedisError:
             pass  # the lease expires on its own
 

@@ -77,8 +77,15 @@ def run(overrides: Overrides, now_text: str | None) -> Report:
                                     f"{s.schedule.window_minutes} min")]
     checks += redis_checks(context, found.redis)
     checks += [task_check(task, s) for task in s.tasks]
-    checks += [log_dir_check(s), calendar_check(context), next_window_check(context)]
+    checks += [log_dir_check(s), calendar_check(context), next_window_check(context), containment_check(s)]
     return Report(found.config, found.redis, tuple(checks))
+
+
+def containment_check(settings: Settings) -> Check:
+    """What keeps each attempt's processes together on this host (see containment.py): informative, never failing."""
+    from tradeul_maint.containment import detect
+
+    return Check("containment", True, detect(settings.run.containment).describe())
 
 
 def redis_checks(context: core.Context, where: str) -> list[Check]:

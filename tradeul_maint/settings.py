@@ -60,6 +60,7 @@ class RunSettings:
     pythonpath: tuple[Path, ...] = ()  # extra import paths for `python` tasks, absolute
     slow_factor: float = 2.0  # a task whose run takes more than this times its median is slower than usual
     stop_grace_seconds: float = 10  # between SIGTERM and SIGKILL of a task's processes when it is stopped
+    containment: str = "auto"  # "auto": a cgroup v2 per attempt where delegated, else subreapers only; "subreaper"
 
 
 @dataclass(frozen=True)
@@ -260,7 +261,7 @@ _KNOWN = {
     "schedule": {"calendar", "window_start", "window_minutes", "lookback_sessions", "auto_recover",
                  "recover_during_market_hours", "deadline_minutes"},
     "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor",
-            "stop_grace_seconds"},
+            "stop_grace_seconds", "containment"},
     "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
     "logging": {"dir", "rotation", "retention", "level"},
     "calendar": {"closed", "early_closes", "sessions", "expiry_warning_days"},
@@ -362,7 +363,15 @@ def _run(t: dict, config_path: Path | None) -> RunSettings:
                                                                  d.slow_factor), 1)),
         stop_grace_seconds=float(_positive("run", "stop_grace_seconds", _typed(
             t, "run", "stop_grace_seconds", (int, float), d.stop_grace_seconds), 0.1)),
+        containment=_containment(_typed(t, "run", "containment", str, d.containment)),
     )
+
+
+def _containment(value: str) -> str:
+    if value not in ("auto", "subreaper"):
+        raise ConfigError(f'[run] containment = "{value}": expected "auto" (a cgroup v2 per attempt where one is '
+                          'delegated, else a subreaper per attempt) or "subreaper" (never a cgroup)')
+    return value
 
 
 def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str]) -> RedisSettings:

@@ -1,0 +1,437 @@
+"""What runs in an attempt's own processes, forked from the supervisor: the attempt's reaper and its task.
+
+Each attempt has a reaper, forked from the supervisor and made a child subreaper
+(PR_SET_CHILD_SUBREAPER), so that every process the attempt starts and leaves orphaned,
+whatever its session or group (`setsid`, a double fork), is reparented to it rather than
+to init. The reaper moves itself into the attempt's cgroup when there is one, starts the
+task's main process (a command is spawned without a shell; a Python task is forked and
+calls its callable), keeps the tail of its output, and reports (`Report`, on a pipe) only
+once it has no child left, so the attempt is over only once every process it started is:
+
+- when the main process exits, whatever it left running is stopped (SIGTERM, the grace
+  period, SIGKILL), as systemd's KillMode=control-group does for a unit;
+- SIGTERM (or SIGINT, SIGHUP) from the supervisor stops the attempt the same way, and
+  `KILL_NOW` (SIGUSR1) kills what is left at once;
+- when the supervisor dies, the kernel sends the reaper `SUPERVISOR_GONE` (SIGUSR2, its
+  PR_SET_PDEATHSIG), and it stops the attempt the same way before it exits.
+
+The task's main process gets PR_SET_PDEATHSIG too (a Python task: it dies with its
+reaper). A command's main process is spawned with posix_spawn, which is much cheaper than
+another fork of this process but cannot set it: a command outliving a killed reaper is
+found by the supervisor (its orphans come to it) or, after a double kill, by the run's
+record (containment.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import pickle
+import selectors
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NoReturn
+
+from tradeul_maint import proc
+from tradeul_maint.containment import RunRecord, join_cgroup
+from tradeul_maint.exchange import CommandRequest, PythonRequest, Start
+from tradeul_maint.proc import Stopping
+from tradeul_maint.settings import Settings
+from tradeul_maint.tasks import task_environment
+
+OUTPUT_LIMIT = 64 * 1024  # bytes of a task's output kept, from the end
+RESULT_LIMIT = 4 * 1024 * 1024  # bytes of a Python task's outcome read at most
+KILL_NOW = signal.SIGUSR1  # from the supervisor: the grace period is over (a lease in doubt may end sooner)
+SUPERVISOR_GONE = signal.SIGUSR2  # the reaper's PR_SET_PDEATHSIG
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Signals a task's process starts with at their default, whatever this process did with them.
+DEFAULT_SIGNALS = (*STOP_SIGNALS, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, KILL_NOW, SUPERVISOR_GONE)
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
+
+
+def _load_prctl():
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the other safeguards still hold
+        return None
+
+
+_PRCTL = _load_prctl()  # loaded once: a process forked from here calls it at once
+
+
+def prctl(option: int, value: int) -> None:
+    if _PRCTL is not None:
+        _PRCTL(option, value, 0, 0, 0)
+
+
+def become_subreaper() -> None:
+    prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+class TaskStopped(BaseException):
+    """Raised in a Python task's process by SIGTERM: not an Exception, so a task's `except Exception` lets it pass."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a reaper tells the supervisor once no process of its attempt is left."""
+
+    returncode: int | None  # the main process's; None when it never started
+    output: str
+    result: Any  # a Python task's outcome as JSON, or {"exec_error": ...} for a command that did not start
+    left_running: int  # processes that outlived the main process and were stopped
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every attempt of a run shares, in the supervisor's memory when it forks a reaper."""
+
+    run_id: str
+    settings: Settings
+    grace: float
+    record: RunRecord | None  # the run's record of its processes (containment.py)
+    task_client: Any  # a Redis client for Python tasks, made once in the supervisor and never used there
+    make_client: Callable[[], Any] | None  # what made it (again in the task's process if that failed)
+    watch_identities: bool  # no cgroup: the reaper notes its main process in the record
+
+
+# --- the reaper ----------------------------------------------------------------------------
+
+
+def reaper(shared: Shared, cgroup: Path | None, assign_r: int, report_w: int, supervisor: int,
+           inherited: tuple) -> NoReturn:
+    """The forked reaper: made ready before its attempt is known, then given it (`Start`); never returns.
+
+    Forked ahead, while the previous attempt runs, so that neither the fork nor the move into
+    a cgroup delays the start of the next one.
+    """
+    code = 70
+    try:
+        prctl(_PR_SET_PDEATHSIG, SUPERVISOR_GONE)  # its default action ends a reaper with no attempt yet
+        if os.getppid() != supervisor:  # the supervisor died between fork and prctl
+            os._exit(0)
+        become_subreaper()
+        for thing in inherited:  # the supervisor's socket, selector and pipes are not the attempt's
+            try:
+                thing.close() if hasattr(thing, "close") else os.close(thing)
+            except OSError:
+                pass
+        if cgroup is not None and not join_cgroup(cgroup):
+            cgroup = None
+        start = read_message(assign_r)
+        os.close(assign_r)
+        if isinstance(start, Start):
+            Reaper(start, shared, cgroup, report_w, supervisor).run()
+        code = 0
+    except BaseException:  # nothing may return into the supervisor's loop
+        try:
+            os.write(2, traceback.format_exc().encode(errors="replace"))
+        except OSError:
+            pass
+    os._exit(code)
+
+
+def write_message(fd: int, message: Any) -> None:
+    """A pickle, its length first, whole (blocking until the reader took it)."""
+    data = pickle.dumps(message)
+    view = memoryview(len(data).to_bytes(8, "big") + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_message(fd: int) -> Any:
+    """What `write_message` wrote, or None when the pipe ended first (the writer died)."""
+    data = bytearray()
+    while chunk := os.read(fd, 1 << 20):
+        data += chunk
+        whole, message = complete_message(data)
+        if whole:
+            return message
+    return None
+
+
+def complete_message(buffer: bytearray) -> tuple[bool, Any]:
+    """(True, message) once `buffer` holds a whole message of `write_message`."""
+    if len(buffer) < 8 or len(buffer) < 8 + int.from_bytes(buffer[:8], "big"):
+        return False, None
+    return True, pickle.loads(buffer[8:])
+
+
+class Reaper:
+    def __init__(self, start: Start, shared: Shared, cgroup: Path | None, report_w: int, supervisor: int):
+        self.start, self.shared, self.cgroup = start, shared, cgroup
+        self.report_w, self.supervisor = report_w, supervisor
+        self.main: int | None = None
+        self.returncode: int | None = None
+        self.result: Any = None
+        self.children = True  # until waitpid says there are none
+        self.stopping: Stopping | None = None
+        self.left_running = 0
+        self.buffers: dict[int, bytearray] = {}  # pipe -> what was read from it
+        self.open_fds: set[int] = set()
+        self.output_fd = self.result_fd = -1
+        self.selector = selectors.DefaultSelector()
+        self.wakeup_r, self.wakeup_w = os.pipe()
+        for fd in (self.wakeup_r, self.wakeup_w):
+            os.set_blocking(fd, False)
+
+    def run(self) -> None:
+        signal.set_wakeup_fd(self.wakeup_w)
+        for sig in (signal.SIGCHLD, *STOP_SIGNALS, KILL_NOW, SUPERVISOR_GONE):
+            signal.signal(sig, _noted)
+        self.selector.register(self.wakeup_r, selectors.EVENT_READ)
+        if isinstance(self.start.request, CommandRequest):
+            self._spawn_command(self.start.request)
+        else:
+            self._fork_python(self.start.request)
+        if self.main is not None and self.shared.watch_identities and self.shared.record is not None:
+            self.shared.record.note([i for i in [proc.identity(self.main)] if i])
+        while True:
+            self._reap()
+            if self.main is None and not self.children:
+                break
+            self._wait()
+        for fd in list(self.open_fds):
+            self._read(fd)  # what the pipe holds: never waits for its end (a writer may be stuck in the kernel)
+        report = Report(self.returncode, bytes(self.buffers.get(self.output_fd, b"")[-OUTPUT_LIMIT:]).decode(
+            "utf-8", errors="replace"), self._outcome(), self.left_running)
+        write_message(self.report_w, report)
+
+    # The task's main process ----------------------------------------------------------
+
+    def _spawn_command(self, request: CommandRequest) -> None:
+        out_r, out_w = os.pipe()
+        env = task_environment(request.env)
+        program = request.argv[0]
+        if "/" not in program:
+            program = shutil.which(program, path=env.get("PATH", os.defpath)) or program
+        try:
+            self.main = os.posix_spawn(program, list(request.argv), env, setsid=True, setsigmask=(),
+                                       setsigdef=DEFAULT_SIGNALS,
+                                       file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                                     (os.POSIX_SPAWN_DUP2, out_w, 1),
+                                                     (os.POSIX_SPAWN_DUP2, out_w, 2)])
+        except OSError as exc:
+            self.result = {"exec_error": exc.errno, "strerror": exc.strerror}
+            self.returncode = 127
+        os.close(out_w)
+        self._watch(out_r, output=True)
+
+    def _fork_python(self, request: PythonRequest) -> None:
+        out_r, out_w = os.pipe()
+        res_r, res_w = os.pipe()
+        console = os.dup(2)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        me = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                for fd in (out_r, res_r, self.wakeup_r, self.wakeup_w, self.report_w):
+                    os.close(fd)
+                self.selector.close()
+                if self.shared.record is not None:
+                    self.shared.record.close()  # its flock says whether the run's reapers live, not its tasks
+                code = python_task(request, self.shared, me, out_w, res_w, console)
+            except BaseException:
+                try:
+                    os.write(2, traceback.format_exc().encode(errors="replace"))
+                except OSError:
+                    pass
+            os._exit(code)
+        self.main = pid
+        for fd in (out_w, res_w, console):
+            os.close(fd)
+        self._watch(out_r, output=True)
+        self._watch(res_r, output=False)
+
+    def _watch(self, fd: int, output: bool) -> None:
+        os.set_blocking(fd, False)
+        self.buffers[fd] = bytearray()
+        self.open_fds.add(fd)
+        if output:
+            self.output_fd = fd
+        else:
+            self.result_fd = fd
+        self.selector.register(fd, selectors.EVENT_READ)
+
+    # The loop -------------------------------------------------------------------------
+
+    def _wait(self) -> None:
+        timeout = 1.0  # a lost SIGUSR2 (a parent that died before prctl took effect) is still seen
+        if self.stopping is not None:
+            timeout = 0.02 if self.stopping.due else min(timeout, self.stopping.kill_at - time.monotonic())
+        for key, _ in self.selector.select(max(0.0, timeout)):
+            if key.fd == self.wakeup_r:
+                self._signals(_drain(self.wakeup_r))
+            else:
+                self._read(key.fd)
+        if os.getppid() != self.supervisor:
+            self._stop("its supervisor died")
+        if self.stopping is not None and self.stopping.due:
+            self.stopping.advance(self.members())
+
+    def _signals(self, received: set[int]) -> None:
+        if SUPERVISOR_GONE in received:
+            self._stop("its supervisor died")
+        if received & set(STOP_SIGNALS):
+            self._stop("stopped")
+        if KILL_NOW in received:
+            self._stop("stopped")
+            self.stopping.hurry(0)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children = False
+                return
+            if pid == 0:
+                break
+            if pid == self.main:
+                self.returncode = os.waitstatus_to_exitcode(status)
+                self.main = None
+        if self.main is None and self.stopping is None:
+            # The main process ended and left processes behind: they end with it.
+            self.left_running = len(self.members())
+            from loguru import logger
+
+            logger.bind(task=self.start.attempt.task, date=self.start.attempt.session.isoformat(),
+                        run_id=self.shared.run_id, processes=self.left_running, console=False) \
+                .warning("task_left_processes_stopping_them")
+            self._stop("its main process ended")
+
+    def _stop(self, why: str) -> None:
+        if self.stopping is None:
+            self.stopping = Stopping.begin(why, self.shared.grace, self.members())
+
+    def members(self) -> list[int]:
+        """Every process of the attempt but this one: below it in the process tree, or in its cgroup."""
+        me = os.getpid()
+        found = {s.pid for s in proc.descendants(me)}
+        if self.cgroup is not None:
+            from tradeul_maint.containment import cgroup_pids
+
+            found.update(cgroup_pids(self.cgroup))
+        found.discard(me)
+        return sorted(found)
+
+    def _read(self, fd: int) -> None:
+        """What the pipe holds now; at its end, it is closed (its buffer stays for the report)."""
+        if fd not in self.open_fds:
+            return
+        buffer = self.buffers[fd]
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.selector.unregister(fd)
+                os.close(fd)
+                self.open_fds.discard(fd)
+                return
+            buffer += chunk
+            if fd == self.output_fd and len(buffer) > 2 * OUTPUT_LIMIT:
+                del buffer[:-OUTPUT_LIMIT]
+            elif fd == self.result_fd and len(buffer) > RESULT_LIMIT:
+                del buffer[RESULT_LIMIT:]
+
+    def _outcome(self) -> Any:
+        raw = self.buffers.get(self.result_fd)
+        if not raw:
+            return self.result
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+
+def _noted(signum: int, frame: object) -> None:
+    """The wakeup fd says which signal came; the handler itself has nothing to do."""
+
+
+def _drain(fd: int) -> set[int]:
+    received = set()
+    try:
+        while data := os.read(fd, 4096):
+            received.update(data)
+    except (BlockingIOError, OSError):
+        pass
+    return received
+
+
+# --- a Python task's main process -----------------------------------------------------------
+
+
+def python_task(request: PythonRequest, shared: Shared, reaper_pid: int, out_w: int, res_w: int,
+                console: int) -> int:
+    """In the forked task process: a session of its own, then the callable; the outcome goes to `res_w` as JSON."""
+    os.setsid()
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != reaper_pid:  # the reaper died between fork and prctl
+        return 70
+    signal.set_wakeup_fd(-1)
+    for sig in DEFAULT_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out_w, 1)
+    os.dup2(out_w, 2)
+    for fd in (null, out_w):
+        os.close(fd)
+    _set_environment(task_environment(request.env))
+
+    from tradeul_maint import logs, tasks
+
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - the process ends with the task
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+
+    def stopped(signum: int, frame: object) -> None:
+        raise TaskStopped(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stopped)
+    logs.after_fork(console=open(console, "w", buffering=1))  # noqa: SIM115
+    from loguru import logger
+
+    spec, day = request.spec, request.session.isoformat()
+    settings = shared.settings
+    redis = shared.task_client
+    if redis is None and shared.make_client is not None:
+        redis = shared.make_client()
+    ctx = tasks.TaskContext(date=request.session, task=spec.name, run_id=request.run_id, redis=redis,
+                            logger=logger.bind(date=day, run_id=request.run_id, task=spec.name),
+                            params=dict(spec.params), key_prefix=settings.redis.key_prefix)
+    try:
+        outcome = tasks.run_python(spec, ctx, tuple(settings.python_paths))
+    except TaskStopped as exc:
+        outcome = tasks.Outcome(False, f"stopped by {exc}", result=dict(ctx.result) or None)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    data = memoryview(json.dumps(outcome.to_json(), default=str).encode())
+    while data:
+        data = data[os.write(res_w, data):]
+    return 0
+
+
+def _set_environment(env: dict[str, str]) -> None:
+    """os.environ becomes `env` (what the task's own subprocesses inherit), changing only what differs."""
+    for name in [n for n in os.environ if n not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
