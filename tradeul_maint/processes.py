@@ -107,40 +107,44 @@ class TaskProcesses:
 
         TaskProcessesLostError: it died, or stopped answering and was killed.
         """
-        found = []
+        found: list[Ended] = []
         try:
-            self._ping()
-            ready = self.conn.poll(min(timeout, PING_SECONDS))
-            while ready and self.conn.poll(0):
-                message = self.conn.recv()
-                if isinstance(message, Ended):
-                    found.append(message)
-                elif isinstance(message, Pong):
-                    self._asked = {seq: at for seq, at in self._asked.items() if seq > message.seq}
+            self._read(found)  # first what is there: its answers to earlier pings among it
+            self._watch()
+            if self.conn.poll(min(timeout, PING_SECONDS)):
+                self._read(found)
         except (EOFError, OSError):
             self._reap(block=True)
             raise TaskProcessesLostError("the run's supervisor process died (was it killed?): the tasks it ran "
                                          "are recorded as not completed and run again next time") from None
         return found
 
-    def _ping(self) -> None:
+    def _read(self, found: list[Ended]) -> None:
+        while self.conn.poll(0):
+            message = self.conn.recv()
+            if isinstance(message, Ended):
+                found.append(message)
+            elif isinstance(message, Pong):
+                self._asked = {seq: at for seq, at in self._asked.items() if seq > message.seq}
+
+    def _watch(self) -> None:
+        """Ping when it is time to; a supervisor found stopped, or silent for ANSWER_SECONDS, is killed."""
         now = time.monotonic()
+        if self._asked:
+            waiting = now - min(self._asked.values())
+            found = proc.stat(self.pid) if waiting >= PING_SECONDS else None
+            if waiting >= ANSWER_SECONDS or (found is not None and found.state == "T"):
+                how = "was stopped (SIGSTOP)" if found is not None and found.state == "T" else \
+                    f"did not answer for {waiting:.1f}s"
+                logger.bind(run_id=self.run_id, pid=self.pid, how=how, console=False).error("supervisor_not_answering")
+                self._kill()
+                raise TaskProcessesLostError(f"the run's supervisor {how} (by a task?): it was killed and its tasks "
+                                             "stopped; they are recorded as not completed and run again next time")
         if now >= self._next_ping:
             self._seq += 1
             self._asked[self._seq] = now
             self._next_ping = now + PING_SECONDS
             self._send(Ping(self._seq))
-        if not self._asked:
-            return
-        waiting = now - min(self._asked.values())
-        found = proc.stat(self.pid) if waiting >= PING_SECONDS else None
-        if waiting >= ANSWER_SECONDS or (found is not None and found.state == "T"):
-            how = "was stopped (SIGSTOP)" if found is not None and found.state == "T" else \
-                f"did not answer for {waiting:.1f}s"
-            logger.bind(run_id=self.run_id, pid=self.pid, console=False).error("supervisor_not_answering", how=how)
-            self._kill()
-            raise TaskProcessesLostError(f"the run's supervisor {how} (by a task?): it was killed and its tasks "
-                                         "stopped; they are recorded as not completed and run again next time")
 
     def _kill(self) -> None:
         proc.signal_all([self.pid], signal.SIGCONT)

@@ -3,10 +3,12 @@
 Each attempt has a reaper, forked from the supervisor and made a child subreaper
 (PR_SET_CHILD_SUBREAPER), so that every process the attempt starts and leaves orphaned,
 whatever its session or group (`setsid`, a double fork), is reparented to it rather than
-to init. The reaper moves itself into the attempt's cgroup when there is one, starts the
-task's main process (a command is spawned without a shell; a Python task is forked and
-calls its callable), keeps the tail of its output, and reports (`Report`, on a pipe) only
-once it has no child left, so the attempt is over only once every process it started is:
+to init. Both are made ready before the attempt is known, while the previous one runs: the
+reaper moves itself into its cgroup when there is one and forks the task's main process,
+which waits in a session and group of its own for its `Start` and then execs the command
+(no shell) or calls the Python task's callable. The reaper keeps the tail of the task's
+output and reports (`Report`, on a pipe) only once it has no child left, so the attempt
+is over only once every process it started is:
 
 - when the main process exits, whatever it left running is stopped (SIGTERM, the grace
   period, SIGKILL), as systemd's KillMode=control-group does for a unit;
@@ -15,11 +17,9 @@ once it has no child left, so the attempt is over only once every process it sta
 - when the supervisor dies, the kernel sends the reaper `SUPERVISOR_GONE` (SIGUSR2, its
   PR_SET_PDEATHSIG), and it stops the attempt the same way before it exits.
 
-The task's main process gets PR_SET_PDEATHSIG too (a Python task: it dies with its
-reaper). A command's main process is spawned with posix_spawn, which is much cheaper than
-another fork of this process but cannot set it: a command outliving a killed reaper is
-found by the supervisor (its orphans come to it) or, after a double kill, by the run's
-record (containment.py).
+The main process dies with its reaper (PR_SET_PDEATHSIG, which a set-user-ID program
+clears); what a killed reaper leaves is the supervisor's (its orphans come to it) or,
+after a double kill, found by the run's record (containment.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import json
 import os
 import pickle
 import selectors
-import shutil
 import signal
 import sys
 import time
@@ -106,14 +105,14 @@ class Shared:
 
 def reaper(shared: Shared, cgroup: Path | None, assign_r: int, report_w: int, supervisor: int,
            inherited: tuple) -> NoReturn:
-    """The forked reaper: made ready before its attempt is known, then given it (`Start`); never returns.
+    """The forked reaper, made ready before its attempt is known; never returns.
 
-    Forked ahead, while the previous attempt runs, so that neither the fork nor the move into
-    a cgroup delays the start of the next one.
+    Forked ahead, while the previous attempt runs, with its task's main process waiting for
+    the attempt's `Start` on `assign_r`: neither fork nor the move into a cgroup delays a start.
     """
     code = 70
     try:
-        prctl(_PR_SET_PDEATHSIG, SUPERVISOR_GONE)  # its default action ends a reaper with no attempt yet
+        prctl(_PR_SET_PDEATHSIG, SUPERVISOR_GONE)
         if os.getppid() != supervisor:  # the supervisor died between fork and prctl
             os._exit(0)
         become_subreaper()
@@ -124,10 +123,9 @@ def reaper(shared: Shared, cgroup: Path | None, assign_r: int, report_w: int, su
                 pass
         if cgroup is not None and not join_cgroup(cgroup):
             cgroup = None
-        start = read_message(assign_r)
-        os.close(assign_r)
-        if isinstance(start, Start):
-            Reaper(start, shared, cgroup, report_w, supervisor).run()
+        Reaper(shared, cgroup, report_w, supervisor).run(assign_r)
+        code = 0
+    except BrokenPipeError:  # the supervisor closed its end: a spare reaper at the end of the run
         code = 0
     except BaseException:  # nothing may return into the supervisor's loop
         try:
@@ -164,12 +162,11 @@ def complete_message(buffer: bytearray) -> tuple[bool, Any]:
 
 
 class Reaper:
-    def __init__(self, start: Start, shared: Shared, cgroup: Path | None, report_w: int, supervisor: int):
-        self.start, self.shared, self.cgroup = start, shared, cgroup
+    def __init__(self, shared: Shared, cgroup: Path | None, report_w: int, supervisor: int):
+        self.shared, self.cgroup = shared, cgroup
         self.report_w, self.supervisor = report_w, supervisor
         self.main: int | None = None
         self.returncode: int | None = None
-        self.result: Any = None
         self.children = True  # until waitpid says there are none
         self.stopping: Stopping | None = None
         self.left_running = 0
@@ -181,15 +178,13 @@ class Reaper:
         for fd in (self.wakeup_r, self.wakeup_w):
             os.set_blocking(fd, False)
 
-    def run(self) -> None:
+    def run(self, assign_r: int) -> None:
         signal.set_wakeup_fd(self.wakeup_w)
         for sig in (signal.SIGCHLD, *STOP_SIGNALS, KILL_NOW, SUPERVISOR_GONE):
             signal.signal(sig, _noted)
         self.selector.register(self.wakeup_r, selectors.EVENT_READ)
-        if isinstance(self.start.request, CommandRequest):
-            self._spawn_command(self.start.request)
-        else:
-            self._fork_python(self.start.request)
+        self._fork_main(assign_r)
+        os.close(assign_r)  # the main process reads it
         if self.main is not None and self.shared.watch_identities and self.shared.record is not None:
             self.shared.record.note([i for i in [proc.identity(self.main)] if i])
         while True:
@@ -205,27 +200,9 @@ class Reaper:
 
     # The task's main process ----------------------------------------------------------
 
-    def _spawn_command(self, request: CommandRequest) -> None:
+    def _fork_main(self, assign_r: int) -> None:
         out_r, out_w = os.pipe()
-        env = task_environment(request.env)
-        program = request.argv[0]
-        if "/" not in program:
-            program = shutil.which(program, path=env.get("PATH", os.defpath)) or program
-        try:
-            self.main = os.posix_spawn(program, list(request.argv), env, setsid=True, setsigmask=(),
-                                       setsigdef=DEFAULT_SIGNALS,
-                                       file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                                                     (os.POSIX_SPAWN_DUP2, out_w, 1),
-                                                     (os.POSIX_SPAWN_DUP2, out_w, 2)])
-        except OSError as exc:
-            self.result = {"exec_error": exc.errno, "strerror": exc.strerror}
-            self.returncode = 127
-        os.close(out_w)
-        self._watch(out_r, output=True)
-
-    def _fork_python(self, request: PythonRequest) -> None:
-        out_r, out_w = os.pipe()
-        res_r, res_w = os.pipe()
+        res_r, res_w = os.pipe()  # close-on-exec: a command's exec closes it, a failed exec writes why
         console = os.dup(2)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -239,7 +216,7 @@ class Reaper:
                 self.selector.close()
                 if self.shared.record is not None:
                     self.shared.record.close()  # its flock says whether the run's reapers live, not its tasks
-                code = python_task(request, self.shared, me, out_w, res_w, console)
+                code = main_process(assign_r, self.shared, me, out_w, res_w, console)
             except BaseException:
                 try:
                     os.write(2, traceback.format_exc().encode(errors="replace"))
@@ -300,13 +277,8 @@ class Reaper:
                 self.returncode = os.waitstatus_to_exitcode(status)
                 self.main = None
         if self.main is None and self.stopping is None:
-            # The main process ended and left processes behind: they end with it.
+            # The main process ended and left processes behind: they end with it (the supervisor logs it).
             self.left_running = len(self.members())
-            from loguru import logger
-
-            logger.bind(task=self.start.attempt.task, date=self.start.attempt.session.isoformat(),
-                        run_id=self.shared.run_id, processes=self.left_running, console=False) \
-                .warning("task_left_processes_stopping_them")
             self._stop("its main process ended")
 
     def _stop(self, why: str) -> None:
@@ -350,7 +322,7 @@ class Reaper:
     def _outcome(self) -> Any:
         raw = self.buffers.get(self.result_fd)
         if not raw:
-            return self.result
+            return None
         try:
             return json.loads(raw)
         except ValueError:
@@ -374,9 +346,8 @@ def _drain(fd: int) -> set[int]:
 # --- a Python task's main process -----------------------------------------------------------
 
 
-def python_task(request: PythonRequest, shared: Shared, reaper_pid: int, out_w: int, res_w: int,
-                console: int) -> int:
-    """In the forked task process: a session of its own, then the callable; the outcome goes to `res_w` as JSON."""
+def main_process(assign_r: int, shared: Shared, reaper_pid: int, out_w: int, res_w: int, console: int) -> int:
+    """The task's main process: ready in a session of its own, then its attempt, as a command or a Python task."""
     os.setsid()
     prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != reaper_pid:  # the reaper died between fork and prctl
@@ -390,8 +361,24 @@ def python_task(request: PythonRequest, shared: Shared, reaper_pid: int, out_w: 
     os.dup2(out_w, 2)
     for fd in (null, out_w):
         os.close(fd)
-    _set_environment(task_environment(request.env))
+    start = read_message(assign_r)
+    os.close(assign_r)
+    if not isinstance(start, Start):  # the run ended before this spare got an attempt
+        return 0
+    request = start.request
+    env = task_environment(request.env)
+    if isinstance(request, CommandRequest):
+        try:
+            os.execvpe(request.argv[0], list(request.argv), env)
+        except OSError as exc:  # res_w is close-on-exec: only a failed exec writes to it
+            os.write(res_w, json.dumps({"exec_error": exc.errno, "strerror": exc.strerror}).encode())
+            return 127
+    _set_environment(env)
+    return python_task(request, shared, res_w, console)
 
+
+def python_task(request: PythonRequest, shared: Shared, res_w: int, console: int) -> int:
+    """Call the task's callable with a context made for it; the outcome goes to `res_w` as JSON."""
     from tradeul_maint import logs, tasks
 
     sys.stdin = open(os.devnull)  # noqa: SIM115 - the process ends with the task

@@ -104,8 +104,8 @@ class Supervisor:
         self.selector.register(self.conn.fileno(), selectors.EVENT_READ, "control")
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, "wakeup")
         while not (self.bye or self.runner_gone) or self.attempts:
-            if self.spare is None and not self.stopping:
-                self.spare = self._fork_reaper()
+            if self.spare is None and not self.stopping and self.lease.held is not None:
+                self.spare = self._fork_reaper()  # the first once the lock is taken: a busy tick forks none
             for key, _ in self.selector.select(self._next_timer()):
                 if key.data == "control":
                     self._read_control()
@@ -207,7 +207,8 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:  # the reaper: never returns
             reaper(self.shared, cgroup, assign_r, report_w, me,
-                   inherited=(self.conn, self.selector, assign_w, report_r, *self._report_fds()))
+                   inherited=(self.conn, self.selector, assign_w, report_r, self._wakeup_r, self._wakeup_w,
+                              *self._report_fds()))
         os.close(assign_r)
         os.close(report_w)
         os.set_blocking(report_r, False)
@@ -246,6 +247,9 @@ class Supervisor:
             attempt.orphaned = True  # its processes came here: _advance stops them, then it ends
             self.log.bind(task=attempt.id.task, console=False).error("attempt_reaper_killed")
             return
+        if report.left_running:
+            self.log.bind(task=attempt.id.task, date=attempt.id.session.isoformat(), processes=report.left_running,
+                          console=False).warning("task_left_processes_stopping_them")
         self._end_attempt(attempt, Ended(attempt.id, report.returncode, report.output, report.result,
                                          attempt.stop_why))
 
