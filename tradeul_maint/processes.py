@@ -36,7 +36,7 @@ from tradeul_maint.tasks import RUN_ID_VAR
 # what is left gets SIGKILL): what SIGKILL cannot end at once (uninterruptible sleep).
 STOP_MARGIN = 20.0
 PING_SECONDS = 1.0  # how often the runner asks its supervisor whether it is there
-ANSWER_SECONDS = 5.0  # a supervisor that has not answered for this long is hung (one found stopped: at once)
+ANSWER_SECONDS = 15.0  # silent this long: hung (longer than its slowest Redis call; one found stopped: at once)
 
 
 @dataclass(frozen=True)
