@@ -11,9 +11,12 @@ run beside it. The tests read the ledger, the record the run keeps (containment.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import textwrap
 import time
@@ -218,3 +221,68 @@ def test_a_double_kill_with_a_reset_environment_never_overlaps_the_rerun(project
             runner.kill()
             runner.communicate()
         kill(workers(ledger(project.root)))
+
+
+def write_record(state_dir: Path, run_id: str, lock: str, lines: list[str], cgroup: str | None = None) -> Path:
+    header = {"run_id": run_id, "lock": lock, "host": socket.gethostname(), "boot": proc.boot_id(), "cgroup": cgroup,
+              "pid": 1}
+    path = state_dir / containment.RUNS_DIR / run_id
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(header) + "\n" + "".join(f"{line}\n" for line in lines))
+    return path
+
+
+def test_a_dead_runs_record_stops_its_processes_and_nothing_else(tmp_path):
+    """By pid and start time: a recorded pid now another process (its start differs) is left alone, and a record
+    naming a cgroup that is not its run's own never empties it."""
+    victim, bystander = subprocess.Popen(["sleep", "60"]), subprocess.Popen(["sleep", "61"])
+    try:
+        start = proc.identity(bystander.pid).start
+        elsewhere = tmp_path / "some-cgroup"  # shaped like one, listing the bystander
+        elsewhere.mkdir()
+        (elsewhere / "cgroup.procs").write_text(f"{bystander.pid}\n")
+        path = write_record(tmp_path, "deadrun", "maintenance:lock",
+                            [proc.identity(victim.pid).line().strip(), f"{bystander.pid} {start + 1}"],
+                            cgroup=str(elsewhere))
+        found = containment.stop_dead_runs(tmp_path, "maintenance:lock", "mine", grace=5, give_up=5)
+        assert found == {"deadrun": [victim.pid]}
+        assert victim.wait(5) == -signal.SIGTERM
+        assert bystander.poll() is None and not path.exists()
+    finally:
+        kill([victim.pid, bystander.pid])
+        victim.wait()
+        bystander.wait()
+
+
+def test_a_live_run_of_another_lock_is_left_alone(tmp_path):
+    """Its supervisor holds the record's flock: another job's runner, alive, is none of this runner's business."""
+    worker = subprocess.Popen(["sleep", "62"])
+    try:
+        path = write_record(tmp_path, "liverun", "other:lock", [proc.identity(worker.pid).line().strip()])
+        with open(path) as held:
+            fcntl.flock(held, fcntl.LOCK_SH)
+            assert containment.stop_dead_runs(tmp_path, "maintenance:lock", "mine", grace=5, give_up=5) == {}
+            assert worker.poll() is None and path.exists()
+        # Once nothing holds it, the run is dead: what is left of it is stopped, whichever lock it held.
+        assert containment.stop_dead_runs(tmp_path, "maintenance:lock", "mine", grace=5, give_up=5) == \
+            {"liverun": [worker.pid]}
+    finally:
+        kill([worker.pid])
+        worker.wait()
+
+
+def test_the_proc_reader_is_not_fooled_by_a_process_name():
+    """/proc/PID/stat puts the name between parentheses, and a name may hold ') ' itself."""
+    code = ("import ctypes, sys, time\n"
+            "ctypes.CDLL(None).prctl(15, b') R 1 1 1 (', 0, 0, 0)\n"  # PR_SET_NAME
+            "print('named', flush=True)\ntime.sleep(30)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "named\n"
+        found = proc.stat(child.pid)
+        assert found is not None and found.ppid == os.getpid() and found.state in "RS"
+        assert proc.still(found.identity) and child.pid in {s.pid for s in proc.descendants(os.getpid())}
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()

@@ -122,7 +122,7 @@ def cgroup_pids(directory: Path | None) -> list[int]:
     if directory is None:
         return []
     found = []
-    for procs in [directory / "cgroup.procs", *directory.glob("*/cgroup.procs")]:
+    for procs in directory.rglob("cgroup.procs"):  # a task's process may have made cgroups of its own below
         try:
             found += [int(line) for line in procs.read_text().split()]
         except (OSError, ValueError):
@@ -135,7 +135,7 @@ def remove_cgroup(directory: Path | None) -> bool:
     if directory is None or not directory.exists():
         return True
     gone = True
-    for child in [*directory.glob("*/"), directory]:
+    for child in sorted(directory.rglob("*/"), key=lambda p: -len(p.parts)) + [directory]:  # deepest first
         try:
             child.rmdir()
         except FileNotFoundError:
@@ -226,6 +226,8 @@ class RecordedRun:
                       Path(header["cgroup"]) if header.get("cgroup") else None)
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        if run.cgroup is not None and run.cgroup.name != f"{CGROUP_PREFIX}{run.run_id}":
+            run.cgroup = None  # only a run's own cgroup is ever emptied: never one a damaged record names
         for line in lines:
             pid, _, rest = line.partition(" ")
             start, _, kind = rest.partition(" ")
@@ -239,7 +241,7 @@ class RecordedRun:
             return []
         found = [i.pid for i in (self.tasks + (self.reapers if reapers else [])) if proc.still(i)]
         found += [pid for pid in cgroup_pids(self.cgroup) if proc.alive(pid)]
-        return sorted(set(found) - {os.getpid()})
+        return sorted(pid for pid in set(found) if pid > 1 and pid != os.getpid())
 
 
 def _forget(run: RecordedRun | None) -> bool:
