@@ -274,6 +274,7 @@ class Supervisor:
         """Stop every attempt; `final`: and start none any more (the run is ending)."""
         if final:
             self.stopping = self.stopping or why
+            self._close_spare()  # no attempt will start: a runner that takes over need not wait for it
         for attempt in list(self.attempts.values()):
             self._stop(attempt, why, grace)
 
@@ -373,12 +374,15 @@ class Supervisor:
             self.strays = Stopping.begin("its reaper was killed", self.lease.safe_grace(self.grace), strays)
         self.strays.advance(strays)
 
-    def _end(self) -> None:
-        """The run is over: reapers still exiting are waited for; no process of the run may stay."""
+    def _close_spare(self) -> None:
         if self.spare is not None:
-            os.close(self.spare.assign_fd)  # the end of its pipe: it exits
+            os.close(self.spare.assign_fd)  # the end of its pipe: its main process and then it exit
             os.close(self.spare.report_fd)
             self.spare = None
+
+    def _end(self) -> None:
+        """The run is over: reapers still exiting are waited for; no process of the run may stay."""
+        self._close_spare()
         deadline = time.monotonic() + REAPER_MARGIN
         while self.reapers and time.monotonic() < deadline:
             self._reap()
