@@ -66,14 +66,15 @@ class TaskProcesses:
         self.record = RunRecord.create(settings.state_dir, run_id, lock_key, self.containment)
         if self.record is None:
             logger.bind(state_dir=str(settings.state_dir), console=False).warning("process_record_unavailable")
-        shared = Shared(run_id, settings, self.grace, self.record, None, make_client,
-                        watch_identities=self.record is not None and self.record.cgroup is None)
+        cgroup = self.record.cgroup if self.record is not None else None
+        shared = Shared(run_id, settings, self.grace, self.record, None, make_client, cgroup,
+                        watch_identities=self.record is not None and cgroup is None)
         here, there = socket.socketpair()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the supervisor: never returns
-            server.serve(Connection(there.detach()), shared, self.record.cgroup if self.record else None, here, sinks)
+            server.serve(Connection(there.detach()), shared, here, sinks)
         there.close()
         if self.record is not None:
             self.record.close()  # the supervisor's copy holds the record's flock; the runner's must not

@@ -1,19 +1,21 @@
-"""What runs in an attempt's own processes, forked from the supervisor: the attempt's reaper and its task.
+"""What runs in an attempt's processes, forked from the supervisor: a reaper, and the task's main process.
 
-Each attempt has a reaper, forked from the supervisor and made a child subreaper
-(PR_SET_CHILD_SUBREAPER), so that every process the attempt starts and leaves orphaned,
-whatever its session or group (`setsid`, a double fork), is reparented to it rather than
-to init. Both are made ready before the attempt is known, while the previous one runs: the
-reaper moves itself into its cgroup when there is one and forks the task's main process,
-which waits in a session and group of its own for its `Start` and then execs the command
-(no shell) or calls the Python task's callable. The reaper keeps the tail of the task's
-output and reports (`Report`, on a pipe) only once it has no child left, so the attempt
-is over only once every process it started is:
+A reaper is forked from the supervisor and made a child subreaper (PR_SET_CHILD_SUBREAPER),
+so that every process an attempt starts and leaves orphaned, whatever its session or group
+(`setsid`, a double fork), is reparented to it rather than to init. It serves one attempt
+after another, never two at once: an attempt is over only once the reaper has no child left,
+and only then does it report (`Report`) and take the next. Between two attempts it gets
+ready for the next one: it moves into a cgroup of that attempt's own when the run has one,
+and forks the task's main process, which waits in a session and group of its own for its
+`Start` and then execs the command (no shell) or calls the Python task's callable. So a
+start forks nothing; each attempt costs one process, as it would without the reaper.
 
-- when the main process exits, whatever it left running is stopped (SIGTERM, the grace
-  period, SIGKILL), as systemd's KillMode=control-group does for a unit;
-- SIGTERM (or SIGINT, SIGHUP) from the supervisor stops the attempt the same way, and
-  `KILL_NOW` (SIGUSR1) kills what is left at once;
+While an attempt runs, the reaper keeps the tail of its output, and:
+
+- when the main process exits, whatever it left running is stopped (SIGTERM and SIGCONT,
+  the grace period, SIGKILL), as systemd's KillMode=control-group does for a unit;
+- `StopAttempt` from the supervisor stops the attempt the same way (`kill_now`: SIGKILL
+  what is left at once, when a lease ends sooner than the grace period);
 - when the supervisor dies, the kernel sends the reaper `SUPERVISOR_GONE` (SIGUSR2, its
   PR_SET_PDEATHSIG), and it stops the attempt the same way before it exits.
 
@@ -38,19 +40,18 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from tradeul_maint import proc
-from tradeul_maint.containment import RunRecord, join_cgroup
-from tradeul_maint.exchange import CommandRequest, PythonRequest, Start
+from tradeul_maint.containment import RunRecord, cgroup_pids, join_cgroup, make_cgroup, remove_cgroup
+from tradeul_maint.exchange import AttemptId, CommandRequest, PythonRequest, Start
 from tradeul_maint.proc import Stopping
 from tradeul_maint.settings import Settings
 from tradeul_maint.tasks import task_environment
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of a task's output kept, from the end
 RESULT_LIMIT = 4 * 1024 * 1024  # bytes of a Python task's outcome read at most
-KILL_NOW = signal.SIGUSR1  # from the supervisor: the grace period is over (a lease in doubt may end sooner)
 SUPERVISOR_GONE = signal.SIGUSR2  # the reaper's PR_SET_PDEATHSIG
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Signals a task's process starts with at their default, whatever this process did with them.
-DEFAULT_SIGNALS = (*STOP_SIGNALS, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, KILL_NOW, SUPERVISOR_GONE)
+DEFAULT_SIGNALS = (*STOP_SIGNALS, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGUSR1, SUPERVISOR_GONE)
 _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 
 
@@ -78,8 +79,16 @@ class TaskStopped(BaseException):
 
 
 @dataclass(frozen=True)
+class StopAttempt:
+    """Supervisor -> reaper: stop this attempt (if it is still the one running)."""
+
+    attempt: AttemptId
+    kill_now: bool = False  # SIGKILL what is left now, not after the grace period
+
+
+@dataclass(frozen=True)
 class Report:
-    """What a reaper tells the supervisor once no process of its attempt is left."""
+    """Reaper -> supervisor, once no process of its attempt is left."""
 
     returncode: int | None  # the main process's; None when it never started
     output: str
@@ -97,42 +106,8 @@ class Shared:
     record: RunRecord | None  # the run's record of its processes (containment.py)
     task_client: Any  # a Redis client for Python tasks, made once in the supervisor and never used there
     make_client: Callable[[], Any] | None  # what made it (again in the task's process if that failed)
-    watch_identities: bool  # no cgroup: the reaper notes its main process in the record
-
-
-# --- the reaper ----------------------------------------------------------------------------
-
-
-def reaper(shared: Shared, cgroup: Path | None, assign_r: int, report_w: int, supervisor: int,
-           inherited: tuple) -> NoReturn:
-    """The forked reaper, made ready before its attempt is known; never returns.
-
-    Forked ahead, while the previous attempt runs, with its task's main process waiting for
-    the attempt's `Start` on `assign_r`: neither fork nor the move into a cgroup delays a start.
-    """
-    code = 70
-    try:
-        prctl(_PR_SET_PDEATHSIG, SUPERVISOR_GONE)
-        if os.getppid() != supervisor:  # the supervisor died between fork and prctl
-            os._exit(0)
-        become_subreaper()
-        for thing in inherited:  # the supervisor's socket, selector and pipes are not the attempt's
-            try:
-                thing.close() if hasattr(thing, "close") else os.close(thing)
-            except OSError:
-                pass
-        if cgroup is not None and not join_cgroup(cgroup):
-            cgroup = None
-        Reaper(shared, cgroup, report_w, supervisor).run(assign_r)
-        code = 0
-    except BrokenPipeError:  # the supervisor closed its end: a spare reaper at the end of the run
-        code = 0
-    except BaseException:  # nothing may return into the supervisor's loop
-        try:
-            os.write(2, traceback.format_exc().encode(errors="replace"))
-        except OSError:
-            pass
-    os._exit(code)
+    run_cgroup: Path | None  # the run's cgroup: each attempt gets one of its own below it
+    watch_identities: bool  # no cgroup: the reaper notes its main processes in the record
 
 
 def write_message(fd: int, message: Any) -> None:
@@ -144,28 +119,147 @@ def write_message(fd: int, message: Any) -> None:
 
 
 def read_message(fd: int) -> Any:
-    """What `write_message` wrote, or None when the pipe ended first (the writer died)."""
+    """What `write_message` wrote, or None when the pipe ended first (the writer died or closed it)."""
     data = bytearray()
     while chunk := os.read(fd, 1 << 20):
         data += chunk
-        whole, message = complete_message(data)
+        whole, message, _ = take_message(data)
         if whole:
             return message
     return None
 
 
-def complete_message(buffer: bytearray) -> tuple[bool, Any]:
-    """(True, message) once `buffer` holds a whole message of `write_message`."""
-    if len(buffer) < 8 or len(buffer) < 8 + int.from_bytes(buffer[:8], "big"):
-        return False, None
-    return True, pickle.loads(buffer[8:])
+def take_message(buffer: bytearray) -> tuple[bool, Any, bytearray]:
+    """(True, the first whole message of `write_message` in `buffer`, what follows it), else (False, None, buffer)."""
+    if len(buffer) < 8:
+        return False, None, buffer
+    end = 8 + int.from_bytes(buffer[:8], "big")
+    if len(buffer) < end:
+        return False, None, buffer
+    return True, pickle.loads(buffer[8:end]), buffer[end:]
+
+
+# --- the reaper ----------------------------------------------------------------------------
+
+
+def reaper(shared: Shared, assign_r: int, report_w: int, supervisor: int, inherited: tuple) -> NoReturn:
+    """The forked reaper: attempts one after another until its pipe from the supervisor ends; never returns."""
+    code = 70
+    try:
+        prctl(_PR_SET_PDEATHSIG, SUPERVISOR_GONE)
+        if os.getppid() != supervisor:  # the supervisor died between fork and prctl
+            os._exit(0)
+        become_subreaper()
+        for thing in inherited:  # the supervisor's socket, selector and pipes are not the attempts'
+            try:
+                thing.close() if hasattr(thing, "close") else os.close(thing)
+            except OSError:
+                pass
+        Reaper(shared, assign_r, report_w, supervisor).serve()
+        code = 0
+    except BrokenPipeError:  # the supervisor is gone: what its attempt left was stopped
+        code = 0
+    except BaseException:  # nothing may return into the supervisor's loop
+        try:
+            os.write(2, traceback.format_exc().encode(errors="replace"))
+        except OSError:
+            pass
+    os._exit(code)
 
 
 class Reaper:
-    def __init__(self, shared: Shared, cgroup: Path | None, report_w: int, supervisor: int):
-        self.shared, self.cgroup = shared, cgroup
-        self.report_w, self.supervisor = report_w, supervisor
-        self.main: int | None = None
+    def __init__(self, shared: Shared, assign_r: int, report_w: int, supervisor: int):
+        self.shared, self.assign_r, self.report_w, self.supervisor = shared, assign_r, report_w, supervisor
+        self.inbox = bytearray()  # what the supervisor wrote, not yet a whole message
+        self.pending: list[Any] = []  # its messages, not yet acted on
+        self.orphaned = False  # the supervisor died: stop what runs, then exit
+        self.cgroup: Path | None = None
+        self.attempts = 0
+        self.selector = selectors.DefaultSelector()
+        self.wakeup_r, self.wakeup_w = os.pipe()
+        for fd in (self.wakeup_r, self.wakeup_w, assign_r):
+            os.set_blocking(fd, False)
+        self.attempt: AttemptRun | None = None
+
+    def serve(self) -> None:
+        signal.set_wakeup_fd(self.wakeup_w)
+        for sig in (signal.SIGCHLD, SUPERVISOR_GONE):
+            signal.signal(sig, _noted)
+        for sig in (*STOP_SIGNALS, signal.SIGUSR1):  # stops come as messages; a signal from a task is no order
+            signal.signal(sig, signal.SIG_IGN)
+        self.selector.register(self.wakeup_r, selectors.EVENT_READ)
+        self.selector.register(self.assign_r, selectors.EVENT_READ)
+        while not self.orphaned:
+            self._next_cgroup()
+            attempt = self.attempt = AttemptRun(self)
+            start = self._wait_for_start(attempt)
+            if start is None:  # the run is over (or the supervisor died): the waiting main process goes too
+                attempt.abandon()
+                break
+            attempt.begin(start)
+            report = attempt.run()
+            write_message(self.report_w, report)
+        if self.cgroup is not None:
+            remove_cgroup(self.cgroup)
+
+    def _next_cgroup(self) -> None:
+        """A cgroup of the next attempt's own, which this process joins and its main process is forked into."""
+        run_cgroup = self.shared.run_cgroup
+        if run_cgroup is None:
+            return
+        previous = self.cgroup
+        self.attempts += 1
+        self.cgroup = make_cgroup(run_cgroup / f"reaper-{os.getpid()}-{self.attempts}")
+        if self.cgroup is not None and not join_cgroup(self.cgroup):
+            self.cgroup = None
+        if previous is not None:
+            remove_cgroup(previous)  # empty now: its attempt is over, and this process has left it
+
+    def _wait_for_start(self, attempt: AttemptRun) -> Start | None:
+        while True:
+            self.read_messages()
+            while self.pending:
+                message = self.pending.pop(0)
+                if isinstance(message, Start):
+                    return message  # (a stop of an attempt before it is stale)
+            if self.orphaned or self.assign_r is None:
+                return None
+            attempt.wait(1.0)
+
+    def read_messages(self) -> None:
+        """What the supervisor sent since the last look, onto `pending`; at the end of its pipe, that is all."""
+        if self.assign_r is None:
+            return
+        while True:
+            try:
+                chunk = os.read(self.assign_r, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                self.selector.unregister(self.assign_r)
+                os.close(self.assign_r)
+                self.assign_r = None
+                break
+            self.inbox += chunk
+        while True:
+            whole, message, self.inbox = take_message(self.inbox)
+            if not whole:
+                return
+            self.pending.append(message)
+
+    def signals(self) -> set[int]:
+        received = _drain(self.wakeup_r)
+        if SUPERVISOR_GONE in received or os.getppid() != self.supervisor:
+            self.orphaned = True
+        return received
+
+
+class AttemptRun:
+    """One attempt in its reaper: from its main process, forked ahead, to the moment no process of it is left."""
+
+    def __init__(self, reaper: Reaper):
+        self.reaper, self.shared = reaper, reaper.shared
+        self.id: AttemptId | None = None
         self.returncode: int | None = None
         self.children = True  # until waitpid says there are none
         self.stopping: Stopping | None = None
@@ -173,96 +267,96 @@ class Reaper:
         self.buffers: dict[int, bytearray] = {}  # pipe -> what was read from it
         self.open_fds: set[int] = set()
         self.output_fd = self.result_fd = -1
-        self.selector = selectors.DefaultSelector()
-        self.wakeup_r, self.wakeup_w = os.pipe()
-        for fd in (self.wakeup_r, self.wakeup_w):
-            os.set_blocking(fd, False)
-
-    def run(self, assign_r: int) -> None:
-        signal.set_wakeup_fd(self.wakeup_w)
-        for sig in (signal.SIGCHLD, *STOP_SIGNALS, KILL_NOW, SUPERVISOR_GONE):
-            signal.signal(sig, _noted)
-        self.selector.register(self.wakeup_r, selectors.EVENT_READ)
-        self._fork_main(assign_r)
-        os.close(assign_r)  # the main process reads it
+        self.main: int | None = self._fork_main()
         if self.main is not None and self.shared.watch_identities and self.shared.record is not None:
             self.shared.record.note([i for i in [proc.identity(self.main)] if i])
-        while True:
-            self._reap()
-            if self.main is None and not self.children:
-                break
-            self._wait()
-        for fd in list(self.open_fds):
-            self._read(fd)  # what the pipe holds: never waits for its end (a writer may be stuck in the kernel)
-        report = Report(self.returncode, bytes(self.buffers.get(self.output_fd, b"")[-OUTPUT_LIMIT:]).decode(
-            "utf-8", errors="replace"), self._outcome(), self.left_running)
-        write_message(self.report_w, report)
 
-    # The task's main process ----------------------------------------------------------
-
-    def _fork_main(self, assign_r: int) -> None:
+    def _fork_main(self) -> int:
         out_r, out_w = os.pipe()
         res_r, res_w = os.pipe()  # close-on-exec: a command's exec closes it, a failed exec writes why
+        self.start_r, self.start_w = os.pipe()
         console = os.dup(2)
         sys.stdout.flush()
         sys.stderr.flush()
         me = os.getpid()
+        r = self.reaper
         pid = os.fork()
         if pid == 0:
             code = 70
             try:
-                for fd in (out_r, res_r, self.wakeup_r, self.wakeup_w, self.report_w):
-                    os.close(fd)
-                self.selector.close()
+                for fd in (out_r, res_r, self.start_w, r.wakeup_r, r.wakeup_w, r.report_w, r.assign_r):
+                    if fd is not None:
+                        os.close(fd)
+                r.selector.close()
                 if self.shared.record is not None:
                     self.shared.record.close()  # its flock says whether the run's reapers live, not its tasks
-                code = main_process(assign_r, self.shared, me, out_w, res_w, console)
+                code = main_process(self.start_r, self.shared, me, out_w, res_w, console)
             except BaseException:
                 try:
                     os.write(2, traceback.format_exc().encode(errors="replace"))
                 except OSError:
                     pass
             os._exit(code)
-        self.main = pid
-        for fd in (out_w, res_w, console):
+        for fd in (out_w, res_w, console, self.start_r):
             os.close(fd)
         self._watch(out_r, output=True)
         self._watch(res_r, output=False)
+        return pid
 
-    def _watch(self, fd: int, output: bool) -> None:
-        os.set_blocking(fd, False)
-        self.buffers[fd] = bytearray()
-        self.open_fds.add(fd)
-        if output:
-            self.output_fd = fd
-        else:
-            self.result_fd = fd
-        self.selector.register(fd, selectors.EVENT_READ)
+    def begin(self, start: Start) -> None:
+        self.id = start.attempt
+        write_message(self.start_w, start)
+        os.close(self.start_w)
 
-    # The loop -------------------------------------------------------------------------
+    def abandon(self) -> None:
+        """No attempt came: the main process that waited for it is killed and collected, its pipes closed."""
+        os.close(self.start_w)
+        proc.signal_all([self.main], signal.SIGKILL)
+        try:
+            os.waitpid(self.main, 0)
+        except ChildProcessError:
+            pass
+        for fd in list(self.open_fds):
+            self.reaper.selector.unregister(fd)
+            os.close(fd)
 
-    def _wait(self) -> None:
-        timeout = 1.0  # a lost SIGUSR2 (a parent that died before prctl took effect) is still seen
+    def run(self) -> Report:
+        while True:
+            self._reap()
+            if self.main is None and not self.children:
+                break
+            self.wait(1.0)
+        for fd in list(self.open_fds):
+            self._read(fd)  # what the pipe holds: never waits for its end (a writer may be stuck in the kernel)
+            if fd in self.open_fds:
+                self.reaper.selector.unregister(fd)
+                os.close(fd)
+        return Report(self.returncode, bytes(self.buffers.get(self.output_fd, b"")[-OUTPUT_LIMIT:]).decode(
+            "utf-8", errors="replace"), self._outcome(), self.left_running)
+
+    def wait(self, longest: float) -> None:
+        """Until something happens (output, a message, a signal) or `longest` seconds; then act on it."""
+        timeout = longest  # a lost SIGUSR2 (a parent that died before prctl took effect) is still seen
         if self.stopping is not None:
             timeout = 0.02 if self.stopping.due else min(timeout, self.stopping.kill_at - time.monotonic())
-        for key, _ in self.selector.select(max(0.0, timeout)):
-            if key.fd == self.wakeup_r:
-                self._signals(_drain(self.wakeup_r))
-            else:
+        r = self.reaper
+        for key, _ in r.selector.select(max(0.0, timeout)):
+            if key.fd == r.wakeup_r:
+                r.signals()
+            elif key.fd in self.open_fds:
                 self._read(key.fd)
-        if os.getppid() != self.supervisor:
-            self._stop("its supervisor died")
+        r.read_messages()
+        while r.pending and self.id is not None:  # (no Start comes while an attempt runs)
+            message = r.pending.pop(0)
+            if isinstance(message, StopAttempt) and message.attempt == self.id:
+                self._stop()
+                if message.kill_now:
+                    self.stopping.hurry(0)
+        if r.orphaned or os.getppid() != r.supervisor:
+            r.orphaned = True
+            self._stop()
         if self.stopping is not None and self.stopping.due:
             self.stopping.advance(self.members())
-
-    def _signals(self, received: set[int]) -> None:
-        if SUPERVISOR_GONE in received:
-            self._stop("its supervisor died")
-        if received & set(STOP_SIGNALS):
-            self._stop("stopped")
-        if KILL_NOW in received:
-            self._stop("stopped")
-            self.stopping.hurry(0)
 
     def _reap(self) -> None:
         while True:
@@ -279,27 +373,31 @@ class Reaper:
         if self.main is None and self.stopping is None:
             # The main process ended and left processes behind: they end with it (the supervisor logs it).
             self.left_running = len(self.members())
-            self._stop("its main process ended")
+            self._stop()
 
-    def _stop(self, why: str) -> None:
+    def _stop(self) -> None:
         if self.stopping is None:
-            self.stopping = Stopping.begin(why, self.shared.grace, self.members())
+            self.stopping = Stopping.begin("stopped", self.shared.grace, self.members())
 
     def members(self) -> list[int]:
-        """Every process of the attempt but this one: below it in the process tree, or in its cgroup."""
+        """Every process of the attempt: below the reaper in the process tree, or in the attempt's cgroup."""
         me = os.getpid()
-        found = {s.pid for s in proc.descendants(me)}
-        if self.cgroup is not None:
-            from tradeul_maint.containment import cgroup_pids
-
-            found.update(cgroup_pids(self.cgroup))
+        found = {s.pid for s in proc.descendants(me)} | set(cgroup_pids(self.reaper.cgroup))
         found.discard(me)
         return sorted(found)
 
+    def _watch(self, fd: int, output: bool) -> None:
+        os.set_blocking(fd, False)
+        self.buffers[fd] = bytearray()
+        self.open_fds.add(fd)
+        if output:
+            self.output_fd = fd
+        else:
+            self.result_fd = fd
+        self.reaper.selector.register(fd, selectors.EVENT_READ)
+
     def _read(self, fd: int) -> None:
-        """What the pipe holds now; at its end, it is closed (its buffer stays for the report)."""
-        if fd not in self.open_fds:
-            return
+        """What the pipe holds now; at its end it is closed (its buffer stays for the report)."""
         buffer = self.buffers[fd]
         while True:
             try:
@@ -309,7 +407,7 @@ class Reaper:
             except OSError:
                 chunk = b""
             if not chunk:
-                self.selector.unregister(fd)
+                self.reaper.selector.unregister(fd)
                 os.close(fd)
                 self.open_fds.discard(fd)
                 return

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from tradeul_maint import proc
-from tradeul_maint.containment import RECORD_SECONDS, cgroup_pids, make_cgroup, remove_cgroup
-from tradeul_maint.exchange import (AttemptId, Bye, Ended, LeaseHeld, Ping, Pong, Start, Stop, StopAll)
-from tradeul_maint.proc import Identity, Stopping
-from tradeul_maint.supervisor.attempt import (KILL_NOW, Report, Shared, become_subreaper, complete_message, reaper,
+from tradeul_maint.containment import RECORD_SECONDS, cgroup_pids, remove_cgroup
+from tradeul_maint.exchange import AttemptId, Bye, Ended, LeaseHeld, Ping, Pong, Start, Stop, StopAll
+from tradeul_maint.proc import Stopping
+from tradeul_maint.supervisor.attempt import (Report, Shared, StopAttempt, become_subreaper, reaper, take_message,
                                               write_message)
 from tradeul_maint.supervisor.lease_watch import LeaseWatch
 
@@ -43,24 +43,29 @@ LOOK_SECONDS = 1.0  # how often reapers are looked at (continued when a task sto
 
 
 @dataclass
-class Spare:
-    """A reaper forked ahead, waiting for its attempt on `assign_fd`."""
+class Reaper:
+    """A reaper as the supervisor sees it: its pipes, and the attempt it runs (None: idle, ready for the next)."""
 
     pid: int
-    assign_fd: int
-    report_fd: int
-    cgroup: Path | None
+    assign_fd: int  # supervisor -> reaper: Start, StopAttempt
+    report_fd: int | None  # reaper -> supervisor: a Report per attempt
+    inbox: bytearray = field(default_factory=bytearray)
+    attempt: AttemptId | None = None
+
+    def tell(self, message: Any) -> None:
+        try:
+            write_message(self.assign_fd, message)
+        except OSError:  # it died: the end of its report pipe says so
+            pass
+        proc.signal_all([self.pid], signal.SIGCONT)  # a task may have stopped it
 
 
 @dataclass
 class Attempt:
-    """An attempt from its reaper's fork until its report (or, if the reaper was killed, until its strays are gone)."""
+    """An attempt from its start until its reaper's report (or, if the reaper was killed, until its strays are gone)."""
 
     id: AttemptId
-    reaper: int
-    report_fd: int | None
-    cgroup: Path | None
-    report: bytearray = field(default_factory=bytearray)
+    reaper: Reaper
     stop_why: str | None = None
     kill_at: float | None = None  # when the reaper is told to SIGKILL what is left (monotonic)
     killed: bool = False  # told
@@ -70,15 +75,13 @@ class Attempt:
 
 
 class Supervisor:
-    def __init__(self, conn: Connection, shared: Shared, run_cgroup: Path | None):
+    def __init__(self, conn: Connection, shared: Shared):
         self.conn = conn
         self.shared = shared
         self.grace = shared.grace
-        self.run_cgroup = run_cgroup
         self.attempts: dict[AttemptId, Attempt] = {}
-        self.reapers: set[int] = set()  # alive or not yet reaped
-        self.spare: Spare | None = None
-        self._cgroups = 0
+        self.reapers: dict[int, Reaper] = {}  # alive, or not yet reaped
+        self.idle: list[Reaper] = []  # ready for an attempt, the longest idle first
         self.selector = selectors.DefaultSelector()
         self.stopping: str | None = None  # set once everything is being stopped
         self.strays: Stopping | None = None
@@ -104,15 +107,15 @@ class Supervisor:
         self.selector.register(self.conn.fileno(), selectors.EVENT_READ, "control")
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, "wakeup")
         while not (self.bye or self.runner_gone) or self.attempts:
-            if self.spare is None and not self.stopping and self.lease.held is not None:
-                self.spare = self._fork_reaper()  # the first once the lock is taken: a busy tick forks none
+            if not self.idle and not self.stopping and self.lease.held is not None:
+                self.idle.append(self._fork_reaper())  # one always ready; the first once the lock is taken
             for key, _ in self.selector.select(self._next_timer()):
                 if key.data == "control":
                     self._read_control()
                 elif key.data == "wakeup":
                     _drain(self._wakeup_r)
                 else:
-                    self._read_report(key.data)
+                    self._read_reports(key.data)
             self._reap()
             self._watch_lease()
             self._advance()
@@ -180,25 +183,13 @@ class Supervisor:
         if refused:
             self._send(Ended(message.attempt, stopped=refused))
             return
-        if self.spare is not None and self.spare.pid not in self.reapers:  # it died waiting
-            for fd in (self.spare.assign_fd, self.spare.report_fd):
-                os.close(fd)
-            self.spare = None
-        spare, self.spare = self.spare or self._fork_reaper(), None
-        try:
-            write_message(spare.assign_fd, message)
-        except OSError:  # it died waiting: its report pipe says so
-            pass
-        os.close(spare.assign_fd)
-        self.attempts[message.attempt] = Attempt(message.attempt, spare.pid, spare.report_fd, spare.cgroup)
-        self.selector.register(spare.report_fd, selectors.EVENT_READ, message.attempt)
+        reaper = self.idle.pop(0) if self.idle else self._fork_reaper()
+        reaper.attempt = message.attempt
+        self.attempts[message.attempt] = Attempt(message.attempt, reaper)
+        reaper.tell(message)
 
-    def _fork_reaper(self) -> Spare:
-        """A reaper for the next attempt, ready before it is asked for (see attempt.reaper)."""
-        cgroup = None
-        if self.run_cgroup is not None:
-            self._cgroups += 1
-            cgroup = make_cgroup(self.run_cgroup / f"attempt-{self._cgroups}")
+    def _fork_reaper(self) -> Reaper:
+        """A reaper, which gets ready for its first attempt at once (see attempt.reaper)."""
         assign_r, assign_w = os.pipe()
         report_r, report_w = os.pipe()
         sys.stdout.flush()
@@ -206,29 +197,26 @@ class Supervisor:
         me = os.getpid()
         pid = os.fork()
         if pid == 0:  # the reaper: never returns
-            reaper(self.shared, cgroup, assign_r, report_w, me,
+            reaper(self.shared, assign_r, report_w, me,
                    inherited=(self.conn, self.selector, assign_w, report_r, self._wakeup_r, self._wakeup_w,
-                              *self._report_fds()))
+                              *(fd for r in self.reapers.values() for fd in (r.assign_fd, r.report_fd) if fd is not None and fd >= 0)))
         os.close(assign_r)
         os.close(report_w)
         os.set_blocking(report_r, False)
-        self.reapers.add(pid)
+        handle = self.reapers[pid] = Reaper(pid, assign_w, report_r)
+        self.selector.register(report_r, selectors.EVENT_READ, handle)
         if self.shared.watch_identities and self.shared.record is not None:
             self.shared.record.note([i for i in [proc.identity(pid)] if i], reaper=True)
-        return Spare(pid, assign_w, report_r, cgroup)
+        return handle
 
-    def _report_fds(self) -> list[int]:
-        return [a.report_fd for a in self.attempts.values() if a.report_fd is not None]
-
-    def _read_report(self, attempt_id: AttemptId) -> None:
-        """The reaper's report, as soon as it is whole (not when the reaper has exited: it has nothing left)."""
-        attempt = self.attempts.get(attempt_id)
-        if attempt is None or attempt.report_fd is None:
+    def _read_reports(self, reaper: Reaper) -> None:
+        """A reaper's reports, each as soon as it is whole; the end of its pipe: it died (or was let go)."""
+        if reaper.report_fd is None:
             return
         ended = False
         while True:
             try:
-                chunk = os.read(attempt.report_fd, 1 << 20)
+                chunk = os.read(reaper.report_fd, 1 << 20)
             except BlockingIOError:
                 break
             except OSError:
@@ -236,17 +224,27 @@ class Supervisor:
             if not chunk:
                 ended = True
                 break
-            attempt.report += chunk
-        whole, report = complete_message(attempt.report)
-        if not (whole or ended):
-            return
-        self.selector.unregister(attempt.report_fd)
-        os.close(attempt.report_fd)
-        attempt.report_fd = None
-        if not isinstance(report, Report):  # no report, or half of one: the reaper was killed
-            attempt.orphaned = True  # its processes came here: _advance stops them, then it ends
-            self.log.bind(task=attempt.id.task, console=False).error("attempt_reaper_killed")
-            return
+            reaper.inbox += chunk
+        while reaper.report_fd is not None:
+            whole, report, reaper.inbox = take_message(reaper.inbox)
+            if not whole:
+                break
+            attempt = self.attempts.get(reaper.attempt) if reaper.attempt else None
+            reaper.attempt = None
+            if attempt is not None and isinstance(report, Report):
+                self._ended(attempt, report)
+            if self.stopping:
+                self._let_go(reaper)
+                return
+            self.idle.append(reaper)  # it is getting ready for the next
+        if ended:
+            self._let_go(reaper)
+            attempt = self.attempts.get(reaper.attempt) if reaper.attempt else None
+            if attempt is not None:  # killed with its attempt running: its processes came here
+                attempt.orphaned = True
+                self.log.bind(task=attempt.id.task, console=False).error("attempt_reaper_killed")
+
+    def _ended(self, attempt: Attempt, report: Report) -> None:
         if report.left_running:
             self.log.bind(task=attempt.id.task, date=attempt.id.session.isoformat(), processes=report.left_running,
                           console=False).warning("task_left_processes_stopping_them")
@@ -257,16 +255,28 @@ class Supervisor:
         del self.attempts[attempt.id]
         self._send(ended)
 
+    def _let_go(self, reaper: Reaper) -> None:
+        """No more attempts for this reaper: its pipes close, and an idle one then exits."""
+        if reaper in self.idle:
+            self.idle.remove(reaper)
+        if reaper.assign_fd >= 0:
+            os.close(reaper.assign_fd)
+            reaper.assign_fd = -1
+        if reaper.report_fd is not None:
+            self.selector.unregister(reaper.report_fd)
+            os.close(reaper.report_fd)
+            reaper.report_fd = None
+
     # Stopping ---------------------------------------------------------------------------
 
     def _stop(self, attempt: Attempt, why: str, grace: float | None = None) -> None:
-        """The reaper stops its attempt now (SIGTERM), SIGKILLs what is left after the grace period (or sooner)."""
+        """The reaper stops its attempt now (SIGTERM to its processes), SIGKILLs what is left after the grace
+        period, or sooner when told to."""
         grace = self.grace if grace is None else grace
         kill_at = time.monotonic() + grace
         if attempt.stop_why is None:
             attempt.stop_why = why
-            proc.signal_all([attempt.reaper], signal.SIGTERM)
-            proc.signal_all([attempt.reaper], signal.SIGCONT)  # a task may have stopped its reaper
+            attempt.reaper.tell(StopAttempt(attempt.id))
         attempt.kill_at = kill_at if attempt.kill_at is None else min(attempt.kill_at, kill_at)
         attempt.takeover_at = attempt.kill_at + REAPER_MARGIN
 
@@ -274,7 +284,8 @@ class Supervisor:
         """Stop every attempt; `final`: and start none any more (the run is ending)."""
         if final:
             self.stopping = self.stopping or why
-            self._close_spare()  # no attempt will start: a runner that takes over need not wait for it
+            for reaper in list(self.idle):  # no attempt will start: a runner that takes over need not wait for them
+                self._let_go(reaper)
         for attempt in list(self.attempts.values()):
             self._stop(attempt, why, grace)
 
@@ -287,19 +298,22 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            self.reapers.discard(pid)
-            for attempt in self.attempts.values():
-                if attempt.reaper == pid and attempt.report_fd is not None:
-                    self._read_report(attempt.id)  # its end of file is there too: no need to wait for the selector
-                    break
-            self._forget_cgroups()
+            reaper = self.reapers.pop(pid, None)
+            if reaper is not None:
+                self._read_reports(reaper)  # its last report and the end of its pipe: no need to wait for select
+                self._forget_cgroups()
 
     def _forget_cgroups(self) -> None:
-        if self.run_cgroup is not None:
-            live = {a.cgroup for a in self.attempts.values()} | {self.spare.cgroup if self.spare else None}
-            for child in self.run_cgroup.glob("*/"):
-                if child not in live:
+        """The cgroups of reapers that are gone (each removes its own as it moves to the next attempt)."""
+        run_cgroup = self.shared.run_cgroup
+        if run_cgroup is not None:
+            for child in run_cgroup.glob("reaper-*"):
+                if int(child.name.split("-")[1]) not in self.reapers:
                     remove_cgroup(child)
+
+    def _cgroups_of(self, reaper: Reaper) -> list[Path]:
+        run_cgroup = self.shared.run_cgroup
+        return list(run_cgroup.glob(f"reaper-{reaper.pid}-*")) if run_cgroup is not None else []
 
     def _watch_lease(self) -> None:
         """While the lease is in doubt nothing runs; a lock taken over by another runner is the end."""
@@ -316,21 +330,22 @@ class Supervisor:
                 continue
             if attempt.kill_at is not None and now >= attempt.kill_at and not attempt.killed:
                 attempt.killed = True
-                proc.signal_all([attempt.reaper], KILL_NOW)
-                proc.signal_all([attempt.reaper], signal.SIGCONT)
+                attempt.reaper.tell(StopAttempt(attempt.id, kill_now=True))
             if attempt.takeover_at is not None and now >= attempt.takeover_at:
                 # The reaper did not finish (stopped again and again, or stuck): kill it and its attempt.
                 attempt.takeover_at = now + 0.5
-                proc.signal_all([s.pid for s in proc.descendants(attempt.reaper)] + cgroup_pids(attempt.cgroup),
-                                signal.SIGKILL)
-                proc.signal_all([attempt.reaper], signal.SIGKILL)
+                pid = attempt.reaper.pid
+                proc.signal_all([s.pid for s in proc.descendants(pid)] +
+                                [p for c in self._cgroups_of(attempt.reaper) for p in cgroup_pids(c)], signal.SIGKILL)
+                proc.signal_all([pid], signal.SIGKILL)
         if now >= self.next_look:
             self.next_look = now + LOOK_SECONDS
-            for attempt in self.attempts.values():
-                found = proc.stat(attempt.reaper)
+            for reaper in self.reapers.values():
+                found = proc.stat(reaper.pid)
                 if found is not None and found.state == "T":
-                    self.log.bind(task=attempt.id.task, console=False).warning("attempt_reaper_stopped_continuing_it")
-                    proc.signal_all([attempt.reaper], signal.SIGCONT)
+                    self.log.bind(task=reaper.attempt.task if reaper.attempt else None, console=False) \
+                        .warning("attempt_reaper_stopped_continuing_it")
+                    proc.signal_all([reaper.pid], signal.SIGCONT)
         if self.shared.watch_identities and self.attempts and now >= self.next_record:
             self.next_record = now + RECORD_SECONDS
             self._note_processes()
@@ -342,7 +357,7 @@ class Supervisor:
             return
         table = proc.table()
         for attempt in self.attempts.values():
-            new = [s.identity for s in proc.descendants(attempt.reaper, table) if s.pid not in attempt.noted]
+            new = [s.identity for s in proc.descendants(attempt.reaper.pid, table) if s.pid not in attempt.noted]
             attempt.noted.update(i.pid for i in new)
             self.shared.record.note(new)
 
@@ -356,7 +371,7 @@ class Supervisor:
             found.update(s.pid for s in proc.descendants(pid, table))
         for attempt in self.attempts.values():
             if attempt.orphaned:
-                found.update(cgroup_pids(attempt.cgroup))
+                found.update(p for c in self._cgroups_of(attempt.reaper) for p in cgroup_pids(c))
         return sorted(found)
 
     def _stop_strays(self) -> None:
@@ -369,20 +384,16 @@ class Supervisor:
             for attempt in orphaned:  # which attempt a stray was of cannot be told: all of them ended now
                 self._end_attempt(attempt, Ended(attempt.id, stopped=attempt.stop_why or
                                                  "its reaper process was killed (the task's processes were stopped)"))
+            self._forget_cgroups()
             return
         if self.strays is None:
             self.strays = Stopping.begin("its reaper was killed", self.lease.safe_grace(self.grace), strays)
         self.strays.advance(strays)
 
-    def _close_spare(self) -> None:
-        if self.spare is not None:
-            os.close(self.spare.assign_fd)  # the end of its pipe: its main process and then it exit
-            os.close(self.spare.report_fd)
-            self.spare = None
-
     def _end(self) -> None:
-        """The run is over: reapers still exiting are waited for; no process of the run may stay."""
-        self._close_spare()
+        """The run is over: every reaper is let go and waited for; no process of the run may stay."""
+        for reaper in list(self.reapers.values()):
+            self._let_go(reaper)
         deadline = time.monotonic() + REAPER_MARGIN
         while self.reapers and time.monotonic() < deadline:
             self._reap()
@@ -416,7 +427,7 @@ def _drain(fd: int) -> None:
         pass
 
 
-def serve(conn: Connection, shared: Shared, run_cgroup: Path | None, runner_end: Any, logging: Any) -> NoReturn:
+def serve(conn: Connection, shared: Shared, runner_end: Any, logging: Any) -> NoReturn:
     """In the process just forked from the runner: become the supervisor, serve, exit (never returns)."""
     code = 0
     try:
@@ -436,7 +447,7 @@ def serve(conn: Connection, shared: Shared, run_cgroup: Path | None, runner_end:
             shared.record.hold()
         shared = replace(shared, task_client=_task_client(shared))
         gc.freeze()  # the objects so far are shared with every forked reaper and task, untouched
-        Supervisor(conn, shared, run_cgroup).serve()
+        Supervisor(conn, shared).serve()
     except BaseException:
         import traceback
 
