@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -219,6 +220,57 @@ def processes_running(text: str) -> list[int]:
         if text in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+PUSHGATEWAY_BINARY = "/usr/bin/prometheus-pushgateway"  # Debian's prometheus-pushgateway (.ci/system-packages)
+
+
+class Pushgateway:
+    """A real Prometheus Pushgateway on a free loopback port, keeping what is pushed in memory only."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([PUSHGATEWAY_BINARY, f"--web.listen-address=127.0.0.1:{self.port}",
+                                      "--persistence.file=", "--web.enable-admin-api", "--log.level=error"], cwd=directory,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_for(lambda: self._ready() or self.proc.poll() is not None, timeout=30) or not self._ready():
+            self.close()
+            raise RuntimeError(f"the Pushgateway on port {self.port} did not start")
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        """What Prometheus scrapes from it: the pushed groups, each sample with its job and grouping labels."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
+            return response.read().decode()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def pushgateway_server(tmp_path_factory) -> Iterator[Pushgateway]:
+    if not os.access(PUSHGATEWAY_BINARY, os.X_OK):
+        pytest.skip(f"{PUSHGATEWAY_BINARY} not installed (Debian: apt-get install prometheus-pushgateway; "
+                    ".ci/system-packages does it where it can)")
+    gateway = Pushgateway(tmp_path_factory.mktemp("pushgateway"))
+    yield gateway
+    gateway.close()
+
+
+@pytest.fixture
+def pushgateway(pushgateway_server) -> Pushgateway:
+    """The session's Pushgateway, emptied (its every group deleted) for each test."""
+    request = urllib.request.Request(f"{pushgateway_server.url}/api/v1/admin/wipe", method="PUT")
+    urllib.request.urlopen(request, timeout=10).close()
+    return pushgateway_server
 
 
 class HttpErrorServer:

@@ -88,9 +88,17 @@ def _ends_soon(data: dict) -> None:
     data["sessions"] = _pack(days[:keep], opens[:keep], closes[:keep])
 
 
-@pytest.mark.parametrize("damage", ["ends_soon", "other_version", "corrupt"])
+def _format_3(data: dict) -> None:
+    """A cache written before the holidays' names were kept."""
+    data["format"] = 3
+    del data["names"]
+
+
+@pytest.mark.parametrize("damage", ["ends_soon", "other_version", "corrupt", "format_3"])
 def test_a_prebuilt_cache_that_cannot_be_trusted_is_rebuilt_in_the_state_dir(project, prebuilt, tmp_path, damage):
-    if damage == "ends_soon":
+    if damage == "format_3":
+        rewrite(prebuilt, _format_3)
+    elif damage == "ends_soon":
         rewrite(prebuilt, _ends_soon)  # a fresh build reaches a year ahead: no reason to warn
     elif damage == "other_version":
         prebuilt.rename(prebuilt.with_name("calendar-XNYS-0.0.1.json"))  # the image's library was upgraded
@@ -102,6 +110,22 @@ def test_a_prebuilt_cache_that_cannot_be_trusted_is_rebuilt_in_the_state_dir(pro
     assert "exchange_calendars" in imported(result)
     rebuilt = list(state.rglob("calendar-*.json"))
     assert len(rebuilt) == 1 and json.loads(rebuilt[0].read_text())["built_on"] == dt.date.today().isoformat()
+
+
+def test_holidays_are_named_from_the_cache_without_loading_the_library(project, prebuilt, tmp_path):
+    """exchange-calendars names its holidays and early closes; the cache keeps the names, so saying that a date is
+    not a session, and why, costs no pandas."""
+    env = project.env(TRADEUL_MAINT_STATE_DIR=str(tmp_path / "empty-state"),
+                      TRADEUL_MAINT_CALENDAR_CACHE=str(prebuilt.parent))
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "tradeul_maint", "run", "--date",
+                             "2026-12-25", "--now", "2027-01-05T10:00"], env=env, cwd=project.root,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "tradeul-maint: 2026-12-25 is not a trading session of XNYS (Christmas); the next session is 2026-12-28 " \
+           "(Monday)" in result.stderr
+    assert not imported(result) & set(HEAVY)
+    names = json.loads(prebuilt.read_text())["names"]
+    assert len(names["days"]) == len(names["names"]) > 100 and "Christmas Eve" in names["names"]
 
 
 def test_write_cache_to_an_unwritable_place_is_one_line_and_exit_2(project, tmp_path):

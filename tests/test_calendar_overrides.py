@@ -65,7 +65,8 @@ def test_closure_override_applies_through_the_cli(project, r):
     cron = project.cli("run", "--now", "2026-11-25T17:05")
     assert cron.exit_code == 0 and cron.output == ""
     manual = project.cli("run", "--date", "2026-11-25")
-    assert manual.exit_code == 2 and "not a XNYS trading session" in manual.stderr
+    assert manual.exit_code == 2
+    assert "2026-11-25 is not a trading session of XNYS (closed by override)" in manual.stderr
     assert r.keys("*") == []
 
 
@@ -129,9 +130,14 @@ def test_calendar_command_shows_reach_overrides_and_next_windows(project):
     assert "closed 2026-11-30" in result.stdout
     rows = [line.split() for line in result.stdout.splitlines() if line.startswith("2026-")]
     assert rows == [["2026-11-25", "16:00", "17:00-17:30", "22:00-22:30"],
-                    ["2026-11-27", "13:00", "14:00-14:30", "19:00-19:30"],
+                    ["2026-11-27", "13:00", "14:00-14:30", "19:00-19:30", *"early close 13:00 (Black Friday)".split()],
                     ["2026-12-01", "16:00", "17:00-17:30", "22:00-22:30"]]
+    assert "next holidays: 2026-11-26 Thanksgiving, 2026-11-30 closed by override, 2026-12-25 Christmas" \
+        in result.stdout
     info = json.loads(project.cli("calendar", "--json", "--now", "2026-11-25T12:00").stdout)
+    assert [s["early_close"] for s in info["next_sessions"][:2]] == [None, "early close 13:00 (Black Friday)"]
+    assert info["holidays"][:2] == [{"date": "2026-11-26", "name": "Thanksgiving"},
+                                    {"date": "2026-11-30", "name": "closed by override"}]
     assert info["first_session"] < "2010-01-01" and info["last_session"] > "2027-01-01"
     assert info["warning"] is None
 

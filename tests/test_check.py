@@ -70,10 +70,10 @@ def test_everything_in_order_passes_with_one_line_each(good, r):
     lines = result.stdout.splitlines()
     assert lines[0] == f"tradeul-maint check: config {good.config}, Redis {good.redis_url}"
     checks = lines_of(result.stdout)
-    assert list(checks) == ["config", "redis", "redis write", "key types", "task load", "task compute",
+    assert list(checks) == ["config", "redis", "redis write", "key types", "deadline", "task load", "task compute",
                             "task clear", "log dir", "calendar", "next window", "containment"]
     assert all(line.startswith("✓ ok:") for line in checks.values()), result.stdout
-    assert lines[-1] == "all 11 checks passed"
+    assert lines[-1] == "all 12 checks passed"
     assert checks["task compute"] == "✓ ok: python checkjobs:compute: imports, callable"
     assert checks["task load"] == f"✓ ok: command {sys.executable}: executable"
     assert checks["log dir"] == f"✓ ok: {good.log_dir}: writable"
@@ -119,7 +119,7 @@ def test_the_redis_password_is_hidden_and_a_wrong_one_fails_the_redis_check(good
             checks["redis"]
         assert checks["redis write"] == "✗ FAIL: not checked: no connection to Redis"
         assert "s3cret" not in ok.output + bad.output and "wrong-pw" not in bad.output
-        assert bad.stdout.splitlines()[-1] == "3 of 11 checks failed: redis, redis write, key types"
+        assert bad.stdout.splitlines()[-1] == "4 of 12 checks failed: redis, redis write, key types, deadline"
     finally:
         proc.terminate()
         proc.wait(10)
@@ -194,7 +194,7 @@ def test_tasks_that_would_fail_to_start(project, tmp_path):
     assert checks["task no-program"].startswith("✗ FAIL: command no-such-program-xyz: not found on PATH")
     assert checks["task no-x-bit"].startswith(f"✗ FAIL: command {script}: not executable")
     assert checks["task relative"].startswith("✗ FAIL: command bin/job: a relative path depends on the working")
-    assert result.stdout.splitlines()[-1].startswith("6 of 14 checks failed: task missing-module, ")
+    assert result.stdout.splitlines()[-1].startswith("6 of 15 checks failed: task missing-module, ")
 
 
 def test_log_dir_fallback_is_reported_and_no_writable_dir_fails(good, tmp_path):

@@ -74,7 +74,8 @@ def test_a_task_much_slower_than_its_median_is_logged_as_such(project, r):
     # Long enough that a loaded machine's noise stays well under the factor of 2.
     for day, seconds in (("2026-11-19", 0.3), ("2026-11-20", 0.3), ("2026-11-23", 0.3), ("2026-11-24", 0.3),
                          ("2026-11-25", 1.5)):
-        project.write_config(QUIET + f'[[tasks]]\nname = "t"\npython = "timed:run"\nparams = {{ s = {seconds} }}\n')
+        project.write_config(QUIET + "[run]\nslow_min_seconds = 1\n"  # the default 5 s would call 1.5 s noise
+                             f'[[tasks]]\nname = "t"\npython = "timed:run"\nparams = {{ s = {seconds} }}\n')
         assert project.cli("run", "--date", day, "--now", "2026-11-25T18:00").exit_code == 0
     slow = [e for e in log_entries(project) if e["event"] == "task_slower_than_usual"]
     assert len(slow) == 1 and slow[0]["date"] == "2026-11-25" and slow[0]["task"] == "t"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -406,6 +408,46 @@ def test_logs_follow_applies_filters_and_waits_for_a_log_that_does_not_exist_yet
         for i in range(10):
             seq_lines(path, 1, start=i, task="ab"[i % 2])
         assert shown_seqs("".join(_collect(lines, 5, 15))) == [1, 3, 5, 7, 9]
+
+
+def test_a_signal_wakes_the_follow_loop_at_once(tmp_path):
+    """The loop polls for new entries between sleeps; a signal ends the sleep it comes in, whatever the poll."""
+    path = tmp_path / MAIN_LOG
+    seq_lines(path, 1)
+    _, cursor = logread.last_entries(path, logread.Query(), 1, keep_open=True)
+    previous = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    started = time.monotonic()
+    with pytest.raises(logread.Stopped) as stopped:
+        with logread.stop_on_signals():
+            timer.start()
+            for _ in logread.follow(cursor, logread.Query(), poll=60):
+                pass
+    timer.join()
+    assert stopped.value.signum == signal.SIGTERM
+    assert time.monotonic() - started < 30  # a poll is 60 s here: only the signal can have ended the wait
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handlers are the command's while it follows only
+    assert cursor.current is None or cursor.current.file.closed
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 0), (signal.SIGHUP, 129)])
+def test_logs_follow_ends_on_a_signal_with_what_it_printed(reader, sig, code):
+    """Ctrl-C is the way to end --follow (0); SIGTERM and SIGHUP say they stopped it, as every command does."""
+    project = reader
+    path = project.log_dir / MAIN_LOG
+    seq_lines(path, 3)
+    proc = project.spawn("logs", "-f", "-n", "1", "--json")
+    try:
+        shown = [proc.stdout.readline()]  # the last entry
+        seq_lines(path, 1, start=3)
+        shown.append(proc.stdout.readline())  # following now
+        proc.send_signal(sig)
+        assert proc.wait(10) == code
+        out, err = proc.communicate()
+        assert (shown_seqs("".join(shown)), out, err) == ([2, 3], "", "")
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 # --- the fallback directory -------------------------------------------------------------

@@ -233,7 +233,8 @@ def test_recover_backfills_sessions_older_than_the_lookback(project, r):
     (["--since", "1800-01-02"], "1800-01-02 is outside the XNYS calendar"),
     (["--until", "2026-11-20"], "--until needs --since"),
     (["--since", "2026-11-24", "--until", "2026-11-20"], "--since 2026-11-24 is after --until 2026-11-20"),
-    (["--since", "2026-11-26", "--until", "2026-11-26"], "no XNYS trading session from 2026-11-26 to 2026-11-26"),
+    (["--since", "2026-11-26", "--until", "2026-11-26"], "no XNYS trading session from 2026-11-26 to 2026-11-26 "
+                                                          "(2026-11-26 Thanksgiving); the next session is 2026-11-27"),
     (["--lookback", "3", "--since", "2026-11-20"], "--lookback and --since/--until exclude each other"),
     (["--lookback", "400"], "--lookback 400 can span"),
     (["--lookback", "0"], "--lookback"),

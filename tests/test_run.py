@@ -148,8 +148,9 @@ def test_dry_run_prints_the_plan_and_changes_nothing(project, r):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--date", "2026-11-26"], "2026-11-26 is not a XNYS trading session"),
-        (["--date", "2026-11-28"], "is not a XNYS trading session"),
+        (["--date", "2026-11-26"], "2026-11-26 is not a trading session of XNYS (Thanksgiving); the next "
+                                    "session is 2026-11-27 (Friday)"),
+        (["--date", "2026-11-28"], "2026-11-28 is not a trading session of XNYS (a Saturday)"),
         (["--date", "2026-13-01"], "expected a date YYYY-MM-DD"),
         (["--date", "2026-11-30", "--now", "2026-11-27T17:00"], "2026-11-30 is in the future"),
         (["--date", "1990-01-02"], "outside the XNYS calendar"),

@@ -103,7 +103,7 @@ def test_status_json_carries_the_same_information(project, r):
     data = json.loads(result.stdout)
     assert set(data) == {"now", "calendar", "timezone", "order", "lookback", "ok", "not_done", "sessions",
                          "next_window", "lock", "last_run", "calendar_warning", "config", "redis", "log_dir",
-                         "log_dir_fallback", "slow_tasks", "window_risk", "containment"}
+                         "log_dir_fallback", "slow_tasks", "window_risk", "warnings", "containment"}
     assert data["order"] == "newest_first" and data["lookback"] == 7 and data["timezone"] == "America/New_York"
     assert {s["date"]: s["state"] for s in data["sessions"]} == EXPECTED
     assert [s["date"] for s in data["sessions"]] == LOOKBACK
@@ -116,13 +116,14 @@ def test_status_json_carries_the_same_information(project, r):
                             "foreign": None}
     assert data["last_run"] == "2026-11-23"
     keys = {"date", "state", "window_start", "window_end", "window_passed", "tasks_completed", "tasks_total",
-            "attempts", "started_at", "completed_at", "duration_seconds", "run_id", "note", "override"}
+            "attempts", "started_at", "completed_at", "duration_seconds", "run_id", "note", "override", "deadline",
+            "done_at", "late_seconds"}
     failed = next(s for s in data["sessions"] if s["date"] == "2026-11-23")
     assert set(failed) == keys  # the lookback view leaves the tasks to `--date`
     assert (failed["tasks_completed"], failed["tasks_total"], failed["attempts"]) == (1, 2, 1)
     one = json.loads(project.cli("status", "--json", "--date", "2026-11-23", "--now", IN_WINDOW).stdout)
     assert [s["date"] for s in one["sessions"]] == ["2026-11-23"]
-    assert set(one["sessions"][0]) == keys | {"tasks", "timeline"}
+    assert set(one["sessions"][0]) == keys | {"tasks", "timeline", "cycles"}
     b = one["sessions"][0]["tasks"][1]
     assert b["name"] == "b" and b["status"] == "failed" and b["attempts"] == 1
     assert "exit code 3" in b["error"] and "something went wrong in b" in b["error"]
@@ -133,7 +134,7 @@ def test_status_date_shows_one_session_task_by_task_with_errors(project, r):
     result = project.cli("status", "--date", "2026-11-23", "--now", IN_WINDOW)
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert out.startswith("2026-11-23: failed, 1/2 tasks completed, 1 attempt(s), times in America/New_York")
+    assert out.startswith("2026-11-23: failed, 1/2 tasks completed, 1 cycle, times in America/New_York")
     task_rows = table_rows(out, "task")
     assert task_rows["a"].split()[1:3] == ["completed", "1"]
     assert task_rows["b"].split()[1:3] == ["failed", "1"]
@@ -217,7 +218,9 @@ def test_check_counts_today_once_its_window_has_passed(project, r):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--date", "2026-11-26"], "2026-11-26 is not a XNYS trading session"),
+    (["--date", "2026-11-26"], "2026-11-26 is not a trading session of XNYS (Thanksgiving)"),
+    (["--date", "2026-11-28"], "2026-11-28 is not a trading session of XNYS (a Saturday); the next session is "
+                               "2026-11-30 (Monday)"),
     (["--date", "2026-12-01"], "2026-12-01 is in the future"),
     (["--date", "30/11/2026"], "--date '30/11/2026': expected a date YYYY-MM-DD"),
     (["--lookback", "400"], "--lookback 400 can span"),
@@ -491,13 +494,38 @@ def test_status_warns_when_the_median_durations_would_run_past_the_deadline(proj
     assert risk["deadline_seconds"] == (2400.0 if extra else 3600.0)
     assert risk["critical_path"] == ["load", "atr"]
     warning = [line for line in result.stdout.splitlines() if line.startswith("warning: window at risk: ")]
-    if at_risk:
-        how = "every task in turn (max_parallel)" if max_parallel == 1 else "the critical path load -> atr"
-        assert warning == [f"warning: window at risk: a cycle takes about {65 if max_parallel == 1 else 45} min by "
-                           f"the median durations ({how}), more than the {40 if extra else 60} min after the window "
-                           "opens that it should end within"]
-    else:
-        assert warning == []
+    how = "every task in turn (max_parallel)" if max_parallel == 1 else "the critical path load -> atr"
+    message = (f"a cycle takes about {65 if max_parallel == 1 else 45} min by the median durations ({how}), "
+               f"{'more' if at_risk else 'less'} than the {40 if extra else 60} min after the window opens that it "
+               "should end within")
+    assert warning == ([f"warning: window at risk: {message}"] if at_risk else [])
+    # status --check: a WARNING line under OK, and still exit 0; check: a `! warn` line, and still exit 0
+    check = project.cli("status", "--check", "--now", NOON)
+    assert check.exit_code == 0
+    risky = [line for line in check.stdout.splitlines() if line.startswith("WARNING: window at risk")]
+    assert risky == ([f"WARNING: window at risk: {message}"] if at_risk else [])
+    preflight = project.cli("check", "--now", NOON)
+    assert preflight.exit_code == 0, preflight.stdout
+    deadline = next(line for line in preflight.stdout.splitlines() if " deadline: " in line)
+    assert deadline == (f"! warn deadline: window at risk: {message}" if at_risk else f"✓ ok   deadline: {message}")
+    assert preflight.stdout.splitlines()[-1].endswith("(1 with a warning: deadline)" if at_risk else "passed")
+
+
+def test_a_short_task_is_never_slower_than_usual_below_slow_min_seconds(project, r):
+    """0.3 s against a median of 0.02 s is 15 times it, and noise: below slow_min_seconds (5 s) it is not flagged."""
+    for extra in ("", "[run]\nslow_min_seconds = 0.1\n"):
+        project.write_config(extra + marker_tasks(project.root, ["load", "atr"]))
+        for session, atr in zip(reversed(LOOKBACK), [0.02] * 6 + [0.3]):
+            put(r, session, timed_doc(session, {"load": 5.0, "atr": atr}))
+        slow = json.loads(project.cli("status", "--json", "--now", AFTER).stdout)["slow_tasks"]
+        trend = json.loads(project.cli("status", "--task", "atr", "--json", "--now", AFTER).stdout)
+        table = project.cli("status", "--now", AFTER).stdout
+        if extra:
+            assert [(t["task"], t["ratio"], t["slow_min_seconds"]) for t in slow] == [("atr", 15.0, 0.1)]
+            assert trend["slow"] is True and "slower than usual: atr took 15x its median" in table
+        else:
+            assert slow == [] and trend["slow"] is False and trend["slow_min_seconds"] == 5.0
+            assert "slower" not in table
 
 
 RAISES = """\

@@ -58,3 +58,34 @@ def test_the_completion_options_are_offered_but_the_tick_still_skips_typer(tmp_p
 
     assert cli.parse_tick(["-q", "run"], {"_TRADEUL_MAINT_COMPLETE": "complete_bash"}) is not None
     assert cli.parse_tick(["--install-completion"], {}) is None  # typer's own options go to typer
+
+
+TASKS_CONFIG = """
+[[tasks]]
+name = "load_ohlc"
+command = ["true"]
+
+[[tasks]]
+name = "load_volume"
+command = ["true"]
+
+[[tasks]]
+name = "calculate_atr"
+command = ["true"]
+"""
+
+
+@pytest.mark.parametrize("words, cword, env, expected", [
+    ("tradeul-maint --config {config} run --date 2026-11-25 --task lo", "7", {}, ["load_ohlc", "load_volume"]),
+    ("tradeul-maint status --task ", "3", {"TRADEUL_MAINT_CONFIG": "{config}"},
+     ["load_ohlc", "load_volume", "calculate_atr"]),
+    ("tradeul-maint logs --task c", "3", {"TRADEUL_MAINT_CONFIG": "{config}"}, ["calculate_atr"]),
+    ("tradeul-maint --config /nonexistent/x.toml run --task ", "5", {}, []),  # nothing to offer, and no error
+])
+def test_task_names_complete_after_task_from_the_config(tmp_path, words, cword, env, expected):
+    config = tmp_path / "maint.toml"
+    config.write_text(TASKS_CONFIG)
+    env = {k: v.format(config=config) for k, v in env.items()}
+    result = tool(_TRADEUL_MAINT_COMPLETE="complete_bash", COMP_WORDS=words.format(config=config), COMP_CWORD=cword,
+                  **env)
+    assert (result.returncode, result.stdout.split(), result.stderr) == (0, expected, "")

@@ -18,7 +18,9 @@ fresh build would reach further than the warning. Only then does a tick rebuild 
 The file holds some 5,000 sessions as three runs of small integers (day steps, open steps,
 session lengths), which load in well under a millisecond; the calendar keeps them as
 integers (day ordinals, Unix seconds) and makes dates and datetimes only of the sessions
-an answer is about, since a cron tick looks at a handful of them.
+an answer is about, since a cron tick looks at a handful of them. It also holds the names
+exchange-calendars gives its holidays and early closes ("Christmas", "Christmas Eve"), so
+that "not a session" messages and `calendar` can name them without loading pandas.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from tradeul_maint.errors import CalendarExpiredError, ConfigError, UsageError
 from tradeul_maint.files import replace_file
 from tradeul_maint.settings import CalendarOverrides, WindowStart
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4  # 4: holiday and early-close names; an older cache is rebuilt
 CACHE_MAX_AGE = dt.timedelta(days=7)
 UTC = dt.timezone.utc
 
@@ -64,8 +66,12 @@ class TradingCalendar:
 
     def __init__(self, code: str, tz: str, version: str, days: list[int], opens: list[int], closes: list[int],
                  overrides: CalendarOverrides = CalendarOverrides(),
-                 regular_hours: tuple[dt.time, dt.time] = (dt.time(9, 30), dt.time(16, 0)), source: str = ""):
+                 regular_hours: tuple[dt.time, dt.time] = (dt.time(9, 30), dt.time(16, 0)), source: str = "",
+                 names: dict[int, str] | None = None):
         self.code = code
+        self.regular_hours = regular_hours
+        # Day ordinal -> the library's name for it: a holiday (not a session) or an early close (a session).
+        self.names = names or {}
         self.source = source  # the cache file it was read from; empty when it was built from the library
         self.tz = ZoneInfo(tz)
         self.version = version
@@ -86,7 +92,8 @@ class TradingCalendar:
         for day, local_close in overrides.early_closes.items():
             i = self._index(day)
             if i is None:
-                raise ConfigError(f"[calendar] early_closes: {day} is not a session of {code}")
+                raise ConfigError(f"[calendar] early_closes: {day} is not a session of {code} "
+                                  f"({self.closed_reason(day)})")
             close = dt.datetime.combine(day, local_close, self.tz).astimezone(UTC)
             if close.timestamp() <= self._opens[i]:
                 raise ConfigError(f"[calendar] early_closes: {day} {local_close:%H:%M} is before the open")
@@ -127,8 +134,46 @@ class TradingCalendar:
     def _require(self, session: dt.date) -> int:
         i = self._index(session)
         if i is None:
-            raise UsageError(f"{session} is not a {self.code} trading session")
+            raise UsageError(self.no_session(session))
         return i
+
+    # --- what a day is -----------------------------------------------------------------
+
+    def closed_reason(self, day: dt.date) -> str:
+        """Why a day that is not a session is not one: `Christmas`, `a Saturday`, `closed by override`."""
+        if day in self.overrides.closed:
+            return "closed by override"
+        if name := self.names.get(day.toordinal()):
+            return name
+        if day.weekday() >= 5:
+            return f"a {day:%A}"
+        return "an exchange holiday"
+
+    def no_session(self, day: dt.date) -> str:
+        """The one line every "not a session" error says: why, and the next session."""
+        following = self.next_session_after(day)
+        after = f"; the next session is {following} ({following:%A})" if following else ""
+        return f"{day} is not a trading session of {self.code} ({self.closed_reason(day)}){after}"
+
+    def closures(self, first: dt.date, last: dt.date) -> list[tuple[dt.date, str]]:
+        """The weekdays in [first, last] that are not sessions, with why: holidays and closures."""
+        days = []
+        day = first
+        while day <= last:
+            if day.weekday() < 5 and self._index(day) is None:
+                days.append((day, self.closed_reason(day)))
+            day += dt.timedelta(days=1)
+        return days
+
+    def early_close_note(self, session: dt.date) -> str | None:
+        """`early close 13:00 (Christmas Eve)` for a session that closes before the regular close; else None."""
+        if session in self.overrides.early_closes:
+            return self.overrides.note(session)
+        close = self.close(session).astimezone(self.tz)
+        if close.time() >= self.regular_hours[1]:
+            return None
+        name = self.names.get(session.toordinal())
+        return f"early close {close:%H:%M}" + (f" ({name})" if name else "")
 
     def sessions_between(self, first: dt.date, last: dt.date) -> list[dt.date]:
         """Sessions in [first, last], oldest first."""
@@ -219,7 +264,9 @@ def load_calendar(code: str, overrides: CalendarOverrides, cache_dir: Path,
         source = ""
     days, opens, closes = _unpack(data["sessions"])
     hours = tuple(dt.time.fromisoformat(t) for t in data["regular_hours"])
-    return TradingCalendar(code, data["tz"], version, days, opens, closes, overrides, hours, source)
+    named = data["names"]
+    names = dict(zip(itertools.accumulate(named["days"]), named["names"]))
+    return TradingCalendar(code, data["tz"], version, days, opens, closes, overrides, hours, source, names)
 
 
 def cache_name(code: str, version: str) -> str:
@@ -248,8 +295,10 @@ def _read_cache(path: Path, today: dt.date, reach_days: int | None = None) -> di
         built = dt.date.fromisoformat(data["built_on"])
         if data["format"] != CACHE_FORMAT:
             return None
-        sessions = data["sessions"]
+        sessions, names = data["sessions"], data["names"]
         if not len(sessions["days"]) == len(sessions["opens"]) == len(sessions["closes"]):
+            return None
+        if len(names["days"]) != len(names["names"]) or not all(isinstance(n, str) for n in names["names"]):
             return None
         if reach_days is None:
             return data if built <= today < built + CACHE_MAX_AGE else None
@@ -261,9 +310,13 @@ def _read_cache(path: Path, today: dt.date, reach_days: int | None = None) -> di
 
 def _pack(days: list[int], opens: list[int], closes: list[int]) -> dict[str, list[int]]:
     """The schedule as the cache file holds it: the first value then the steps; closes as seconds after the open."""
-    return {"days": days[:1] + list(map(operator.sub, days[1:], days[:-1])),
-            "opens": opens[:1] + list(map(operator.sub, opens[1:], opens[:-1])),
-            "closes": list(map(operator.sub, closes, opens))}
+    return {"days": _steps(days), "opens": _steps(opens), "closes": list(map(operator.sub, closes, opens))}
+
+
+def _steps(values: list[int]) -> list[int]:
+    """The first value, then the difference of each to the one before: small numbers, which itertools.accumulate
+    turns back."""
+    return values[:1] + list(map(operator.sub, values[1:], values[:-1]))
 
 
 def _unpack(packed: dict[str, list[int]]) -> tuple[list[int], list[int], list[int]]:
@@ -300,6 +353,7 @@ def _build_schedule(code: str, version: str, today: dt.date) -> dict:
         opens = [int(ts.timestamp()) for ts in schedule["open"]]
         closes = [int(ts.timestamp()) for ts in schedule["close"]]
         days = [d.date().toordinal() for d in schedule.index]
+        names = _day_names(cal, schedule.index[0], schedule.index[-1])
     tz = ZoneInfo(str(cal.tz))
     local_hours = collections.Counter(
         (dt.datetime.fromtimestamp(o, tz).strftime("%H:%M"), dt.datetime.fromtimestamp(c, tz).strftime("%H:%M"))
@@ -312,4 +366,21 @@ def _build_schedule(code: str, version: str, today: dt.date) -> dict:
         "built_on": today.isoformat(),
         "tz": str(cal.tz),
         "sessions": _pack(days, opens, closes),
+        "names": {"days": _steps(sorted(names)), "names": [names[d] for d in sorted(names)]},
     }
+
+
+def _day_names(cal, first, last) -> dict[int, str]:
+    """Day ordinal -> the name exchange-calendars gives it: its regular holidays and its early closes.
+
+    Ad-hoc closures (a national day of mourning) have no name in the library; they are left out.
+    """
+    named: dict[int, str] = {}
+    calendars = [cal.regular_holidays] + [holidays for _, holidays in cal.special_closes]
+    for holidays in calendars:
+        if holidays is None or not hasattr(holidays, "holidays"):
+            continue
+        for day, name in holidays.holidays(first, last, return_name=True).items():
+            if isinstance(name, str) and name:
+                named.setdefault(day.date().toordinal(), name)
+    return named

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
@@ -32,6 +34,7 @@ from tradeul_maint.errors import (
     EXIT_TASKS_FAILED,
     EXIT_TEMPORARY,
     EXIT_USAGE,
+    SIGNAL_EXIT_CODES,
     MaintError,
     UsageError,
 )
@@ -154,6 +157,17 @@ NowOption = Annotated[Optional[str], typer.Option(
 DateOption = Annotated[Optional[str], typer.Option("--date", metavar="YYYY-MM-DD", help="One session.")]
 DryRunOption = Annotated[bool, Switch("--dry-run", help="Print the plan and change nothing.")]
 ForceOption = Annotated[bool, Switch("--force", help="Run sessions that are already done too.")]
+def complete_task(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion after --task: the task names of the config file the command line (or the environment)
+    names. Anything wrong (no config, a bad one) offers nothing: completion must never print an error."""
+    try:
+        config = ctx.find_root().params.get("config")
+        settings = load_settings(Overrides(config=config), require_tasks=False)
+    except Exception:  # noqa: BLE001 - a half-typed command line is not an error to report
+        return []
+    return [name for name in settings.task_names if name.startswith(incomplete)]
+
+
 LookbackOption = Annotated[Optional[int], typer.Option(
     "--lookback", metavar="N", min=1, help="How many sessions back, today's included (default: lookback_sessions).")]
 
@@ -254,7 +268,7 @@ def parse_date(text: str | None, option: str = "--date") -> dt.date | None:
 def run(
     ctx: typer.Context,
     date: DateOption = None,
-    task: Annotated[Optional[list[str]], typer.Option("--task", metavar="NAME",
+    task: Annotated[Optional[list[str]], typer.Option("--task", metavar="NAME", autocompletion=complete_task,
                                                       help="Only this task (repeatable; with --date).")] = None,
     force: ForceOption = False,
     dry_run: DryRunOption = False,
@@ -386,16 +400,21 @@ def status(
     date: DateOption = None,
     lookback: LookbackOption = None,
     task: Annotated[Optional[str], typer.Option(
-        "--task", metavar="NAME", help="One task across the sessions: a sparkline of its durations, the median, "
-                                       "the latest as a multiple of it.")] = None,
+        "--task", metavar="NAME", autocompletion=complete_task,
+        help="One task across the sessions: a sparkline of its durations, the median, the latest as a multiple of "
+             "it.")] = None,
     since: Annotated[Optional[str], typer.Option("--since", metavar="YYYY-MM-DD",
                                                  help="The sessions from this date (instead of the lookback)...")]
     = None,
     until: Annotated[Optional[str], typer.Option("--until", metavar="YYYY-MM-DD",
                                                  help="...to this date (default: today).")] = None,
     as_json: Annotated[bool, Switch("--json", help="One JSON document (docs/operations.md lists its keys).")] = False,
-    check: Annotated[bool, Switch("--check", help="One summary line; exit 1 when a session whose window "
-                                                  "has passed is not done.")] = False,
+    check: Annotated[bool, Switch("--check", help="One summary line, and a WARNING line each when the newest done "
+                                                  "session was late or the window is at risk; exit 1 when a session "
+                                                  "whose window has passed is not done (a warning alone is 0).")]
+    = False,
+    grid: Annotated[bool, Switch("--grid", help="Sessions x tasks: a symbol per task per session, and a legend.")]
+    = False,
     now: NowOption = None,
 ) -> None:
     """Recent sessions and their state, the next window, and who holds the lock."""
@@ -407,22 +426,32 @@ def status(
                                           ("--since/--until", since or until)) if value is not None]
         if len(given) > 1:
             raise UsageError(f"{' and '.join(given)} exclude each other: give one of them")
-        if task is not None and (session is not None or check):
-            raise UsageError(f"--task and {'--date' if session else '--check'} exclude each other")
+        views = [name for name, value in (("--task", task is not None), ("--grid", grid)) if value]
+        others = [name for name, value in (("--date", session is not None), ("--check", check)) if value]
+        if views and len(views + others) > 1:
+            raise UsageError(f"{views[0]} and {(views[1:] + others)[0]} exclude each other")
         context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
         view = core.status(context, lookback, session, first, last, task)
-        if check and not given:  # the lookback the metrics describe
+        if not given and task is None:  # the lookback the metrics describe: any status of it refreshes them
             from tradeul_maint import metrics
 
             metrics.publish(context, view)
     g.warn(view.sources.warning)
+    if grid:
+        from tradeul_maint import grid as sessions_by_tasks
+
+        table = sessions_by_tasks.build(view, context.settings.task_names)
     if as_json:
-        doc = view.trend_json() if task else view.to_json(tasks=session is not None)
+        doc = view.trend_json() if task else table.to_json(view) if grid else view.to_json(tasks=session is not None)
         typer.echo(json.dumps({**doc, **(g.log_dir.to_json() if g.log_dir else {})}, indent=2))
     elif check:
         out.print(view.check_line(), markup=False, emoji=False)
+        for warning in view.warnings:  # a line each, exit code unchanged: late is not undone
+            out.print(f"WARNING: {warning}", markup=False, emoji=False)
     elif task is not None:
         render.render_trend(view)
+    elif grid:
+        render.render_grid(view, table, ranged=first is not None or last is not None)
     elif session is not None:
         render.render_session(view, g.log_dir, g.verbose)
     else:
@@ -455,22 +484,16 @@ def check(
 
 
 def render_checks(report) -> None:
-    """One line per check, `✓ ok` or `✗ FAIL` first (so it greps), then a summary line."""
-    good, bad = ("✓ ok  ", "✗ FAIL") if _can_print("✓✗") else ("+ ok  ", "x FAIL")
+    """One line per check, `✓ ok`, `! warn` or `✗ FAIL` first (so it greps), then a summary line."""
+    good, bad = ("✓ ok  ", "✗ FAIL") if render.can_print("✓✗") else ("+ ok  ", "x FAIL")
     lines = [f"tradeul-maint check: config {report.config or '-'}, Redis {report.redis or '-'}"]
-    lines += [f"{good if c.ok else bad} {c.name}: {c.detail}" for c in report.checks]
-    failed = report.failed
-    lines.append(f"all {len(report.checks)} checks passed" if not failed else
-                 f"{len(failed)} of {len(report.checks)} checks failed: {', '.join(c.name for c in failed)}")
+    lines += [f"{'! warn' if c.warning and c.ok else good if c.ok else bad} {c.name}: {c.detail}"
+              for c in report.checks]
+    failed, warned = report.failed, report.warned
+    also = f" ({len(warned)} with a warning: {', '.join(c.name for c in warned)})" if warned else ""
+    lines.append(f"all {len(report.checks)} checks passed{also}" if not failed else
+                 f"{len(failed)} of {len(report.checks)} checks failed: {', '.join(c.name for c in failed)}{also}")
     sys.stdout.write("".join(scrub(line) + "\n" for line in lines))
-
-
-def _can_print(text: str) -> bool:
-    try:
-        text.encode(sys.stdout.encoding or "utf-8")
-        return True
-    except (UnicodeEncodeError, LookupError):
-        return False
 
 
 @app.command("calendar", cls=Command)
@@ -512,7 +535,8 @@ def logs(
     follow: Annotated[bool, Switch("-f", "--follow", help="Keep printing new entries (Ctrl-C ends).")] = False,
     errors: Annotated[bool, Switch("--errors", help="Read maintenance_errors.log.")] = False,
     date: DateOption = None,
-    task: Annotated[Optional[str], typer.Option("--task", metavar="NAME", help="Only this task's entries.")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", metavar="NAME", autocompletion=complete_task,
+                                                help="Only this task's entries.")] = None,
     level: Annotated[Optional[str], typer.Option("--level", metavar="LEVEL",
                                                  help="Only this level and above (DEBUG, INFO, WARNING, ERROR).")]
     = None,
@@ -525,18 +549,33 @@ def logs(
         where = logread.locate(g.settings(require_tasks=False, log_files=False), errors)
         if where.notice:
             err.print(f"tradeul-maint: {where.notice}", markup=False)
-        entries, cursor = logread.last_entries(where.path, query, lines, keep_open=follow)
-        if task is not None and not entries and lines and not where.notice:
-            seen = logread.task_names(where.path)
-            if task not in seen:  # else another filter left nothing: the entries are there
-                err.print(f"tradeul-maint: no entries for task {task!r} in {where.path} (or its rotated files); "
-                          f"tasks seen there: {', '.join(seen) or 'none'}", markup=False)
-        _print_entries(entries, as_json)
         try:
-            for batch in logread.follow(cursor, query) if follow else ():
-                _print_entries(batch, as_json)
-        except KeyboardInterrupt:
-            pass  # the way to end --follow, not a failure
+            with logread.stop_on_signals() if follow else nullcontext():
+                entries, cursor = logread.last_entries(where.path, query, lines, keep_open=follow)
+                if task is not None and not entries and lines and not where.notice:
+                    seen = logread.task_names(where.path)
+                    if task not in seen:  # else another filter left nothing: the entries are there
+                        err.print(f"tradeul-maint: no entries for task {task!r} in {where.path} (or its rotated "
+                                  f"files); tasks seen there: {', '.join(seen) or 'none'}", markup=False)
+                _print_entries(entries, as_json)
+                for batch in logread.follow(cursor, query) if follow else ():
+                    _print_entries(batch, as_json)
+        except logread.Stopped as stop:
+            _stop_following(stop.signum)
+
+
+def _stop_following(signum: int) -> None:
+    """`logs -f` ends on a signal: Ctrl-C (SIGINT) is the way to end it, exit 0; SIGTERM and SIGHUP exit 143, 129.
+
+    A reader has nothing to tidy up, so once what it printed is flushed it exits at once,
+    without the interpreter's teardown (a tenth of a second with typer and rich loaded).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed pipe: nothing more to say anyway
+    os._exit(EXIT_OK if signum == signal.SIGINT else SIGNAL_EXIT_CODES[signum])
 
 
 def _print_entries(entries: list[logread.Entry], as_json: bool) -> None:

@@ -194,7 +194,7 @@ def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = ()
         if plan.empty or dry_run:
             return RunReport(plan)
         try:
-            return _execute(ctx, store, make_plan)
+            return _execute(ctx, store, make_plan, "cron" if session is None else "run --date", force, only)
         except LockBusyError as exc:
             if session is None:
                 from tradeul_maint.lock import LockHolder
@@ -228,7 +228,7 @@ def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = N
         plan, _ = make_plan(store)
         if plan.empty or dry_run:
             return RunReport(plan)
-        return _execute(ctx, store, make_plan)  # a busy lock is exit 75: the operator asked for this run
+        return _execute(ctx, store, make_plan, "recover", force)  # a busy lock is exit 75: the operator asked
 
 
 def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None,
@@ -269,11 +269,14 @@ def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
     return replace(schedule, lookback_sessions=lookback)
 
 
-def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
+def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bool = False,
+             only: tuple[str, ...] = ()) -> RunReport:
     """Take the lock, plan again under it, run the cycles under a supervisor: shared by `run` and `recover`.
 
     The supervisor is forked before the lock is taken (no thread of the run exists yet), and
     under the lock what earlier runs on this host left alive is stopped before anything runs.
+    `command`, `force` and `only` (the --task names) say what started the cycles, for the audit trail.
+
     The lock is released only after the supervisor has exited, that is once no process of
     any task is left; a signal at any moment of the run makes it end with Interrupted.
     """
@@ -283,14 +286,15 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
 
     from tradeul_maint import metrics, notify
     from tradeul_maint.lock import RunLock
-    from tradeul_maint.runner import Interrupted, Runner, StopSignals
+    from tradeul_maint.runner import Interrupted, Runner, StopSignals, Trigger
     from tradeul_maint.schedule import known_durations
 
     s = ctx.settings
     run_id = uuid.uuid4().hex[:12]
     lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now))
     # Signals first: one that comes while the lock is being taken still stops the run cleanly.
-    with StopSignals() as stop, _supervised(ctx, store, lock) as processes, _held(lock, processes, s):
+    with StopSignals(s.run.max_run_minutes) as stop, _supervised(ctx, store, lock) as processes, \
+            _held(lock, processes, s):
         # Plan again under the lock: a runner that finished a moment ago may have done it all.
         plan, statuses = make_plan(store)
         report = RunReport(plan)
@@ -303,7 +307,7 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
         try:
             # Yesterday's durations tell a new session's cycle which tasks to start first.
             runner = Runner(s, store, lock, ctx.clock, processes, stop, durations=known_durations(newest_first),
-                            history=seen)
+                            history=seen, trigger=Trigger(command, force, only))
             missed = [p.session.isoformat() for p in plan.sessions if p.recovery]
             if missed:  # the replaced service's event names, so existing alerts keep working
                 logger.bind(count=len(missed), dates=missed, run_id=run_id, console=False) \
@@ -321,8 +325,8 @@ def _execute(ctx: Context, store: StateStore, make_plan) -> RunReport:
             if not processes.close():
                 logger.bind(run_id=run_id, console=False).error("supervisor_did_not_exit")
                 lock.keep()
-        if stop.signum is not None:  # whenever it came, a signal decides the exit code
-            raise Interrupted(stop.signum)
+        if stop.reason is not None:  # whenever it came, a signal (or the deadline) decides the exit code
+            raise Interrupted(stop.reason, stop.exit_code)
         return report
 
 

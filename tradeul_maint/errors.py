@@ -12,6 +12,9 @@ EXIT_CALENDAR_EXPIRED = 69
 EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE: a bug, reported in one line (traceback with -v)
 EXIT_TEMPORARY = 75
 EXIT_CONFIG = 78
+# A run still going at [run] max_run_minutes, stopped and recorded as a signal would: timeout(1)'s code,
+# which operators already read as "timed out".
+EXIT_RUN_DEADLINE = 124
 EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143

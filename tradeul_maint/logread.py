@@ -16,7 +16,10 @@ import fcntl
 import json
 import os
 import re
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -280,6 +283,38 @@ def _entry(line: bytes) -> Entry:
 
 
 # --- follow --------------------------------------------------------------------------
+
+
+class Stopped(Exception):
+    """SIGTERM, SIGINT or SIGHUP came while following: the way `logs -f` ends."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While following, SIGTERM, SIGINT and SIGHUP raise Stopped in the main thread.
+
+    A handler that raises interrupts the follow loop's sleep between polls at once (PEP 475
+    retries a sleep only when the handler returns), so the reader ends as soon as it is
+    told to, not at its next poll. Outside the main thread signals cannot be handled: no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
 
 
 def follow(cursor: Cursor, query: Query, poll: float = POLL_SECONDS) -> Iterator[list[Entry]]:

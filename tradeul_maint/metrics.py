@@ -1,12 +1,16 @@
-"""The Prometheus textfile: what monitoring needs to know that maintenance did not happen.
+"""The Prometheus metrics: what monitoring needs to know that maintenance did not happen.
 
 node_exporter's textfile collector reads `*.prom` files from a directory at each scrape.
-The tool rewrites its file (`[metrics] textfile`) after every cycle and at every
-`status --check`, atomically (a temporary file in the same directory, then rename), so a
-scrape never reads half a file. Every value is derived from the same view `status`
+The tool rewrites its file (`[metrics] textfile`) after every cycle and at every `status`
+of the lookback (`status --check` included), atomically (a temporary file in the same
+directory, then rename), so a scrape never reads half a file. Where no node_exporter
+outlives the run (a Kubernetes CronJob's pod), the same text is pushed to a Pushgateway
+(`[metrics] pushgateway`) at the same moments, replacing the group job="tradeul_maint",
+key_prefix=<the key prefix> whole. Every value is derived from the same view `status`
 shows (overview.py), so the metrics, `status --check` and `recover` agree on which
-sessions are not done. The cron tick with nothing to do writes nothing: schedule
-`status --check` every few minutes to keep the file current (its timestamp says when).
+sessions are not done. The cron tick with nothing to do writes nothing (it stays off
+Redis): the shipped schedules run `status --check` every 15 minutes, every day, to keep
+the metrics current (their timestamp says when they were written).
 
 A session is counted only when it is a session of the exchange calendar: weekends and
 holidays have no window, so nothing is ever "not done" on them, and an alert on
@@ -16,7 +20,9 @@ holidays have no window, so nothing is ever "not done" on them, and an alert on
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import redis
 
@@ -31,6 +37,8 @@ if TYPE_CHECKING:
     from tradeul_maint.store import StateStore
 
 NOT_DONE_STATES = (FAILED_STATE, INTERRUPTED, CORRUPT, MISSING, RUNNING)
+PUSH_JOB = "tradeul_maint"
+PUSH_TIMEOUT = 5.0  # seconds for a push, all included (DNS, connect, a Pushgateway that never answers)
 
 
 def render(view: StatusView, calendar: TradingCalendar, written: dt.datetime,
@@ -55,6 +63,10 @@ def render(view: StatusView, calendar: TradingCalendar, written: dt.datetime,
     gauge("tradeul_maint_cycle_attempts", "Cycles recorded for each session of the lookback that is not done.",
           [({"session": s.session.isoformat()}, s.attempts) for s in reversed(view.sessions)
            if s.state not in (DONE, NOT_YET_DUE)])
+    gauge("tradeul_maint_session_late_seconds", "How long after its deadline (window start + deadline_minutes) each "
+                                                "done session of the lookback became done; 0: on time.",
+          [({"session": s.session.isoformat()}, s.late_seconds) for s in reversed(view.sessions)
+           if s.late_seconds is not None])
     cycle = cycle or next((s for s in view.sessions if s.state not in (MISSING, DUE, NOT_YET_DUE)), None)
     finished = [t for t in (cycle.tasks if cycle else ()) if t.status in (COMPLETED, FAILED)
                 or (t.status == SKIPPED and not t.note)]  # a task left to a later session (catchup) is no failure
@@ -88,22 +100,77 @@ def _number(value: float) -> str:
 
 
 def publish(context: Context, view: StatusView, cycle: SessionView | None = None) -> None:
-    """Write the textfile for `view` when `[metrics] textfile` is set; a failure is logged, never raised:
-    monitoring must not change what the run did or how it exits."""
-    path = context.settings.metrics.textfile
-    if path is None:
+    """Write the textfile for `view` and push it, as configured; a failure is logged, never raised: monitoring
+    must not change what the run did or how it exits."""
+    settings = context.settings.metrics
+    if settings.textfile is None and settings.pushgateway is None:
         return
-    try:
-        replace_file(path, render(view, context.calendar, context.clock(), cycle))
-    except OSError as exc:
+    text = render(view, context.calendar, context.clock(), cycle)
+    if settings.textfile is not None:
+        try:
+            replace_file(settings.textfile, text)
+        except OSError as exc:
+            from loguru import logger
+
+            logger.bind(path=str(settings.textfile), reason=exc.strerror or str(exc)).warning("metrics_write_failed")
+    if settings.pushgateway is not None:
+        push(settings.pushgateway, text, context.settings.redis.key_prefix)
+
+
+def push(url: str, text: str, key_prefix: str, timeout: float = PUSH_TIMEOUT) -> bool:
+    """PUT the textfile's `text` to the Pushgateway at `url`, as the group job="tradeul_maint", key_prefix=...
+
+    prometheus-client's own `push_to_gateway` sends it (imported here only: the cron tick
+    never pushes). It runs in a thread that is abandoned after `timeout` seconds, since
+    urllib's timeout bounds each socket operation and not a server that trickles its answer.
+    False, and one warning (`metrics_push_failed`, naming the host, never the URL), when
+    the Pushgateway is down, refuses the push or does not answer in time.
+    """
+    from prometheus_client import CollectorRegistry, push_to_gateway
+    from prometheus_client.parser import text_string_to_metric_families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Parsed(list(text_string_to_metric_families(text))))
+    outcome: dict[str, str] = {}
+
+    def send() -> None:
+        try:
+            push_to_gateway(url, job=PUSH_JOB, registry=registry, grouping_key={"key_prefix": key_prefix},
+                            timeout=timeout)
+            outcome["ok"] = "1"
+        except Exception as exc:  # URLError, HTTP errors (raised as OSError), a malformed URL or reply
+            reason = getattr(exc, "reason", None) or exc
+            outcome["error"] = f"no answer within {timeout:g}s" if isinstance(reason, TimeoutError) else \
+                f"{type(exc).__name__}: {reason}"
+
+    worker = threading.Thread(target=send, name="pushgateway", daemon=True)  # abandoned, not joined, on a hang
+    worker.start()
+    worker.join(timeout)
+    error = outcome.get("error") or (None if "ok" in outcome else f"no answer within {timeout:g}s")
+    if error is not None:
         from loguru import logger
 
-        logger.bind(path=str(path), reason=exc.strerror or str(exc)).warning("metrics_write_failed")
+        logger.bind(host=_host(url), error=error).warning("metrics_push_failed")
+    return error is None
+
+
+def _host(url: str | None) -> str | None:
+    return urlsplit(url).hostname if url else None
+
+
+class _Parsed:
+    """A collector of metric families already made (the textfile's, parsed back), for a registry to push."""
+
+    def __init__(self, families: list) -> None:
+        self.families = families
+
+    def collect(self) -> list:
+        return self.families
 
 
 def publish_after_cycle(context: Context, store: StateStore, session: dt.date) -> None:
     """After a cycle: the lookback and the cycle's session (an older one, for `run --date`) read in one round trip."""
-    if context.settings.metrics.textfile is None:
+    if context.settings.metrics.textfile is None and context.settings.metrics.pushgateway is None:
         return
     from tradeul_maint import overview, planner
 
@@ -114,7 +181,8 @@ def publish_after_cycle(context: Context, store: StateStore, session: dt.date) -
     except (redis.RedisError, OSError) as exc:  # the run goes on (or ends) as it would have without metrics
         from loguru import logger
 
-        logger.bind(path=str(settings.metrics.textfile), reason=str(exc)).warning("metrics_write_failed")
+        logger.bind(path=str(settings.metrics.textfile or ""), pushgateway=_host(settings.metrics.pushgateway),
+                    reason=str(exc)).warning("metrics_write_failed")
         return
     cycle = overview.build(now, calendar, settings, seen, [session]).sessions[0]
     publish(context, overview.build(now, calendar, settings, seen, sessions), cycle)

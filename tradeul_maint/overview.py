@@ -22,15 +22,16 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
-from tradeul_maint import trends
+from tradeul_maint import history, trends
 from tradeul_maint.calendar import TradingCalendar, Window
 from tradeul_maint.containment import detect
+from tradeul_maint.history import CycleView, Timeline
 from tradeul_maint.lock import LockHolder
 from tradeul_maint.planner import retry_gate
 from tradeul_maint.errors import UsageError
 from tradeul_maint.settings import Settings
 from tradeul_maint.sources import Sources, sources
-from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord, iso,
+from tradeul_maint.state import (COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus, TaskRecord, iso,
                                  parse_time)
 from tradeul_maint.store import Overview
 from tradeul_maint.trends import Trend, WindowRisk
@@ -62,36 +63,6 @@ class TaskView:
 
 
 @dataclass(frozen=True)
-class Bar:
-    """One task on a session's timeline, in seconds from the timeline's start."""
-
-    task: str
-    status: str
-    start: float
-    end: float
-    open: bool  # still running: it ends at `now`
-
-    def to_json(self) -> dict:
-        return {"start_seconds": self.start, "end_seconds": self.end, "open": self.open}
-
-
-@dataclass(frozen=True)
-class Timeline:
-    """A session's tasks on one time axis, from the first start to the last end: a Gantt chart's data."""
-
-    start: dt.datetime
-    end: dt.datetime
-    bars: tuple[Bar, ...]  # in the session's task order; tasks that never started have none
-
-    @property
-    def seconds(self) -> float:
-        return round((self.end - self.start).total_seconds(), 3)
-
-    def to_json(self) -> dict:
-        return {"start": iso(self.start), "end": iso(self.end), "seconds": self.seconds}
-
-
-@dataclass(frozen=True)
 class SessionView:
     session: dt.date
     state: str
@@ -108,11 +79,32 @@ class SessionView:
     tasks: tuple[TaskView, ...]
     override: str | None = None  # how a [calendar] override changed this day
     timeline: Timeline | None = None  # with the tasks (`status --date D`)
+    deadline: dt.datetime | None = None  # the window's start + deadline_minutes
+    done_at: dt.datetime | None = None  # when it became done (history.done_at)
+    cycles: tuple[CycleView, ...] = ()  # with the tasks (`status --date D`), oldest first
 
     @property
     def overdue(self) -> bool:
         """Its window has passed and it is not done: what `status --check` alerts on."""
         return self.window_passed and self.state != DONE
+
+    @property
+    def late_seconds(self) -> float | None:
+        """How long after its deadline it became done: 0 on time, None when it is not done."""
+        return history.late_seconds(self.done_at, self.deadline) if self.deadline else None
+
+    @property
+    def late(self) -> bool:
+        return bool(self.late_seconds)
+
+    def late_line(self, tz: str) -> str | None:
+        """`done 14h02m after its deadline (2026-11-25 18:00), at 2026-11-26 08:02`, in exchange time; None on time."""
+        if not self.late:
+            return None
+        local = ZoneInfo(tz)
+        deadline, done = self.deadline.astimezone(local), self.done_at.astimezone(local)
+        when = f"{done:%H:%M}" if done.date() == deadline.date() else f"{done:%Y-%m-%d %H:%M}"
+        return f"done {_span(self.late_seconds)} after its deadline ({deadline:%Y-%m-%d %H:%M}), at {when}"
 
 
 @dataclass(frozen=True)
@@ -146,6 +138,22 @@ class StatusView:
     @property
     def ok(self) -> bool:
         return not self.overdue and not self.calendar_warning and not self.lock_problem
+
+    @property
+    def newest_done(self) -> SessionView | None:
+        return next((s for s in self.sessions if s.state == DONE), None)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What `status --check` says under its line without failing: the newest done session was late, the window
+        is at risk."""
+        found = []
+        newest = self.newest_done
+        if newest is not None and newest.late:
+            found.append(f"{newest.session} was {newest.late_line(self.timezone)}")
+        if self.risk is not None and self.risk.at_risk:
+            found.append(self.risk.message())
+        return tuple(found)
 
     def check_line(self) -> str:
         passed = [s for s in self.sessions if s.window_passed]
@@ -182,6 +190,7 @@ class StatusView:
             "slow_tasks": [{k: v for k, v in t.to_json().items() if k != "sessions"} for t in self.slow],
             "window_risk": self.risk.to_json() if self.risk else None,
             "containment": self.containment,
+            "warnings": list(self.warnings),
         }
 
     def trend_json(self) -> dict:
@@ -202,8 +211,7 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
     """
     schedule = settings.schedule
     statuses = {s: seen.statuses.get(s) for s in sessions}
-    slow = () if detail else tuple(trends.slow_tasks(_task_order(settings, statuses), statuses,
-                                                     settings.run.slow_factor))
+    slow = () if detail else tuple(trends.slow_tasks(_task_order(settings, statuses), statuses, settings.run))
     slow_notes = {t.latest.session: [] for t in slow}
     for t in slow:
         slow_notes[t.latest.session].append(t.describe())
@@ -217,14 +225,16 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
             view = replace(view, note="; ".join(filter(None, (view.note, "slower than usual: " +
                                                                ", ".join(slow_notes[session])))))
         if detail:
-            view = replace(view, timeline=timeline(view, now))
+            status = statuses[session]
+            cycles = history.cycles(status if view.state != CORRUPT else None, view.state == RUNNING)
+            view = replace(view, cycles=cycles, timeline=history.timeline(cycles, now))
         views.append(view)
     trend = None
     if task is not None:
         known = _task_order(settings, statuses)
         if task not in known:
             raise UsageError(f"unknown task '{task}': tasks configured or recorded are {', '.join(known) or 'none'}")
-        trend = trends.trend(task, statuses, settings.run.slow_factor)
+        trend = trends.trend(task, statuses, settings.run.slow_factor, settings.run.slow_min_seconds)
     return StatusView(now, calendar.code, calendar.tz.key, len(sessions), tuple(views),
                       next_window(now, calendar, settings), seen.holder, seen.last_run,
                       calendar.expiry_warning(now), sources(settings), slow,
@@ -235,23 +245,6 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
 def _task_order(settings: Settings, statuses: dict) -> list[str]:
     """The configured tasks, then those only the documents mention (removed from the config since)."""
     return list(dict.fromkeys([*settings.task_names, *trends.task_names(statuses)]))
-
-
-def timeline(view: SessionView, now: dt.datetime) -> Timeline | None:
-    """The session's tasks from their start to their end; one still running ends at `now`. None if none started."""
-    spans = []
-    for t in view.tasks:
-        if t.started_at is None:
-            continue
-        running = t.status == IN_PROGRESS and t.finished_at is None
-        end = now if running else t.finished_at or t.started_at
-        spans.append((t, t.started_at, max(end, t.started_at), running))
-    if not spans:
-        return None
-    start, end = min(s[1] for s in spans), max(s[2] for s in spans)
-    return Timeline(start, end, tuple(Bar(t.name, t.status, round((a - start).total_seconds(), 3),
-                                          round((b - start).total_seconds(), 3), running)
-                                      for t, a, b, running in spans))
 
 
 def classify(status: SessionStatus | None, window: Window, now: dt.datetime, holder: LockHolder | None) -> str:
@@ -272,6 +265,7 @@ def session_view(session: dt.date, status: SessionStatus | None, window: Window,
                  holder: LockHolder | None, settings: Settings, tz: dt.tzinfo) -> SessionView:
     state = classify(status, window, now, holder)
     readable = status is not None and not status.corrupt
+    deadline = window.start + settings.schedule.deadline
     names = list(status.tasks) if readable and status.tasks else list(settings.task_names)
     tasks = tuple(_task_view(name, status if readable else None) for name in names)
     return SessionView(
@@ -288,6 +282,8 @@ def session_view(session: dt.date, status: SessionStatus | None, window: Window,
         run_id=status.run_id if readable else None,
         note=_note(state, status, now, settings, tz),
         tasks=tasks,
+        deadline=deadline,
+        done_at=history.done_at(status) if state == DONE else None,
     )
 
 
@@ -369,10 +365,14 @@ def _session_json(s: SessionView, tasks: bool) -> dict:
         "run_id": s.run_id,
         "note": s.note,
         "override": s.override,
+        "deadline": iso(s.deadline),
+        "done_at": iso(s.done_at),
+        "late_seconds": s.late_seconds,
     }
     if tasks:
-        bars = {b.task: b for b in s.timeline.bars} if s.timeline else {}
+        bars = {t.name: bar for t in s.tasks if s.timeline and (bar := s.timeline.latest(t.name))}
         doc["timeline"] = s.timeline.to_json() if s.timeline else None
+        doc["cycles"] = [c.to_json() for c in s.cycles]
         doc["tasks"] = [{
             "name": t.name,
             "status": t.status,
@@ -386,6 +386,14 @@ def _session_json(s: SessionView, tasks: bool) -> dict:
             "bar": bars[t.name].to_json() if t.name in bars else None,
         } for t in s.tasks]
     return doc
+
+
+def _span(seconds: float) -> str:
+    """A lateness: `14h02m`, `25m`, `40s`."""
+    minutes = int(seconds // 60)
+    if minutes < 1:
+        return f"{seconds:.0f}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
 
 
 def _window_json(window: Window | None, now: dt.datetime, tz: str) -> dict | None:
@@ -402,6 +410,16 @@ def _window_json(window: Window | None, now: dt.datetime, tz: str) -> dict | Non
     }
 
 
+HOLIDAYS_SHOWN = 5
+
+
+def next_closures(now: dt.datetime, calendar: TradingCalendar) -> list[tuple[dt.date, str]]:
+    """The next HOLIDAYS_SHOWN weekdays without a session from today, with their names, within the calendar."""
+    today = calendar.local_date(now)
+    last = min(calendar.last_session, today + dt.timedelta(days=366))
+    return calendar.closures(today, last)[:HOLIDAYS_SHOWN] if today <= last else []
+
+
 def calendar_view(now: dt.datetime, calendar: TradingCalendar, settings: Settings, count: int = 5) -> dict:
     """The `calendar` command's document: what calendar is in use, how far it reaches, and the next windows."""
     schedule = settings.schedule
@@ -413,7 +431,8 @@ def calendar_view(now: dt.datetime, calendar: TradingCalendar, settings: Setting
             window = calendar.window(session, schedule.window_start, schedule.window_minutes)
             if now < window.end:
                 upcoming.append({**_window_json(window, now, calendar.tz.key), "close": iso(calendar.close(session)),
-                                 "override": calendar.override_note(session)})
+                                 "override": calendar.override_note(session),
+                                 "early_close": calendar.early_close_note(session)})
         following = calendar.next_session_after(session)
         if following is None:
             break
@@ -432,5 +451,6 @@ def calendar_view(now: dt.datetime, calendar: TradingCalendar, settings: Setting
         },
         "warning": calendar.expiry_warning(now),
         "next_sessions": upcoming,
+        "holidays": [{"date": day.isoformat(), "name": why} for day, why in next_closures(now, calendar)],
         **sources(settings).to_json(),
     }

@@ -170,7 +170,11 @@ def recovery_sessions(now: dt.datetime, calendar: TradingCalendar, schedule: Sch
             raise UsageError(f"--since {since} is after --until {until}")
         candidates = calendar.sessions_between(since, until)
         if not candidates:
-            raise UsageError(f"there is no {calendar.code} trading session from {since} to {until}")
+            closed = "; ".join(f"{day} {why}" for day, why in calendar.closures(since, until)[:5])
+            following = calendar.next_session_after(until)
+            raise UsageError(f"there is no {calendar.code} trading session from {since} to {until}"
+                             + (f" ({closed})" if closed else "")
+                             + (f"; the next session is {following}" if following else ""))
     sessions, deferred = [], []
     for session in candidates:
         if now < calendar.window(session, schedule.window_start, schedule.window_minutes).end:
@@ -185,7 +189,7 @@ def check_session(calendar: TradingCalendar, session: dt.date, now: dt.datetime)
     if session > today:
         raise UsageError(f"{session} is in the future (today is {today} in {calendar.tz.key})")
     if not calendar.is_session(session):
-        raise UsageError(f"{session} is not a {calendar.code} trading session")
+        raise UsageError(calendar.no_session(session))
 
 
 def pending_tasks(tasks: tuple[TaskSpec, ...], status: SessionStatus | None) -> tuple[str, ...]:

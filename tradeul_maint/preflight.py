@@ -41,6 +41,7 @@ class Check:
     name: str  # what was checked: "config", "redis", "redis write", "key types", "task NAME", ...
     ok: bool
     detail: str  # what was found, or what to fix
+    warning: bool = False  # passed, but worth a look (the window at risk): shown, never a failure
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,14 @@ class Report:
     def failed(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if not c.ok)
 
+    @property
+    def warned(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.ok and c.warning)
+
     def to_json(self) -> dict:
         return {"ok": self.ok, "config": self.config, "redis": self.redis,
-                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks]}
+                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "warning": c.warning}
+                           for c in self.checks]}
 
 
 def run(overrides: Overrides, now_text: str | None) -> Report:
@@ -93,11 +99,12 @@ def redis_checks(context: core.Context, where: str) -> list[Check]:
     try:
         with core.connected(context) as store:  # as every command connects: password file, cluster prefix
             return [Check("redis", True, f"{where}: reachable, authenticated"),
-                    _write_check(store.client, store.keys), _key_types_check(context, store)]
+                    _write_check(store.client, store.keys), _key_types_check(context, store),
+                    _deadline_check(context, store)]
     except MaintError as exc:
         skipped = "not checked: no connection to Redis"
         return [Check("redis", False, str(exc)), Check("redis write", False, skipped),
-                Check("key types", False, skipped)]
+                Check("key types", False, skipped), Check("deadline", False, skipped)]
 
 
 def _write_check(client: redis.Redis, keys: Keys) -> Check:
@@ -128,6 +135,22 @@ def _key_types_check(context: core.Context, store: StateStore) -> Check:
         return Check("key types", False, f"TYPE failed: {str(exc).strip() or type(exc).__name__}")
     return Check("key types", True, f"the lock, last_run and the keys of {len(sessions)} sessions under "
                                     f"{s.redis.key_prefix}: hold their own types or are absent")
+
+
+def _deadline_check(context: core.Context, store: StateStore) -> Check:
+    """The window at risk, as `status` estimates it from the lookback's durations: a warning, not a failure."""
+    from tradeul_maint.trends import window_risk
+
+    try:
+        sessions = planner.sessions_in_view(context.now, context.calendar, context.settings.schedule)
+        risk = window_risk(context.settings, store.statuses(sessions))
+    except MaintError as exc:
+        return Check("deadline", False, f"not checked: {exc}")
+    except (redis.RedisError, OSError) as exc:
+        return Check("deadline", False, f"not checked: reading the lookback failed: {str(exc).strip()}")
+    if risk is None:
+        return Check("deadline", True, "no tasks")
+    return Check("deadline", True, risk.message(), warning=risk.at_risk)
 
 
 def task_check(task: TaskSpec, settings: Settings) -> Check:

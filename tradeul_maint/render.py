@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import sys
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Iterator
 from zoneinfo import ZoneInfo
 
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tradeul_maint import overview
+from tradeul_maint import grid, history, overview
 from tradeul_maint.planner import Plan
 from tradeul_maint.sources import LogPlace
 
@@ -42,7 +43,8 @@ def render_plan(plan: Plan, nothing: str = "nothing to do") -> None:
 STATE_STYLES = {overview.DONE: "green", overview.FAILED_STATE: "bold red", overview.CORRUPT: "bold red",
                 overview.INTERRUPTED: "yellow", overview.MISSING: "yellow", overview.RUNNING: "cyan",
                 overview.DUE: "cyan", overview.NOT_YET_DUE: "dim"}
-TASK_STYLES = {"completed": "green", "failed": "bold red", "skipped": "bold red", "in_progress": "cyan"}
+TASK_STYLES = {"completed": "green", "failed": "bold red", "skipped": "bold red", "in_progress": "cyan",
+               "interrupted": "yellow", "running": "cyan"}
 
 
 @contextmanager
@@ -68,21 +70,27 @@ def render_status(view: overview.StatusView, log_dir: LogPlace | None = None, ra
     tz = view.timezone
     table = plain_table("session", "state", "tasks", "attempts", "started", "duration", "note")
     for s in view.sessions:
-        table.add_row(s.session.isoformat(), Text(s.state.replace("_", " "), style=STATE_STYLES.get(s.state, "")),
+        table.add_row(s.session.isoformat(), Text(state_label(s), style=state_style(s)),
                       f"{s.tasks_completed}/{s.tasks_total}", str(s.attempts) if s.attempts else "-",
-                      local(s.started_at, tz), duration(s.duration_seconds), Text(s.note or ""))
+                      local(s.started_at, tz), duration(s.duration_seconds),
+                      Text("; ".join(filter(None, (s.late_line(tz), s.note)))))
     with screen() as console:
-        days = [s.session for s in view.sessions]
-        which = (f"{view.calendar} sessions {min(days)} to {max(days)}" if ranged and days else
-                 f"Last {view.lookback} {view.calendar} sessions")
-        console.print(f"{which}, newest first (times in {tz})", markup=False)
+        console.print(f"{which_sessions(view, ranged)}, newest first (times in {tz})", markup=False)
         console.print(table)
         render_footer(console, view, log_dir)
 
 
+def which_sessions(view: overview.StatusView, ranged: bool) -> str:
+    """`Last 7 XNYS sessions`, or for --since/--until (`ranged`) `XNYS sessions 2026-11-02 to 2026-11-13`."""
+    days = [s.session for s in view.sessions]
+    return (f"{view.calendar} sessions {min(days)} to {max(days)}" if ranged and days else
+            f"Last {view.lookback} {view.calendar} sessions")
+
+
 def render_session(view: overview.StatusView, log_dir: LogPlace | None = None,
                    verbose: bool = False) -> None:
-    """One session task by task, its timeline, and with `verbose` the failed Python tasks' whole tracebacks."""
+    """One session task by task, every cycle with what started it and its timeline, and with `verbose` the failed
+    Python tasks' whole tracebacks."""
     s = view.sessions[0]
     tz = view.timezone
     table = plain_table("task", "status", "attempts", "started", "duration", "error")
@@ -91,19 +99,19 @@ def render_session(view: overview.StatusView, log_dir: LogPlace | None = None,
                       str(t.attempts) if t.attempts else "-", local(t.started_at, tz), duration(t.duration_seconds),
                       Text(t.error_summary or t.note or ""))
     with screen() as console:
-        console.print(Text(f"{s.session}: ") + Text(s.state.replace("_", " "), style=STATE_STYLES.get(s.state, ""))
-                      + Text(f", {s.tasks_completed}/{s.tasks_total} tasks completed, {s.attempts} attempt(s), "
+        console.print(Text(f"{s.session}: ") + Text(state_label(s), style=state_style(s))
+                      + Text(f", {s.tasks_completed}/{s.tasks_total} tasks completed, {plural(s.attempts, 'cycle')}, "
                              f"times in {tz}"))
+        if s.late:
+            console.print(Text(f"late: {s.late_line(tz)}", style="bold yellow"))
         if s.started_at:
-            console.print(f"started {local(s.started_at, tz)}, finished {local(s.completed_at, tz)}, took "
-                          f"{duration(s.duration_seconds)}" + (f", run {s.run_id}" if s.run_id else ""),
-                          markup=False)
+            console.print(duration_line(s, view.now, tz), markup=False)
         if s.note:
             console.print(Text(s.note))
         console.print(table)
-        if s.timeline is not None:
+        for cycle in s.cycles:
             console.print()
-            render_timeline(console, s.timeline, tz)
+            render_cycle(console, cycle, len(s.cycles), s, tz)
         for t in s.tasks if verbose else ():
             if t.traceback:
                 console.print()
@@ -111,6 +119,58 @@ def render_session(view: overview.StatusView, log_dir: LogPlace | None = None,
                 console.print(Text(t.traceback.rstrip("\n")))
         console.print()
         render_footer(console, view, log_dir)
+
+
+def state_label(s: overview.SessionView) -> str:
+    """The session's state as the tables show it: `done late` when it was done after its deadline."""
+    return "done late" if s.late else s.state.replace("_", " ")
+
+
+def state_style(s: overview.SessionView) -> str:
+    return "yellow" if s.late else STATE_STYLES.get(s.state, "")
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def duration_line(s: overview.SessionView, now: dt.datetime, tz: str) -> str:
+    """When the session ran: one cycle's start, end and duration; for several, the wall time from the first start
+    to the last end apart from the time the cycles took."""
+    if len(s.cycles) <= 1:
+        return (f"started {local(s.started_at, tz)}, finished {local(s.completed_at, tz)}, took "
+                f"{duration(s.duration_seconds)}" + (f", run {s.run_id}" if s.run_id else ""))
+    first, last = s.cycles[0], s.cycles[-1]
+    end = last.finished_at or now
+    ran = sum(c.seconds or 0.0 for c in s.cycles)
+    kept = f" (the document keeps the last {len(s.cycles)} of {s.attempts})" if len(s.cycles) < s.attempts else ""
+    return (f"{len(s.cycles)} cycles{kept} from {local(first.started_at, tz)} to "
+            f"{local(last.finished_at, tz) if last.finished_at else 'now'}: "
+            f"{duration((end - first.started_at).total_seconds())} wall time; the cycles took "
+            f"{duration(ran)} in all, the last {duration(last.seconds)}")
+
+
+def render_cycle(console: Console, cycle, count: int, s: overview.SessionView, tz: str) -> None:
+    """`cycle 2 of 3, run --date --force by alice on host-1 (run 3f2a9c1d0b7e): failed`, then its timeline."""
+    line = Text(f"cycle {cycle.number} of {count}", style="bold")
+    if cycle.user or cycle.host or cycle.command != "unknown":
+        line += Text(f", {cycle.command} by {cycle.user or '?'} on {cycle.host or '?'}")
+    if cycle.run_id:
+        line += Text(f" (run {cycle.run_id})")
+    line += Text(": ") + Text(cycle.outcome, style=TASK_STYLES.get(cycle.outcome, ""))
+    console.print(line)
+    bars = tuple(b for b in (s.timeline.bars if s.timeline else ()) if b.cycle == cycle.number)
+    if bars:
+        render_timeline(console, rebased(s.timeline, bars), tz, day=s.session)
+
+
+def rebased(timeline: history.Timeline, bars: tuple[history.Bar, ...]) -> history.Timeline:
+    """`bars` (one cycle's) on an axis of their own: from the first one's start to the last one's end."""
+    first, last = min(b.start for b in bars), max(b.end for b in bars)
+    start = timeline.start + dt.timedelta(seconds=first)
+    return history.Timeline(start, timeline.start + dt.timedelta(seconds=last),
+                            tuple(replace(b, start=round(b.start - first, 3), end=round(b.end - first, 3))
+                                  for b in bars))
 
 
 def render_trend(view: overview.StatusView) -> None:
@@ -142,6 +202,41 @@ def render_trend(view: overview.StatusView) -> None:
                                style="bold yellow"))
 
 
+CELL_STYLES = {"completed": "green", "late": "yellow", "failed": "bold red", "skipped": "red", "running": "cyan",
+               "interrupted": "yellow", "missing": "yellow", "corrupt": "bold red", "waiting": "cyan",
+               "not_yet_due": "dim", "pending": "dim", "deferred": "dim"}
+
+
+def render_grid(view: overview.StatusView, sessions_grid: grid.Grid, ranged: bool = False) -> None:
+    """`status --grid`: a row per session (newest first), a column per task, a symbol per cell, then the legend."""
+    plain = not can_print("✓✗")
+    table = plain_table("session", "state")
+    for task in sessions_grid.tasks:
+        table.add_column(task, justify="center", no_wrap=True)
+    for s, cells in sessions_grid.rows:
+        table.add_row(s.session.isoformat(), Text(state_label(s), style=state_style(s)),
+                      *(Text(grid.NOT_A_TASK if state is None else
+                             grid.CELLS[state].plain if plain else grid.CELLS[state].symbol,
+                             style=CELL_STYLES.get(state or "", "")) for state in cells.values()))
+    with screen() as console:
+        console.print(f"{which_sessions(view, ranged)} x tasks, newest first", markup=False)
+        console.print(table)
+        console.print()
+        console.print("legend:", markup=False)
+        for c in grid.CELLS.values():
+            console.print(f"  {c.plain if plain else c.symbol}  {c.meaning}", markup=False, emoji=False)
+        console.print("  (blank)  not a task of that session", markup=False)
+
+
+def can_print(text: str) -> bool:
+    """Whether stdout's encoding has these characters (a C locale under cron may not)."""
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
@@ -153,27 +248,35 @@ def sparkline(values: list[float | None]) -> str:
 
 
 TIMELINE_WIDTH = 60
-BAR_CHARS = {"completed": "█", "failed": "▓", "skipped": "░", "in_progress": "▒"}
+BAR_CHARS = {"completed": "█", "failed": "▓", "interrupted": "░", "running": "▒"}
+BAR_LEGEND = "█ completed, ▓ failed, ░ interrupted, ▒ running"
 
 
-def timeline_rows(timeline: overview.Timeline, width: int = TIMELINE_WIDTH) -> list[tuple[str, str, str]]:
-    """(task, its bar as `width` characters, status): a bar from its start to its end on the common axis."""
+def timeline_rows(timeline: history.Timeline, width: int = TIMELINE_WIDTH) -> list[tuple[str, str, str]]:
+    """(task, its attempts as `width` characters, its latest outcome): each attempt from its start to its end on the
+    common axis, in its outcome's character; every attempt gets at least one character of its own while the row
+    has room, so a failure a second before its retry stays visible."""
     scale = width / timeline.seconds if timeline.seconds else 0.0
-    rows = []
+    rows: dict[str, tuple[list[str], list[int], list[str]]] = {}
     for bar in timeline.bars:
-        first = min(width - 1, int(bar.start * scale))
-        last = max(first + 1, min(width, round(bar.end * scale)))  # every task gets a mark, even a 0.1 s one
-        rows.append((bar.task, " " * first + BAR_CHARS.get(bar.status, "█") * (last - first) + " " * (width - last),
-                     bar.status))
-    return rows
+        cells, used, outcome = rows.setdefault(bar.task, ([" "] * width, [0], [bar.status]))
+        first = min(width - 1, max(int(bar.start * scale), used[0]))
+        last = max(first + 1, min(width, round(bar.end * scale)))
+        cells[first:last] = BAR_CHARS.get(bar.status, "█") * (last - first)
+        used[0], outcome[0] = last, bar.status
+    return [(task, "".join(cells), outcome[0]) for task, (cells, _, outcome) in rows.items()]
 
 
-def render_timeline(console: Console, timeline: overview.Timeline, tz: str, width: int = TIMELINE_WIDTH) -> None:
-    """A terminal Gantt chart: one bar per task that started, on the axis from the first start to the last end."""
+def render_timeline(console: Console, timeline: history.Timeline, tz: str, width: int = TIMELINE_WIDTH,
+                    day: dt.date | None = None) -> None:
+    """A terminal Gantt chart: one row per task that started, on the axis from the first start to the last end;
+    the date is shown when the axis starts on another day than `day` (the session's)."""
     rows = timeline_rows(timeline, width)
     name_width = max(len(task) for task, _, _ in rows)
-    console.print(Text(f"timeline: {clock(timeline.start, tz)} to {clock(timeline.end, tz)} {tz}, "
-                       f"{duration(timeline.seconds)} (█ completed, ▓ failed, ▒ running)", style="bold"))
+    starts = timeline.start.astimezone(ZoneInfo(tz))
+    date = f"{starts:%Y-%m-%d} " if day is not None and starts.date() != day else ""
+    console.print(Text(f"timeline: {date}{clock(timeline.start, tz)} to {clock(timeline.end, tz)} {tz}, "
+                       f"{duration(timeline.seconds)} ({BAR_LEGEND})", style="bold"))
     for task, bar, status in rows:
         console.print(Text(f"{task:<{name_width}} ") + Text("│" + bar + "│", style=TASK_STYLES.get(status, "")))
     left = clock(timeline.start, tz)
@@ -252,8 +355,11 @@ def render_calendar(info: dict) -> None:
             start, end = dt.datetime.fromisoformat(s["start"]), dt.datetime.fromisoformat(s["end"])
             table.add_row(s["session"], local(dt.datetime.fromisoformat(s["close"]), tz)[11:],
                           f"{local(start, tz)[11:]}-{local(end, tz)[11:]}", f"{start:%H:%M}-{end:%H:%M}",
-                          Text("; ".join(filter(None, ("open now" if s["open"] else None, s["override"])))))
+                          Text("; ".join(dict.fromkeys(filter(None, ("open now" if s["open"] else None, s["override"],
+                                                                     s["early_close"]))))))
         console.print(table)
+        holidays = ", ".join(f"{h['date']} {h['name']}" for h in info["holidays"])
+        console.print(f"next holidays: {holidays or '-'}", markup=False)
         console.print(sources_line(info), markup=False, emoji=False)
         if info["warning"]:
             console.print(Text(f"warning: {info['warning']}", style="bold yellow"))

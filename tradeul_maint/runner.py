@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pwd
 import signal
 import socket
 import threading
@@ -30,15 +31,15 @@ from typing import Callable
 
 from loguru import logger
 
-from tradeul_maint.errors import SIGNAL_EXIT_CODES, LockLostError, TaskProcessesLostError
+from tradeul_maint.errors import EXIT_RUN_DEADLINE, SIGNAL_EXIT_CODES, LockLostError, TaskProcessesLostError
 from tradeul_maint.exchange import AttemptId, Ended
 from tradeul_maint.lock import RunLock
 from tradeul_maint.logs import scrub
 from tradeul_maint.planner import PlannedSession
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
 from tradeul_maint.settings import Settings, TaskSpec
-from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord,
-                                 iso)
+from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, INTERRUPTED_ATTEMPT, PENDING, RUNNER_STOPPED,
+                                 SKIPPED, AttemptRecord, CycleRecord, SessionStatus, TaskRecord, cap_error, iso)
 from tradeul_maint.store import Slots, StateStore
 from tradeul_maint.processes import STOP_MARGIN, TaskProcesses, stop_leftovers
 from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
@@ -52,15 +53,11 @@ POLL_SECONDS = 0.2  # the longest the main thread waits before it looks at signa
 
 
 class Interrupted(Exception):
-    """The run was stopped by SIGTERM, SIGINT or SIGHUP; its state says what did not complete."""
+    """The run was stopped by SIGTERM, SIGINT or SIGHUP, or by its deadline; its state says what did not complete."""
 
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return SIGNAL_EXIT_CODES.get(self.signum, 128 + self.signum)
+    def __init__(self, why: str, exit_code: int):
+        super().__init__(why)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -100,17 +97,23 @@ class CycleResult:
 
 
 class StopSignals:
-    """Turns SIGTERM, SIGINT and SIGHUP into a stop request, which the cycle notices within POLL_SECONDS.
+    """Turns SIGTERM, SIGINT and SIGHUP, and the run's deadline, into a stop request, which the cycle notices
+    within POLL_SECONDS.
 
-    The first signal decides the exit code; more signals while stopping change nothing. The
-    task processes are in sessions of their own, so a terminal's signals reach only the runner,
-    which stops them through the supervisor.
+    The first signal (or the deadline, `[run] max_run_minutes` after the run started) decides
+    the exit code; more signals while stopping change nothing. The task processes are in
+    sessions of their own, so a terminal's signals reach only the runner, which stops them
+    through the supervisor. A deadline stops a run exactly as a signal does (its tasks
+    stopped, then recorded as interrupted), and exits EXIT_RUN_DEADLINE.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
-    def __init__(self) -> None:
-        self.signum: int | None = None
+    def __init__(self, max_run_minutes: float | None = None) -> None:
+        self.reason: str | None = None  # what stopped the run first: "SIGTERM", "[run] max_run_minutes = 240"
+        self.exit_code = 0
+        self._deadline = time.monotonic() + max_run_minutes * 60 if max_run_minutes else None
+        self._max_run_minutes = max_run_minutes
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -120,19 +123,46 @@ class StopSignals:
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.signum = self.signum or signum
+        self._stop(signal.Signals(signum).name, SIGNAL_EXIT_CODES.get(signum, 128 + signum))
+
+    def _stop(self, reason: str, exit_code: int) -> None:
+        if self.reason is None:
+            self.reason, self.exit_code = reason, exit_code
 
     @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""
+    def requested(self) -> bool:
+        """Whether the run must stop: a signal came, or (looked at now) its deadline has passed."""
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            self._stop(f"[run] max_run_minutes = {self._max_run_minutes:g}", EXIT_RUN_DEADLINE)
+        return self.reason is not None
 
     def check(self) -> None:
-        if self.signum is not None:
-            raise Interrupted(self.signum)
+        if self.requested:
+            raise Interrupted(self.reason, self.exit_code)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What started a run's cycles, for the audit trail: `cron` (`run` without --date), `run --date` or `recover`."""
+
+    command: str = "cron"
+    force: bool = False
+    only: tuple[str, ...] = ()  # the --task names
+
+
+def who() -> str:
+    """Who runs this process, for the audit trail: the account of its uid (not $USER, which anyone sets), else
+    the uid (a container may have no passwd entry), and the account that ran sudo, when it did."""
+    try:
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        name = f"uid {os.getuid()}"
+    sudo = os.environ.get("SUDO_USER")
+    return f"{name} (sudo by {sudo})" if sudo and sudo != name else name
 
 
 @dataclass
@@ -146,6 +176,7 @@ class Running:
     deadline: float | None = None  # when that attempt times out (monotonic)
     retry_at: float | None = None  # when the next attempt starts (monotonic)
     stopping: bool = False  # asked to stop (timeout)
+    record: AttemptRecord | None = None  # the current attempt in the cycle's record
 
 
 @dataclass
@@ -160,6 +191,8 @@ class Runner:
     durations: dict[str, float] = field(default_factory=dict)
     # The lookback's status documents: what "slower than usual" compares a task's duration with.
     history: dict[dt.date, SessionStatus | None] = field(default_factory=dict)
+    trigger: Trigger = Trigger()
+    _cycle: CycleRecord | None = field(default=None, init=False)  # this cycle's record, in the document
     _changed: set[str] = field(default_factory=set, init=False)  # tasks recorded in memory, not yet in Redis
     _written: float = field(default=0.0, init=False)  # when the document was last written whole (monotonic)
     _slots: Slots = field(default_factory=dict, init=False)  # where its states sit, for `store.record`
@@ -179,7 +212,7 @@ class Runner:
         try:
             while True:
                 self.lock.check()
-                if self.stop.signum is not None:
+                if self.stop.requested:
                     break
                 for name, blocker in schedule.take_blocked():
                     self._record(status, name, SKIPPED, log, error=f"dependency {blocker} did not complete")
@@ -200,13 +233,15 @@ class Runner:
             if not isinstance(exc, LockLostError):
                 self.lock.verify()  # a lost lock explains the rest (its successor stops what we left)
             raise
-        if self.stop.signum is not None:
+        if self.stop.reason is not None:
             self._interrupt(status, running, log)  # raises Interrupted
         status.completed_at = self.clock()
         status.duration_seconds = round(time.monotonic() - started, 3)
         status.all_success = all(status.tasks.get(t.name) == COMPLETED or
                                  (status.tasks.get(t.name) == SKIPPED and t.name in planned.catchup_skipped)
                                  for t in self.settings.tasks)
+        self._cycle.finished_at, self._cycle.done = iso(status.completed_at), status.all_success
+        self._cycle.outcome = COMPLETED if all(status.tasks.get(n) == COMPLETED for n in planned.tasks) else FAILED
         self.store.finish(self.lock.token, status)
         self._changed.clear()
         self.durations.update(known_durations([status]))
@@ -226,6 +261,8 @@ class Runner:
         task.retry_at = None
         task.stopping = False
         task.deadline = time.monotonic() + spec.timeout if spec.timeout else None
+        task.record = AttemptRecord(spec.name, task.attempt, iso(self.clock()))
+        self._cycle.add_attempt(task.record)
         make = command_request if spec.command else python_request
         self.processes.start(task.attempt_id, make(spec, session, self.lock.run_id))
         if task.attempt > 1:
@@ -243,8 +280,9 @@ class Runner:
             if task is None or task.attempt_id != event.attempt:
                 continue
             outcome = _outcome(task.spec, event)
+            self._attempt_ended(task, COMPLETED if outcome.success else FAILED, outcome.error)
             task.attempt_id = None
-            if outcome.success or task.attempt > task.spec.retries or self.stop.signum or self.lock.lost.is_set():
+            if outcome.success or task.attempt > task.spec.retries or self.stop.reason or self.lock.lost.is_set():
                 del running[name]
                 self._finish_task(status, name, outcome, task.attempt, time.monotonic() - task.started, log)
                 (schedule.completed if outcome.success else schedule.failed)(name)
@@ -299,27 +337,31 @@ class Runner:
 
     def _interrupt(self, status: SessionStatus, running: dict[str, Running], log) -> None:
         """Stop the running tasks, wait until they are gone, record them as interrupted, and stop."""
-        why = f"interrupted by {self.stop.name}"
+        why = f"interrupted by {self.stop.reason}"
         self.processes.stop_all(why)
         ended = self._wait_ended(running)
         for name, task in running.items():
             event = ended.get(name)
             outcome = _outcome(task.spec, event) if event is not None else None
             if outcome is not None and outcome.success:  # it completed before the signal reached it
+                self._attempt_ended(task, COMPLETED, None)
                 self._finish_task(status, name, outcome, task.attempt, time.monotonic() - task.started, log)
                 continue
             status.tasks[name] = FAILED
             record = status.details.setdefault(name, TaskRecord())
             record.error = why if event is not None or not task.attempt_id else \
                 f"{why}; its processes did not end within {self._stop_wait:g}s"
+            if task.attempt_id:
+                self._attempt_ended(task, INTERRUPTED_ATTEMPT, record.error)
             record.attempts += task.attempt
             record.finished_at = iso(self.clock())
             log.bind(task=name, console=False).error("task_interrupted")
         self._unstopped([n for n, t in running.items() if t.attempt_id and n not in ended], log)
-        status.interrupted = self.stop.name
+        status.interrupted = self.stop.reason
+        self._cycle.finished_at, self._cycle.outcome = iso(self.clock()), why
         self._write_whole(status)
         log.bind(signal=status.interrupted).warning("maintenance_cycle_interrupted")
-        raise Interrupted(self.stop.signum)
+        raise Interrupted(self.stop.reason, self.stop.exit_code)
 
     # --- the document --------------------------------------------------------------
 
@@ -356,11 +398,31 @@ class Runner:
         status.attempts += 1
         status.run_id = self.lock.run_id
         status.runner = f"{socket.gethostname()}:{os.getpid()}"
+        self._begin_cycle(status)
         self._write_whole(status)
         log.bind(tasks=list(planned.tasks), attempt=status.attempts, reason=planned.reason,
                  expected_seconds=self._usual_seconds(planned.tasks, known)) \
             .info("starting_maintenance_cycle")
         return status
+
+    def _begin_cycle(self, status: SessionStatus) -> None:
+        """Close the previous cycle if its runner died in it, and open this one's record: who, from where, why."""
+        previous = status.cycle
+        if previous is not None and previous.finished_at is None:
+            previous.outcome = previous.outcome or RUNNER_STOPPED
+            for attempt in previous.attempts:
+                if attempt.outcome is None:
+                    attempt.outcome = INTERRUPTED_ATTEMPT
+        t = self.trigger
+        self._cycle = CycleRecord(iso(self.clock()), trigger=t.command, force=t.force, only=list(t.only),
+                                  user=who(), host=socket.gethostname(), run_id=self.lock.run_id)
+        status.begin_cycle(self._cycle)
+
+    def _attempt_ended(self, task: Running, outcome: str, error: str | None) -> None:
+        """The attempt's end in the cycle's record (written with the document's next whole write)."""
+        if task.record is not None:
+            task.record.finished_at, task.record.outcome = iso(self.clock()), outcome
+            task.record.error = cap_error(scrub(error)) if error and outcome != COMPLETED else None
 
     def _usual_seconds(self, tasks, known: dict[str, float]) -> dict[str, float]:
         """What each task usually takes, for the live view's time left: its median over the lookback, else its
@@ -431,8 +493,7 @@ class Runner:
     def _warn_slow(self, status: SessionStatus, ran: tuple[str, ...], log) -> None:
         """A task that took more than `slow_factor` times its median over the lookback is worth a warning."""
         statuses = {**self.history, status.session: status}
-        for trend in slow_tasks([n for n in ran if status.tasks.get(n) == COMPLETED], statuses,
-                                self.settings.run.slow_factor):
+        for trend in slow_tasks([n for n in ran if status.tasks.get(n) == COMPLETED], statuses, self.settings.run):
             log.bind(task=trend.task, duration_seconds=trend.latest.completed_in, median_seconds=trend.median_seconds,
                      ratio=trend.ratio, slow_factor=trend.slow_factor, sessions=len(trend.durations), console=False) \
                 .warning("task_slower_than_usual")

@@ -8,12 +8,14 @@ naming the file, the key and what to write instead.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tradeul_maint.errors import ConfigError
 
@@ -24,6 +26,9 @@ CLOSE_RELATIVE = re.compile(r"^close(?:([+-])(\d+)([mh]))?$")
 DURATION = re.compile(r"^(\d+)\s*(s|m|h)?$")
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB)$", re.IGNORECASE)
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+# A task without `timeout` is stopped after this: a hung task must not hold the lock (and the scheduler's next
+# ticks) for good. `timeout = 0` in a task turns it off.
+DEFAULT_TASK_TIMEOUT = 3600.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,11 @@ class ScheduleSettings:
     # A cycle started when the window opens should end within this; None: twice window_minutes.
     deadline_minutes: int | None = None
 
+    @property
+    def deadline(self) -> dt.timedelta:
+        """From the window's start to the session's deadline: the window at risk, and a session done later is late."""
+        return dt.timedelta(minutes=self.deadline_minutes or 2 * self.window_minutes)
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -59,7 +69,11 @@ class RunSettings:
     retry_backoff_minutes: float = 5
     pythonpath: tuple[Path, ...] = ()  # extra import paths for `python` tasks, absolute
     slow_factor: float = 2.0  # a task whose run takes more than this times its median is slower than usual
+    slow_min_seconds: float = 5.0  # ...unless that run took less than this: sub-second noise is never flagged
     stop_grace_seconds: float = 10  # between SIGTERM and SIGKILL of a task's processes when it is stopped
+    # A run (every cycle of one invocation) still going after this is stopped as a signal would stop it; None:
+    # no limit. The schedulers' own limits (TimeoutStartSec, activeDeadlineSeconds) are this plus a margin.
+    max_run_minutes: float | None = 240
     containment: str = "auto"  # "auto": a cgroup v2 per attempt where delegated, else subreapers only; "subreaper"
 
 
@@ -83,6 +97,7 @@ class LoggingSettings:
 @dataclass(frozen=True)
 class MetricsSettings:
     textfile: Path | None = None  # a Prometheus textfile (node_exporter's collector), rewritten atomically
+    pushgateway: str | None = None  # a Prometheus Pushgateway's URL: the same metrics, pushed (PUT)
 
 
 @dataclass(frozen=True)
@@ -123,7 +138,7 @@ class TaskSpec:
     builtin: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     after: tuple[str, ...] = ()
-    timeout: float | None = None
+    timeout: float | None = DEFAULT_TASK_TIMEOUT  # seconds; None: no timeout (`timeout = 0`)
     retries: int = 0
     retry_delay: float = 30
     catchup: str = "all"
@@ -243,7 +258,7 @@ def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], re
         logging=logging,
         calendar=calendar,
         tasks=tasks,
-        metrics=_metrics(_table(raw, "metrics"), path),
+        metrics=_metrics(_table(raw, "metrics"), path, env),
         notify=_notify(_table(raw, "notify")),
         calendar_cache=Path(calendar_cache).expanduser() if calendar_cache else None,
     )
@@ -261,11 +276,11 @@ _KNOWN = {
     "schedule": {"calendar", "window_start", "window_minutes", "lookback_sessions", "auto_recover",
                  "recover_during_market_hours", "deadline_minutes"},
     "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor",
-            "stop_grace_seconds", "containment"},
+            "slow_min_seconds", "stop_grace_seconds", "max_run_minutes", "containment"},
     "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
     "logging": {"dir", "rotation", "retention", "level"},
     "calendar": {"closed", "early_closes", "sessions", "expiry_warning_days"},
-    "metrics": {"textfile"},
+    "metrics": {"textfile", "pushgateway"},
     "notify": {"ping_url", "ping_timeout"},
     "tasks": {"name", "command", "python", "builtin", "params", "after", "timeout", "retries", "retry_delay",
               "catchup"},
@@ -303,6 +318,8 @@ def check_type(what: str, value: Any, kind: type | tuple, suffix: str = "") -> N
 
 
 def _positive(section: str, key: str, value: float, minimum: float = 1) -> float:
+    if not math.isfinite(value):  # TOML has nan and inf: neither is a count, a limit or a duration
+        raise ConfigError(f"[{section}] {key} = {value}: must be a finite number, at least {minimum}")
     if value < minimum:
         raise ConfigError(f"[{section}] {key} = {value}: must be at least {minimum}")
     return value
@@ -361,10 +378,20 @@ def _run(t: dict, config_path: Path | None) -> RunSettings:
                                                d.retry_backoff_minutes), 0),
         slow_factor=float(_positive("run", "slow_factor", _typed(t, "run", "slow_factor", (int, float),
                                                                  d.slow_factor), 1)),
+        slow_min_seconds=float(_positive("run", "slow_min_seconds", _typed(
+            t, "run", "slow_min_seconds", (int, float), d.slow_min_seconds), 0)),
         stop_grace_seconds=float(_positive("run", "stop_grace_seconds", _typed(
             t, "run", "stop_grace_seconds", (int, float), d.stop_grace_seconds), 0.1)),
+        max_run_minutes=_max_run_minutes(_typed(t, "run", "max_run_minutes", (int, float), d.max_run_minutes)),
         containment=_containment(_typed(t, "run", "containment", str, d.containment)),
     )
+
+
+def _max_run_minutes(value: float) -> float | None:
+    """0 is no limit; anything else must leave a run time to start its tasks (and a test time to stop one)."""
+    if value == 0:
+        return None
+    return float(_positive("run", "max_run_minutes", value, 0.01))
 
 
 def _containment(value: str) -> str:
@@ -399,18 +426,40 @@ def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str
     )
 
 
-def _metrics(t: dict, config_path: Path | None) -> MetricsSettings:
+def _metrics(t: dict, config_path: Path | None, env: dict[str, str]) -> MetricsSettings:
+    pushgateway = _pushgateway(env.get("TRADEUL_MAINT_PUSHGATEWAY") or _typed(t, "metrics", "pushgateway", str, None),
+                               "TRADEUL_MAINT_PUSHGATEWAY" if env.get("TRADEUL_MAINT_PUSHGATEWAY") else
+                               "[metrics] pushgateway")
     textfile = _typed(t, "metrics", "textfile", str, None)
     if textfile is not None and not textfile.strip():
         raise ConfigError("[metrics] textfile is empty: give a path ending in .prom, or leave the key out")
     if textfile is None:
-        return MetricsSettings()
+        return MetricsSettings(pushgateway=pushgateway)
     path = Path(textfile).expanduser()
     if path.suffix != ".prom":
         # node_exporter's textfile collector reads *.prom only: another name is written and never scraped.
         raise ConfigError(f"[metrics] textfile = {textfile!r}: node_exporter reads only files ending in .prom")
     base = config_path.resolve().parent if config_path else Path.cwd()
-    return MetricsSettings(textfile=base / path)
+    return MetricsSettings(textfile=base / path, pushgateway=pushgateway)
+
+
+def _pushgateway(url: str | None, what: str) -> str | None:
+    """http(s)://host[:port][/path], without credentials (a log line names the host only, never the URL)."""
+    if url is None:
+        return None
+    url = url.strip()
+    if "@" in url:  # user information, or a password holding a "/" that moved the rest into the path
+        shown = re.sub(r"^([\w+.-]*://)?.*@", r"\1***@", url)  # whatever it holds stays out of the message
+        raise ConfigError(f"{what} = {shown!r}: credentials in the URL are not supported")
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and \
+            not parts.fragment and (parts.port or 0) >= 0 and not any(c.isspace() for c in url)
+    except ValueError:  # a port that is not a number
+        valid = False
+    if not valid:
+        raise ConfigError(f"{what} = {url!r}: expected e.g. \"http://pushgateway:9091\"")
+    return url.rstrip("/")
 
 
 def _notify(t: dict) -> NotifySettings:
@@ -485,8 +534,8 @@ def _calendar(t: dict) -> CalendarOverrides:
 
 def parse_seconds(value: Any, what: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
-            raise ConfigError(f"{what} = {value}: must be positive")
+        if not value > 0 or math.isinf(value):  # nan compares false: it is no duration either
+            raise ConfigError(f"{what} = {value}: must be a positive number of seconds")
         return float(value)
     match = DURATION.match(str(value).strip())
     if not match or int(match[1]) <= 0:
@@ -548,11 +597,20 @@ def _task(t: dict, name: str) -> TaskSpec:
         builtin=builtin,
         params=params,
         after=tuple(after),
-        timeout=parse_seconds(t["timeout"], f"[{section}] timeout") if "timeout" in t else None,
+        timeout=_timeout(t, section),
         retries=retries,
         retry_delay=parse_seconds(t["retry_delay"], f"[{section}] retry_delay") if "retry_delay" in t else 30.0,
         catchup=catchup,
     )
+
+
+def _timeout(t: dict, section: str) -> float | None:
+    """The task's `timeout`: DEFAULT_TASK_TIMEOUT when it is left out, none when it is 0."""
+    if "timeout" not in t:
+        return DEFAULT_TASK_TIMEOUT
+    if t["timeout"] in (0, "0") and not isinstance(t["timeout"], bool):
+        return None
+    return parse_seconds(t["timeout"], f"[{section}] timeout")
 
 
 def _protect_own_keys(tasks: tuple[TaskSpec, ...], redis: RedisSettings) -> None:

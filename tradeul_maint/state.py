@@ -8,7 +8,8 @@ go to a hash of their own, folded into the document at its next whole write, and
 The fields `date`, `started_at`, `completed_at`, `duration_seconds`, `all_success` and
 `tasks` (name -> pending | in_progress | completed | failed | skipped) are those of the
 service being replaced, so documents it wrote read as done here and ours read there.
-Everything else (attempts, run id, per-task details) is added alongside.
+Everything else (attempts, run id, per-task details, and the session's last MAX_CYCLES cycles
+with what started each and every attempt it made) is added alongside.
 """
 
 from __future__ import annotations
@@ -56,10 +57,18 @@ def _field(doc: dict, key: str, kind: str, where: str = "") -> Any:
           _TIME: isinstance(value, str) and parse_time(value) is not None,
           "an integer": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
           "true or false": isinstance(value, bool),
-          "an object": isinstance(value, dict)}[kind]
+          "an object": isinstance(value, dict),
+          "a list": isinstance(value, list)}[kind]
     if not ok:
         raise Shape(f"{where}{key} is {_json_kind(value)}, not {kind}")
     return value
+
+
+def _fields(doc: Any, kinds: dict[str, str], where: str) -> dict[str, Any]:
+    """The fields of a stored object that `kinds` names, each checked by `_field`; Shape when it is not an object."""
+    if not isinstance(doc, dict):
+        raise Shape(f"{where.rstrip('.')} is {_json_kind(doc)}, not an object")
+    return {key: _field(doc, key, kind, where) for key, kind in kinds.items()}
 
 
 def _json_kind(value: Any) -> str:
@@ -90,11 +99,100 @@ class TaskRecord:
     @classmethod
     def parse(cls, doc: Any, where: str) -> TaskRecord:
         """A record as stored (fields it does not know are dropped); Shape when one it knows is mistyped."""
-        if not isinstance(doc, dict):
-            raise Shape(f"{where.rstrip('.')} is {_json_kind(doc)}, not an object")
-        values = {key: _field(doc, key, kind, where) for key, kind in _RECORD_KINDS.items()}
+        values = _fields(doc, _RECORD_KINDS, where)
         values["attempts"] = values["attempts"] or 0
         return cls(**values)
+
+
+INTERRUPTED_ATTEMPT = "interrupted"  # an attempt's outcome when a signal stopped it, or its runner died
+RUNNER_STOPPED = "interrupted: its runner stopped"  # a cycle's, when its runner died before its end
+MAX_CYCLES = 20  # cycles a session's document keeps, the latest; older ones are dropped (the log has them all)
+MAX_ATTEMPTS = 10  # attempts of one task a cycle keeps, the latest (a task with many retries)
+ATTEMPT_ERROR_LIMIT = 300  # characters of an attempt's error kept in its cycle; the task's record has more
+_ATTEMPT_KINDS = {"task": _TEXT, "attempt": "an integer", "started_at": _TIME, "finished_at": _TIME,
+                  "outcome": _TEXT, "error": _TEXT}
+_CYCLE_KINDS = {"started_at": _TIME, "finished_at": _TIME, "outcome": _TEXT, "done": "true or false",
+                "trigger": _TEXT, "force": "true or false", "only": "a list", "user": _TEXT, "host": _TEXT,
+                "run_id": _TEXT, "attempts": "a list"}
+
+
+@dataclass
+class AttemptRecord:
+    """One attempt of one task in one cycle: when, and how it ended (None while it runs or when its runner died)."""
+
+    task: str
+    attempt: int  # its number within the cycle, 1 first
+    started_at: str | None = None
+    finished_at: str | None = None
+    outcome: str | None = None  # completed | failed | interrupted
+    error: str | None = None  # capped at ATTEMPT_ERROR_LIMIT
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    @classmethod
+    def parse(cls, doc: Any, where: str) -> AttemptRecord:
+        values = _fields(doc, _ATTEMPT_KINDS, where)
+        if values["task"] is None:
+            raise Shape(f"{where}task is missing")
+        values["attempt"] = values["attempt"] or 1
+        return cls(**values)
+
+
+@dataclass
+class CycleRecord:
+    """One cycle of a session: what started it (the audit trail), when, and every attempt it made.
+
+    `trigger` is the command that started it: `cron` (`run` without --date), `run --date` or
+    `recover`, with `force` and `only` (the `--task` names); `user` and `host` are who ran it.
+    """
+
+    started_at: str | None = None
+    finished_at: str | None = None
+    outcome: str | None = None  # completed | failed (the tasks it ran) | interrupted ...; None: running
+    done: bool = False  # the session was done at its end: the first such cycle is when it became done
+    trigger: str | None = None
+    force: bool = False
+    only: list[str] = field(default_factory=list)
+    user: str | None = None
+    host: str | None = None
+    run_id: str | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def command(self) -> str:
+        """The trigger as an operator would have typed it: `run --date --force`, `recover`, `cron`."""
+        words = [self.trigger or "unknown"] + (["--force"] if self.force else [])
+        return " ".join(words + (["--task " + ",".join(self.only)] if self.only else []))
+
+    def add_attempt(self, attempt: AttemptRecord) -> None:
+        """Append, keeping the task's latest MAX_ATTEMPTS in this cycle."""
+        self.attempts.append(attempt)
+        mine = [a for a in self.attempts if a.task == attempt.task]
+        if len(mine) > MAX_ATTEMPTS:
+            self.attempts.remove(mine[0])
+
+    def to_json(self) -> dict:
+        doc = {k: v for k, v in self.__dict__.items() if v is not None and k != "attempts"}
+        return {**doc, "attempts": [a.to_json() for a in self.attempts]}
+
+    @classmethod
+    def parse(cls, doc: Any, where: str) -> CycleRecord:
+        values = _fields(doc, _CYCLE_KINDS, where)
+        only = values["only"] or []
+        if not all(isinstance(name, str) for name in only):
+            raise Shape(f"{where}only holds something other than task names")
+        values["only"] = list(only)
+        values["force"], values["done"] = values["force"] is True, values["done"] is True
+        values["attempts"] = [AttemptRecord.parse(a, f"{where}attempts.{i}.")
+                              for i, a in enumerate(values["attempts"] or [])]
+        return cls(**values)
+
+
+def cap_error(error: str | None) -> str | None:
+    if error is None or len(error) <= ATTEMPT_ERROR_LIMIT:
+        return error
+    return error[:ATTEMPT_ERROR_LIMIT - 3] + "..."
 
 
 @dataclass
@@ -112,6 +210,7 @@ class SessionStatus:
     interrupted: str | None = None
     corrupt: str | None = None  # why the stored document could not be read
     extra: dict[str, Any] = field(default_factory=dict)  # unknown fields, kept on rewrite
+    cycles: list[CycleRecord] = field(default_factory=list)  # oldest first, the latest MAX_CYCLES
 
     @property
     def done(self) -> bool:
@@ -133,6 +232,15 @@ class SessionStatus:
 
     def completed(self, task: str) -> bool:
         return self.tasks.get(task) == COMPLETED
+
+    def begin_cycle(self, cycle: CycleRecord) -> None:
+        """Append a cycle, keeping the latest MAX_CYCLES."""
+        self.cycles = [*self.cycles, cycle][-MAX_CYCLES:]
+
+    @property
+    def cycle(self) -> CycleRecord | None:
+        """The latest cycle recorded, None for a document written without them (older versions, the old service)."""
+        return self.cycles[-1] if self.cycles else None
 
     def to_json(self) -> str:
         return self.layout()[0]
@@ -159,6 +267,7 @@ class SessionStatus:
             "run_id": self.run_id,
             "runner": self.runner,
             "interrupted": self.interrupted,
+            "cycles": [c.to_json() for c in self.cycles],
         }
         parts = [_compact(head)[:-1], ',"tasks":{']
         size = len(parts[0]) + len(parts[1])
@@ -227,7 +336,7 @@ class SessionStatus:
             details = {name: TaskRecord.parse(rec, f"task_details.{name}.")
                        for name, rec in (_field(doc, "task_details", "an object") or {}).items()}
             known = {"date", "started_at", "completed_at", "duration_seconds", "all_success", "tasks",
-                     "task_details", "attempts", "run_id", "runner", "interrupted"}
+                     "task_details", "attempts", "run_id", "runner", "interrupted", "cycles"}
             started_at = parse_time(_field(doc, "started_at", _TIME))
             return cls(
                 session=session,
@@ -242,6 +351,8 @@ class SessionStatus:
                 runner=_field(doc, "runner", _TEXT),
                 interrupted=_field(doc, "interrupted", _TEXT),
                 extra={k: v for k, v in doc.items() if k not in known},
+                cycles=[CycleRecord.parse(c, f"cycles.{i}.") for i, c in enumerate(_field(doc, "cycles", "a list")
+                                                                                   or [])],
             )
         except (ValueError, TypeError, RecursionError) as exc:
             return cls(session=session, corrupt=str(exc) or type(exc).__name__)

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from tradeul_maint.settings import Settings, TaskSpec
+from tradeul_maint.settings import RunSettings, Settings, TaskSpec
 from tradeul_maint.state import COMPLETED, SessionStatus, iso, parse_time
 
 MIN_RUNS = 3  # completed runs needed before a task can be called slower than usual
@@ -47,6 +47,7 @@ class Trend:
     task: str
     runs: tuple[TaskRun, ...]
     slow_factor: float
+    slow_min_seconds: float = 0.0  # a latest run shorter than this is never slow, whatever its ratio
 
     @property
     def durations(self) -> list[float]:
@@ -72,8 +73,10 @@ class Trend:
 
     @property
     def slow(self) -> bool:
-        """The latest run took more than `slow_factor` times the median (given MIN_RUNS completed runs)."""
-        return len(self.durations) >= MIN_RUNS and self.ratio is not None and self.ratio > self.slow_factor
+        """The latest run took more than `slow_factor` times the median (given MIN_RUNS completed runs), and at
+        least `slow_min_seconds`: 0.3 s against 0.02 s is noise, not a task getting slower."""
+        return (len(self.durations) >= MIN_RUNS and self.ratio is not None and self.ratio > self.slow_factor
+                and self.latest.completed_in >= self.slow_min_seconds)
 
     def describe(self) -> str:
         """`load_ohlc took 3.2x its median (40.0s against 12.5s)`: the note on a slow task."""
@@ -85,7 +88,7 @@ class Trend:
         return {"task": self.task, "median_seconds": self.median_seconds,
                 "latest": None if latest is None else latest.session.isoformat(),
                 "latest_seconds": None if latest is None else latest.completed_in, "ratio": self.ratio,
-                "slow": self.slow, "slow_factor": self.slow_factor,
+                "slow": self.slow, "slow_factor": self.slow_factor, "slow_min_seconds": self.slow_min_seconds,
                 "sessions": [r.to_json() for r in self.runs]}
 
 
@@ -100,15 +103,18 @@ def task_run(task: str, session: dt.date, status: SessionStatus | None) -> TaskR
                    record.duration_seconds)
 
 
-def trend(task: str, statuses: Mapping[dt.date, SessionStatus | None], slow_factor: float) -> Trend:
+def trend(task: str, statuses: Mapping[dt.date, SessionStatus | None], slow_factor: float,
+          slow_min_seconds: float = 0.0) -> Trend:
     """`task` across the sessions of `statuses`, oldest first."""
-    return Trend(task, tuple(task_run(task, s, statuses[s]) for s in sorted(statuses)), slow_factor)
+    return Trend(task, tuple(task_run(task, s, statuses[s]) for s in sorted(statuses)), slow_factor,
+                 slow_min_seconds)
 
 
 def slow_tasks(names: Iterable[str], statuses: Mapping[dt.date, SessionStatus | None],
-               slow_factor: float) -> list[Trend]:
-    """The tasks whose latest completed run took more than `slow_factor` times their median."""
-    return [t for name in names if (t := trend(name, statuses, slow_factor)).slow]
+               run: RunSettings) -> list[Trend]:
+    """The tasks whose latest completed run took more than `slow_factor` times their median (and at least
+    `slow_min_seconds`)."""
+    return [t for name in names if (t := trend(name, statuses, run.slow_factor, run.slow_min_seconds)).slow]
 
 
 def task_names(statuses: Mapping[dt.date, SessionStatus | None]) -> list[str]:
@@ -185,7 +191,7 @@ def window_risk(settings: Settings, statuses: Mapping[dt.date, SessionStatus | N
     parallel = max(1, settings.run.max_parallel)
     spread = sum(medians.values()) / parallel
     serial = spread > length
-    deadline = 60.0 * (settings.schedule.deadline_minutes or 2 * settings.schedule.window_minutes)
+    deadline = settings.schedule.deadline.total_seconds()
     return WindowRisk(round(max(length, spread), 3), deadline, path, serial,
                       tuple(n for n in settings.task_names if n not in medians))
 
