@@ -5,8 +5,7 @@ so that every process an attempt starts and leaves orphaned, whatever its sessio
 (`setsid`, a double fork), is reparented to it rather than to init. It serves one attempt
 after another, never two at once: an attempt is over only once the reaper has no child left,
 and only then does it report (`Report`) and take the next. Between two attempts it gets
-ready for the next one: it moves into a cgroup of that attempt's own when the run has one,
-and forks the task's main process, which waits in a session and group of its own for its
+ready for the next one: it forks the task's main process, which waits in a session and group of its own for its
 `Start` and then execs the command (no shell) or calls the Python task's callable. So a
 start forks nothing; each attempt costs one process, as it would without the reaper.
 
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from tradeul_maint import proc
-from tradeul_maint.containment import RunRecord, cgroup_pids, join_cgroup, make_cgroup, remove_cgroup
+from tradeul_maint.containment import RunRecord, cgroup_pids, join_cgroup, make_cgroup
 from tradeul_maint.exchange import AttemptId, CommandRequest, PythonRequest, Start
 from tradeul_maint.proc import Stopping
 from tradeul_maint.settings import Settings
@@ -106,7 +105,7 @@ class Shared:
     record: RunRecord | None  # the run's record of its processes (containment.py)
     task_client: Any  # a Redis client for Python tasks, made once in the supervisor and never used there
     make_client: Callable[[], Any] | None  # what made it (again in the task's process if that failed)
-    run_cgroup: Path | None  # the run's cgroup: each attempt gets one of its own below it
+    run_cgroup: Path | None  # the run's cgroup: each reaper, and so each attempt in turn, gets one below it
     watch_identities: bool  # no cgroup: the reaper notes its main processes in the record
 
 
@@ -174,7 +173,6 @@ class Reaper:
         self.pending: list[Any] = []  # its messages, not yet acted on
         self.orphaned = False  # the supervisor died: stop what runs, then exit
         self.cgroup: Path | None = None
-        self.attempts = 0
         self.selector = selectors.DefaultSelector()
         self.wakeup_r, self.wakeup_w = os.pipe()
         for fd in (self.wakeup_r, self.wakeup_w, assign_r):
@@ -189,8 +187,8 @@ class Reaper:
             signal.signal(sig, signal.SIG_IGN)
         self.selector.register(self.wakeup_r, selectors.EVENT_READ)
         self.selector.register(self.assign_r, selectors.EVENT_READ)
+        self._join_cgroup()
         while not self.orphaned:
-            self._next_cgroup()
             attempt = self.attempt = AttemptRun(self)
             start = self._wait_for_start(attempt)
             if start is None:  # the run is over (or the supervisor died): the waiting main process goes too
@@ -199,21 +197,15 @@ class Reaper:
             attempt.begin(start)
             report = attempt.run()
             write_message(self.report_w, report)
-        if self.cgroup is not None:
-            remove_cgroup(self.cgroup)
 
-    def _next_cgroup(self) -> None:
-        """A cgroup of the next attempt's own, which this process joins and its main process is forked into."""
-        run_cgroup = self.shared.run_cgroup
-        if run_cgroup is None:
-            return
-        previous = self.cgroup
-        self.attempts += 1
-        self.cgroup = make_cgroup(run_cgroup / f"reaper-{os.getpid()}-{self.attempts}")
-        if self.cgroup is not None and not join_cgroup(self.cgroup):
-            self.cgroup = None
-        if previous is not None:
-            remove_cgroup(previous)  # empty now: its attempt is over, and this process has left it
+    def _join_cgroup(self) -> None:
+        """This reaper's cgroup, when the run has one: each of its attempts in turn has it to itself, since the
+        next starts only once no process of the last is left (so a start never waits for a move, about 1 ms,
+        during which the kernel holds back every fork on the host)."""
+        if self.shared.run_cgroup is not None:
+            self.cgroup = make_cgroup(self.shared.run_cgroup / f"reaper-{os.getpid()}")
+            if self.cgroup is not None and not join_cgroup(self.cgroup):
+                self.cgroup = None
 
     def _wait_for_start(self, attempt: AttemptRun) -> Start | None:
         while True:

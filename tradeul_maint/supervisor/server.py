@@ -304,7 +304,7 @@ class Supervisor:
                 self._forget_cgroups()
 
     def _forget_cgroups(self) -> None:
-        """The cgroups of reapers that are gone (each removes its own as it moves to the next attempt)."""
+        """The cgroups of reapers that are gone."""
         run_cgroup = self.shared.run_cgroup
         if run_cgroup is not None:
             for child in run_cgroup.glob("reaper-*"):
@@ -312,8 +312,9 @@ class Supervisor:
                     remove_cgroup(child)
 
     def _cgroups_of(self, reaper: Reaper) -> list[Path]:
+        """The reaper's cgroup (see attempt.Reaper._join_cgroup), which holds its attempt's processes."""
         run_cgroup = self.shared.run_cgroup
-        return list(run_cgroup.glob(f"reaper-{reaper.pid}-*")) if run_cgroup is not None else []
+        return list(run_cgroup.glob(f"reaper-{reaper.pid}")) if run_cgroup is not None else []
 
     def _watch_lease(self) -> None:
         """While the lease is in doubt nothing runs; a lock taken over by another runner is the end."""
