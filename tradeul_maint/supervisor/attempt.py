@@ -177,7 +177,6 @@ class Reaper:
         self.wakeup_r, self.wakeup_w = os.pipe()
         for fd in (self.wakeup_r, self.wakeup_w, assign_r):
             os.set_blocking(fd, False)
-        self.attempt: AttemptRun | None = None
 
     def serve(self) -> None:
         signal.set_wakeup_fd(self.wakeup_w)
@@ -189,7 +188,7 @@ class Reaper:
         self.selector.register(self.assign_r, selectors.EVENT_READ)
         self._join_cgroup()
         while not self.orphaned:
-            attempt = self.attempt = AttemptRun(self)
+            attempt = AttemptRun(self)
             start = self._wait_for_start(attempt)
             if start is None:  # the run is over (or the supervisor died): the waiting main process goes too
                 attempt.abandon()
@@ -239,11 +238,10 @@ class Reaper:
                 return
             self.pending.append(message)
 
-    def signals(self) -> set[int]:
-        received = _drain(self.wakeup_r)
-        if SUPERVISOR_GONE in received or os.getppid() != self.supervisor:
+    def notice_signals(self) -> None:
+        """SIGCHLD wakes the loop (its reaping follows); SUPERVISOR_GONE means stopping and exiting."""
+        if SUPERVISOR_GONE in _drain(self.wakeup_r) or os.getppid() != self.supervisor:
             self.orphaned = True
-        return received
 
 
 class AttemptRun:
@@ -334,7 +332,7 @@ class AttemptRun:
         r = self.reaper
         for key, _ in r.selector.select(max(0.0, timeout)):
             if key.fd == r.wakeup_r:
-                r.signals()
+                r.notice_signals()
             elif key.fd in self.open_fds:
                 self._read(key.fd)
         r.read_messages()
