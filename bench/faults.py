@@ -7,7 +7,7 @@
 Each trial starts from fresh state (an empty Redis, new state and log directories), runs the
 tool as cron or an operator would (`python -m tradeul_maint ...` subprocesses, time given by
 `--now`), injects one fault (concurrent runs, SIGKILL, SIGSTOP past the lease, a Redis that
-dies, hangs or refuses writes, signals, a full disk) and then checks the invariants the
+dies, hangs or refuses writes, a replica that lags, a failover, signals, a full disk) and then checks the invariants the
 README promises, from the outside: the ledger the tasks append to (bench/ledger.py), the
 process table (/proc), the keys in Redis, the exit codes and stderr. A violation names the
 trial, its index, the invariant and the evidence (ledger lines, pids, exit codes, stderr),
@@ -85,6 +85,7 @@ class Outcome:
         return ok
 
     def figure(self, name: str, value: float) -> None:
+        """A measurement; the table shows the worst (largest) over the trials, or the sum for "trials ..." counts."""
         self.figures[name] = value
 
 
@@ -162,6 +163,154 @@ class SilentServer:
         for conn in self._conns:
             conn.close()
         self.sock.close()
+
+
+class TcpServer:
+    """A redis-server (or a Sentinel, `sentinel_conf`) on a loopback port: replication needs TCP."""
+
+    def __init__(self, directory: Path, *args: str, sentinel_conf: str | None = None):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.args = args
+        self.sentinel_conf = sentinel_conf
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *args: str) -> TcpServer:
+        argv = [redis_server_binary()]
+        if self.sentinel_conf is not None:
+            conf = self.dir / "sentinel.conf"
+            conf.write_text(self.sentinel_conf)
+            argv += [str(conf), "--sentinel"]
+        else:
+            argv += ["--save", "", "--appendonly", "no"]
+        argv += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), *self.args, *args]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_until(self._answers, 10):
+            raise RuntimeError(f"redis-server on port {self.port} did not start")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            with self.client() as c:
+                return bool(c.ping())
+        except (redis.ConnectionError, redis.BusyLoadingError, OSError):
+            return False
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True)
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ReplicaSet:
+    """A primary and its replica on loopback, with a Sentinel (quorum 1) watching them when `sentinel`.
+
+    The Sentinel calls the primary down after 1 s without an answer and promotes the
+    replica; the tool finds the primary through it (`url`), as a redis+sentinel:// URL does,
+    and so do the trials' checks (`master`): on a loaded machine a Sentinel may fail over again.
+    """
+
+    SERVICE = "maint"
+
+    def __init__(self, base: Path, sentinel: bool):
+        self.primary = TcpServer(base / "primary").start()
+        self.replica = TcpServer(base / "replica").start("--replicaof", "127.0.0.1", str(self.primary.port))
+        self.sentinel: TcpServer | None = None
+        if not wait_until(self.replicating, 10):
+            raise RuntimeError("the replica did not catch up with the primary")
+        if sentinel:
+            self.sentinel = TcpServer(base / "sentinel", sentinel_conf=(
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 1\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                f"sentinel failover-timeout {self.SERVICE} 2000\nlogfile sentinel.log\n")).start()
+            if not wait_until(lambda: self._sentinel("SENTINEL", "REPLICAS", self.SERVICE), 15):
+                raise RuntimeError("the Sentinel did not find the replica")
+
+    @property
+    def url(self) -> str:
+        if self.sentinel is not None:
+            return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{self.SERVICE}"
+        return f"redis://127.0.0.1:{self.primary.port}/0"
+
+    def master(self) -> redis.Redis:
+        """A client of the primary as the Sentinel names it, found again on each new connection."""
+        from redis.sentinel import Sentinel
+
+        sentinel = Sentinel([("127.0.0.1", self.sentinel.port)], socket_timeout=5)
+        return sentinel.master_for(self.SERVICE, socket_timeout=5, decode_responses=True)
+
+    def replicating(self) -> bool:
+        """The primary sees its replica online, and the replica's link is up."""
+        try:
+            with self.primary.client() as p, self.replica.client() as r:
+                seen = p.info("replication").get("slave0") or {}
+                return seen.get("state") == "online" and r.info("replication").get("master_link_status") == "up"
+        except (redis.RedisError, OSError):
+            return False
+
+    def _sentinel(self, *command: str):
+        try:
+            with self.sentinel.client() as c:
+                return c.execute_command(*command)
+        except (redis.RedisError, OSError):
+            return None
+
+    def freeze(self) -> None:
+        """The replica stops (SIGSTOP): it acknowledges nothing; what the primary sends waits in its socket."""
+        self.replica.signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.replica.signal(signal.SIGCONT)
+
+    def cut(self) -> None:
+        """The replica lags from now on: frozen, and its link closed by the primary, so that no later write
+        reaches it (a frozen replica alone would still find them in its socket once it runs again)."""
+        self.freeze()
+        with self.primary.client() as p:
+            p.execute_command("CLIENT", "KILL", "TYPE", "replica")
+
+    def fail_over(self, timeout: float = 30) -> bool:
+        """The primary dies (SIGKILL), the replica runs again, the Sentinel promotes it; then the old primary
+        comes back empty as its replica (as an operator would bring it back), so writes can be confirmed again."""
+        self.primary.signal(signal.SIGKILL)
+        self.primary.proc.wait(10)
+        self.thaw()
+        promoted = wait_until(lambda: self._promoted(), timeout, step=0.1)
+        if promoted:
+            self.primary.start("--replicaof", "127.0.0.1", str(self.replica.port))
+            self.primary, self.replica = self.replica, self.primary
+            promoted = wait_until(self.replicating, 15)
+        return promoted
+
+    def _promoted(self) -> bool:
+        """The Sentinel has ended its failover with the replica as the master (until then, an old primary that
+        comes back can make it give up and turn the promoted replica back into a replica of the empty one)."""
+        try:
+            with self.sentinel.client() as c:
+                master = c.sentinel_master(self.SERVICE)
+        except (redis.RedisError, OSError):
+            return False
+        return int(master["port"]) == self.replica.port and "failover_in_progress" not in master["flags"]
+
+    def close(self) -> None:
+        for server in (self.sentinel, self.replica, self.primary):
+            if server is not None:
+                server.stop()
 
 
 def dead_url() -> str:
@@ -338,6 +487,13 @@ class Harness:
         self._servers.append(server)
         return server
 
+    def replica_set(self, sentinel: bool = False) -> ReplicaSet:
+        """A primary, a replica and (`sentinel`) a Sentinel of the trial's own, stopped when the harness closes."""
+        self._count += 1
+        rs = ReplicaSet(self.base / f"replicas-{self._count}", sentinel)
+        self.on_exit(rs.close)
+        return rs
+
     def shared(self) -> RedisServer:
         """One server for the trials that do not harm it, flushed before each trial."""
         if self._shared is None:
@@ -366,21 +522,6 @@ class Harness:
 # --- reading the tool's state from the outside --------------------------------------------
 
 
-def task_states(client: redis.Redis, day: str = DAY) -> dict[str, str]:
-    """Each task's state as readers see it: the status document with the transitions hash folded in."""
-    raw = client.get(f"{PREFIX}:status:{day}")
-    try:
-        doc = json.loads(raw) if raw else {}
-    except ValueError:
-        doc = {}
-    states = dict(doc.get("tasks") or {}) if isinstance(doc, dict) else {}
-    if client.type(f"{PREFIX}:transitions:{day}") == "hash":
-        for name, record in client.hgetall(f"{PREFIX}:transitions:{day}").items():
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                states[name] = json.loads(record)["state"]
-    return states
-
-
 def document(client: redis.Redis, day: str = DAY) -> dict:
     raw = client.get(f"{PREFIX}:status:{day}")
     try:
@@ -388,6 +529,12 @@ def document(client: redis.Redis, day: str = DAY) -> dict:
     except ValueError:
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def task_states(client: redis.Redis, day: str = DAY) -> dict[str, str]:
+    """Each task's state as any reader sees it: the status document's `tasks` map, one GET."""
+    states = document(client, day).get("tasks")
+    return dict(states) if isinstance(states, dict) else {}
 
 
 def is_done(client: redis.Redis, day: str = DAY) -> bool:
@@ -487,9 +634,9 @@ def standard_tasks(parallel_long: float = 1.5, rng: random.Random | None = None)
     ]
 
 
-def manual_head(lease: float = 60, parallel: int = 1, extra: str = "") -> str:
+def manual_head(lease: float = 60, parallel: int = 1, extra: str = "", redis: str = "") -> str:
     return (f"[schedule]\nauto_recover = false\n[run]\nmax_parallel = {parallel}\n"
-            f"[redis]\nlock_lease_seconds = {lease}\n[calendar]\nexpiry_warning_days = 0\n{extra}")
+            f"[redis]\nlock_lease_seconds = {lease}\n{redis}[calendar]\nexpiry_warning_days = 0\n{extra}")
 
 
 def check_completed_finished(out: Outcome, ws: Workspace, client: redis.Redis, when: str) -> None:
@@ -1151,12 +1298,86 @@ def trial_log_full(h: Harness, out: Outcome, rng: random.Random) -> None:
         subprocess.run(["umount", "-l", str(ws.log_dir)], capture_output=True)
 
 
+def trial_replica_frozen(h: Harness, out: Outcome, rng: random.Random) -> None:
+    """The replica frozen (SIGSTOP) with min_replicas = 1: the run stops before its first task, exit 75 with one
+    line naming the replicas it had and needed, the lock given back; thawed, the next run completes."""
+    rs = h.replica_set()
+    ws = h.workspace(out.trial, out.index, rs.url)
+    tasks = [{"name": "a", "sleep": 0.2}, {"name": "b", "kind": "py", "sleep": 0.2, "after": ["a"]}]
+    ws.write_config(manual_head(redis="min_replicas = 1\nreplica_timeout_seconds = 0.3\n"), tasks)
+    rs.freeze()
+    args = ("run", "--date", DAY, "--now", AFTER)
+    result = ws.run(*args)
+    out.check(result.code == 75, "exit 75", str(result))
+    line = result.stderr.strip()
+    out.check(len(line.splitlines()) == 1 and "only 0 of the 1 replica" in line and f":{rs.replica.port} " in line,
+              "one line naming the replicas it had and needed", str(result))
+    out.check(not ws.executions(), "nothing run", "; ".join(e.describe() for e in ws.executions()))
+    with rs.primary.client() as c:
+        out.check(lock_value(c) is None, "the lock is given back", f"lock {lock_value(c)} after {result}")
+        rs.thaw()
+        wait_until(rs.replicating, 10)
+        run_until_done(ws, c, out, args)
+    out.figure("seconds to exit 75", round(result.seconds, 2))
+
+
+LOST_COMPLETION = "completed tasks run again after the failover"
+
+
+def _failover(min_replicas: int):
+    def trial(h: Harness, out: Outcome, rng: random.Random) -> None:
+        """A failover right after a task completed: the replica stops receiving (frozen, its link cut) at a
+        random moment around the end of task a (most often just before its completion is written), then
+        the primary dies with the runner and the Sentinel promotes the replica. A completion the runner
+        acted on (b, which needs a, started) must not be lost: a must not run again."""
+        rs = h.replica_set(sentinel=True)
+        ws = h.workspace(out.trial, out.index, rs.url)
+        a_sleep = 0.6 if h.quick else 1.0
+        tasks = [{"name": "a", "sleep": a_sleep}, {"name": "b", "sleep": 0.5 if h.quick else 1.5, "after": ["a"]}]
+        ws.write_config(manual_head(lease=2, redis=f"min_replicas = {min_replicas}\n"
+                                                   "replica_timeout_seconds = 0.3\n"), tasks)
+        args = ("run", "--date", DAY, "--now", AFTER)
+        first = ws.spawn(*args)
+        if not wait_until(started(ws, "a"), 30):
+            out.check(False, "trial setup", f"task a never started: {first.wait(5)}")
+            return
+        time.sleep(rng.uniform(a_sleep - 0.4, a_sleep + 0.6))
+        rs.cut()
+        wait_until(lambda: first.poll() is not None or started(ws, "b")(), 10)
+        acted = started(ws, "b")()  # the runner went on: as far as it knew, a's completion was recorded
+        with rs.primary.client() as c:
+            on_primary = task_states(c)
+        first.popen.kill()  # the runner goes down with the primary: nothing rewrites the state on the new one
+        result = first.wait(30)
+        promoted = rs.fail_over()
+        if not out.check(promoted, "trial setup: the Sentinel promoted the replica", "not within 30 s"):
+            return
+        with rs.master() as c:
+            on_promoted = task_states(c)
+            run_until_done(ws, c, out, args, timeout=60)
+        a_runs = [e for e in ws.executions() if e.task == "a"]
+        lost = acted and len(a_runs) > 1
+        out.check(not lost, LOST_COMPLETION,
+                  lambda: f"b started after a completed, and a ran again: "
+                          + "; ".join(e.describe() for e in a_runs)
+                          + f"; states on the old primary {on_primary}, on the promoted replica {on_promoted}")
+        if min_replicas and not acted and result.code is not None and result.code >= 0:
+            out.check(result.code == 75 and "replica" in result.stderr,
+                      "a write in doubt ends the run with 75, naming the replicas", str(result))
+        out.figure("trials where b started (a's completion confirmed)", int(acted))
+        out.figure("trials where a ran again", int(len(a_runs) > 1))
+        cleanup_leftovers(ws)
+    return trial
+
+
 @dataclass(frozen=True)
 class TrialKind:
     name: str
     run: Callable[[Harness, Outcome, random.Random], None]
     default_trials: int
     title: str
+    # What happens without a protection: this invariant's violations are the trial's figure, not a failure.
+    shows_loss: str | None = None
 
 
 TRIALS = [
@@ -1179,6 +1400,10 @@ TRIALS = [
     TrialKind("double-kill", trial_double_kill, 10, "Runner, supervisor and reapers SIGKILLed; a worker with env -i"),
     TrialKind("logs-rotation", trial_log_rotation, 10, "Logs: 6 writers, 1 KB rotation"),
     TrialKind("logs-full", trial_log_full, 10, "Logs: full log filesystem (tmpfs)"),
+    TrialKind("replica-frozen", trial_replica_frozen, 10, "Replica frozen (SIGSTOP), min_replicas = 1"),
+    TrialKind("failover", _failover(1), 20, "Failover right after a task completed, min_replicas = 1"),
+    TrialKind("failover-unconfirmed", _failover(0), 20, "The same failover, min_replicas = 0 (shows the loss)",
+              shows_loss=LOST_COMPLETION),
 ]
 BY_NAME = {t.name: t for t in TRIALS}
 
@@ -1206,11 +1431,16 @@ class Row:
     def violations(self) -> list[Violation]:
         return [v for o in self.outcomes for v in o.violations]
 
+    @property
+    def failures(self) -> list[Violation]:
+        """The violations, but those of the loss a `shows_loss` kind is there to show."""
+        return [v for v in self.violations if v.invariant != self.kind.shows_loss]
+
     def worst(self) -> str:
         figures: dict[str, float] = {}
         for o in self.outcomes:
             for k, v in o.figures.items():
-                figures[k] = max(figures.get(k, v), v)
+                figures[k] = figures.get(k, 0) + v if k.startswith("trials ") else max(figures.get(k, v), v)
         return "; ".join(f"{k} {v:g}" if isinstance(v, int) or float(v).is_integer() else f"{k} {v:.2f}"
                          for k, v in figures.items())
 
@@ -1259,10 +1489,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(row.render())
     print(f"\ntime: {', '.join(timings)}")
-    bad = [row for row in rows if row.violations]
+    bad = [row for row in rows if row.failures]
     for row in bad:
-        print(f"\n{row.kind.name}: {len(row.violations)} violation(s); first {min(args.details, len(row.violations))}:")
-        for v in row.violations[:args.details]:
+        print(f"\n{row.kind.name}: {len(row.failures)} violation(s); first {min(args.details, len(row.failures))}:")
+        for v in row.failures[:args.details]:
             print(f"  {v}")
     return 1 if bad else 0
 

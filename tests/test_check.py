@@ -36,6 +36,7 @@ after = ["load"]
 name = "clear"
 builtin = "redis.delete_keys"
 params = {{ patterns = ["realtime:*"] }}
+market_closed_only = true
 """
 
 
@@ -70,10 +71,14 @@ def test_everything_in_order_passes_with_one_line_each(good, r):
     lines = result.stdout.splitlines()
     assert lines[0] == f"tradeul-maint check: config {good.config}, Redis {good.redis_url}"
     checks = lines_of(result.stdout)
-    assert list(checks) == ["config", "redis", "redis write", "key types", "deadline", "task load", "task compute",
-                            "task clear", "log dir", "calendar", "next window", "containment"]
+    assert list(checks) == ["config", "redis", "redis write", "key types", "replicas", "eviction", "task list",
+                            "deadline", "task load", "task compute", "task clear", "plan", "log dir", "calendar",
+                            "next window", "containment"]
     assert all(line.startswith("✓ ok:") for line in checks.values()), result.stdout
-    assert lines[-1] == "all 12 checks passed"
+    assert lines[-1] == "all 16 checks passed"
+    assert checks["replicas"] == ("✓ ok: the primary sees no replica; min_replicas = 0: writes do not wait for "
+                                  "replicas (a failover can lose the last ones)")
+    assert checks["eviction"].startswith("✓ ok: no maxmemory: nothing is evicted")
     assert checks["task compute"] == "✓ ok: python checkjobs:compute: imports, callable"
     assert checks["task load"] == f"✓ ok: command {sys.executable}: executable"
     assert checks["log dir"] == f"✓ ok: {good.log_dir}: writable"
@@ -119,7 +124,8 @@ def test_the_redis_password_is_hidden_and_a_wrong_one_fails_the_redis_check(good
             checks["redis"]
         assert checks["redis write"] == "✗ FAIL: not checked: no connection to Redis"
         assert "s3cret" not in ok.output + bad.output and "wrong-pw" not in bad.output
-        assert bad.stdout.splitlines()[-1] == "4 of 12 checks failed: redis, redis write, key types, deadline"
+        assert bad.stdout.splitlines()[-1] == ("7 of 16 checks failed: redis, redis write, key types, replicas, "
+                                                  "eviction, task list, deadline")
     finally:
         proc.terminate()
         proc.wait(10)
@@ -152,11 +158,11 @@ def test_unreachable_redis_is_a_failed_check_not_exit_75(good, tmp_path):
 
 
 def test_a_key_of_another_type_under_the_prefix_is_named(good, r):
-    r.rpush("maintenance:transitions:2026-11-25", "someone else's list")
+    r.rpush("maintenance:executed:2026-11-25", "someone else's list")
     result = good.cli("check", "--now", NOON)
     assert result.exit_code == 1
     assert lines_of(result.stdout)["key types"].startswith(
-        "✗ FAIL: Redis key maintenance:transitions:2026-11-25 is a list, not the hash")
+        "✗ FAIL: Redis key maintenance:executed:2026-11-25 is a list, not the string")
 
 
 def test_tasks_that_would_fail_to_start(project, tmp_path):
@@ -194,7 +200,7 @@ def test_tasks_that_would_fail_to_start(project, tmp_path):
     assert checks["task no-program"].startswith("✗ FAIL: command no-such-program-xyz: not found on PATH")
     assert checks["task no-x-bit"].startswith(f"✗ FAIL: command {script}: not executable")
     assert checks["task relative"].startswith("✗ FAIL: command bin/job: a relative path depends on the working")
-    assert result.stdout.splitlines()[-1].startswith("6 of 15 checks failed: task missing-module, ")
+    assert result.stdout.splitlines()[-1].startswith("6 of 19 checks failed: task missing-module, ")
 
 
 def test_log_dir_fallback_is_reported_and_no_writable_dir_fails(good, tmp_path):

@@ -144,6 +144,25 @@ def test_a_redis_url_of_any_node_runs_on_the_cluster(on_cluster, rc):
     assert again.returncode == 0 and count_runs(on_cluster.root, "a") == [DAY]
 
 
+def test_min_replicas_waits_on_the_primary_that_owns_the_tools_slot(on_cluster, rc, cluster):
+    """WAIT counts the replicas of the node it is sent to: it goes to the primary of the prefix's slot, right
+    after the script on the same connection (redis-py's cluster client sends it to a default node of its own)."""
+    on_cluster.write_config(PREFIX + "min_replicas = 1\nreplica_timeout_seconds = 0.2\n"
+                            + marker_tasks(on_cluster.root, ["a"]))
+    nodes = {port: redis.Redis(port=port) for port in cluster}
+    for node in nodes.values():
+        node.config_resetstat()
+    result = on_cluster.run("run", "--date", DAY)
+    assert result.returncode == 75, result.stderr
+    assert "only 0 of the 1 replica" in result.stderr and "(the primary sees no replica)" in result.stderr
+    owner = rc.get_node_from_key("{maintenance}:lock").port
+    waits = {port: node.info("commandstats").get("cmdstat_wait", {}).get("calls", 0) for port, node in nodes.items()}
+    assert waits == {port: int(port == owner) for port in cluster}  # taking the lock, then it stopped
+    assert count_runs(on_cluster.root, "a", "started") == [] and rc.get("{maintenance}:lock") is None
+    for node in nodes.values():
+        node.close()
+
+
 def test_a_prefix_without_a_hash_tag_is_refused_on_a_cluster(on_cluster, rc):
     on_cluster.write_config(marker_tasks(on_cluster.root, ["a"]))
     result = on_cluster.run("run", "--date", DAY)

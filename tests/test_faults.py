@@ -27,7 +27,12 @@ import ledger  # noqa: E402
 # runner while its long task runs, so that a re-run can meet an orphan; signal trial #0 does not ignore SIGTERM.
 SUBSET = [("overlap", 0), ("mixed", 0), ("crash", 1), ("redis-unreachable", 0), ("redis-restart", 0),
           ("redis-refuses-start", 0), ("redis-refuses-start", 2), ("redis-refuses-mid", 1), ("redis-down-window", 0),
-          ("signals-int", 0), ("signals-hup", 0), ("logs-rotation", 0), ("logs-full", 0)]
+          ("signals-int", 0), ("signals-hup", 0), ("logs-rotation", 0), ("logs-full", 0), ("failover", 1),
+          ("failover", 4)]
+# failover #1 cuts the replica off before a's completion is written (the write in doubt stops the run), #4 after
+# it was confirmed (b starts, a must never run again); failover-unconfirmed #2 cuts it off before, without
+# min_replicas: the trial must see the completion lost (SHOWS_LOSS).
+SHOWS_LOSS = [("failover-unconfirmed", 2)]
 # Kinds left out of the suite's subset to keep CI within its time, because a test of the suite checks the same
 # invariants through the CLI (they run in full by hand, as does redis-restart-aof).
 ELSEWHERE = {
@@ -39,6 +44,7 @@ ELSEWHERE = {
     "parents": "test_containment.py::test_a_task_that_stops_its_parents_ends_within_its_timeout_and_grace_and_leaves_"
                "nothing",
     "double-kill": "test_containment.py::test_a_double_kill_with_a_reset_environment_never_overlaps_the_rerun",
+    "replica-frozen": "test_replication.py::test_a_frozen_replica_stops_a_run_before_its_first_task",
 }
 
 
@@ -58,8 +64,15 @@ def test_trial(harness, kind, index):
     assert not out.violations, "\n".join(map(str, out.violations))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,index", SHOWS_LOSS, ids=[f"{k}-{i}" for k, i in SHOWS_LOSS])
+def test_a_trial_without_the_protection_shows_the_loss(harness, kind, index):
+    out = faults.run_trial(harness, kind, index)
+    assert [v.invariant for v in out.violations] == [faults.BY_NAME[kind].shows_loss], out.violations
+
+
 def test_every_trial_kind_is_in_the_subset_or_covered_by_a_named_test():
-    assert {k for k, _ in SUBSET} | set(ELSEWHERE) | {"redis-restart-aof"} == set(faults.BY_NAME)
+    assert {k for k, _ in SUBSET + SHOWS_LOSS} | set(ELSEWHERE) | {"redis-restart-aof"} == set(faults.BY_NAME)
     here = Path(__file__).resolve().parent
     for test in ELSEWHERE.values():
         module, name = test.split("::")

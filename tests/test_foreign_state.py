@@ -74,13 +74,12 @@ def test_a_misshapen_status_document_is_corrupt_in_every_command_and_run_again(p
     assert json.loads(r.get(f"maintenance:status:{DAY}"))["all_success"] is True
 
 
-def test_a_misshapen_transition_record_makes_the_session_corrupt(project, r):
+def test_a_misshapen_task_list_makes_the_session_corrupt(project, r):
     project.write_config(marker_tasks(project.root, ["a"]))
     r.set(f"maintenance:status:{DAY}", json.dumps({"date": DAY, "started_at": "2026-11-25T22:00:00+00:00",
-                                                   "tasks": {"a": "in_progress"}}))
-    r.hset(f"maintenance:transitions:{DAY}", "a", json.dumps({"state": "done", "attempts": -1}))
+                                                   "tasks": {"a": "in_progress"}, "task_list": {"a": 7}}))
     result = project.cli("status", "--date", DAY, "--now", NOW)
-    assert result.exit_code == 0 and f"{DAY}: corrupt" in result.stdout
+    assert result.exit_code == 0 and f"{DAY}: corrupt" in result.stdout and "task_list.a is 7" in result.stdout
     assert project.cli("run", "--date", DAY, "--now", NOW).exit_code == 0
 
 
@@ -88,7 +87,6 @@ def test_a_misshapen_transition_record_makes_the_session_corrupt(project, r):
 
 @pytest.mark.parametrize("key, make", [
     ("maintenance:lock", lambda r, k: r.hset(k, "owner", "other-app")),
-    (f"maintenance:transitions:{DAY}", lambda r, k: r.set(k, "other-app")),
     ("maintenance:last_run", lambda r, k: r.hset(k, "date", "x")),
     (f"maintenance:executed:{DAY}", lambda r, k: r.rpush(k, "x")),
     (f"maintenance:status:{DAY}", lambda r, k: r.hset(k, "date", DAY)),
@@ -117,15 +115,6 @@ def test_status_names_a_key_of_another_type(project, r, key, make):
         result = project.cli(*args, "--now", NOW)
         assert result.exit_code == 78, (args, result.output)
         assert key in one_line(result.stderr)
-
-
-def test_a_transitions_key_of_another_type_is_named_when_status_reads_it(project, r):
-    project.write_config(marker_tasks(project.root, ["a"]))
-    r.set(f"maintenance:status:{DAY}", json.dumps({"date": DAY, "started_at": "2026-11-25T22:00:00+00:00",
-                                                   "tasks": {"a": "in_progress"}}))
-    r.set(f"maintenance:transitions:{DAY}", "other-app")
-    result = project.cli("status", "--now", NOW)
-    assert result.exit_code == 78 and f"maintenance:transitions:{DAY}" in one_line(result.stderr)
 
 
 # --- case 8: a lock the tool did not write is reported, never waited on silently -----------------------

@@ -98,7 +98,8 @@ def test_status_check_rewrites_it_with_the_sessions_not_done(project, r):
     assert result.exit_code == 1
     values = read_metrics(path)
     assert path.stat().st_mtime_ns != before
-    assert not_done(values) == {"failed": 1, "missing": 1, "interrupted": 0, "corrupt": 0, "running": 0}
+    assert not_done(values) == {"failed": 1, "missing": 1, "interrupted": 0, "corrupt": 0, "running": 0,
+                                "waiting": 0}
     assert values[("tradeul_maint_cycle_attempts", (("session", "2026-11-24"),))] == 0
     assert values[("tradeul_maint_cycle_attempts", (("session", "2026-11-25"),))] == 1
     assert values[("tradeul_maint_task_success", (("task", "b"),))] == 0  # the newest recorded cycle

@@ -119,6 +119,17 @@ def test_a_failed_cycle_pings_fail_with_the_summary(project, endpoint, r):
     assert body[1].startswith("  b failed: ") and "failed with exit code 3" in body[1]
 
 
+def test_a_cycle_that_leaves_a_task_waiting_for_the_close_pings_success_not_fail(project, endpoint, r):
+    url, seen = endpoint
+    project.write_config(f'[notify]\nping_url = "{url}"\n' + marker_tasks(project.root, ["a"]) +
+                         '[[tasks]]\nname = "reset"\nbuiltin = "redis.delete_keys"\n'
+                         'params = { patterns = ["realtime:*"] }\nmarket_closed_only = true\n')
+    assert project.cli("run", "--date", SESSION, "--now", "2026-11-26T10:00").exit_code == 0  # Thanksgiving: closed
+    assert project.cli("run", "--date", "2026-11-27", "--now", "2026-11-27T10:00").exit_code == 0  # open till 13:00
+    assert seen[2:] == [("GET", "/ping/5f0c2a9e/start", ""), ("GET", "/ping/5f0c2a9e", "")]
+    assert json.loads(r.get("maintenance:status:2026-11-27"))["tasks"]["reset"] == "pending"
+
+
 def test_a_catch_up_pings_each_session_oldest_first(project, endpoint, r):
     url, seen = endpoint
     configure(project, url)

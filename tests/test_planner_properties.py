@@ -133,6 +133,14 @@ def in_view(now, calendar, schedule) -> list[dt.date]:
     return sorted(view | set(opened[-1:]))
 
 
+def newest_opened(now, calendar, schedule) -> dt.date | None:
+    """The newest session whose window has opened, looked for a week back."""
+    today = calendar.local_date(now)
+    opened = [s for s in calendar.sessions_between(today - dt.timedelta(days=7), today)
+              if calendar.window(s, schedule.window_start, schedule.window_minutes).start <= now]
+    return opened[-1] if opened else None
+
+
 def open_windows(now, calendar, schedule) -> list[dt.date]:
     """Every session whose window contains `now` (looked for well beyond any lookback)."""
     today = calendar.local_date(now)
@@ -218,15 +226,18 @@ def test_a_window_after_midnight_is_in_view_with_any_lookback(calendar_cache, lo
 @SETTINGS
 @given(worlds())
 def test_cron_plans_exactly_the_tasks_not_completed_and_latest_only_tasks_for_the_newest(world):
+    """`catchup = "latest"` (task c) runs only for the newest session whose window has opened, whatever else
+    the plan holds; an older session records it skipped."""
     now, calendar, schedule, run, statuses = world
     plan = planner.plan_cron(now, calendar, schedule, run, TASKS, statuses)
-    for i, p in enumerate(plan.sessions):
+    newest = newest_opened(now, calendar, schedule)
+    for p in plan.sessions:
         status = statuses.get(p.session)
         pending = [t.name for t in TASKS if status is None or status.corrupt or not status.completed(t.name)]
-        newest = i == len(plan.sessions) - 1
-        expected = [n for n in pending if newest or n != "c"]
+        older = newest is not None and p.session < newest
+        expected = [n for n in pending if not (older and n == "c")]
         assert list(p.tasks) == expected, (p, planner.describe(status))
-        assert set(p.catchup_skipped) == ({"c"} & set(pending) if not newest else set())
+        assert set(p.catchup_skipped) == ({"c"} & set(pending) if older else set())
 
 
 # --- retry gate --------------------------------------------------------------------------
@@ -270,7 +281,7 @@ def test_recover_plans_every_session_not_done_oldest_first_and_only_those_whose_
         assert calendar.window(s, schedule.window_start, schedule.window_minutes).end <= now
     for d in deferred:
         assert calendar.window(d.session, schedule.window_start, schedule.window_minutes).end > now
-    plan = planner.plan_recover(sessions, TASKS, statuses, force)
+    plan = planner.plan_recover(now, calendar, schedule, TASKS, sessions, statuses, force)
     days = [p.session for p in plan.sessions]
     assert days == sorted(days)
     for s in sessions:
@@ -299,7 +310,7 @@ def test_a_manual_run_refuses_a_non_session_or_future_date_and_skips_a_done_sess
     now, calendar, schedule, run, statuses = world
     status = statuses.get(day)
     try:
-        plan = planner.plan_manual(now, calendar, TASKS, status, day, (), force)
+        plan = planner.plan_manual(now, calendar, schedule, TASKS, status, day, (), force)
     except UsageError:
         assert day > calendar.local_date(now) or not calendar.is_session(day)
         return

@@ -115,5 +115,5 @@ def test_check_from_any_directory_imports_every_python_task(tmp_path, redis_url,
                             cwd="/" if cwd == "/" else tmp_path / cwd, stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=120, start_new_session=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = [line for line in result.stdout.splitlines() if " task " in line]
+    lines = [line for line in result.stdout.splitlines() if " task " in line and ": python " in line]
     assert len(lines) == 2 and all(line.startswith("✓ ok") for line in lines), result.stdout

@@ -132,10 +132,11 @@ def test_auto_recovery_respects_backoff_and_max_attempts(calendar, attempts, las
 def test_plan_recover_orders_oldest_first_and_forces_only_when_asked(calendar):
     sessions = [day(s) for s in reversed(LOOKBACK[:-1])]
     statuses = {day("2026-11-20"): done("2026-11-20")}
-    plan = plan_recover(sessions, TASKS, statuses)
+    now = parse_now(MONDAY_WINDOW, calendar)
+    plan = plan_recover(now, calendar, ScheduleSettings(), TASKS, sessions, statuses)
     assert planned(plan) == [s for s in LOOKBACK[:-1] if s != "2026-11-20"]
     assert [(str(d.session), d.reason) for d in plan.deferred] == [("2026-11-20", "done (use --force to run it again)")]
-    assert planned(plan_recover(sessions, TASKS, statuses, force=True)) == LOOKBACK[:-1]
+    assert planned(plan_recover(now, calendar, ScheduleSettings(), TASKS, sessions, statuses, force=True)) == LOOKBACK[:-1]
 
 
 # --- `recover` on the command line ---------------------------------------------------------------------

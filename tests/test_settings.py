@@ -51,6 +51,8 @@ TASK = '[[tasks]]\nname = "a"\ncommand = ["true"]\n'
          "params.pattern: unknown parameter"),
         (TASK + "timeout = '10 years'\n", "timeout = '10 years'"),
         (TASK + "retries = -1\n", "retries = -1"),
+        (TASK + "market_closed_only = 'yes'\n", "[tasks.a] market_closed_only = 'yes': expected true or false"),
+        (TASK + "catchup = 'newest'\n", "[tasks.a] catchup = 'newest': expected \"all\" or \"latest\""),
         ("[logging]\nlevel = 'LOUD'\n" + TASK, "level = 'LOUD'"),
         ("[logging]\nrotation = 'huge'\n" + TASK, "rotation = 'huge'"),
         ("[calendar]\nclosed = ['2025-13-45']\n" + TASK, "expected a date"),

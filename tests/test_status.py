@@ -117,7 +117,7 @@ def test_status_json_carries_the_same_information(project, r):
     assert data["last_run"] == "2026-11-23"
     keys = {"date", "state", "window_start", "window_end", "window_passed", "tasks_completed", "tasks_total",
             "attempts", "started_at", "completed_at", "duration_seconds", "run_id", "note", "override", "deadline",
-            "done_at", "late_seconds"}
+            "done_at", "late_seconds", "task_list_differences"}
     failed = next(s for s in data["sessions"] if s["date"] == "2026-11-23")
     assert set(failed) == keys  # the lookback view leaves the tasks to `--date`
     assert (failed["tasks_completed"], failed["tasks_total"], failed["attempts"]) == (1, 2, 1)

@@ -198,6 +198,12 @@ class TradingCalendar:
         i = bisect.bisect_right(self._opens, ts) - 1
         return i >= 0 and self._opens[i] <= ts < self._closes[i]
 
+    def open_until(self, moment: dt.datetime) -> dt.datetime | None:
+        """The close of the session trading at `moment`, or None when the market is closed then."""
+        ts = moment.timestamp()
+        i = bisect.bisect_right(self._opens, ts) - 1
+        return dt.datetime.fromtimestamp(self._closes[i], UTC) if i >= 0 and ts < self._closes[i] else None
+
     def max_span_days(self, sessions: int) -> int:
         """The most calendar days that `sessions` consecutive sessions (plus today) can cover."""
         days = self._days

@@ -285,6 +285,7 @@ def run(
             report = core.run(context, session, tuple(task or ()), force, dry_run)
     if dry_run:
         render.render_plan(report.plan)
+        render_busy(report, cron=session is None)
         render_unloadable(context.settings)
         return
     if session is not None and report.plan.empty:
@@ -331,6 +332,14 @@ def _say_log_fallback(g: Globals, report: core.RunReport, console_lines: list[st
                   markup=False, emoji=False)
 
 
+def render_busy(report: core.RunReport, cron: bool) -> None:
+    """A dry run whose plan another run's lock would stop says so: the same call now would not run it."""
+    if report.busy is not None:
+        then = "run nothing and exit 0" if cron and not report.busy.foreign else "run nothing and exit 75"
+        out.print(f"but the lock is held by {report.busy.describe()}: this call would {then} now", markup=False,
+                  emoji=False)
+
+
 def render_unloadable(settings: Settings) -> None:
     """A dry run imports the `python` tasks, as the run would: one line for each that does not load."""
     from tradeul_maint.preflight import unloadable_tasks
@@ -359,7 +368,7 @@ def render_results(report: core.RunReport, quiet: bool) -> None:
             for failure in result.failure_lines():
                 err.print(failure, markup=False)
         elif not quiet:
-            left = [f"{name} ({state})" for name, state in s.tasks.items()
+            left = [f"{name} ({result.waiting.get(name, state)})" for name, state in s.tasks.items()
                     if state != "completed" and name not in result.left_to_newest]
             out.print(f"{line}; the session is not done yet, left: {', '.join(left)}", markup=False)
     if failed:
@@ -387,9 +396,14 @@ def recover(
             report = core.recover(context, lookback, first, last, force, dry_run)
     if dry_run:
         render.render_plan(report.plan, "nothing to recover")
+        render_busy(report, cron=False)
         return
+    waiting = [d for d in report.plan.deferred if d.waiting]
     if not report.results and not g.quiet:
-        out.print("nothing to recover: every session whose window has passed is done", markup=False)
+        for deferred in waiting:
+            out.print(f"{deferred.session}: {deferred.reason}", markup=False)
+        if not waiting:
+            out.print("nothing to recover: every session whose window has passed is done", markup=False)
     _say_log_fallback(g, report, console_lines)
     render_results(report, g.quiet)
 

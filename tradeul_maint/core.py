@@ -25,6 +25,7 @@ from tradeul_maint.errors import (ConfigError, LockBusyError, RedisRefusedWriteE
                                   UsageError)
 from tradeul_maint.keys import Keys
 from tradeul_maint.planner import Plan
+from tradeul_maint.replicas import Replication
 from tradeul_maint.settings import ScheduleSettings, Settings
 from tradeul_maint.state import SessionStatus, iso
 from tradeul_maint.store import StateStore
@@ -130,7 +131,8 @@ def connected(ctx: Context) -> Iterator[StateStore]:
     try:
         with open_redis(s.redis.url, s.state_dir, password_file=s.redis.password_file,
                         key_prefix=s.redis.key_prefix) as (client, _where):
-            yield StateStore(client, Keys(s.redis.key_prefix), s.redis.status_ttl_days, s.redis.lock_lease_seconds)
+            yield StateStore(client, Keys(s.redis.key_prefix), s.redis.status_ttl_days, s.redis.lock_lease_seconds,
+                             Replication(s.redis.min_replicas, s.redis.replica_timeout_seconds, s.redis.wait_aof))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailableError(f"lost the connection to Redis: {str(exc).strip() or type(exc).__name__}") \
             from None
@@ -153,6 +155,7 @@ REFUSALS = {
     "BUSY": "it is busy running a script (BUSY)",
     "CLUSTERDOWN": "the cluster is down (CLUSTERDOWN)",
     "TRYAGAIN": "the cluster is resharding (TRYAGAIN)",
+    "MOVED": "the cluster is moving the tool's hash slot (MOVED)",
 }
 
 
@@ -163,7 +166,9 @@ def refused(exc: redis.ResponseError) -> str | None:
     message, or follow a "-" inside a script's error ("... @user_script: 1: -READONLY ...").
     """
     classes = {redis.exceptions.ReadOnlyError: "READONLY", redis.exceptions.OutOfMemoryError: "OOM",
-               redis.exceptions.BusyLoadingError: "LOADING"}
+               redis.exceptions.BusyLoadingError: "LOADING",
+               # With min_replicas the writes go to the slot's primary directly (replicas.py), MOVED and all.
+               redis.exceptions.AskError: "MOVED"}
     code = next((c for cls, c in classes.items() if isinstance(exc, cls)), None)
     if code is None:
         text = str(exc)
@@ -181,8 +186,8 @@ def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = ()
     def make_plan(store: StateStore) -> tuple[Plan, dict[dt.date, SessionStatus | None]]:
         if session is not None:
             statuses = store.statuses([session])
-            return planner.plan_manual(ctx.now, ctx.calendar, s.tasks, statuses[session], session, only,
-                                       force), statuses
+            return planner.plan_manual(ctx.now, ctx.calendar, s.schedule, s.tasks, statuses[session], session,
+                                       only, force), statuses
         return _cron_plan(ctx, store)
 
     from loguru import logger
@@ -192,7 +197,7 @@ def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = ()
         if plan.empty and not dry_run:
             logger.bind(deferred=[f"{d.session}: {d.reason}" for d in plan.deferred]).debug("nothing_to_do")
         if plan.empty or dry_run:
-            return RunReport(plan)
+            return RunReport(plan, busy=_holder(store, plan) if dry_run else None)
         try:
             return _execute(ctx, store, make_plan, "cron" if session is None else "run --date", force, only)
         except LockBusyError as exc:
@@ -221,14 +226,23 @@ def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = N
 
     def make_plan(store: StateStore) -> tuple[Plan, dict[dt.date, SessionStatus | None]]:
         statuses = store.statuses(sessions)
-        plan = planner.plan_recover(sessions, ctx.settings.tasks, statuses, force)
+        plan = planner.plan_recover(ctx.now, ctx.calendar, schedule, ctx.settings.tasks, sessions, statuses, force)
         return replace(plan, deferred=plan.deferred + not_yet), statuses
 
     with connected(ctx) as store:
         plan, _ = make_plan(store)
         if plan.empty or dry_run:
-            return RunReport(plan)
+            return RunReport(plan, busy=_holder(store, plan) if dry_run else None)
         return _execute(ctx, store, make_plan, "recover", force)  # a busy lock is exit 75: the operator asked
+
+
+def _holder(store: StateStore, plan: Plan) -> LockHolder | None:
+    """For a dry run with something to do: who holds the lock now, since then the same call would run nothing."""
+    if plan.empty:
+        return None
+    from tradeul_maint.lock import read_holder
+
+    return read_holder(store.client, store.keys.lock)
 
 
 def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None,
@@ -251,7 +265,10 @@ def status(ctx: Context, lookback: int | None = None, session: dt.date | None = 
         sessions = planner.sessions_in_view(ctx.now, ctx.calendar, _lookback(ctx, lookback))
     with connected(ctx) as store:
         seen = store.overview(sessions)
-    return overview.build(ctx.now, ctx.calendar, ctx.settings, seen, sessions, detail=session is not None, task=task)
+    s = ctx.settings
+    # What cron's `run` would do about these states now: the notes say it in the planner's words.
+    plan = planner.plan_cron(ctx.now, ctx.calendar, s.schedule, s.run, s.tasks, seen.statuses)
+    return overview.build(ctx.now, ctx.calendar, s, seen, sessions, detail=session is not None, task=task, plan=plan)
 
 
 def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
@@ -291,7 +308,8 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
 
     s = ctx.settings
     run_id = uuid.uuid4().hex[:12]
-    lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now))
+    lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now),
+                   store.replication)
     # Signals first: one that comes while the lock is being taken still stops the run cleanly.
     with StopSignals(s.run.max_run_minutes) as stop, _supervised(ctx, store, lock) as processes, \
             _held(lock, processes, s):
@@ -307,7 +325,8 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
         try:
             # Yesterday's durations tell a new session's cycle which tasks to start first.
             runner = Runner(s, store, lock, ctx.clock, processes, stop, durations=known_durations(newest_first),
-                            history=seen, trigger=Trigger(command, force, only))
+                            history=seen, trigger=Trigger(command, force, only),
+                            start_wait=lambda spec: planner.start_wait(spec, ctx.clock(), ctx.calendar))
             missed = [p.session.isoformat() for p in plan.sessions if p.recovery]
             if missed:  # the replaced service's event names, so existing alerts keep working
                 logger.bind(count=len(missed), dates=missed, run_id=run_id, console=False) \

@@ -89,6 +89,12 @@ class RedisRefusedWriteError(MaintError):
     exit_code = EXIT_TEMPORARY
 
 
+class ReplicasInDoubtError(MaintError):
+    """Fewer replicas than [redis] min_replicas acknowledged a write in time: it may not survive a failover."""
+
+    exit_code = EXIT_TEMPORARY
+
+
 class TaskProcessesLostError(MaintError):
     """The run's supervisor died under it (killed from outside): its tasks' state is left resumable."""
 

@@ -46,7 +46,7 @@ NOT_A_TASK = " "  # the task is not in that session's document (added to the con
 _SESSION_CELLS = {overview.MISSING: "missing", overview.DUE: "pending", overview.NOT_YET_DUE: "not_yet_due",
                   overview.CORRUPT: "corrupt"}
 # A task's state in the document -> its cell; "waiting" is for a task the planner holds back (market_closed_only,
-# wait_for) once the document records it as a state of its own.
+# recorded pending with the reason; wait_for, once the document records it as a state of its own).
 _TASK_CELLS = {COMPLETED: "completed", FAILED: "failed", SKIPPED: "skipped", PENDING: "pending",
                IN_PROGRESS: "running", "waiting": "waiting"}
 
@@ -86,6 +86,8 @@ def cell(session: SessionView, task: TaskView) -> str:
         return "interrupted"
     if state == "skipped" and task.note:  # skipped with a reason: catchup = "latest"
         return "deferred"
+    if state == "pending" and task.note:  # left pending with a reason: market_closed_only, for the close
+        return "waiting"
     if state == "running" and session.state != overview.RUNNING:
         return "interrupted"
     return state

@@ -21,10 +21,6 @@ class Keys:
     def executed(self, session: dt.date) -> str:
         return f"{self.prefix}:executed:{session.isoformat()}"
 
-    def transitions(self, session: dt.date) -> str:
-        """A hash, task -> its latest record, while a cycle of the session runs (see store.py)."""
-        return f"{self.prefix}:transitions:{session.isoformat()}"
-
     @property
     def namespace(self) -> str:
         """What every key of the tool begins with; `redis.delete_keys` never deletes a key that does."""
@@ -46,6 +42,5 @@ class Keys:
         """The Redis type each of the tool's keys must have (when it exists) for these sessions."""
         types = {self.lock: "string", self.last_run: "string"}
         for session in sessions:
-            types.update({self.status(session): "string", self.executed(session): "string",
-                          self.transitions(session): "hash"})
+            types.update({self.status(session): "string", self.executed(session): "string"})
         return types

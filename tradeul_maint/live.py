@@ -2,7 +2,7 @@
 
 It is a loguru sink, installed by the command for the duration of the run, fed by the events
 the runner logs anyway (`starting_maintenance_cycle`, `task_starting`, `task_completed`,
-`task_failed`, `task_skipped`, `task_retry`, `task_interrupted`, `maintenance_cycle_finished`,
+`task_failed`, `task_skipped`, `task_retry`, `task_interrupted`, `task_waiting`, `maintenance_cycle_finished`,
 `executing_recovery_maintenance`) with their bound fields, and drawn by rich's Live on
 stderr a few times a second. It reads nothing else while the cycle runs: the dependencies
 come from the settings, the expected durations from the cycle's `expected_seconds` field (each
@@ -28,8 +28,8 @@ from tradeul_maint.render import TASK_STYLES, duration
 from tradeul_maint.settings import TaskSpec
 from tradeul_maint.trends import critical_path
 
-WAITING, RUNNING, RETRYING = "waiting", "running", "retrying"
-ENDED = {"completed", "failed", "skipped", "interrupted"}
+WAITING, RUNNING, RETRYING, HELD = "waiting", "running", "retrying", "held"  # held: for the close
+ENDED = {"completed", "failed", "skipped", "interrupted", HELD}
 
 
 @dataclass
@@ -121,6 +121,8 @@ class LiveView:
             line.state, line.ended, line.note = "skipped", now, _first_line(fields.get("reason"))
         elif event == "task_interrupted":
             line.state, line.ended = "interrupted", now
+        elif event == "task_waiting":  # market_closed_only: the exchange opened while the cycle ran
+            line.state, line.ended, line.note = HELD, now, _first_line(fields.get("reason"))
 
     # --- the drawing -----------------------------------------------------------------
 

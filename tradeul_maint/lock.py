@@ -5,7 +5,9 @@ pid, since); it is taken with `SET NX PX` (lease in the same command), renewed b
 background thread while tasks run, and renewed or released only by Lua that checks the
 token first. A holder that dies stops renewing and its lease expires. A holder that was
 paused past its lease finds the token changed and learns it has lost the lock: every
-state write is fenced on the same token (see store.py).
+state write is fenced on the same token (see store.py). With `[redis] min_replicas`, taking
+the lock and each renewal wait for the replicas (replicas.py): a lease they may not have
+is a lease that may not outlive a failover, and the run stops as if it had lost the lock.
 
 The lease's figures and scripts are lease.py's, shared with the supervisor's lease watch and
 the state writes.
@@ -24,8 +26,9 @@ from dataclasses import dataclass, replace
 import redis
 from loguru import logger
 
-from tradeul_maint.errors import ForeignLockError, KeyTypeError, LockBusyError, LockLostError
+from tradeul_maint.errors import ForeignLockError, KeyTypeError, LockBusyError, LockLostError, MaintError
 from tradeul_maint.lease import RELEASE, RENEW, Lease
+from tradeul_maint.replicas import Replication
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,11 @@ def foreign_lock_error(key: str, holder: LockHolder) -> ForeignLockError:
 class RunLock:
     """Use as a context manager; `token` fences the state writes made while holding it."""
 
-    def __init__(self, client: redis.Redis, key: str, lease_seconds: float, run_id: str, since: str):
+    def __init__(self, client: redis.Redis, key: str, lease_seconds: float, run_id: str, since: str,
+                 replication: Replication | None = None):
         self._client = client
+        self._replication = replication or Replication()
+        self.doubt: MaintError | None = None  # a renewal the replicas did not confirm (or could not be asked to)
         self.key = key
         self.lease = Lease(lease_seconds)
         self.run_id = run_id
@@ -89,7 +95,13 @@ class RunLock:
         self._kept = False
 
     def acquire(self) -> None:
-        if not self._client.set(self.key, self.token, nx=True, px=self.lease.ms):
+        try:
+            taken = self._replication.write(self._client, self.key, lambda c: c.set(
+                self.key, self.token, nx=True, px=self.lease.ms), "taking the run lock")
+        except MaintError:
+            self.release()  # taken on the primary, not confirmed by its replicas: not a lock to run under
+            raise
+        if not taken:
             holder = read_holder(self._client, self.key)
             if holder is not None and holder.foreign:
                 raise foreign_lock_error(self.key, holder)
@@ -103,10 +115,16 @@ class RunLock:
         renewed = time.monotonic()
         while not self._stop.wait(self.lease.renew_every):
             try:
-                if not self._renew(keys=[self.key], args=[self.token, self.lease.ms]):
+                if not self._replication.write(self._client, self.key, lambda c: self._renew(
+                        keys=[self.key], args=[self.token, self.lease.ms], client=c),
+                        "the renewal of the run lock's lease"):
                     self._lose("its lease expired and another runner took over")
                     return
                 renewed = time.monotonic()
+            except MaintError as exc:  # ReplicasInDoubtError, or a WAIT the server refuses
+                self.doubt = exc
+                self.lost.set()  # as good as lost: the runner stops its tasks and ends
+                return
             except redis.RedisError as exc:
                 if time.monotonic() - renewed > self.lease.seconds:
                     self._lose(f"Redis could not be reached for longer than the lease ({exc})")
@@ -122,6 +140,8 @@ class RunLock:
         self.lost.set()
 
     def check(self) -> None:
+        if self.doubt is not None:
+            raise self.doubt
         if self.lost.is_set():
             raise LockLostError(f"this runner lost the run lock ({self.lost_reason}); it stopped its tasks "
                                 "without writing more state")

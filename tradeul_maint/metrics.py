@@ -29,14 +29,14 @@ import redis
 from tradeul_maint.calendar import TradingCalendar
 from tradeul_maint.files import replace_file
 from tradeul_maint.overview import (CORRUPT, DONE, DUE, FAILED_STATE, INTERRUPTED, MISSING, NOT_YET_DUE, RUNNING,
-                                    SessionView, StatusView)
+                                    WAITING, SessionView, StatusView)
 from tradeul_maint.state import COMPLETED, FAILED, SKIPPED
 
 if TYPE_CHECKING:
     from tradeul_maint.core import Context
     from tradeul_maint.store import StateStore
 
-NOT_DONE_STATES = (FAILED_STATE, INTERRUPTED, CORRUPT, MISSING, RUNNING)
+NOT_DONE_STATES = (FAILED_STATE, INTERRUPTED, CORRUPT, MISSING, RUNNING, WAITING)
 PUSH_JOB = "tradeul_maint"
 PUSH_TIMEOUT = 5.0  # seconds for a push, all included (DNS, connect, a Pushgateway that never answers)
 

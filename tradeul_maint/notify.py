@@ -57,7 +57,9 @@ class Pinger:
         return error is None
 
     def finished(self, result: CycleResult) -> None:
-        if result.success:
+        # A cycle that left only tasks waiting for the close (market_closed_only) failed nothing: the run
+        # after the close starts and ends its own cycle.
+        if result.success or (result.waiting and not result.failures):
             self.send("", session=result.session)
         else:
             self.send("/fail", summary(result), session=result.session)

@@ -1,13 +1,17 @@
 """The operator's view: the state of each recent session, the next window, and who holds the lock.
 
-Pure, like the planner: it takes the time, the calendar, the settings and what the store
-read in one round trip (an `Overview`), and returns a `StatusView` that `status` renders
-as a table, one session task by task, or JSON, and that `status --check` sums up.
+Pure, like the planner: it takes the time, the calendar, the settings, what the store
+read in one round trip (an `Overview`) and the cron plan for those states, and returns a
+`StatusView` that `status` renders as a table, one session task by task, or JSON, and that
+`status --check` sums up. What a run would do next (retry after 17:42, gave up, wait for
+the close) is the plan's word, never worked out again here.
 
 A session is in exactly one state:
 
 - `done`: its status document says all_success and has completed_at (legacy documents too);
-- `failed`: its last cycle finished with a task failed or skipped;
+- `failed`: its last cycle finished with a task failed or skipped (or not run: `--task`);
+- `waiting`: its last cycle finished with nothing failed and `market_closed_only` tasks left,
+  which wait for the close; the first `run` after it finishes the session;
 - `running` / `interrupted`: a cycle started and did not finish; running while the lock
   is held by that cycle's run (or by a holder we cannot tell apart), interrupted otherwise;
 - `corrupt`: the document does not parse (never done);
@@ -27,16 +31,17 @@ from tradeul_maint.calendar import TradingCalendar, Window
 from tradeul_maint.containment import detect
 from tradeul_maint.history import CycleView, Timeline
 from tradeul_maint.lock import LockHolder
-from tradeul_maint.planner import retry_gate
+from tradeul_maint.planner import Plan, failed_tasks, waiting_tasks
 from tradeul_maint.errors import UsageError
 from tradeul_maint.settings import Settings
 from tradeul_maint.sources import Sources, sources
 from tradeul_maint.state import (COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus, TaskRecord, iso,
                                  parse_time)
 from tradeul_maint.store import Overview
+from tradeul_maint.tasklist import ONLY_HERE, Difference, differences, summary, task_list
 from tradeul_maint.trends import Trend, WindowRisk
 
-DONE, FAILED_STATE, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
+DONE, FAILED_STATE, RUNNING, INTERRUPTED, WAITING = "done", "failed", "running", "interrupted", "waiting"
 CORRUPT, MISSING, DUE, NOT_YET_DUE = "corrupt", "missing", "due", "not_yet_due"
 ERROR_OUTPUT_LINES = 5  # last lines of a failed command's output shown with its error
 
@@ -82,6 +87,8 @@ class SessionView:
     deadline: dt.datetime | None = None  # the window's start + deadline_minutes
     done_at: dt.datetime | None = None  # when it became done (history.done_at)
     cycles: tuple[CycleView, ...] = ()  # with the tasks (`status --date D`), oldest first
+    # Where this host's configured tasks differ from the task list its latest cycle recorded (tasklist.py).
+    task_list: tuple[Difference, ...] = ()
 
     @property
     def overdue(self) -> bool:
@@ -201,7 +208,8 @@ class StatusView:
 
 
 def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen: Overview,
-          sessions: list[dt.date], detail: bool = False, task: str | None = None) -> StatusView:
+          sessions: list[dt.date], detail: bool = False, task: str | None = None,
+          plan: Plan | None = None) -> StatusView:
     """The view of `sessions` (any order) as read in `seen`.
 
     The lookback's view (not `detail`) also names the tasks slower than usual and the window
@@ -215,10 +223,16 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
     slow_notes = {t.latest.session: [] for t in slow}
     for t in slow:
         slow_notes[t.latest.session].append(t.describe())
+    left = {d.session: d.reason for d in plan.deferred} if plan else {}  # why `run` leaves a session now
+    here = task_list(settings.tasks)
     views = []
     for session in sorted(sessions, reverse=True):
         window = calendar.window(session, schedule.window_start, schedule.window_minutes)
-        view = session_view(session, statuses[session], window, now, seen.holder, settings, calendar.tz)
+        view = session_view(session, statuses[session], window, now, seen.holder, settings, calendar.tz,
+                            left.get(session))
+        if diffs := _task_list_differences(here, statuses[session]):
+            view = replace(view, task_list=diffs, note="; ".join(filter(None, (view.note, _differ_note(view, diffs,
+                                                                                         statuses[session])))))
         if override := calendar.override_note(session):
             view = replace(view, override=override, note="; ".join(filter(None, (override, view.note))))
         if session in slow_notes:
@@ -242,6 +256,23 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
                       detect(settings.run.containment).describe())
 
 
+def _task_list_differences(here: dict[str, str], status: SessionStatus | None) -> tuple[Difference, ...]:
+    if status is None or status.corrupt:
+        return ()
+    return differences(here, status.task_list)
+
+
+def _differ_note(view: SessionView, diffs: tuple[Difference, ...], status: SessionStatus) -> str:
+    """The differences; for a done session, how to run what it never ran (it is not reopened for them)."""
+    note = summary(diffs, status.runner, running=view.state == RUNNING)
+    missing = [d.task for d in diffs if d.how == ONLY_HERE and status.tasks.get(d.task) != COMPLETED]
+    if view.state == DONE and missing:
+        them = "it" if len(missing) == 1 else "them"
+        options = " ".join(f"--task {name}" for name in missing)
+        note += f" (done without {them}: run --date {view.session} {options} runs {them})"
+    return note
+
+
 def _task_order(settings: Settings, statuses: dict) -> list[str]:
     """The configured tasks, then those only the documents mention (removed from the config since)."""
     return list(dict.fromkeys([*settings.task_names, *trends.task_names(statuses)]))
@@ -254,6 +285,8 @@ def classify(status: SessionStatus | None, window: Window, now: dt.datetime, hol
         return CORRUPT
     if status.done:
         return DONE
+    if waiting_tasks(status) and not failed_tasks(status):
+        return WAITING
     if status.unfinished:
         # Only the lock holder writes, so an unfinished cycle is alive only while its run holds the lock.
         mine = holder is not None and (holder.run_id == status.run_id or not holder.run_id or not status.run_id)
@@ -262,7 +295,8 @@ def classify(status: SessionStatus | None, window: Window, now: dt.datetime, hol
 
 
 def session_view(session: dt.date, status: SessionStatus | None, window: Window, now: dt.datetime,
-                 holder: LockHolder | None, settings: Settings, tz: dt.tzinfo) -> SessionView:
+                 holder: LockHolder | None, settings: Settings, tz: dt.tzinfo, left: str | None = None) -> SessionView:
+    """`left`: why the cron plan leaves this session now (planner.Deferred), if it does."""
     state = classify(status, window, now, holder)
     readable = status is not None and not status.corrupt
     deadline = window.start + settings.schedule.deadline
@@ -280,7 +314,7 @@ def session_view(session: dt.date, status: SessionStatus | None, window: Window,
         completed_at=status.completed_at if readable else None,
         duration_seconds=_duration(status) if readable else None,
         run_id=status.run_id if readable else None,
-        note=_note(state, status, now, settings, tz),
+        note=_note(state, status, left),
         tasks=tasks,
         deadline=deadline,
         done_at=history.done_at(status) if state == DONE else None,
@@ -316,8 +350,7 @@ def _task_view(name: str, status: SessionStatus | None) -> TaskView:
                     record.duration_seconds, error, record.reason, record.traceback)
 
 
-def _note(state: str, status: SessionStatus | None, now: dt.datetime, settings: Settings,
-          tz: dt.tzinfo) -> str | None:
+def _note(state: str, status: SessionStatus | None, left: str | None) -> str | None:
     if status is None:
         return None
     if state == CORRUPT:
@@ -325,11 +358,11 @@ def _note(state: str, status: SessionStatus | None, now: dt.datetime, settings: 
     if state == INTERRUPTED:
         return f"stopped by {status.interrupted}" if status.interrupted else "its runner stopped before the end"
     if state == FAILED_STATE:
-        bad = [n for n, s in status.tasks.items() if s in (FAILED, SKIPPED)]
+        bad = failed_tasks(status)
         why = f"{', '.join(bad)} not completed" if bad else "not all tasks completed"
-        if settings.schedule.auto_recover and (gate := retry_gate(status, now, settings.run, tz)) is not None:
-            why += f"; {gate}"
-        return why
+        return f"{why}; {left}" if left else why
+    if state == WAITING:
+        return left or f"{', '.join(waiting_tasks(status))} waited for the close: the next run starts it"
     return None
 
 
@@ -368,6 +401,7 @@ def _session_json(s: SessionView, tasks: bool) -> dict:
         "deadline": iso(s.deadline),
         "done_at": iso(s.done_at),
         "late_seconds": s.late_seconds,
+        "task_list_differences": [{"task": d.task, "how": d.how} for d in s.task_list],
     }
     if tasks:
         bars = {t.name: bar for t in s.tasks if s.timeline and (bar := s.timeline.latest(t.name))}

@@ -2,33 +2,62 @@
 
 No Redis and no clock in here: the caller reads the states, passes the time, and gets a
 Plan of sessions to run (oldest first) with the tasks and the reason for each, plus the
-sessions it considered and left alone, and why. `--dry-run` prints exactly this.
+sessions it considered and left alone, and why. `--dry-run` prints exactly this, the runner
+runs exactly this, and `status` and `check` show it: nothing else decides.
+
+One set of rules decides each task of a session (`decide`), whatever the command:
+
+- `catchup = "latest"`: runs only for the newest session whose window has opened (or a
+  later one); for an older session it is skipped with that reason, and the session still
+  counts as done. Naming it with `run --date D --task NAME` runs it anyway.
+- `market_closed_only = true`: never started while the exchange is open; it waits, with
+  the close time, and so do the tasks after it. The session is not done until it ran: the
+  first `run` after the close finishes it (`finishing`), whatever auto_recover says, and a
+  cycle that ended with nothing failed and only waits left is no failed attempt.
+- A dependency neither completed nor run in the cycle (`--task` without it) blocks: the
+  task is recorded skipped, a failure. An "all" task never depends on a "latest" one (the
+  settings refuse it), so no automatic run can leave a session that it cannot finish.
+
+Each plan is a function of one pipeline's schedule, run settings and tasks, so it applies
+as it is to each of several pipelines.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tradeul_maint.calendar import TradingCalendar
 from tradeul_maint.errors import UsageError
+from tradeul_maint.schedule import after_all
 from tradeul_maint.settings import RunSettings, ScheduleSettings, TaskSpec
-from tradeul_maint.state import SessionStatus
+from tradeul_maint.state import COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus
 
 
 @dataclass(frozen=True)
 class PlannedSession:
+    """One session's cycle: every task the command considers is in exactly one of tasks, catchup_skipped,
+    waiting and blocked; the tasks it does not consider keep their recorded state."""
+
     session: dt.date
     tasks: tuple[str, ...]  # to run in this cycle, in configuration order
     reason: str
-    catchup_skipped: dict[str, str] = field(default_factory=dict)  # task -> why it is not run here
+    catchup_skipped: dict[str, str] = field(default_factory=dict)  # recorded skipped: not for this session; done
     recovery: bool = False  # a missed session caught up, not today's session in its window
+    waiting: dict[str, str] = field(default_factory=dict)  # left pending: may not start now (market_closed_only)
+    blocked: dict[str, str] = field(default_factory=dict)  # recorded skipped: a dependency neither done nor run
+
+    @property
+    def only_waits(self) -> bool:
+        """Nothing to run or record now: a cycle would only say that its tasks wait."""
+        return bool(self.waiting) and not (self.tasks or self.catchup_skipped or self.blocked)
 
 
 @dataclass(frozen=True)
 class Deferred:
     session: dt.date
     reason: str
+    waiting: bool = False  # what is left waits for the close (market_closed_only); the next run after it goes on
 
 
 @dataclass(frozen=True)
@@ -78,20 +107,27 @@ def latest_opened(now: dt.datetime, calendar: TradingCalendar, schedule: Schedul
 
 def plan_cron(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSettings, run: RunSettings,
               tasks: tuple[TaskSpec, ...], statuses: dict[dt.date, SessionStatus | None]) -> Plan:
-    """Today's session inside its window, and (with auto_recover) missed sessions before it."""
+    """Today's session inside its window, (with auto_recover) missed sessions before it, and sessions whose
+    last cycle left only tasks waiting for the close, once it has come."""
     planned: list[PlannedSession] = []
     deferred: list[Deferred] = []
+    newest = latest_opened(now, calendar, schedule)
+    market_open = calendar.market_open_at(now)
     for session in sessions_in_view(now, calendar, schedule):
         window = calendar.window(session, schedule.window_start, schedule.window_minutes)
         status = statuses.get(session)
         if now < window.start or (status is not None and status.done):
             continue
+        cycle = decide(session, status, tasks, pending_tasks(tasks, status), now, calendar, newest)
         if window.contains(now):
             why = f"inside its window ({_local(window.start, calendar)}-{_local(window.end, calendar)})"
+        elif (waited := waiting_tasks(status)) and not failed_tasks(status) and \
+                (not market_open or cycle.only_waits):  # whatever auto_recover says: the session ran
+            why = f"finishing: {', '.join(waited)} waited for the close"
         elif not schedule.auto_recover:
             deferred.append(Deferred(session, f"{state_phrase(status, run)}; auto_recover is off (use `recover`)"))
             continue
-        elif calendar.market_open_at(now) and not schedule.recover_during_market_hours:
+        elif market_open and not schedule.recover_during_market_hours:
             deferred.append(Deferred(session, f"{state_phrase(status, run)}; catch-up waits for the market to close"))
             continue
         else:
@@ -99,16 +135,18 @@ def plan_cron(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSet
         if (wait := retry_gate(status, now, run, calendar.tz)) is not None:
             deferred.append(Deferred(session, wait))
             continue
-        why = _with_override(why, calendar, session)
-        planned.append(PlannedSession(session, pending_tasks(tasks, status), why,
-                                      recovery=not window.contains(now)))
-    return Plan(apply_catchup_policy(planned, tasks), tuple(deferred))
+        if cycle.only_waits:
+            deferred.append(Deferred(session, waits_phrase(cycle.waiting), waiting=True))
+            continue
+        planned.append(replace(cycle, reason=_with_override(why, calendar, session),
+                               recovery=not window.contains(now)))
+    return Plan(tuple(planned), tuple(deferred))
 
 
-def plan_manual(now: dt.datetime, calendar: TradingCalendar, tasks: tuple[TaskSpec, ...],
-                status: SessionStatus | None, session: dt.date, only: tuple[str, ...] = (),
-                force: bool = False) -> Plan:
-    """`run --date D [--task T...] [--force]`: one session, whatever the window says."""
+def plan_manual(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSettings,
+                tasks: tuple[TaskSpec, ...], status: SessionStatus | None, session: dt.date,
+                only: tuple[str, ...] = (), force: bool = False) -> Plan:
+    """`run --date D [--task T...] [--force]`: one session, whatever the window says; the same rules per task."""
     check_session(calendar, session, now)
     unknown = [name for name in only if name not in {t.name for t in tasks}]
     if unknown:
@@ -123,7 +161,10 @@ def plan_manual(now: dt.datetime, calendar: TradingCalendar, tasks: tuple[TaskSp
         chosen, why = tuple(t.name for t in tasks), "manual, forced: every task"
     else:
         chosen, why = pending_tasks(tasks, status), f"manual: {describe(status)}"
-    return Plan((PlannedSession(session, chosen, _with_override(why, calendar, session)),))
+    cycle = decide(session, status, tasks, chosen, now, calendar, latest_opened(now, calendar, schedule), only)
+    if cycle.only_waits:
+        return Plan(deferred=(Deferred(session, waits_phrase(cycle.waiting), waiting=True),))
+    return Plan((replace(cycle, reason=_with_override(why, calendar, session)),))
 
 
 def _with_override(reason: str, calendar: TradingCalendar, session: dt.date) -> str:
@@ -132,19 +173,25 @@ def _with_override(reason: str, calendar: TradingCalendar, session: dt.date) -> 
     return f"{reason}; {note}" if note else reason
 
 
-def plan_recover(sessions: list[dt.date], tasks: tuple[TaskSpec, ...],
+def plan_recover(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSettings,
+                 tasks: tuple[TaskSpec, ...], sessions: list[dt.date],
                  statuses: dict[dt.date, SessionStatus | None], force: bool = False) -> Plan:
     """`recover`: every given session that is not done (or all, forced), oldest first."""
     planned, deferred = [], []
+    newest = latest_opened(now, calendar, schedule)
     for session in sorted(sessions):
         status = statuses.get(session)
         if status is not None and status.done and not force:
             deferred.append(Deferred(session, "done (use --force to run it again)"))
             continue
         chosen = tuple(t.name for t in tasks) if force else pending_tasks(tasks, status)
-        planned.append(PlannedSession(session, chosen, "forced" if force and status and status.done
-                                      else describe(status), recovery=True))
-    return Plan(apply_catchup_policy(planned, tasks), tuple(deferred))
+        cycle = decide(session, status, tasks, chosen, now, calendar, newest)
+        if cycle.only_waits:
+            deferred.append(Deferred(session, waits_phrase(cycle.waiting), waiting=True))
+            continue
+        planned.append(replace(cycle, reason="forced" if force and status and status.done else describe(status),
+                               recovery=True))
+    return Plan(tuple(planned), tuple(deferred))
 
 
 def recovery_sessions(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSettings,
@@ -193,24 +240,129 @@ def check_session(calendar: TradingCalendar, session: dt.date, now: dt.datetime)
 
 
 def pending_tasks(tasks: tuple[TaskSpec, ...], status: SessionStatus | None) -> tuple[str, ...]:
-    """Resume: the tasks that have not completed for this session."""
+    """Resume: the tasks that have not completed for this session, nor been skipped for the catch-up policy.
+
+    A catch-up skip stays right: a session never becomes the newest again once a newer one's
+    window has opened.
+    """
     if status is None or status.corrupt:
         return tuple(t.name for t in tasks)
-    return tuple(t.name for t in tasks if not status.completed(t.name))
+    return tuple(t.name for t in tasks if not status.completed(t.name) and not caught_up(status, t.name))
 
 
-def apply_catchup_policy(planned: list[PlannedSession], tasks: tuple[TaskSpec, ...]) -> tuple[PlannedSession, ...]:
-    """`catchup = "latest"` tasks run only in the newest session of a multi-session catch-up."""
-    latest_only = {t.name for t in tasks if t.catchup == "latest"}
-    if len(planned) < 2 or not latest_only:
-        return tuple(planned)
-    newest = planned[-1].session
-    out = []
-    for p in planned[:-1]:
-        skipped = {n: f"catchup = \"latest\": runs for {newest} only" for n in p.tasks if n in latest_only}
-        out.append(PlannedSession(p.session, tuple(n for n in p.tasks if n not in skipped), p.reason, skipped,
-                                  p.recovery))
-    return tuple(out) + (planned[-1],)
+def caught_up(status: SessionStatus, task: str) -> bool:
+    """Skipped for the catch-up policy (a reason recorded, never a failure's error): counts as done."""
+    record = status.details.get(task)
+    return status.tasks.get(task) == SKIPPED and record is not None and bool(record.reason)
+
+
+def decide(session: dt.date, status: SessionStatus | None, tasks: tuple[TaskSpec, ...], chosen: tuple[str, ...],
+           now: dt.datetime, calendar: TradingCalendar, newest: dt.date | None,
+           named: tuple[str, ...] = ()) -> PlannedSession:
+    """What each of `chosen` does in this session's cycle now: the one set of rules (see the module docstring).
+
+    `newest` is the newest session whose window has opened (`latest_opened`); `named` are the
+    tasks the operator named with --task, which run whatever their catch-up policy.
+    Dependencies are decided before their dependents; the result keeps configuration order.
+    """
+    readable = status is not None and not status.corrupt
+    completed = {n for n, s in status.tasks.items() if s == COMPLETED} if readable else set()
+    close = calendar.open_until(now)
+    specs = {t.name: t for t in tasks}
+    wanted = set(chosen)
+    decided: dict[str, tuple[str, str]] = {}  # task -> (run | skip | wait | block, why)
+    for name in dependencies_first(tasks):
+        spec = specs[name]
+        if name not in wanted:
+            continue
+        if spec.catchup == "latest" and name not in named and newest is not None and session < newest:
+            decided[name] = ("skip", f'catchup = "latest": runs for {newest} only')
+        elif spec.market_closed_only and close is not None:
+            decided[name] = ("wait", _wait_reason(close, calendar))
+        else:
+            decided[name] = ("run", "")
+            for dep in spec.after:
+                action = decided[dep][0] if dep in decided else "done" if dep in completed else None
+                if action == "wait":
+                    decided[name] = ("wait", waits_after(decided[dep][1], dep))
+                    break
+                if action not in ("run", "done"):
+                    decided[name] = ("block", f"dependency {dep} did not complete")
+                    break
+    by = {kind: {n: decided[n][1] for n in specs if n in decided and decided[n][0] == kind}
+          for kind in ("run", "skip", "wait", "block")}
+    return PlannedSession(session, tuple(by["run"]), "", by["skip"], waiting=by["wait"], blocked=by["block"])
+
+
+def dependencies_first(tasks: tuple[TaskSpec, ...]) -> list[str]:
+    """Task names, each after all its dependencies."""
+    names = [t.name for t in tasks]
+    return after_all(names, {t.name: [d for d in t.after if d in names] for t in tasks})
+
+
+def start_wait(spec: TaskSpec, moment: dt.datetime, calendar: TradingCalendar) -> str | None:
+    """Why `spec` may not start at `moment` (the exchange is open and it is market_closed_only), or None.
+
+    The runner asks again just before it starts such a task: a long cycle planned before the
+    open must not start it after.
+    """
+    close = calendar.open_until(moment) if spec.market_closed_only else None
+    return None if close is None else _wait_reason(close, calendar)
+
+
+def _wait_reason(close: dt.datetime, calendar: TradingCalendar) -> str:
+    """`waits for the close at 16:00 America/New_York`: the close of the session trading now, exchange-local."""
+    return f"waits for the close at {_local(close, calendar)} {calendar.tz.key}"
+
+
+def waits_after(why: str, dependency: str) -> str:
+    """A task after one that waits for the close waits for the same close: its reason names the dependency."""
+    return f"{why.split(', after ')[0]}, after {dependency}"
+
+
+def waits_phrase(waiting: dict[str, str]) -> str:
+    """`clear_realtime waits for the close at 16:00 America/New_York`, one per task."""
+    return "; ".join(f"{name} {why}" for name, why in waiting.items())
+
+
+def failed_tasks(status: SessionStatus | None) -> list[str]:
+    """Tasks its last cycle failed: failed, or skipped for a failure (a catch-up skip records a reason instead)."""
+    if status is None or status.corrupt:
+        return []
+    return [n for n, s in status.tasks.items() if s == FAILED or (s == SKIPPED and not caught_up(status, n))]
+
+
+def waiting_tasks(status: SessionStatus | None) -> list[str]:
+    """Tasks a finished cycle left pending with a reason: waiting for the close (market_closed_only)."""
+    if status is None or status.corrupt or not status.finished:
+        return []
+    return [n for n, s in status.tasks.items() if s == PENDING and status.details.get(n)
+            and status.details[n].reason]
+
+
+def explain(tasks: tuple[TaskSpec, ...]) -> str:
+    """Each task's policy and dependencies as `decide` reads them, for `check`."""
+    return "; ".join(f"{t.name}: {'every session' if t.catchup == 'all' else 'the newest session only'}"
+                     + (", never while the exchange is open" if t.market_closed_only else "")
+                     + (f", after {', '.join(t.after)}" if t.after else "") for t in tasks)
+
+
+def shape_warnings(tasks: tuple[TaskSpec, ...]) -> list[tuple[str, str]]:
+    """(task, warning) for shapes that load but that an operator could misread; `check` shows them."""
+    warnings = []
+    for t in tasks:
+        if t.builtin == "redis.delete_keys" and not t.market_closed_only:
+            warnings.append((t.name, "redis.delete_keys without market_closed_only = true: `recover`, `run --date` "
+                                     "or a window in market hours can delete live keys while the exchange is open; "
+                                     "add market_closed_only = true"))
+        if t.market_closed_only:
+            after = [d.name for d in tasks if t.name in d.after and not d.market_closed_only]
+            if after:
+                warnings.append((t.name, f"market_closed_only, and {', '.join(after)} "
+                                         f"{'runs' if len(after) == 1 else 'run'} after it: while the "
+                                         "exchange is open they wait for the close too; set market_closed_only = "
+                                         "true on them to say so, or drop the dependency"))
+    return warnings
 
 
 def retry_gate(status: SessionStatus | None, now: dt.datetime, run: RunSettings, tz: dt.tzinfo) -> str | None:
@@ -221,6 +373,8 @@ def retry_gate(status: SessionStatus | None, now: dt.datetime, run: RunSettings,
     """
     if status is None or status.attempts == 0:
         return None
+    if status.finished and not failed_tasks(status):
+        return None  # its last cycle failed nothing (tasks waited for the close, or --task ran some): no retry
     if status.attempts >= run.max_attempts:
         return (f"{state_phrase(status, run)}: gave up (max_attempts = {run.max_attempts}); run it by hand with "
                 f"`run --date {status.session}`")
@@ -241,7 +395,11 @@ def state_phrase(status: SessionStatus | None, run: RunSettings) -> str:
         return "status document unreadable"
     if status.unfinished:
         return f"interrupted, attempt {status.attempts} of {run.max_attempts}"
-    return f"failed, attempt {status.attempts} of {run.max_attempts}"
+    if failed_tasks(status):
+        return f"failed, attempt {status.attempts} of {run.max_attempts}"
+    if waiting_tasks(status):
+        return f"{', '.join(waiting_tasks(status))} waited for the close"
+    return "not finished"
 
 
 def describe(status: SessionStatus | None) -> str:
@@ -251,11 +409,13 @@ def describe(status: SessionStatus | None) -> str:
         return f"status document unreadable ({status.corrupt})"
     if status.done:
         return "done"
-    failed = [n for n, s in status.tasks.items() if s in ("failed", "skipped")]
+    failed = failed_tasks(status)
     if status.unfinished:
         return "interrupted or still running"
     if failed:
         return f"failed ({', '.join(failed)})"
+    if waited := waiting_tasks(status):
+        return f"{', '.join(waited)} waited for the close"
     return "not finished"
 
 

@@ -5,10 +5,13 @@ on the host's Python path, a program missing from cron's PATH, a Redis user that
 but not write. Each check here does what the run will do, as far as it can without
 touching the state: it connects and authenticates as the run will, writes and deletes a
 throwaway key under the tool's prefix (SET NX with a 10 s expiry, so it can neither clobber
-nor outlive anything), reads the type of every key of the lookback, imports every `python`
-task from `Settings.python_paths`, resolves every `command` program on this process's PATH,
-and picks the log directory as the run will. Importing a task module runs its top-level
-code, as the run's import would.
+nor outlive anything), reads the type of every key of the lookback, counts the replicas the
+primary sees and, with `[redis] min_replicas`, waits for them after a test write as a run
+does, reads the eviction policy (one that can evict the tool's keys fails), compares this
+host's task list with the one the newest session ran with, imports every `python` task from
+`Settings.python_paths`, resolves every `command` program on this process's PATH, and
+picks the log directory as the run will. Importing a task module runs its top-level code,
+as the run's import would.
 
 The result is one `Check` per line. A configuration that does not load leaves nothing
 else to check: the report then holds that one failed check and the error (`fatal`).
@@ -29,6 +32,7 @@ from tradeul_maint import core, planner
 from tradeul_maint.calendar import cache_name
 from tradeul_maint.errors import ConfigError, MaintError, TaskLoadError
 from tradeul_maint.keys import Keys
+from tradeul_maint.replicas import primary_for, seen_replicas
 from tradeul_maint.settings import Overrides, Settings, TaskSpec, load_settings
 from tradeul_maint.sources import sources
 from tradeul_maint.store import StateStore
@@ -41,7 +45,7 @@ class Check:
     name: str  # what was checked: "config", "redis", "redis write", "key types", "task NAME", ...
     ok: bool
     detail: str  # what was found, or what to fix
-    warning: bool = False  # passed, but worth a look (the window at risk): shown, never a failure
+    warning: bool = False  # passed, but worth a look (the window at risk, the plan's shape): never a failure
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,16 @@ def run(overrides: Overrides, now_text: str | None) -> Report:
                                     f"{s.schedule.window_minutes} min")]
     checks += redis_checks(context, found.redis)
     checks += [task_check(task, s) for task in s.tasks]
+    checks += plan_checks(s)
     checks += [log_dir_check(s), calendar_check(context), next_window_check(context), containment_check(s)]
     return Report(found.config, found.redis, tuple(checks))
+
+
+def plan_checks(settings: Settings) -> list[Check]:
+    """Each task's policy and dependencies as the planner reads them (one line), then a warning per shape
+    an operator could misread; a warning does not fail `check`."""
+    return [Check("plan", True, planner.explain(settings.tasks))] + \
+        [Check(f"plan {task}", True, text, warning=True) for task, text in planner.shape_warnings(settings.tasks)]
 
 
 def containment_check(settings: Settings) -> Check:
@@ -100,11 +112,13 @@ def redis_checks(context: core.Context, where: str) -> list[Check]:
         with core.connected(context) as store:  # as every command connects: password file, cluster prefix
             return [Check("redis", True, f"{where}: reachable, authenticated"),
                     _write_check(store.client, store.keys), _key_types_check(context, store),
+                    _replicas_check(store), _eviction_check(store), _task_list_check(context, store),
                     _deadline_check(context, store)]
     except MaintError as exc:
         skipped = "not checked: no connection to Redis"
-        return [Check("redis", False, str(exc)), Check("redis write", False, skipped),
-                Check("key types", False, skipped), Check("deadline", False, skipped)]
+        return [Check("redis", False, str(exc))] + [
+            Check(name, False, skipped) for name in ("redis write", "key types", "replicas", "eviction", "task list",
+                                                     "deadline")]
 
 
 def _write_check(client: redis.Redis, keys: Keys) -> Check:
@@ -135,6 +149,80 @@ def _key_types_check(context: core.Context, store: StateStore) -> Check:
         return Check("key types", False, f"TYPE failed: {str(exc).strip() or type(exc).__name__}")
     return Check("key types", True, f"the lock, last_run and the keys of {len(sessions)} sessions under "
                                     f"{s.redis.key_prefix}: hold their own types or are absent")
+
+
+def _replicas_check(store: StateStore) -> Check:
+    """The replicas the primary sees against [redis] min_replicas; with it (or wait_aof), a test write waited for."""
+    replication = store.replication
+    seen = seen_replicas(primary_for(store.client, store.keys.lock))
+    if not replication.waits:
+        return Check("replicas", True, f"{seen}; min_replicas = 0: writes do not wait for replicas (a failover "
+                                       "can lose the last ones)")
+    key = store.keys.check(uuid.uuid4().hex)
+    try:
+        replication.write(store.client, key, lambda c: c.set(key, "1", nx=True, px=TEST_WRITE_MS), "a test write")
+        store.client.delete(key)
+    except (MaintError, redis.RedisError, OSError) as exc:
+        return Check("replicas", False, f"{str(exc).strip() or type(exc).__name__}; every run would stop (exit 75) "
+                                        "before its first task")
+    if replication.wait_aof and not replication.aof_supported:
+        return Check("replicas", True, f"{seen}; wait_aof = true, but this Redis has no WAITAOF (7.2+): WAIT alone "
+                                       "confirms each write; upgrade Redis or set wait_aof = false", warning=True)
+    waits = " and ".join(w for w, on in (("WAIT", replication.min_replicas), ("WAITAOF", replication.wait_aof)) if on)
+    return Check("replicas", True, f"{seen}; min_replicas = {replication.min_replicas}: a test write was confirmed "
+                                   f"by {waits} within {replication.timeout_seconds:g} s")
+
+
+# Under a maxmemory limit, every policy but noeviction may delete keys to make room; the volatile-* ones
+# only keys with a TTL, and the lock, the status documents and the executed flags all have one.
+SAFE_POLICIES = ("noeviction",)
+
+
+def _eviction_check(store: StateStore) -> Check:
+    try:
+        memory = primary_for(store.client, store.keys.lock).info("memory")
+    except redis.RedisError as exc:
+        return Check("eviction", True, f"not checked: INFO memory failed ({str(exc).strip() or type(exc).__name__}); "
+                                       "maxmemory-policy must be noeviction")
+    limit, policy = int(memory.get("maxmemory") or 0), str(memory.get("maxmemory_policy", "?"))
+    if not limit:
+        return Check("eviction", True, f"no maxmemory: nothing is evicted (maxmemory-policy {policy})")
+    if policy in SAFE_POLICIES:
+        return Check("eviction", True, f"maxmemory {memory.get('maxmemory_human', limit)} with {policy}: a full "
+                                       "Redis refuses writes (exit 75) rather than evict")
+    return Check("eviction", True, f"maxmemory {memory.get('maxmemory_human', limit)} with maxmemory-policy "
+                                   f"{policy} can evict the tool's keys (the lock, status documents and executed "
+                                   "flags carry a TTL, so volatile-* policies evict them too): a session could run "
+                                   "again, two runs could hold the lock; set maxmemory-policy noeviction, or give "
+                                   "the tool a Redis of its own", warning=True)
+
+
+def _task_list_check(context: core.Context, store: StateStore) -> Check:
+    """This host's tasks against the task list of the newest session that recorded one (tasklist.py)."""
+    import socket
+
+    from tradeul_maint.tasklist import differences, summary, task_list
+
+    try:
+        sessions = planner.sessions_in_view(context.now, context.calendar, context.settings.schedule)
+        statuses = store.statuses(sessions)
+    except (MaintError, redis.RedisError, OSError) as exc:
+        return Check("task list", True, f"not checked: {str(exc).strip() or type(exc).__name__}")
+    recorded = [(d, s) for d, s in sorted(statuses.items(), reverse=True)
+                if s is not None and s.corrupt is None and s.task_list is not None]
+    if not recorded:
+        return Check("task list", True, "no session in the lookback records its task list yet")
+    session, status = recorded[0]
+    diffs = differences(task_list(context.settings.tasks), status.task_list)
+    host = (status.runner or "").rpartition(":")[0]
+    state = "completed" if status.finished else "running or interrupted"
+    if not diffs:
+        return Check("task list", True, f"the same as the cycle of {session} ({state}, host {host or '?'})")
+    if host == socket.gethostname():
+        return Check("task list", True, f"changed here since the cycle of {session} ({state}): "
+                                        + summary(diffs, status.runner).partition(": ")[2])
+    return Check("task list", True, f"the cycle of {session} ({state}) {summary(diffs, status.runner)}: roll "
+                                    "one configuration out to every host", warning=True)
 
 
 def _deadline_check(context: core.Context, store: StateStore) -> Check:

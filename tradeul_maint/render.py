@@ -30,7 +30,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 def render_plan(plan: Plan, nothing: str = "nothing to do") -> None:
     """Every session looked at, oldest first: what would run and why, and what is left alone and why."""
     lines = [(p.session, f"would run {p.session} ({p.reason}): {', '.join(p.tasks) or 'no tasks'}",
-              [f"  skip {name}: {why}" for name, why in p.catchup_skipped.items()]) for p in plan.sessions]
+              [f"  skip {name}: {why}" for name, why in {**p.catchup_skipped, **p.blocked}.items()]
+              + [f"  wait {name}: {why}" for name, why in p.waiting.items()]) for p in plan.sessions]
     lines += [(d.session, f"leave {d.session}: {d.reason}", []) for d in plan.deferred]
     if plan.empty:
         out.print(nothing, markup=False)
@@ -42,7 +43,7 @@ def render_plan(plan: Plan, nothing: str = "nothing to do") -> None:
 
 STATE_STYLES = {overview.DONE: "green", overview.FAILED_STATE: "bold red", overview.CORRUPT: "bold red",
                 overview.INTERRUPTED: "yellow", overview.MISSING: "yellow", overview.RUNNING: "cyan",
-                overview.DUE: "cyan", overview.NOT_YET_DUE: "dim"}
+                overview.DUE: "cyan", overview.NOT_YET_DUE: "dim", overview.WAITING: "yellow"}
 TASK_STYLES = {"completed": "green", "failed": "bold red", "skipped": "bold red", "in_progress": "cyan",
                "interrupted": "yellow", "running": "cyan"}
 

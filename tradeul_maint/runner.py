@@ -6,10 +6,11 @@ attempts, waits for it to report how they ended (or for a timeout or a retry to 
 due), and records. Every transition (in_progress, completed, failed, skipped) is in
 Redis, fenced on the run lock, before anything that depends on it happens: the
 transitions of one scheduling step (the tasks that just ended, those they block, those
-that now start) go out together in one round trip, before the new tasks start. So a
-crash loses nothing that completed, a runner that lost the lock stops instead of
-overwriting its successor, and a cycle of many short tasks pays one small write per step
-rather than one rewrite of the whole status document per transition (store.py).
+that now start) go out together in one write of the whole status document, before the
+new tasks start (store.py). So a crash loses nothing that completed, a runner that lost
+the lock stops instead of overwriting its successor, and the document is the session's
+state at every moment. With `[redis] min_replicas`, a write the replicas did not confirm
+in time (replicas.py) ends the cycle as a lost lock does: no further task starts.
 
 However a cycle ends (completed, a signal, a lost lock, Redis gone, a bug), it ends only
 once the supervisor has reported every attempt of it ended, that is with no process of
@@ -31,16 +32,18 @@ from typing import Callable
 
 from loguru import logger
 
-from tradeul_maint.errors import EXIT_RUN_DEADLINE, SIGNAL_EXIT_CODES, LockLostError, TaskProcessesLostError
+from tradeul_maint.errors import (EXIT_RUN_DEADLINE, SIGNAL_EXIT_CODES, LockLostError, ReplicasInDoubtError,
+                                  TaskProcessesLostError)
 from tradeul_maint.exchange import AttemptId, Ended
 from tradeul_maint.lock import RunLock
 from tradeul_maint.logs import scrub
-from tradeul_maint.planner import PlannedSession
+from tradeul_maint.planner import PlannedSession, caught_up, waits_after
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
+from tradeul_maint.tasklist import task_list
 from tradeul_maint.settings import Settings, TaskSpec
 from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, INTERRUPTED_ATTEMPT, PENDING, RUNNER_STOPPED,
                                  SKIPPED, AttemptRecord, CycleRecord, SessionStatus, TaskRecord, cap_error, iso)
-from tradeul_maint.store import Slots, StateStore
+from tradeul_maint.store import StateStore
 from tradeul_maint.processes import STOP_MARGIN, TaskProcesses, stop_leftovers
 from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
 from tradeul_maint.trends import median_durations, slow_tasks
@@ -48,7 +51,6 @@ from tradeul_maint.trends import median_durations, slow_tasks
 Clock = Callable[[], dt.datetime]
 STATUS_OUTPUT_LIMIT = 4096  # characters of a failed command's output kept in the status document
 LOG_OUTPUT_LIMIT = 16384
-WHOLE_WRITE_SECONDS = 1.0  # while tasks complete, the status document is rewritten whole at least this often
 POLL_SECONDS = 0.2  # the longest the main thread waits before it looks at signals and the lock again
 
 
@@ -80,15 +82,21 @@ class CycleResult:
     @property
     def left_to_newest(self) -> set[str]:
         """Tasks skipped with a reason (`catchup = "latest"`): left to the newest session, not failed."""
+        return {name for name in self.status.tasks if caught_up(self.status, name)}
+
+    @property
+    def waiting(self) -> dict[str, str]:
+        """Tasks left pending with a reason (`market_closed_only`): they wait for the close, not failed."""
         s = self.status
-        return {name for name, state in s.tasks.items()
-                if state == SKIPPED and s.details.get(name) and s.details[name].reason}
+        return {name: s.details[name].reason for name, state in s.tasks.items()
+                if state == PENDING and s.details.get(name) and s.details[name].reason}
 
     def headline(self) -> str:
         """`2026-11-25: 5/6 tasks completed in 3.1s`, as `run` prints it and the failure ping sends it."""
-        s, later = self.status, self.left_to_newest
+        s, later, waiting = self.status, self.left_to_newest, self.waiting
         completed = sum(state == COMPLETED for state in s.tasks.values())
         note = f" ({len(later)} left to the newest session: catchup = \"latest\")" if later else ""
+        note += f" ({len(waiting)} waiting for the close)" if waiting else ""
         return f"{self.session}: {completed}/{len(s.tasks)} tasks completed{note} in {self.seconds:.1f}s"
 
     def failure_lines(self) -> list[str]:
@@ -192,10 +200,11 @@ class Runner:
     # The lookback's status documents: what "slower than usual" compares a task's duration with.
     history: dict[dt.date, SessionStatus | None] = field(default_factory=dict)
     trigger: Trigger = Trigger()
+    # Why a task may not start now (planner.start_wait: the exchange opened during the run), or None.
+    start_wait: Callable[[TaskSpec], str | None] = lambda spec: None
     _cycle: CycleRecord | None = field(default=None, init=False)  # this cycle's record, in the document
-    _changed: set[str] = field(default_factory=set, init=False)  # tasks recorded in memory, not yet in Redis
-    _written: float = field(default=0.0, init=False)  # when the document was last written whole (monotonic)
-    _slots: Slots = field(default_factory=dict, init=False)  # where its states sit, for `store.record`
+    _waits: dict[str, str] = field(default_factory=dict, init=False)  # this cycle's tasks held back for the close
+    _blocked: bool = field(default=False, init=False)  # the step recorded blocked or held-back tasks
 
     def run_cycle(self, planned: PlannedSession, existing: SessionStatus | None) -> CycleResult:
         """Run the planned tasks of one session and record the outcome; raises Interrupted on a signal."""
@@ -209,48 +218,78 @@ class Runner:
         schedule = Schedule(order, specs, done_before={name for name, state in status.tasks.items()
                                                        if state == COMPLETED and name not in planned.tasks})
         running: dict[str, Running] = {}
+        changed = False  # the last step recorded what Redis does not have yet
         try:
             while True:
                 self.lock.check()
                 if self.stop.requested:
                     break
-                for name, blocker in schedule.take_blocked():
-                    self._record(status, name, SKIPPED, log, error=f"dependency {blocker} did not complete")
-                starting = schedule.take_ready(parallel - len(running))
+                self._record_blocked(status, schedule, log)
+                starting = self._startable(status, schedule.take_ready(parallel - len(running)), schedule, log)
                 for name in starting:
                     self._record(status, name, IN_PROGRESS, log)
-                self._commit(status)  # the step's transitions, before any task they allow starts
+                if changed or self._blocked or starting:
+                    self._write(status)  # the step's transitions, before any task they allow starts
+                    self._blocked = False
                 for name in starting:
                     running[name] = Running(specs[name], time.monotonic())
                     self._launch(running[name], planned.session, log)
                 if not running:
                     break
-                self._step(status, running, schedule, planned.session, log)
+                changed = self._step(status, running, schedule, planned.session, log)
         except BaseException as exc:
-            # Fenced out, Redis gone, or a bug: nothing more can be recorded, and no task may go on.
+            # Fenced out, Redis gone or in doubt, or a bug: nothing more can be recorded, and no task may go on.
             self._abandon(running, "lost the run lock" if isinstance(exc, LockLostError) else type(exc).__name__,
                           log)
-            if not isinstance(exc, LockLostError):
+            if not isinstance(exc, (LockLostError, ReplicasInDoubtError)):
                 self.lock.verify()  # a lost lock explains the rest (its successor stops what we left)
             raise
         if self.stop.reason is not None:
             self._interrupt(status, running, log)  # raises Interrupted
         status.completed_at = self.clock()
         status.duration_seconds = round(time.monotonic() - started, 3)
-        status.all_success = all(status.tasks.get(t.name) == COMPLETED or
-                                 (status.tasks.get(t.name) == SKIPPED and t.name in planned.catchup_skipped)
-                                 for t in self.settings.tasks)
+        # Done: every task completed, or skipped for the catch-up policy (a reason, never a failure's error).
+        status.all_success = all(status.completed(t.name) or caught_up(status, t.name) for t in self.settings.tasks)
         self._cycle.finished_at, self._cycle.done = iso(status.completed_at), status.all_success
-        self._cycle.outcome = COMPLETED if all(status.tasks.get(n) == COMPLETED for n in planned.tasks) else FAILED
+        ran = planned.tasks + tuple(planned.blocked)  # a task held back for the close failed nothing
+        self._cycle.outcome = FAILED if any(status.tasks.get(n) in (FAILED, SKIPPED) for n in ran) else COMPLETED
         self.store.finish(self.lock.token, status)
-        self._changed.clear()
         self.durations.update(known_durations([status]))
         self._warn_slow(status, planned.tasks, log)
         log.bind(all_success=status.all_success, duration_seconds=status.duration_seconds,
                  completed=sum(s == COMPLETED for s in status.tasks.values()), total=len(status.tasks),
                  console=False) \
             .log("INFO" if status.all_success else "ERROR", "maintenance_cycle_finished")
-        return CycleResult(planned.session, status, planned.tasks, time.monotonic() - started)
+        return CycleResult(planned.session, status, planned.tasks + tuple(planned.blocked), time.monotonic() - started)
+
+    def _startable(self, status: SessionStatus, ready: list[str], schedule: Schedule, log) -> list[str]:
+        """The ready tasks that may start now; one that must wait for the close is recorded waiting instead."""
+        starting = []
+        for name in ready:
+            why = self.start_wait(self.settings.task(name))
+            if why is None:
+                starting.append(name)
+                continue
+            self._wait(status, name, why, log)
+            schedule.failed(name)  # what runs after it waits too: recorded by _record_blocked
+            self._record_blocked(status, schedule, log)
+        return starting
+
+    def _record_blocked(self, status: SessionStatus, schedule: Schedule, log) -> None:
+        for name, blocker in schedule.take_blocked():
+            self._blocked = True
+            if blocker in self._waits:
+                self._wait(status, name, waits_after(self._waits[blocker], blocker), log)
+            else:
+                self._record(status, name, SKIPPED, log, error=f"dependency {blocker} did not complete")
+
+    def _wait(self, status: SessionStatus, name: str, why: str, log) -> None:
+        """Leave `name` pending with why: the session is not done until a run after the close starts it."""
+        status.tasks[name] = PENDING
+        status.details.setdefault(name, TaskRecord()).reason = why
+        self._waits[name] = why
+        log.bind(task=name, reason=why).info("task_waiting")
+        self._blocked = True
 
     # --- attempts ----------------------------------------------------------------------
 
@@ -269,8 +308,13 @@ class Runner:
             log.bind(task=spec.name, attempt=task.attempt).info("task_starting")
 
     def _step(self, status: SessionStatus, running: dict[str, Running], schedule: Schedule, session: dt.date,
-              log) -> None:
-        """Wait for what comes first (an attempt ended, a timeout, a retry due, POLL_SECONDS) and act on it."""
+              log) -> bool:
+        """Wait for what comes first (an attempt ended, a timeout, a retry due, POLL_SECONDS) and act on it.
+
+        True when it recorded something in `status` that Redis does not have yet: an attempt
+        ended (the task's transition, or the attempt alone when the task retries), a retry began.
+        """
+        changed = False
         now = time.monotonic()
         timers = [t for task in running.values() for t in (task.deadline, task.retry_at) if t is not None]
         wait = max(0.0, min([POLL_SECONDS, *(t - now for t in timers)]))
@@ -282,6 +326,7 @@ class Runner:
             outcome = _outcome(task.spec, event)
             self._attempt_ended(task, COMPLETED if outcome.success else FAILED, outcome.error)
             task.attempt_id = None
+            changed = True
             if outcome.success or task.attempt > task.spec.retries or self.stop.reason or self.lock.lost.is_set():
                 del running[name]
                 self._finish_task(status, name, outcome, task.attempt, time.monotonic() - task.started, log)
@@ -298,6 +343,8 @@ class Runner:
                 self.processes.stop(task.attempt_id, f"timed out after {task.spec.timeout:g}s")
             elif task.attempt_id is None and task.retry_at is not None and now >= task.retry_at:
                 self._launch(task, session, log)
+                changed = True
+        return changed
 
     @property
     def _stop_wait(self) -> float:
@@ -359,7 +406,7 @@ class Runner:
         self._unstopped([n for n, t in running.items() if t.attempt_id and n not in ended], log)
         status.interrupted = self.stop.reason
         self._cycle.finished_at, self._cycle.outcome = iso(self.clock()), why
-        self._write_whole(status)
+        self._write(status)
         log.bind(signal=status.interrupted).warning("maintenance_cycle_interrupted")
         raise Interrupted(self.stop.reason, self.stop.exit_code)
 
@@ -387,9 +434,17 @@ class Runner:
             # Attempts count across the cycles of a session; the rest describes this cycle.
             previous = status.details.get(name)
             status.details[name] = TaskRecord(attempts=previous.attempts if previous else 0)
-        for name, reason in planned.catchup_skipped.items():
-            status.tasks[name] = SKIPPED
-            status.details[name] = TaskRecord(reason=reason)
+        self._waits = dict(planned.waiting)
+        for name, reason in {**planned.catchup_skipped, **planned.waiting, **planned.blocked}.items():
+            previous = status.details.get(name)
+            attempts = previous.attempts if previous else 0
+            if name in planned.blocked:
+                status.tasks[name] = SKIPPED
+                status.details[name] = TaskRecord(attempts=attempts, error=reason)
+                log.bind(task=name, reason=reason, console=False).error("task_skipped")
+            else:
+                status.tasks[name] = SKIPPED if name in planned.catchup_skipped else PENDING
+                status.details[name] = TaskRecord(attempts=attempts, reason=reason)
         status.started_at = status.started_at or self.clock()  # the session's first start, kept by a re-run
         status.completed_at = None
         status.duration_seconds = None
@@ -398,8 +453,9 @@ class Runner:
         status.attempts += 1
         status.run_id = self.lock.run_id
         status.runner = f"{socket.gethostname()}:{os.getpid()}"
+        status.task_list = task_list(self.settings.tasks)
         self._begin_cycle(status)
-        self._write_whole(status)
+        self._write(status)
         log.bind(tasks=list(planned.tasks), attempt=status.attempts, reason=planned.reason,
                  expected_seconds=self._usual_seconds(planned.tasks, known)) \
             .info("starting_maintenance_cycle")
@@ -451,22 +507,9 @@ class Runner:
         elif state == SKIPPED:
             record.error = error
             log.bind(task=name, reason=error, console=False).error("task_skipped")
-        self._changed.add(name)
 
-    def _commit(self, status: SessionStatus) -> None:
-        """What was recorded since the last write, in one round trip: the document whole if a second has passed."""
-        if not self._changed:
-            return
-        if time.monotonic() - self._written < WHOLE_WRITE_SECONDS and \
-                self.store.record(self.lock.token, status, self._changed, self._slots):
-            self._changed.clear()
-        else:
-            self._write_whole(status)
-
-    def _write_whole(self, status: SessionStatus) -> None:
-        self._slots = self.store.write(self.lock.token, status)
-        self._changed.clear()
-        self._written = time.monotonic()
+    def _write(self, status: SessionStatus) -> None:
+        self.store.write(self.lock.token, status)
 
     def _finish_task(self, status: SessionStatus, name: str, outcome: Outcome, attempts: int, seconds: float,
                      log) -> None:
@@ -488,7 +531,6 @@ class Runner:
             record.traceback = scrub(outcome.traceback) if outcome.traceback else None
             task_log.bind(error=outcome.error, output=_tail(outcome.output, LOG_OUTPUT_LIMIT),
                           traceback=outcome.traceback, console=False).error("task_failed")
-        self._changed.add(name)
 
     def _warn_slow(self, status: SessionStatus, ran: tuple[str, ...], log) -> None:
         """A task that took more than `slow_factor` times its median over the lookback is worth a warning."""

@@ -121,21 +121,22 @@ def priority_order(names: Sequence[str], specs: Mapping[str, TaskSpec], duration
             if dep in planned:
                 dependents[dep].append(n)
     path: dict[str, float] = {}
-    for n in _dependents_first(names, dependents):
+    for n in after_all(names, dependents):
         path[n] = durations.get(n, UNKNOWN_DURATION) + max((path[c] for c in dependents[n]), default=0.0)
     position = {n: i for i, n in enumerate(names)}
     return sorted(names, key=lambda n: (-path[n], position[n]))
 
 
-def _dependents_first(names: Sequence[str], dependents: Mapping[str, list[str]]) -> list[str]:
-    """`names` ordered so that every task comes after all its dependents (no recursion: graphs may be deep)."""
+def after_all(names: Sequence[str], edges: Mapping[str, Sequence[str]]) -> list[str]:
+    """`names` ordered so that each comes after all those `edges` maps it to (its dependents here, its
+    dependencies in the planner); no recursion: graphs may be deep."""
     order: list[str] = []
     seen: set[str] = set()
     for root in names:
         if root in seen:
             continue
         seen.add(root)
-        stack = [(root, iter(dependents[root]))]
+        stack = [(root, iter(edges[root]))]
         while stack:
             node, children = stack[-1]
             child = next(children, None)
@@ -144,7 +145,7 @@ def _dependents_first(names: Sequence[str], dependents: Mapping[str, list[str]])
                 order.append(node)
             elif child not in seen:
                 seen.add(child)
-                stack.append((child, iter(dependents[child])))
+                stack.append((child, iter(edges[child])))
     return order
 
 

@@ -26,6 +26,7 @@ CLOSE_RELATIVE = re.compile(r"^close(?:([+-])(\d+)([mh]))?$")
 DURATION = re.compile(r"^(\d+)\s*(s|m|h)?$")
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB)$", re.IGNORECASE)
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+MAX_REPLICA_TIMEOUT = 2.0  # WAIT holds its connection: shorter than connection.COMMAND_TIMEOUT
 # A task without `timeout` is stopped after this: a hung task must not hold the lock (and the scheduler's next
 # ticks) for good. `timeout = 0` in a task turns it off.
 DEFAULT_TASK_TIMEOUT = 3600.0
@@ -84,6 +85,9 @@ class RedisSettings:
     key_prefix: str = "maintenance"
     status_ttl_days: int = 30
     lock_lease_seconds: float = 60
+    min_replicas: int = 0  # > 0: the lock and every state write wait for this many replicas (replicas.py)
+    replica_timeout_seconds: float = 1
+    wait_aof: bool = False  # also WAITAOF: the primary's and the replicas' append-only files have each write
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,8 @@ class TaskSpec:
     timeout: float | None = DEFAULT_TASK_TIMEOUT  # seconds; None: no timeout (`timeout = 0`)
     retries: int = 0
     retry_delay: float = 30
-    catchup: str = "all"
+    catchup: str = "all"  # "latest": only for the newest session whose window has opened (planner.py)
+    market_closed_only: bool = False  # never started while the exchange is open
 
     @property
     def kind(self) -> str:
@@ -277,13 +282,14 @@ _KNOWN = {
                  "recover_during_market_hours", "deadline_minutes"},
     "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor",
             "slow_min_seconds", "stop_grace_seconds", "max_run_minutes", "containment"},
-    "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds"},
+    "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds", "min_replicas",
+              "replica_timeout_seconds", "wait_aof"},
     "logging": {"dir", "rotation", "retention", "level"},
     "calendar": {"closed", "early_closes", "sessions", "expiry_warning_days"},
     "metrics": {"textfile", "pushgateway"},
     "notify": {"ping_url", "ping_timeout"},
     "tasks": {"name", "command", "python", "builtin", "params", "after", "timeout", "retries", "retry_delay",
-              "catchup"},
+              "catchup", "market_closed_only"},
 }
 
 
@@ -415,6 +421,15 @@ def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str
     prefix = _typed(t, "redis", "key_prefix", str, d.key_prefix)
     if not prefix or any(c.isspace() for c in prefix):
         raise ConfigError(f"[redis] key_prefix = {prefix!r}: must be non-empty without spaces")
+    min_replicas = int(_positive("redis", "min_replicas", _typed(t, "redis", "min_replicas", int, d.min_replicas), 0))
+    if min_replicas and not url:
+        raise ConfigError(f"[redis] min_replicas = {min_replicas}, and no Redis URL is set: the embedded Redis has no "
+                          "replicas; set [redis] url (or --redis-url), or min_replicas = 0")
+    timeout = float(_positive("redis", "replica_timeout_seconds", _typed(
+        t, "redis", "replica_timeout_seconds", (int, float), d.replica_timeout_seconds), 0.001))
+    if timeout > MAX_REPLICA_TIMEOUT:
+        raise ConfigError(f"[redis] replica_timeout_seconds = {timeout:g}: must be at most {MAX_REPLICA_TIMEOUT:g} "
+                          "(WAIT holds its connection, and the tool's commands time out soon after)")
     return RedisSettings(
         url=url or None,
         password_file=password_file,
@@ -423,6 +438,9 @@ def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str
                                       _typed(t, "redis", "status_ttl_days", int, d.status_ttl_days))),
         lock_lease_seconds=_positive("redis", "lock_lease_seconds",
                                      _typed(t, "redis", "lock_lease_seconds", (int, float), d.lock_lease_seconds)),
+        min_replicas=min_replicas,
+        replica_timeout_seconds=timeout,
+        wait_aof=_typed(t, "redis", "wait_aof", bool, d.wait_aof),
     )
 
 
@@ -558,6 +576,7 @@ def _tasks(raw: Any, require_tasks: bool) -> tuple[TaskSpec, ...]:
             raise ConfigError(f"task #{index}: name = {name!r}: expected lowercase letters, digits, '_' or '-'")
         tasks.append(_task(t, name))
     _check_graph(tasks)
+    check_catchup(tasks)
     return tuple(tasks)
 
 
@@ -601,6 +620,7 @@ def _task(t: dict, name: str) -> TaskSpec:
         retries=retries,
         retry_delay=parse_seconds(t["retry_delay"], f"[{section}] retry_delay") if "retry_delay" in t else 30.0,
         catchup=catchup,
+        market_closed_only=_typed(t, section, "market_closed_only", bool, False),
     )
 
 
@@ -631,6 +651,25 @@ def _protect_own_keys(tasks: tuple[TaskSpec, ...], redis: RedisSettings) -> None
                 raise ConfigError(f"[tasks.{task.name}] params.patterns: {pattern!r} would delete this tool's own "
                                   f"state (it can match keys under {namespace}, the status documents and the "
                                   "lock): narrow the pattern")
+
+
+def check_catchup(tasks: list[TaskSpec] | tuple[TaskSpec, ...]) -> None:
+    """A task run for every session must not wait for one run only for the newest.
+
+    For an older session the "latest" task is skipped, so the dependent could never run
+    there and the session could never be done: refused here, with what to write instead.
+    Checking the direct edges is enough: any chain from an "all" task to a "latest" one
+    has such an edge where it first reaches a "latest" task. The other direction ("latest"
+    after "all", a snapshot after the loads) is valid.
+    """
+    policy = {t.name: t.catchup for t in tasks}
+    for task in tasks:
+        for dep in task.after:
+            if task.catchup == "all" and policy.get(dep) == "latest":
+                raise ConfigError(f"[tasks.{task.name}] after = {list(task.after)}: {task.name} runs for every "
+                                  f"session (catchup = \"all\") but {dep} only for the newest (catchup = "
+                                  f"\"latest\"), so older sessions could never run {task.name}: set catchup = "
+                                  f"\"latest\" on {task.name} too, or drop {dep} from its after")
 
 
 def _check_graph(tasks: list[TaskSpec]) -> None:

@@ -1,15 +1,15 @@
-"""A session's maintenance status: one JSON document per session, kept current task by task.
+"""A session's maintenance status: one JSON document per session, rewritten whole on every step.
 
-While a cycle runs, a transition does not rewrite the document: the task's state is
-overwritten in place (each state sits in a fixed-width slot, see `layout`) and its details
-go to a hash of their own, folded into the document at its next whole write, and by
-`apply_transitions` for readers in between (store.py).
+The document is the session's one source of truth at every moment: the runner rewrites it
+(fenced on the run lock, see store.py) each time tasks end or start, before anything that
+depends on them happens, so any client reads the latest state with one GET.
 
 The fields `date`, `started_at`, `completed_at`, `duration_seconds`, `all_success` and
 `tasks` (name -> pending | in_progress | completed | failed | skipped) are those of the
 service being replaced, so documents it wrote read as done here and ours read there.
-Everything else (attempts, run id, per-task details, and the session's last MAX_CYCLES cycles
-with what started each and every attempt it made) is added alongside.
+Everything else (attempts, run id, per-task details, the task list of the latest cycle, and
+the session's last MAX_CYCLES cycles with what started each and every attempt it made) is
+added alongside.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 
 PENDING, IN_PROGRESS, COMPLETED, FAILED, SKIPPED = "pending", "in_progress", "completed", "failed", "skipped"
 TASK_STATES = (PENDING, IN_PROGRESS, COMPLETED, FAILED, SKIPPED)
-STATE_SLOT = len('"in_progress"')  # characters each task's state takes in the document, blanks included
 UTC = dt.timezone.utc
 
 
@@ -208,6 +207,8 @@ class SessionStatus:
     run_id: str | None = None
     runner: str | None = None
     interrupted: str | None = None
+    # The latest cycle's configured tasks, name -> fingerprint (tasklist.py): what its host ran with.
+    task_list: dict[str, str] | None = None
     corrupt: str | None = None  # why the stored document could not be read
     extra: dict[str, Any] = field(default_factory=dict)  # unknown fields, kept on rewrite
     cycles: list[CycleRecord] = field(default_factory=list)  # oldest first, the latest MAX_CYCLES
@@ -243,77 +244,24 @@ class SessionStatus:
         return self.cycles[-1] if self.cycles else None
 
     def to_json(self) -> str:
-        return self.layout()[0]
-
-    def layout(self) -> tuple[str, dict[str, tuple[int, int]]]:
-        """The document, and where each task's state sits in it: task -> (offset, width).
-
-        Each state is written quoted and padded with blanks to STATE_SLOT characters (JSON
-        allows blanks between tokens), so that a transition can overwrite it in place and
-        the `tasks` map stays exact however many tasks the document holds. The text is
-        ASCII (json.dumps escapes the rest), so the offsets count bytes too.
-        """
-        head = dict(self.extra)
-        head.update({
+        doc = dict(self.extra)
+        doc.update({
             "date": self.session.isoformat(),
             "started_at": iso(self.started_at),
             "completed_at": iso(self.completed_at),
             "duration_seconds": self.duration_seconds,
             "all_success": self.all_success,
-        })
-        tail = {
+            "tasks": self.tasks,
             "task_details": {name: rec.to_json() for name, rec in self.details.items()},
             "attempts": self.attempts,
             "run_id": self.run_id,
             "runner": self.runner,
             "interrupted": self.interrupted,
             "cycles": [c.to_json() for c in self.cycles],
-        }
-        parts = [_compact(head)[:-1], ',"tasks":{']
-        size = len(parts[0]) + len(parts[1])
-        slots: dict[str, tuple[int, int]] = {}
-        for i, (name, state) in enumerate(self.tasks.items()):
-            key = ("," if i else "") + json.dumps(name) + ":"
-            value = json.dumps(state)
-            width = max(STATE_SLOT, len(value))
-            slots[name] = (size + len(key), width)
-            parts += [key, value.ljust(width)]
-            size += len(key) + width
-        parts += ["},", _compact(tail)[1:]]
-        return "".join(parts), slots
-
-    def state_slot(self, task: str, width: int) -> str | None:
-        """The task's state as its slot holds it, or None when it does not fit the slot."""
-        value = json.dumps(self.tasks[task])
-        return value.ljust(width) if len(value) <= width else None
-
-    def transition_json(self, task: str) -> str:
-        """One task's state and details, as the transitions hash holds them."""
-        record = self.details.get(task)
-        return json.dumps({"state": self.tasks[task], **(record.to_json() if record else {})},
-                          separators=(",", ":"))
-
-    def apply_transitions(self, records: dict[bytes | str, bytes | str]) -> None:
-        """Fold in the transitions recorded since the document was last written whole; newer than it.
-
-        A record that does not parse, or is not shaped as this tool writes it, makes the whole
-        session `corrupt` (never done, run again), as a document would.
-        """
-        for name, raw in records.items():
-            task = name.decode(errors="replace") if isinstance(name, bytes) else name
-            try:
-                doc = json.loads(raw)
-                if not isinstance(doc, dict):
-                    raise Shape(f"is {_json_kind(doc)}, not an object")
-                state = doc.get("state")
-                if state not in TASK_STATES:
-                    raise Shape(f"state is {_json_kind(state)}, not one of {', '.join(TASK_STATES)}")
-                record = TaskRecord.parse(doc, "")
-            except (ValueError, TypeError) as exc:
-                self.corrupt = f"the transition record of {task} is unreadable: {str(exc) or type(exc).__name__}"
-                return
-            self.tasks[task] = state
-            self.details[task] = record
+        })
+        if self.task_list is not None:
+            doc["task_list"] = self.task_list
+        return _compact(doc)
 
     @classmethod
     def from_json(cls, session: dt.date, raw: str | bytes | None) -> SessionStatus | None:
@@ -335,8 +283,12 @@ class SessionStatus:
                     raise Shape(f"tasks.{name} is {_json_kind(state)}, not one of {', '.join(TASK_STATES)}")
             details = {name: TaskRecord.parse(rec, f"task_details.{name}.")
                        for name, rec in (_field(doc, "task_details", "an object") or {}).items()}
+            task_list = _field(doc, "task_list", "an object")
+            for name, fingerprint in (task_list or {}).items():
+                if not isinstance(fingerprint, str):
+                    raise Shape(f"task_list.{name} is {_json_kind(fingerprint)}, not a string")
             known = {"date", "started_at", "completed_at", "duration_seconds", "all_success", "tasks",
-                     "task_details", "attempts", "run_id", "runner", "interrupted", "cycles"}
+                     "task_details", "attempts", "run_id", "runner", "interrupted", "cycles", "task_list"}
             started_at = parse_time(_field(doc, "started_at", _TIME))
             return cls(
                 session=session,
@@ -350,6 +302,7 @@ class SessionStatus:
                 run_id=_field(doc, "run_id", _TEXT),
                 runner=_field(doc, "runner", _TEXT),
                 interrupted=_field(doc, "interrupted", _TEXT),
+                task_list=task_list,
                 extra={k: v for k, v in doc.items() if k not in known},
                 cycles=[CycleRecord.parse(c, f"cycles.{i}.") for i, c in enumerate(_field(doc, "cycles", "a list")
                                                                                    or [])],
