@@ -112,7 +112,7 @@ class TaskProcesses:
         try:
             self._read(found)  # first what is there: its answers to earlier pings among it
             self._watch()
-            if self.conn.poll(min(timeout, PING_SECONDS)):
+            if not found and self.conn.poll(min(timeout, PING_SECONDS)):  # wait only when nothing came yet
                 self._read(found)
         except (EOFError, OSError):
             self._reap(block=True)
