@@ -78,6 +78,12 @@ class TaskStopped(BaseException):
 
 
 @dataclass(frozen=True)
+class Prepare:
+    """Supervisor -> reaper: fork the next main process now (another attempt has just started, so the runner is
+    not between two tasks, where the fork would compete with it for a core)."""
+
+
+@dataclass(frozen=True)
 class StopAttempt:
     """Supervisor -> reaper: stop this attempt (if it is still the one running)."""
 
@@ -187,7 +193,11 @@ class Reaper:
         self.selector.register(self.wakeup_r, selectors.EVENT_READ)
         self.selector.register(self.assign_r, selectors.EVENT_READ)
         self._join_cgroup()
+        prepare = True  # a reaper gets ready at once when forked; later, when told to (or given an attempt)
         while not self.orphaned:
+            if not prepare and not self._wait_for_turn():
+                break
+            prepare = False
             attempt = AttemptRun(self)
             start = self._wait_for_start(attempt)
             if start is None:  # the run is over (or the supervisor died): the waiting main process goes too
@@ -205,6 +215,21 @@ class Reaper:
             self.cgroup = make_cgroup(self.shared.run_cgroup / f"reaper-{os.getpid()}")
             if self.cgroup is not None and not join_cgroup(self.cgroup):
                 self.cgroup = None
+
+    def _wait_for_turn(self) -> bool:
+        """Until told to prepare (or given an attempt, kept for `_wait_for_start`); False: the run is over."""
+        while True:
+            self.read_messages()
+            while self.pending:
+                if isinstance(self.pending[0], Start):
+                    return True
+                if isinstance(self.pending.pop(0), Prepare):
+                    return True
+            if self.orphaned or self.assign_r is None:
+                return False
+            for key, _ in self.selector.select(1.0):
+                if key.fd == self.wakeup_r:
+                    self.notice_signals()
 
     def _wait_for_start(self, attempt: AttemptRun) -> Start | None:
         while True:

@@ -34,8 +34,8 @@ from tradeul_maint import proc
 from tradeul_maint.containment import RECORD_SECONDS, cgroup_pids, remove_cgroup
 from tradeul_maint.exchange import AttemptId, Bye, Ended, LeaseHeld, Ping, Pong, Start, Stop, StopAll
 from tradeul_maint.proc import Stopping
-from tradeul_maint.supervisor.attempt import (Report, Shared, StopAttempt, become_subreaper, reaper, take_message,
-                                              write_message)
+from tradeul_maint.supervisor.attempt import (Prepare, Report, Shared, StopAttempt, become_subreaper, reaper,
+                                              take_message, write_message)
 from tradeul_maint.supervisor.lease_watch import LeaseWatch
 
 REAPER_MARGIN = 2.0  # seconds a reaper has past its attempt's SIGKILL before this process kills it and them
@@ -51,6 +51,7 @@ class Reaper:
     report_fd: int | None  # reaper -> supervisor: a Report per attempt
     inbox: bytearray = field(default_factory=bytearray)
     attempt: AttemptId | None = None
+    prepared: bool = True  # its next main process is forked (or being forked) and waits for a start
 
     def tell(self, message: Any) -> None:
         try:
@@ -107,8 +108,6 @@ class Supervisor:
         self.selector.register(self.conn.fileno(), selectors.EVENT_READ, "control")
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, "wakeup")
         while not (self.bye or self.runner_gone) or self.attempts:
-            if not self.idle and not self.stopping and self.lease.held is not None:
-                self.idle.append(self._fork_reaper())  # one always ready; the first once the lock is taken
             for key, _ in self.selector.select(self._next_timer()):
                 if key.data == "control":
                     self._read_control()
@@ -154,6 +153,7 @@ class Supervisor:
                 self._send(Pong(message.seq))
             elif isinstance(message, LeaseHeld):
                 self.lease.watch(message, self.shared.make_client)
+                self._get_one_ready()  # for the first start
             elif isinstance(message, Bye):
                 self.bye = True
                 self._stop_all("the run ended")
@@ -183,10 +183,27 @@ class Supervisor:
         if refused:
             self._send(Ended(message.attempt, stopped=refused))
             return
-        reaper = self.idle.pop(0) if self.idle else self._fork_reaper()
-        reaper.attempt = message.attempt
+        reaper = next((r for r in self.idle if r.prepared), None) or (self.idle[0] if self.idle else None)
+        if reaper is None:
+            reaper = self._fork_reaper()
+        else:
+            self.idle.remove(reaper)
+        reaper.attempt, reaper.prepared = message.attempt, True
         self.attempts[message.attempt] = Attempt(message.attempt, reaper)
         reaper.tell(message)
+        self._get_one_ready()
+
+    def _get_one_ready(self) -> None:
+        """One reaper ready for the next start. Asked for now, as an attempt starts (and when the lock is taken),
+        not as one ends: the runner is then between two tasks, and a fork would compete with it for a core."""
+        if self.stopping or any(r.prepared for r in self.idle):
+            return
+        unprepared = next((r for r in self.idle if not r.prepared), None)
+        if unprepared is None:
+            self.idle.append(self._fork_reaper())
+        else:
+            unprepared.prepared = True
+            unprepared.tell(Prepare())
 
     def _fork_reaper(self) -> Reaper:
         """A reaper, which gets ready for its first attempt at once (see attempt.reaper)."""
@@ -236,7 +253,8 @@ class Supervisor:
             if self.stopping:
                 self._let_go(reaper)
                 return
-            self.idle.append(reaper)  # it is getting ready for the next
+            reaper.prepared = False  # it waits to be told (see _get_one_ready)
+            self.idle.append(reaper)
         if ended:
             self._let_go(reaper)
             attempt = self.attempts.get(reaper.attempt) if reaper.attempt else None
