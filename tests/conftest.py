@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from tradeul_maint.calendar import load_calendar
 from tradeul_maint.cli import app
 from tradeul_maint.embedded import redis_server_binary
+from tradeul_maint.redact import forget_all
 from tradeul_maint.settings import CalendarOverrides
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,6 +63,45 @@ def start_redis(directory: Path, *args: str, tcp: bool = False) -> tuple[subproc
                 proc.kill()
                 raise RuntimeError(f"redis-server in {directory} did not start")
             time.sleep(0.02)
+
+
+def serve_redis(directory: Path, *args: str, tcp: bool = False) -> Iterator[str]:
+    """`start_redis` as a fixture's body: yields the URL, stops the server afterwards."""
+    proc, url = start_redis(directory, *args, tcp=tcp)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def start_sentinel(directory: Path, master_port: int, password: str | None = None) -> tuple[subprocess.Popen, int]:
+    """A real Sentinel (`redis-server --sentinel`) on a free loopback port, monitoring `mymaster` at
+    `master_port`; with `password`, both it and the master require it. Returned once it knows its master."""
+    port = free_port()
+    conf = directory / "sentinel.conf"  # a Sentinel rewrites its config file: one of its own
+    auth = f"sentinel auth-pass mymaster {password}\nrequirepass {password}\n" if password else ""
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+                    f"sentinel monitor mymaster 127.0.0.1 {master_port} 1\n{auth}")
+    proc = subprocess.Popen([redis_server_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port, password=password, socket_timeout=1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if client.sentinel_get_master_addr_by_name("mymaster"):
+                client.close()
+                return proc, port
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError(f"the Sentinel in {directory} did not start")
+        time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def fresh_secrets():
+    """Each test starts as a fresh process does, knowing no password: one test's must not hide another's."""
+    forget_all()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ key with its type, value and whether it has a TTL, dumped before and after.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Callable
 import pytest
 import redis
 
-from conftest import HttpErrorServer, Project, start_redis
+from conftest import HttpErrorServer, Project, start_redis, start_sentinel
+from tradeul_maint.calendar import cache_name, library_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from faults import snapshot  # noqa: E402  (bench/faults.py: every key with its type, value and TTL presence)
@@ -103,6 +105,40 @@ def shape(what: str, document: str) -> Case:
 def config(what: str, text: str, *names: str, tasks: str = TASKS, args: tuple[str, ...] = ("run", "--date", DAY)
            ) -> Case:
     return Case(f"config: {what}", args, 78, names, config=with_base(text) + tasks)
+
+
+def puts(*setups):
+    """Setup: several keys."""
+    def setup(project: Project, r: redis.Redis, servers: dict):
+        for each in setups:
+            each(project, r, servers)
+    return setup
+
+
+def write_file(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def writes(where: Callable[[Project], Path], text: str):
+    """Setup: a file of the project's (a log, the calendar cache) holds `text`."""
+    def setup(project: Project, r: redis.Redis, servers: dict):
+        write_file(where(project), text)
+    return setup
+
+
+def fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def password_file(make: Callable[[Project], Path]):
+    """Setup: a URL to the password-protected server, its password read from the file `make` makes."""
+    def setup(project: Project, r: redis.Redis, servers: dict):
+        return {"TRADEUL_MAINT_REDIS_URL": f"redis://127.0.0.1:{servers['auth_port']}/0",
+                "TRADEUL_MAINT_REDIS_PASSWORD_FILE": str(make(project))}
+    return setup
 
 
 def unwritable(project: Project, r, servers) -> dict[str, str]:
@@ -223,6 +259,40 @@ CASES = [
     shape("started_at a number", '{"date":"D","started_at":5}'),
     shape("a list", '[1, 2, 3]'),
     shape("not JSON", 'not json at all'),
+    # --- issue 19: what others wrote, parsed by one safe reader; URLs, Sentinels, password files, ping URLs ---
+    shape("duration_seconds NaN", '{"date":"D","started_at":"2026-11-25T22:00:00+00:00",'
+          '"completed_at":"2026-11-25T22:01:00+00:00","all_success":true,"tasks":{"a":"completed","b":"completed"},'
+          '"duration_seconds":NaN}'),
+    shape("duration_seconds 1e999", '{"date":"D","duration_seconds":1e999}'),
+    Case("status document nested 200,000 deep", ("status", "--check", "--now", AFTER), 1, ("corrupt", DAY),
+         setup=put(f"maintenance:status:{DAY}", "string", '{"date":"%s","task_details":%s}' % (DAY, "[" * 200_000)),
+         stream="stdout"),
+    Case("lock value nested 200,000 deep", ("run", "--date", DAY, "--now", NOW), 75, ("maintenance:lock",),
+         setup=put("maintenance:lock", "string", "[" * 200_000, expire=True)),
+    Case("log line nested 200,000 deep", ("logs",), 0, ("[[[[",), stream="stdout",
+         setup=writes(lambda project: project.log_dir / "maintenance.log", "[" * 200_000 + "\n")),
+    Case("calendar cache nested 200,000 deep (rebuilt)", ("status", "--check", "--now", AFTER), 1, ("NOT OK",),
+         stream="stdout", setup=writes(lambda project: project.state_dir / "cache" / cache_name(
+             "XNYS", library_version()), "[" * 200_000)),
+    Case("URL with an IPv6 bracket left open", ("run", "--date", DAY, "--now", NOW), 78, ("IPv6",),
+         env={"TRADEUL_MAINT_REDIS_URL": f"redis://:{SECRET}@[::1:16391/1"}, secrets=(SECRET,)),
+    Case("URL port not a number", ("run", "--date", DAY, "--now", NOW), 78, ("port",),
+         env={"TRADEUL_MAINT_REDIS_URL": f"redis://:{SECRET}@127.0.0.1:63a9/0"}, secrets=(SECRET,)),
+    Case("sentinel URL at a plain Redis", ("run", "--date", DAY, "--now", NOW), 78, ("not a Sentinel",),
+         setup=url_env(lambda s: f"redis+sentinel://127.0.0.1:{s['open_port']}/mymaster")),
+    Case("wrong Sentinel password", ("run", "--date", DAY, "--now", NOW), 78, ("Sentinel", "credentials"),
+         setup=url_env(lambda s: f"redis+sentinel://:wrong-{SECRET}@127.0.0.1:{s['sentinel_port']}/mymaster"),
+         secrets=("wrong-" + SECRET, "Connection(", "Retry")),
+    Case("Sentinel service nobody monitors", ("run", "--date", DAY, "--now", NOW), 78, ("nosuchservice",),
+         setup=url_env(lambda s: f"redis+sentinel://:right-password@127.0.0.1:{s['sentinel_port']}/nosuchservice")),
+    Case("password file /dev/zero", ("run", "--date", DAY, "--now", NOW), 78, ("/dev/zero", "regular file"),
+         setup=password_file(lambda project: Path("/dev/zero"))),
+    Case("password file a FIFO nobody writes", ("run", "--date", DAY, "--now", NOW), 78, ("regular file",),
+         setup=password_file(lambda project: fifo(project.root / "password.fifo"))),
+    Case("password file of 1 MB", ("run", "--date", DAY, "--now", NOW), 78, ("larger",),
+         setup=password_file(lambda project: write_file(project.root / "big", "x" * 2**20))),
+    config("ping_url with a blank", '[notify]\nping_url = "https://hc.example/ping/s3cr3t uuid"\n', "ping_url",
+           "percent-encode"),
 ]
 
 
@@ -234,9 +304,12 @@ def servers(tmp_path_factory):
     open_, open_url = start_redis(tmp_path_factory.mktemp("open-redis"), tcp=True)
     http = HttpErrorServer()
     port = lambda url: url.rsplit(":", 1)[1].split("/")[0]  # noqa: E731
-    yield {"auth_port": port(auth_url), "open_port": port(open_url), "http_port": http.port}
+    sentinel, sentinel_port = start_sentinel(tmp_path_factory.mktemp("sentinel"), int(port(auth_url)),
+                                             "right-password")
+    yield {"auth_port": port(auth_url), "open_port": port(open_url), "http_port": http.port,
+           "sentinel_port": sentinel_port}
     http.close()
-    for proc in (auth, open_):
+    for proc in (auth, open_, sentinel):
         proc.terminate()
         proc.wait(10)
 

@@ -21,7 +21,8 @@ from loguru import logger
 
 from conftest import marker_tasks
 from tradeul_maint import logread
-from tradeul_maint.logs import ERRORS_LOG, MAIN_LOG, RotatingFile, configure_logging, scrub
+from tradeul_maint.logs import ERRORS_LOG, MAIN_LOG, RotatingFile, configure_logging
+from tradeul_maint.redact import scrub
 from tradeul_maint.settings import Overrides, load_settings
 
 DAY = "2026-11-25"  # a Wednesday; window 17:00-17:30 New York
@@ -488,3 +489,20 @@ def test_verbose_puts_the_fallback_notice_on_the_console(project):
     result = project.cli("-v", "run", "--date", DAY, **env)
     assert result.stderr.splitlines()[0].startswith("WARNING log_dir_fallback:")
     assert result.stderr.count("log_dir_fallback") == 1
+
+
+def test_a_thread_that_raises_prints_one_scrubbed_line_and_no_traceback(capsys):
+    import threading
+
+    configure_logging(None)
+
+    def fails():
+        raise RuntimeError("cannot reach redis://:hunter2@db:6379/0")
+
+    thread = threading.Thread(target=fails, name="ping")
+    thread.start()
+    thread.join()
+    err = capsys.readouterr().err
+    [line] = err.strip().splitlines()
+    assert "thread_failed" in line and "thread=ping" in line and "RuntimeError" in line
+    assert "hunter2" not in err and "Traceback" not in err

@@ -183,8 +183,17 @@ def test_sigterm_during_a_cycle_pings_fail_with_the_reason(project, endpoint, r)
     assert seen[1][2] == f"{SESSION}: cycle stopped: Interrupted: SIGTERM"
 
 
-def test_a_ping_url_that_is_not_http_is_a_config_error(project):
-    project.write_config('[notify]\nping_url = "hc.example/uuid"\n' + marker_tasks(project.root, ["a"]))
+@pytest.mark.parametrize("url, problem", [
+    ("hc.example/ping/secret-uuid", "expected an http:// or https:// URL"),
+    ("https://hc.example/ping/secret uuid", "percent-encode"),  # urllib raises InvalidURL in the ping thread
+    ("https://hc.example/ping/secret\\tuuid", "percent-encode"),
+    ("https://hc.example/ping/secret-üuid", "percent-encode"),
+    ("https://hc.example:99999/ping/secret-uuid", "port"),
+    ("https://[::1/ping/secret-uuid", "IPv6"),
+])
+def test_a_ping_url_urllib_would_refuse_is_a_config_error_that_never_shows_its_path(project, url, problem):
+    project.write_config(f'[notify]\nping_url = "{url}"\n' + marker_tasks(project.root, ["a"]))
     result = project.cli("run", "--date", SESSION, "--now", AFTER)
     assert result.exit_code == 78
-    assert "[notify] ping_url = 'hc.example/uuid': expected an http:// or https:// URL" in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "[notify] ping_url" in line and problem in line and "secret" not in result.output + result.stderr

@@ -168,7 +168,7 @@ runner, end = Connection(a.detach()), Connection(b.detach())
 for i in range(2):
     runner.send(Start(AttemptId(dt.date(2026, 11, 25), f"t{i}", 1), CommandRequest(("sleep", sys.argv[1]))))
 runner.close()
-Supervisor(end, Shared("x", None, 1, None, None, None, None, False)).serve()
+Supervisor(end, Shared("x", None, 1, None, None, None, None, None, False)).serve()
 print("served")
 """
 

@@ -36,12 +36,14 @@ from importlib import metadata
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from tradeul_maint import safejson
 from tradeul_maint.errors import CalendarExpiredError, ConfigError, UsageError
-from tradeul_maint.files import replace_file
+from tradeul_maint.files import read_regular, replace_file
 from tradeul_maint.settings import CalendarOverrides, WindowStart
 
 CACHE_FORMAT = 4  # 4: holiday and early-close names; an older cache is rebuilt
 CACHE_MAX_AGE = dt.timedelta(days=7)
+CACHE_LIMIT = 16 * 1024 * 1024  # bytes; a cache is about 100 KB
 UTC = dt.timezone.utc
 
 
@@ -297,21 +299,44 @@ def _read_cache(path: Path, today: dt.date, reach_days: int | None = None) -> di
     """The cache at `path` if current: built within CACHE_MAX_AGE, or (`reach_days` given, a prebuilt cache)
     whatever its age while its last session is at least `reach_days` after today."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safejson.loads(read_regular(path, CACHE_LIMIT))
         built = dt.date.fromisoformat(data["built_on"])
-        if data["format"] != CACHE_FORMAT:
+        if data["format"] != CACHE_FORMAT or not _well_formed(data):
             return None
-        sessions, names = data["sessions"], data["names"]
-        if not len(sessions["days"]) == len(sessions["opens"]) == len(sessions["closes"]):
-            return None
-        if len(names["days"]) != len(names["names"]) or not all(isinstance(n, str) for n in names["names"]):
-            return None
+        sessions = data["sessions"]
         if reach_days is None:
             return data if built <= today < built + CACHE_MAX_AGE else None
         last = dt.date.fromordinal(sum(sessions["days"]))
         return data if (last - today).days >= reach_days else None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):
         return None  # missing, stale or damaged: rebuild it
+
+
+def _well_formed(data: dict) -> bool:
+    """Whatever wrote the file (a full disk, a hand, another version): a schedule this module can use as it is.
+
+    Days and opens must rise, every close follow its open, the time zone and hours parse, and
+    each named day have a name; else ValueError, KeyError or TypeError, and the cache is rebuilt.
+    """
+    sessions = data["sessions"]
+    columns = [sessions["days"], sessions["opens"], sessions["closes"]]
+    if not all(isinstance(c, list) and c and len(c) == len(columns[0]) for c in columns) or \
+            not all(type(v) is int for c in columns for v in c):
+        return False
+    steps = (sessions["days"][1:], sessions["opens"][1:], sessions["closes"])
+    if not all(v > 0 for column in steps for v in column):
+        return False
+    dt.date.fromordinal(sessions["days"][0])
+    dt.date.fromordinal(sum(sessions["days"]))  # within the dates Python has
+    names = data["names"]
+    if not (isinstance(names["days"], list) and isinstance(names["names"], list)
+            and len(names["days"]) == len(names["names"]) and all(type(v) is int for v in names["days"])
+            and all(v > 0 for v in names["days"][1:]) and all(isinstance(n, str) for n in names["names"])):
+        return False
+    ZoneInfo(str(data["tz"]))
+    open_hour, close_hour = data["regular_hours"]
+    dt.time.fromisoformat(open_hour), dt.time.fromisoformat(close_hour)
+    return True
 
 
 def _pack(days: list[int], opens: list[int], closes: list[int]) -> dict[str, list[int]]:

@@ -22,7 +22,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
-from tradeul_maint import __version__, core, logread, render
+from tradeul_maint import __version__, core, logread, render, safejson
 from tradeul_maint.errors import (
     EXIT_CALENDAR_EXPIRED,
     EXIT_CONFIG,
@@ -42,8 +42,6 @@ from tradeul_maint.logs import (
     FallbackNotice,
     configure_logging,
     log_dir_for,
-    scrub,
-    scrubbed_traceback,
 )
 from tradeul_maint.options import (
     NOW_ENVVAR,
@@ -53,6 +51,7 @@ from tradeul_maint.options import (
     error_line,
     hoist,
 )
+from tradeul_maint.redact import scrub, scrub_strings, scrubbed_traceback
 from tradeul_maint.runner import Interrupted
 from tradeul_maint.settings import (
     DEFAULT_CONFIG_PATHS,
@@ -457,7 +456,8 @@ def status(
         table = sessions_by_tasks.build(view, context.settings.task_names)
     if as_json:
         doc = view.trend_json() if task else table.to_json(view) if grid else view.to_json(tasks=session is not None)
-        typer.echo(json.dumps({**doc, **(g.log_dir.to_json() if g.log_dir else {})}, indent=2))
+        # Strict JSON (no NaN: the reader lets none in), and no secret even in a document written before this version.
+        typer.echo(safejson.dumps(scrub_strings({**doc, **(g.log_dir.to_json() if g.log_dir else {})}), indent=2))
     elif check:
         out.print(view.check_line(), markup=False, emoji=False)
         for warning in view.warnings:  # a line each, exit code unchanged: late is not undone
@@ -488,7 +488,7 @@ def check(
         configure_logging(None, g.verbose, g.quiet)  # console only: a preflight writes no log entries
         report = preflight.run(g.overrides, _now(ctx, now))
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        typer.echo(safejson.dumps(scrub_strings(report.to_json()), indent=2))
     else:
         render_checks(report)
     if report.fatal is not None:

@@ -1,4 +1,4 @@
-"""Connecting to Redis: URLs of every supported form, the embedded server, Cluster, and redaction.
+"""Connecting to Redis: URLs of every supported form, the embedded server, Cluster, and the password file.
 
 Timeouts are short and retries few, so an unreachable Redis turns into exit 75 within a
 few seconds rather than a hung cron job. Everything that is the operator's to fix rather
@@ -6,7 +6,8 @@ than the network's (a URL that does not parse as written, a server that is not R
 database that does not exist, credentials or TLS files that do not fit, a cluster without
 a hash-tagged prefix) is a ConfigError, exit 78. No password ever leaves this module: URLs
 are shown only through `redact`, which never shows any part of a URL's user information
-but a plain user name.
+but a plain user name, and every password read here is remembered (redact.py), so that no
+output of this process shows it anywhere else either.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from tradeul_maint.errors import ConfigError, RedisUnavailableError
+from tradeul_maint.files import read_regular
 from tradeul_maint.handshake import ENCODE_HINT, causes, hello, is_cluster, option_problem, reason
-from tradeul_maint.logs import scrub
+from tradeul_maint.redact import remember, remember_url, scrub
 
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 2.5  # every command the tool sends is short; a hung server must not hang cron
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 PASSWORD_FILE_ENVVAR = "TRADEUL_MAINT_REDIS_PASSWORD_FILE"
+PASSWORD_FILE_LIMIT = 4096  # bytes: a password, not /dev/zero
 TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")  # URL options naming files
 _DB_PATH = re.compile(r"^(/\d*)?/?$")  # "", "/", "/3"
 
@@ -59,8 +62,10 @@ def check_url(url: str) -> str:
     A URL parser reads an unencoded "/", "?", "#" or "@" in a password as the end of the
     host part: part of the password becomes the host, path or fragment, and the rest may be
     sent to the wrong server or echoed in an error. So any "@" after the host part is
-    refused with how to encode it, before anything parses the URL.
+    refused with how to encode it, before anything parses the URL. Whatever a parser then
+    refuses (a bracket left open, a port that is not a number) is a ConfigError too.
     """
+    remember_url(url)
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in SCHEMES:
@@ -69,15 +74,33 @@ def check_url(url: str) -> str:
     host_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     if "@" in rest[host_end:] or rest[:host_end].count("@") > 1:
         raise ConfigError(f"Redis URL {redact(url)!r} does not parse as written: {ENCODE_HINT}")
-    if scheme in ("redis", "rediss") and not _DB_PATH.match(urlsplit(url).path):
+    # Several hosts (Sentinel, Cluster) have no one port: _hosts reads them.
+    parsed = ("username", "password", "hostname") + (("port",) if scheme in ("redis", "rediss") else ())
+    try:
+        parts = urlsplit(url)
+        for part in parsed:
+            getattr(parts, part)  # raises ValueError when that part does not parse
+    except ValueError as exc:
+        raise ConfigError(f"Redis URL {redact(url)!r} does not parse: {_parse_problem(exc)}") from None
+    if scheme in ("redis", "rediss") and not _DB_PATH.match(parts.path):
         raise ConfigError(f"Redis URL {redact(url)!r}: the path must be a database number, as in /0")
     return scheme
 
 
+def _parse_problem(exc: ValueError) -> str:
+    """What to fix, in words that never repeat a part of the URL (urllib quotes the port it could not read)."""
+    text = str(exc)
+    if "IPv6" in text:
+        return "an IPv6 address goes in brackets, opened and closed, as in redis://[::1]:6379/0"
+    if "port" in text.lower():
+        return "the port must be a number from 0 to 65535"
+    return ENCODE_HINT
+
+
 def read_password(path: Path) -> str:
-    """The password in `path`, without its trailing newline."""
+    """The password in `path`, a regular file, without its trailing newline; remembered, so no output shows it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, PASSWORD_FILE_LIMIT).decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read the Redis password file {path} ({PASSWORD_FILE_ENVVAR} or [redis] "
                           f"password_file): {exc.strerror or exc}") from None
@@ -87,6 +110,7 @@ def read_password(path: Path) -> str:
     password = password[:-1] if password.endswith("\r") else password
     if not password:
         raise ConfigError(f"the Redis password file {path} is empty")
+    remember(password)
     return password
 
 
@@ -137,8 +161,10 @@ def _sentinel_client(url: str, file_password: str | None) -> redis.Redis:
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise ConfigError(f"Redis URL {redact(url)!r}: expected {shape}")
     auth = {"username": username or None, "password": password or file_password}
-    sentinel = Sentinel(nodes, sentinel_kwargs={**auth, "socket_connect_timeout": CONNECT_TIMEOUT,
-                                                "socket_timeout": CONNECT_TIMEOUT}, **auth, **_options())
+    # The Sentinels get the same short retry as the master (redis-py's default retries a rejected password
+    # three times, with seconds of backoff).
+    sentinel = Sentinel(nodes, sentinel_kwargs={**auth, **_options(), "socket_timeout": CONNECT_TIMEOUT},
+                        **auth, **_options())
     return sentinel.master_for(path[0], db=int(path[1]) if len(path) == 2 else 0)
 
 

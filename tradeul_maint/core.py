@@ -354,7 +354,7 @@ def _supervised(ctx: Context, store: StateStore, lock) -> Iterator[TaskProcesses
     """This run's supervisor (supervisor/), which owns every task process of the run: forked now, closed at the end."""
     from tradeul_maint import logs
     from tradeul_maint.handshake import is_cluster
-    from tradeul_maint.processes import Sinks, TaskProcesses, task_redis
+    from tradeul_maint.processes import Sinks, TaskProcesses
 
     s = ctx.settings
     socket_path = store.client.connection_pool.connection_kwargs.get("path") if s.redis.url is None else None
@@ -362,7 +362,7 @@ def _supervised(ctx: Context, store: StateStore, lock) -> Iterator[TaskProcesses
         "url": s.redis.url, "password_file": str(s.redis.password_file) if s.redis.password_file else None,
         "cluster": is_cluster(store.client)}
     sinks = Sinks(logs.installed.directory, logs.installed.verbose, logs.installed.quiet)
-    processes = TaskProcesses(s, lock.run_id, lock.key, task_redis(target), sinks)
+    processes = TaskProcesses(s, lock.run_id, lock.key, target, sinks)
     try:
         yield processes
     finally:

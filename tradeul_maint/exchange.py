@@ -36,6 +36,7 @@ class CommandRequest:
 
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
+    redis_env: bool = False  # the task's environment gets the Redis URL (taskenv.py)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class PythonRequest:
     session: dt.date
     run_id: str
     env: Mapping[str, str] = field(default_factory=dict)  # set in its process's os.environ, as a command's
+    redis_env: bool = False
 
 
 Request = Union[CommandRequest, PythonRequest]

@@ -1,10 +1,29 @@
-"""Files other processes read while this one writes them: the calendar cache, the metrics textfile."""
+"""Files other processes read or write: the calendar cache, the metrics textfile, the password file."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of `path`, which must be a regular file of at most `limit` bytes; OSError otherwise.
+
+    Opened without blocking, so a FIFO with no writer cannot hang the caller, and checked
+    before it is read, so /dev/zero or a huge file is refused rather than read forever.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+    return data
 
 
 def replace_file(path: Path, text: str) -> None:

@@ -19,7 +19,7 @@ import ssl
 import redis
 
 from tradeul_maint.errors import ConfigError, RedisUnavailableError
-from tradeul_maint.logs import scrub
+from tradeul_maint.redact import scrub
 
 _RESP_FIRST_BYTES = b"+-:$*_,#!=(|~>%"  # how every Redis reply begins, RESP2 and RESP3
 ENCODE_HINT = ("percent-encode the special characters of the user, password and option values "
@@ -34,6 +34,10 @@ def is_cluster(client) -> bool:
 
 def hello(client, where: str) -> bool:
     """Whether the server is a Redis Cluster node; every error an operator must fix is a ConfigError here."""
+    from redis.sentinel import SentinelConnectionPool
+
+    if isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool):  # a cluster client has none
+        ask_sentinels(client.connection_pool, where)
     try:
         if is_cluster(client):
             return bool(client.ping())
@@ -68,8 +72,50 @@ def hello(client, where: str) -> bool:
         raise RedisUnavailableError(f"Redis at {where} refused the connection: {said}") from None
 
 
+def ask_sentinels(pool, where: str) -> None:
+    """Ask each Sentinel of a redis+sentinel:// URL whether it knows the service, until one does.
+
+    redis-py asks them too, but folds every failure into one message that dumps its
+    clients' internals, and a plain Redis at a Sentinel's address into "no master found":
+    asked here, a wrong password, a server that is not a Sentinel and a service name no
+    Sentinel monitors are each the operator's to fix (ConfigError), and Sentinels that do
+    not answer are temporary.
+    """
+    manager, service = pool.sentinel_manager, pool.service_name
+    silent: list[BaseException] = []
+    for sentinel in manager.sentinels:
+        kwargs = sentinel.connection_pool.connection_kwargs
+        address = f"{kwargs.get('host')}:{kwargs.get('port')}"
+        try:
+            masters = sentinel.sentinel_masters()
+        except redis.AuthenticationError:
+            raise ConfigError(f"the Sentinel at {address} ({where}) rejected the credentials: fix the user/password "
+                              "in the URL (or the password file); the Sentinels and the master take the same") from None
+        except redis.ResponseError as exc:
+            said = reason(exc)
+            if "unknown command" in said.lower():
+                raise ConfigError(f"{address} in {where} is not a Sentinel (it answers as a plain Redis): use "
+                                  f"redis://{address}/DB for it, or the Sentinels' addresses (port 26379)") from None
+            if said.startswith(("NOAUTH", "NOPERM", "WRONGPASS")):
+                raise ConfigError(f"the Sentinel at {address} ({where}) refused this user: {said[:120]}") from None
+            raise RedisUnavailableError(f"the Sentinel at {address} ({where}) refused: {said[:120]}") from None
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            silent.append(exc)
+            continue
+        if service in masters:
+            return
+        known = ", ".join(sorted(map(str, masters))[:10]) or "none"
+        raise ConfigError(f"the Sentinel at {address} ({where}) monitors no service {service!r} (it monitors: "
+                          f"{known}): fix the service name in the URL")
+    raise RedisUnavailableError(f"no Sentinel of {where} answers: {reason(silent[0])[:200]}")
+
+
 def _failure(client, where: str, exc: BaseException) -> Exception:
     """The error for a connection that failed: TLS and non-Redis endpoints are the operator's to fix."""
+    from redis.sentinel import MasterNotFoundError
+
+    if isinstance(exc, MasterNotFoundError):  # its message lists every Sentinel client's repr: the first words say it
+        return RedisUnavailableError(f"Redis at {where} is unreachable: {reason(exc).split(' : ')[0]}")
     if is_cluster(client):  # its nodes answered when it was made: this is the cluster failing since
         return RedisUnavailableError(f"Redis Cluster at {where} is unreachable: {reason(exc)}")
     chain = causes(exc)

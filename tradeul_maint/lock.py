@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import redis
 from loguru import logger
 
+from tradeul_maint import safejson
 from tradeul_maint.errors import ForeignLockError, KeyTypeError, LockBusyError, LockLostError, MaintError
 from tradeul_maint.lease import RELEASE, RENEW, Lease
 from tradeul_maint.replicas import Replication
@@ -47,7 +48,7 @@ class LockHolder:
         if raw is None:
             return None
         try:
-            doc = json.loads(raw)
+            doc = safejson.loads(raw)
             holder = cls(host=str(doc["host"]), pid=int(doc["pid"]), since=str(doc["since"]),
                          run_id=str(doc["run_id"]))
             if not doc.get("nonce"):

@@ -26,6 +26,7 @@ from typing import BinaryIO, Iterator
 
 from rich.text import Text
 
+from tradeul_maint import safejson
 from tradeul_maint.errors import UsageError
 from tradeul_maint.logs import ERRORS_LOG, MAIN_LOG, fallback_log_dir, lock_path, log_dir_for, rotated_numbers, \
     rotated_path
@@ -214,7 +215,7 @@ def task_names(path: Path) -> list[str]:
     decoded = set()
     for raw in names:
         try:
-            decoded.add(json.loads(raw))
+            decoded.add(safejson.loads(raw))
         except ValueError:
             continue
     return sorted(decoded)
@@ -276,7 +277,7 @@ def _lines(region: bytes, needles: list[bytes]) -> list[bytes]:
 def _entry(line: bytes) -> Entry:
     raw = line.decode("utf-8", errors="replace").rstrip("\r")
     try:
-        data = json.loads(raw)
+        data = safejson.loads(raw)
     except ValueError:
         data = None
     return Entry(raw, data if isinstance(data, dict) else None)

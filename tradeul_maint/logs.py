@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tradeul_maint.errors import ConfigError
+from tradeul_maint.redact import scrub, scrub_value
 from tradeul_maint.settings import Settings
 
 DEFAULT_LOG_DIR = Path("/var/log/tradeul")
@@ -36,56 +37,6 @@ FILE_MODE = 0o640  # owner and group (the operators' group) only: entries carry 
 DIR_MODE = 0o750
 TRACEBACK_LIMIT = 16384
 UTC = dt.timezone.utc
-
-# A URL's user information: everything between "://" and the LAST "@" of that run of
-# non-blank characters. A password with an unencoded "/", "?", "#" or "@" makes a URL
-# parser see part of it as the host, path, query or fragment, so the only safe cut is the
-# last "@"; the user is shown only when the user information is plainly "user:password".
-_URL_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)(\S*)@", re.IGNORECASE)
-# `NAME=value` and `NAME: value` (quoted or not, JSON's `"name": "value"` too) whose name
-# contains one of these words, any case, with or without "_", "-" or "." around or inside;
-# and `requirepass value` (redis.conf, CONFIG SET).
-_SECRET_WORD = r"(?:pass(?:word|wd)|pwd|secret|token|api[_.-]?key)"
-_PAIR_SECRET = re.compile(r"((?<![\w.-])[\w.-]*" + _SECRET_WORD + r"[\w.-]*[\"']?[ \t]*[=:][ \t]*|\brequirepass[ \t]+)"
-                          r"(\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&\"')}\]]+)", re.IGNORECASE)
-_SECRET_KEYS = re.compile(_SECRET_WORD, re.IGNORECASE)
-
-
-def scrub(text: str) -> str:
-    """Remove the user information of URLs (`redis://user:secret@`) and the values of secret-named pairs."""
-    text = _URL_USERINFO.sub(_hide_userinfo, text)
-    return _PAIR_SECRET.sub(_hide_value, text)
-
-
-def _hide_userinfo(match: re.Match) -> str:
-    userinfo = match[2]
-    user, colon, _ = userinfo.partition(":")
-    plain = colon and not any(c in userinfo for c in "/?#@")
-    return f"{match[1]}{user + ':' if plain else ''}***@"
-
-
-def _hide_value(match: re.Match) -> str:
-    value = match[2]
-    quote = value[0] if value[0] in "\"'" else ""
-    return f"{match[1]}{quote}***{quote}"
-
-
-def scrubbed_traceback() -> str:
-    """The exception being handled, formatted as `traceback.print_exc` would print it, scrubbed."""
-    return scrub(traceback.format_exc())
-
-
-def scrub_value(value: Any, key: str = "") -> Any:
-    """`scrub` through the strings of a bound field, its lists and dicts; a field named like a secret is hidden."""
-    if key and _SECRET_KEYS.search(key) and value is not None:
-        return "***"
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, dict):
-        return {k: scrub_value(v, str(k)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub_value(v) for v in value]
-    return value
 
 
 def _json(entry: dict[str, Any]) -> str:
@@ -439,6 +390,7 @@ def configure_logging(settings: Settings | None, verbose: bool = False, quiet: b
                format=_console_line, colorize=sys.stderr.isatty(), backtrace=False, diagnose=False,
                filter=lambda r: r["extra"].get("console", True) or verbose)
     installed = Sinks(directory.path if directory else None, verbose, quiet)
+    threading.excepthook = _thread_failed
     if directory is None:
         return None
     log = settings.logging
@@ -452,6 +404,18 @@ def configure_logging(settings: Settings | None, verbose: bool = False, quiet: b
     logger.add(_sinks[-1],
                level="ERROR", **common)
     return directory
+
+
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    """A thread that raised says so in one scrubbed log line (its traceback goes to the file), never a traceback on
+    stderr that cron would mail."""
+    if args.exc_type is SystemExit:
+        return
+    from loguru import logger
+
+    thread = args.thread.name if args.thread is not None else "?"
+    logger.opt(exception=(args.exc_type, args.exc_value, args.exc_traceback)) \
+        .bind(thread=thread, error=f"{args.exc_type.__name__}: {args.exc_value}").error("thread_failed")
 
 
 def choose_log_dir(preferred: Path, fallback: Path) -> LogDir:

@@ -76,16 +76,16 @@ def _request(url: str, body: str | None, timeout: float, outcome: dict[str, str]
         outcome["ok"] = "1"
     except urllib.error.HTTPError as exc:
         outcome["error"] = f"HTTP {exc.code}"
-    except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections, a malformed reply
+    except Exception as exc:  # URLError, timeouts, refused connections, a malformed reply: never a traceback
         reason = getattr(exc, "reason", None) or exc
         # urllib's own timeout (per socket operation) may fire a moment before the caller stops waiting.
         outcome["error"] = (f"no answer within {timeout:g}s" if isinstance(reason, TimeoutError)
-                            else f"{type(exc).__name__}: {reason}")
+                            else f"{type(exc).__name__}: {reason}")  # scrubbed when logged: the path is remembered
 
 
 def summary(result: CycleResult) -> str:
     """The failure ping's body: the run's summary line for the session and each failed or skipped task."""
-    from tradeul_maint.logs import scrub
+    from tradeul_maint.redact import scrub
 
     return scrub("\n".join([f"{result.headline()}; not done", *result.failure_lines()]))
 
@@ -101,7 +101,7 @@ def cycle(settings: NotifySettings, session: dt.date) -> Iterator[Pinger]:
     try:
         yield pinger
     except BaseException as exc:
-        from tradeul_maint.logs import scrub
+        from tradeul_maint.redact import scrub
 
         pinger.send("/fail", scrub(f"{session}: cycle stopped: {type(exc).__name__}: {exc}"), session=session)
         raise

@@ -97,6 +97,6 @@ def hoist(argv: list[str], value_flags: Callable[[str], Collection[str]] = lambd
 
 def error_line(exc: BaseException) -> str:
     """How the tool reports an error an operator can act on: one line, no secrets."""
-    from tradeul_maint.logs import scrub
+    from tradeul_maint.redact import scrub
 
     return f"tradeul-maint: {scrub(str(exc))}"

@@ -33,6 +33,7 @@ from tradeul_maint.history import CycleView, Timeline
 from tradeul_maint.lock import LockHolder
 from tradeul_maint.planner import Plan, failed_tasks, waiting_tasks
 from tradeul_maint.errors import UsageError
+from tradeul_maint.redact import scrub
 from tradeul_maint.settings import Settings
 from tradeul_maint.sources import Sources, sources
 from tradeul_maint.state import (COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus, TaskRecord, iso,
@@ -347,7 +348,8 @@ def _task_view(name: str, status: SessionStatus | None) -> TaskView:
     if state in (FAILED, SKIPPED) and (record.error or record.output):
         error = "\n".join(filter(None, [record.error, _last_lines(record.output)]))
     return TaskView(name, state, record.attempts, parse_time(record.started_at), parse_time(record.finished_at),
-                    record.duration_seconds, error, record.reason, record.traceback)
+                    record.duration_seconds, scrub(error) if error else None, record.reason,
+                    scrub(record.traceback) if record.traceback else None)
 
 
 def _note(state: str, status: SessionStatus | None, left: str | None) -> str | None:

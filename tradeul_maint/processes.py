@@ -55,8 +55,8 @@ class TaskProcesses:
     goodbye and waits for the supervisor to have stopped everything and exited.
     """
 
-    def __init__(self, settings: Settings, run_id: str, lock_key: str, make_client: Callable[[], Any] | None,
-                 sinks: Sinks):
+    def __init__(self, settings: Settings, run_id: str, lock_key: str, redis: dict[str, Any] | None, sinks: Sinks):
+        """`redis` is where the run's Redis is (`task_redis`)."""
         from tradeul_maint.supervisor import server
         from tradeul_maint.supervisor.attempt import Shared
 
@@ -67,7 +67,7 @@ class TaskProcesses:
         if self.record is None:
             logger.bind(state_dir=str(settings.state_dir), console=False).warning("process_record_unavailable")
         cgroup = self.record.cgroup if self.record is not None else None
-        shared = Shared(run_id, settings, self.grace, self.record, None, make_client, cgroup,
+        shared = Shared(run_id, settings, self.grace, self.record, None, task_redis(redis), redis, cgroup,
                         watch_identities=self.record is not None and cgroup is None)
         here, there = socket.socketpair()
         sys.stdout.flush()

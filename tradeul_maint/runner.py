@@ -32,12 +32,13 @@ from typing import Callable
 
 from loguru import logger
 
+from tradeul_maint import safejson
 from tradeul_maint.errors import (EXIT_RUN_DEADLINE, SIGNAL_EXIT_CODES, LockLostError, ReplicasInDoubtError,
                                   TaskProcessesLostError)
 from tradeul_maint.exchange import AttemptId, Ended
 from tradeul_maint.lock import RunLock
-from tradeul_maint.logs import scrub
 from tradeul_maint.planner import PlannedSession, caught_up, waits_after
+from tradeul_maint.redact import scrub, scrub_value
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
 from tradeul_maint.tasklist import task_list
 from tradeul_maint.settings import Settings, TaskSpec
@@ -517,17 +518,18 @@ class Runner:
         record.finished_at = iso(self.clock())
         record.duration_seconds = round(seconds, 3)
         record.attempts += attempts
-        record.result = outcome.result
+        # What a task reports is stored and read back: scrubbed, and nothing the safe JSON reader would refuse.
+        record.result = scrub_value(safejson.sanitized(outcome.result)) if outcome.result is not None else None
         status.tasks[name] = COMPLETED if outcome.success else FAILED
         task_log = log.bind(task=name, duration_seconds=record.duration_seconds, attempts=record.attempts)
         if outcome.success:
             record.error = record.output = record.traceback = None
-            task_log.bind(result=outcome.result, output=_tail(outcome.output, LOG_OUTPUT_LIMIT)) \
+            task_log.bind(result=record.result, output=_tail(outcome.output, LOG_OUTPUT_LIMIT)) \
                 .info("task_completed")
         else:
             # The status document is read by `status` and other tools: no password goes there either.
             record.error = scrub(outcome.error or "failed")
-            record.output = scrub(_tail(outcome.output, STATUS_OUTPUT_LIMIT) or "") or None
+            record.output = _tail(scrub(outcome.output or ""), STATUS_OUTPUT_LIMIT)  # whole secrets, then the cut
             record.traceback = scrub(outcome.traceback) if outcome.traceback else None
             task_log.bind(error=outcome.error, output=_tail(outcome.output, LOG_OUTPUT_LIMIT),
                           traceback=outcome.traceback, console=False).error("task_failed")

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tradeul_maint.errors import ConfigError
+from tradeul_maint.redact import remember, remember_url
 
 DEFAULT_CONFIG_PATHS = (Path("tradeul-maint.toml"), Path("/etc/tradeul/maint.toml"))
 TASK_NAME = re.compile(r"^[a-z0-9_-]+$")
@@ -147,6 +148,7 @@ class TaskSpec:
     retry_delay: float = 30
     catchup: str = "all"  # "latest": only for the newest session whose window has opened (planner.py)
     market_closed_only: bool = False  # never started while the exchange is open
+    redis_env: bool = False  # the task's environment gets the Redis URL, password included (taskenv.py)
 
     @property
     def kind(self) -> str:
@@ -289,7 +291,7 @@ _KNOWN = {
     "metrics": {"textfile", "pushgateway"},
     "notify": {"ping_url", "ping_timeout"},
     "tasks": {"name", "command", "python", "builtin", "params", "after", "timeout", "retries", "retry_delay",
-              "catchup", "market_closed_only"},
+              "catchup", "market_closed_only", "redis_env"},
 }
 
 
@@ -411,6 +413,7 @@ def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str
     d = RedisSettings()
     url = cli.redis_url or env.get("TRADEUL_MAINT_REDIS_URL") or env.get("REDIS_URL") or \
         _typed(t, "redis", "url", str, None)
+    remember_url(url)  # known from now on, so no output of this process shows it, even before it connects
     # The password of `url`, from a file: on no command line and in no environment. In the
     # config file, a relative path is relative to the file's directory.
     password_file = Path(env["TRADEUL_MAINT_REDIS_PASSWORD_FILE"]).expanduser() \
@@ -483,11 +486,31 @@ def _pushgateway(url: str | None, what: str) -> str | None:
 def _notify(t: dict) -> NotifySettings:
     d = NotifySettings()
     url = _typed(t, "notify", "ping_url", str, None)
-    if url is not None and not re.match(r"^https?://[^/\s]+", url):
-        raise ConfigError(f"[notify] ping_url = {url!r}: expected an http:// or https:// URL")
+    if url is not None:
+        check_ping_url(url)
     timeout = _positive("notify", "ping_timeout", _typed(t, "notify", "ping_timeout", (int, float), d.ping_timeout),
                         0.1)
     return NotifySettings(ping_url=url.rstrip("/") if url else None, ping_timeout=float(timeout))
+
+
+def check_ping_url(url: str) -> None:
+    """A URL urllib will send as it is; ConfigError otherwise, showing its host at most: for healthchecks the
+    path is the secret that lets anyone ping."""
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # each raises ValueError when it does not parse
+    except ValueError:
+        raise ConfigError("[notify] ping_url does not parse: check its port (0 to 65535) and the brackets of an "
+                          "IPv6 address") from None
+    shown = f"{parts.scheme}://{host}/..." if host else "(not shown)"
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        problem = "expected an http:// or https:// URL with a host"
+    elif not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
+        problem = "it holds a blank, a control or a non-ASCII character: percent-encode it (a blank is %20)"
+    else:
+        remember(parts.path.strip("/"))  # the secret part: no log line or message shows it, whatever quotes it
+        return
+    raise ConfigError(f"[notify] ping_url {shown}: {problem}")
 
 
 def parse_size(text: str | int) -> int:
@@ -621,6 +644,7 @@ def _task(t: dict, name: str) -> TaskSpec:
         retry_delay=parse_seconds(t["retry_delay"], f"[{section}] retry_delay") if "retry_delay" in t else 30.0,
         catchup=catchup,
         market_closed_only=_typed(t, section, "market_closed_only", bool, False),
+        redis_env=_typed(t, section, "redis_env", bool, False),
     )
 
 

@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from tradeul_maint import safejson
+
 PENDING, IN_PROGRESS, COMPLETED, FAILED, SKIPPED = "pending", "in_progress", "completed", "failed", "skipped"
 TASK_STATES = (PENDING, IN_PROGRESS, COMPLETED, FAILED, SKIPPED)
 UTC = dt.timezone.utc
@@ -273,7 +275,7 @@ class SessionStatus:
         if raw is None:
             return None
         try:
-            doc = json.loads(raw)
+            doc = safejson.loads(raw)
             if not isinstance(doc, dict):
                 raise Shape(f"the document is {_json_kind(doc)}, not an object")
             _field(doc, "date", _TEXT)

@@ -129,7 +129,8 @@ class StateStore:
                     raise reply
             raw, lock, lock_ttl, last_run = replies
             statuses = {s: SessionStatus.from_json(s, r) for s, r in zip(sessions, raw)}
-        return Overview(statuses, LockHolder.parse(lock, lock_ttl), last_run.decode() if last_run else None)
+        return Overview(statuses, LockHolder.parse(lock, lock_ttl),
+                        last_run.decode(errors="replace") if last_run else None)
 
     def statuses(self, sessions: list[dt.date]) -> dict[dt.date, SessionStatus | None]:
         if not sessions:

@@ -87,11 +87,12 @@ def parse_day(text: str) -> dt.date:
 def command_request(spec: TaskSpec, session: dt.date, run_id: str) -> CommandRequest:
     """`{date}` in any argument becomes the session."""
     day = session.isoformat()
-    return CommandRequest(tuple(arg.replace("{date}", day) for arg in spec.command), _names(spec, session, run_id))
+    return CommandRequest(tuple(arg.replace("{date}", day) for arg in spec.command), _names(spec, session, run_id),
+                          spec.redis_env)
 
 
 def python_request(spec: TaskSpec, session: dt.date, run_id: str) -> PythonRequest:
-    return PythonRequest(spec, session, run_id, _names(spec, session, run_id))
+    return PythonRequest(spec, session, run_id, _names(spec, session, run_id), spec.redis_env)
 
 
 def _names(spec: TaskSpec, session: dt.date, run_id: str) -> dict[str, str]:
@@ -215,7 +216,7 @@ def run_python(spec: TaskSpec, ctx: TaskContext, paths: tuple[str, ...] = ()) ->
 
 
 def _traceback(exc: BaseException) -> str:
-    from tradeul_maint.logs import scrub
+    from tradeul_maint.redact import scrub
 
     text = scrub("".join(traceback.format_exception(exc)))
     return text if len(text) <= TRACEBACK_LIMIT else "..." + text[-TRACEBACK_LIMIT:]

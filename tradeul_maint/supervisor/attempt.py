@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-from tradeul_maint import proc
+from tradeul_maint import proc, taskenv
 from tradeul_maint.containment import RunRecord, cgroup_pids, join_cgroup, make_cgroup
 from tradeul_maint.exchange import AttemptId, CommandRequest, PythonRequest, Start
 from tradeul_maint.proc import Stopping
@@ -111,6 +111,7 @@ class Shared:
     record: RunRecord | None  # the run's record of its processes (containment.py)
     task_client: Any  # a Redis client for Python tasks, made once in the supervisor and never used there
     make_client: Callable[[], Any] | None  # what made it (again in the task's process if that failed)
+    redis: dict[str, Any] | None  # where the run's Redis is, for a `redis_env` task (taskenv.py)
     run_cgroup: Path | None  # the run's cgroup: each reaper, and so each attempt in turn, gets one below it
     watch_identities: bool  # no cgroup: the reaper notes its main processes in the record
 
@@ -480,6 +481,7 @@ def main_process(assign_r: int, shared: Shared, reaper_pid: int, out_w: int, res
         return 0
     request = start.request
     env = task_environment(request.env)
+    taskenv.confine(env, request.redis_env, shared.redis)
     if isinstance(request, CommandRequest):
         try:
             os.execvpe(request.argv[0], list(request.argv), env)
