@@ -2,9 +2,9 @@
 survive a double kill with a reset environment.
 
 Each task and each worker it leaves behind appends lines to a ledger (O_APPEND, one write a
-line): `start N` when attempt N of the task begins, `worker N PID` every 20 ms from a worker
-that attempt N left running (it ignores SIGTERM), `dependent` when a dependent starts. The
-order of the lines is the evidence: no worker line may follow the start of what must not
+line): `start N` when the task starts for the Nth time (a retry, or the next session's
+cycle), `worker N PID` every 20 ms from a worker that start N left running (it ignores
+SIGTERM), `dependent` when a dependent starts. The order of the lines is the evidence: no worker line may follow the start of what must not
 run beside it. The tests read the ledger, the record the run keeps (containment.py) and
 /proc; none waits on a wall-clock interval to judge.
 """
@@ -72,9 +72,11 @@ if n == 1:
         time.sleep(0.01)
     time.sleep(pause)
     sys.exit(code)
+time.sleep(0.2)  # a later attempt lingers: a worker running beside it would write meanwhile
 """
 
-DEPENDENT = 'import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND); os.write(fd, b"dependent\\n")'
+DEPENDENT = ('import os, sys, time; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND); os.write(fd, b"dependent\\n"); '
+             'time.sleep(0.2)')  # it lingers, as a later attempt does
 
 
 def task(root: Path, name: str, how: str, code: int, pause: float = 0.0, extra: str = "") -> str:
@@ -126,6 +128,19 @@ def test_an_escaped_worker_of_a_completed_task_writes_nothing_after_its_dependen
         result = project.run("run", "--date", DAY)
         assert result.returncode == 0, result.stderr
         assert_no_worker_after(ledger(project.root), "dependent")
+    finally:
+        kill(workers(ledger(project.root)))
+
+
+def test_an_escaped_worker_of_a_completed_task_writes_nothing_after_the_next_sessions_cycle_starts(project, r):
+    """Two sessions in one run (a recovery): the task's second start is the next session's cycle."""
+    project.write_config(HEAD + task(project.root, "a", "double-fork", code=0))
+    try:
+        result = project.run("recover", "--since", "2026-11-24", "--until", DAY)
+        assert result.returncode == 0, result.stderr
+        assert_no_worker_after(ledger(project.root), "start 2")
+        assert [json.loads(r.get(f"maintenance:status:{day}"))["tasks"] for day in ("2026-11-24", DAY)] == \
+            [{"a": "completed"}] * 2
     finally:
         kill(workers(ledger(project.root)))
 
