@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from tradeul_maint import history, trends
 from tradeul_maint.calendar import TradingCalendar, Window
+from tradeul_maint.containment import detect
 from tradeul_maint.history import CycleView, Timeline
 from tradeul_maint.lock import LockHolder
 from tradeul_maint.planner import Plan, failed_tasks, waiting_tasks
@@ -129,6 +130,7 @@ class StatusView:
     slow: tuple[Trend, ...] = ()  # tasks slower than usual in the lookback
     risk: WindowRisk | None = None  # how long a cycle should take, against the deadline
     trend: Trend | None = None  # `status --task NAME`
+    containment: str | None = None  # what keeps a run's task processes together on this host (containment.py)
 
     @property
     def overdue(self) -> tuple[SessionView, ...]:
@@ -195,6 +197,7 @@ class StatusView:
             **(self.sources.to_json() if self.sources else {}),
             "slow_tasks": [{k: v for k, v in t.to_json().items() if k != "sessions"} for t in self.slow],
             "window_risk": self.risk.to_json() if self.risk else None,
+            "containment": self.containment,
             "warnings": list(self.warnings),
         }
 
@@ -250,7 +253,8 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
     return StatusView(now, calendar.code, calendar.tz.key, len(sessions), tuple(views),
                       next_window(now, calendar, settings), seen.holder, seen.last_run,
                       calendar.expiry_warning(now), sources(settings), slow,
-                      None if detail else trends.window_risk(settings, statuses), trend)
+                      None if detail else trends.window_risk(settings, statuses), trend,
+                      detect(settings.run.containment).describe())
 
 
 def _task_list_differences(here: dict[str, str], status: SessionStatus | None) -> tuple[Difference, ...]:

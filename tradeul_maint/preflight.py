@@ -88,7 +88,7 @@ def run(overrides: Overrides, now_text: str | None) -> Report:
     checks += redis_checks(context, found.redis)
     checks += [task_check(task, s) for task in s.tasks]
     checks += plan_checks(s)
-    checks += [log_dir_check(s), calendar_check(context), next_window_check(context)]
+    checks += [log_dir_check(s), calendar_check(context), next_window_check(context), containment_check(s)]
     return Report(found.config, found.redis, tuple(checks))
 
 
@@ -97,6 +97,13 @@ def plan_checks(settings: Settings) -> list[Check]:
     an operator could misread; a warning does not fail `check`."""
     return [Check("plan", True, planner.explain(settings.tasks))] + \
         [Check(f"plan {task}", True, text, warning=True) for task, text in planner.shape_warnings(settings.tasks)]
+
+
+def containment_check(settings: Settings) -> Check:
+    """What keeps each attempt's processes together on this host (see containment.py): informative, never failing."""
+    from tradeul_maint.containment import detect
+
+    return Check("containment", True, detect(settings.run.containment).describe())
 
 
 def redis_checks(context: core.Context, where: str) -> list[Check]:

@@ -35,6 +35,7 @@ from loguru import logger
 from tradeul_maint import safejson
 from tradeul_maint.errors import (EXIT_RUN_DEADLINE, SIGNAL_EXIT_CODES, LockLostError, ReplicasInDoubtError,
                                   TaskProcessesLostError)
+from tradeul_maint.exchange import AttemptId, Ended
 from tradeul_maint.lock import RunLock
 from tradeul_maint.planner import PlannedSession, caught_up, waits_after
 from tradeul_maint.redact import scrub, scrub_value
@@ -180,7 +181,7 @@ class Running:
     spec: TaskSpec
     started: float  # monotonic, its first attempt in this cycle
     attempt: int = 0  # attempts started in this cycle
-    attempt_id: str | None = None  # the attempt the supervisor runs now; None while waiting to retry
+    attempt_id: AttemptId | None = None  # the attempt the supervisor runs now; None while waiting to retry
     deadline: float | None = None  # when that attempt times out (monotonic)
     retry_at: float | None = None  # when the next attempt starts (monotonic)
     stopping: bool = False  # asked to stop (timeout)
@@ -296,7 +297,7 @@ class Runner:
     def _launch(self, task: Running, session: dt.date, log) -> None:
         spec = task.spec
         task.attempt += 1
-        task.attempt_id = f"{session.isoformat()}:{spec.name}:{task.attempt}"
+        task.attempt_id = AttemptId(session, spec.name, task.attempt)
         task.retry_at = None
         task.stopping = False
         task.deadline = time.monotonic() + spec.timeout if spec.timeout else None
@@ -319,9 +320,9 @@ class Runner:
         timers = [t for task in running.values() for t in (task.deadline, task.retry_at) if t is not None]
         wait = max(0.0, min([POLL_SECONDS, *(t - now for t in timers)]))
         for event in self.processes.events(wait):
-            name = event["id"].split(":")[1]
+            name = event.attempt.task
             task = running.get(name)
-            if task is None or task.attempt_id != event["id"]:
+            if task is None or task.attempt_id != event.attempt:
                 continue
             outcome = _outcome(task.spec, event)
             self._attempt_ended(task, COMPLETED if outcome.success else FAILED, outcome.error)
@@ -350,22 +351,23 @@ class Runner:
     def _stop_wait(self) -> float:
         return self.settings.run.stop_grace_seconds + STOP_MARGIN
 
-    def _wait_ended(self, running: dict[str, Running]) -> dict[str, dict]:
+    def _wait_ended(self, running: dict[str, Running]) -> dict[str, Ended]:
         """After a stop: wait until the supervisor reports every running attempt ended; those it did, by task."""
-        ended: dict[str, dict] = {}
+        ended: dict[str, Ended] = {}
         deadline = time.monotonic() + self._stop_wait
         while any(t.attempt_id and name not in ended for name, t in running.items()) and \
                 time.monotonic() < deadline:
             try:
                 events = self.processes.events(POLL_SECONDS)
             except TaskProcessesLostError:
-                # Its task processes lost their main process with it (PDEATHSIG); the rest carry our run id.
-                stop_leftovers(self.lock.run_id, self.settings.run.stop_grace_seconds)
-                return {n: {"id": t.attempt_id, "stopped": "its supervisor died"}
+                # Its reapers stop their attempts as it dies (PDEATHSIG); what they leave is found by the record.
+                if self.processes.stop_remaining():
+                    return ended
+                return {n: Ended(t.attempt_id, stopped="its supervisor died")
                         for n, t in running.items() if t.attempt_id}
             for event in events:
-                name = event["id"].split(":")[1]
-                if name in running and running[name].attempt_id == event["id"]:
+                name = event.attempt.task
+                if name in running and running[name].attempt_id == event.attempt:
                     ended[name] = event
         return ended
 
@@ -541,7 +543,7 @@ class Runner:
                 .warning("task_slower_than_usual")
 
 
-def _outcome(spec: TaskSpec, ended: dict) -> Outcome:
+def _outcome(spec: TaskSpec, ended: Ended) -> Outcome:
     return command_outcome(spec, ended) if spec.command else python_outcome(ended)
 
 
