@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -153,6 +155,19 @@ class Bench:
         return {k.removeprefix("cmdstat_"): v["calls"] for k, v in self.client.info("commandstats").items()}
 
 
+def commit() -> str:
+    """The commit of the tree measured, with "+dirty" when it has uncommitted changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
 def median_by(cycles: list[Cycle], key) -> float:
     return statistics.median(key(c) for c in cycles)
 
@@ -163,6 +178,7 @@ def main() -> int:
     parser.add_argument("--tcp", action="store_true", help="redis-server on a loopback TCP port, not a unix socket")
     parser.add_argument("--also", type=Path, metavar="DIR", help="also measure the package in DIR")
     args = parser.parse_args()
+    load = os.getloadavg()  # the machine is shared: every figure is quoted with the load it was measured under
     trees: list[tuple[str, Path | None]] = [("this tree", None)] + ([(str(args.also), args.also)] if args.also else [])
     ok = True
 
@@ -190,7 +206,9 @@ def main() -> int:
             for bench in benches.values():
                 bench.client.close()
 
-    print(f"median of {args.repeat} cycles each; redis-server on {'TCP localhost' if args.tcp else 'a unix socket'}")
+    print(f"median of {args.repeat} cycles each; redis-server on {'TCP localhost' if args.tcp else 'a unix socket'}; "
+          f"commit {commit()}; load average (1, 5, 15 min) at the start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
+          f"at the end {os.getloadavg()[0]:.2f}")
     for label in benches:
         r = results[label]
         print(f"\n== {label}")

@@ -440,16 +440,18 @@ class Workspace:
                 argv += ["--children", str(t["children"])]
             if t.get("faults"):
                 argv += ["--faults", str(t["faults"])]
+            if t.get("escape"):
+                argv += ["--escape", t["escape"]]
             argv += ["--marker", self.marker]
             lines.append("command = " + json.dumps(argv))
         else:
-            params = {"ledger": str(self.ledger), "sleep": t.get("sleep", 0)}
+            params = {"ledger": str(self.ledger), "sleep": t.get("sleep", 0), "marker": self.marker}
             params.update(t.get("params", {}))
             lines.append('python = "ledger_pytask:task"')
             lines.append("params = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in params.items()) + " }")
         if t.get("after"):
             lines.append("after = " + json.dumps(t["after"]))
-        for key in ("timeout", "retries"):
+        for key in ("timeout", "retries", "retry_delay"):
             if key in t:
                 lines.append(f"{key} = {t[key]}")
         return "\n".join(lines) + "\n"
@@ -1069,6 +1071,144 @@ def trial_window_down(h: Harness, out: Outcome, rng: random.Random) -> None:
                                                      dt.datetime(2026, 11, 25, 17, 30)).total_seconds() / 3600)
 
 
+def worker_lines_after(ws: Workspace, task: str, since: Callable[[dict], bool], before_attempt: int | None = None
+                       ) -> list[str]:
+    """Lines of workers that `task` left (those of attempts before `before_attempt`, or all), written after
+    the first line for which `since` holds (ledger order)."""
+    lines = ledger.read(ws.ledger)
+    first = next((i for i, e in enumerate(lines) if since(e)), None)
+    if first is None:
+        return []
+    return [f"worker of {e['task']} attempt {e['attempt']} (pid {e['pid']}) after line {first}: {lines[first]}"
+            for e in lines[first + 1:] if e["ev"] == "worker" and e["task"] == task
+            and (before_attempt is None or e["attempt"] < before_attempt)]
+
+
+def workers_of(ws: Workspace) -> set[int]:
+    return {e["pid"] for e in ledger.read(ws.ledger) if e["ev"] == "worker"}
+
+
+def trial_escape(h: Harness, out: Outcome, rng: random.Random) -> None:
+    """Tasks that leave a worker running out of their process group (setsid, a double fork with setsid, `setsid
+    env -i`), one failing its first attempt, with dependents: no worker writes after a later attempt of its task
+    or a dependent of it has started, and none outlives the run."""
+    server = h.shared()
+    ws = h.workspace(out.trial, out.index, server.url)
+    hows = ["setsid", "double-fork", "env-i"]
+    faults = ws.root / "faults.json"
+    faults.write_text(json.dumps({f"{DAY}/a": [1]}))
+    tasks = [{"name": "a", "sleep": 0.1, "escape": rng.choice(hows), "faults": faults, "retries": 1,
+              "retry_delay": 0.01},
+             {"name": "p", "kind": "py", "sleep": 0.1, "params": {"escape": rng.choice(hows)}},
+             {"name": "b", "sleep": 0.1, "escape": rng.choice(hows), "after": ["a"]},
+             {"name": "c", "sleep": 0.1, "after": ["b", "p"]}]
+    containment = "subreaper" if out.index % 2 else "auto"
+    ws.write_config(manual_head(parallel=2).replace(
+        "[run]\n", f'[run]\nstop_grace_seconds = 0.5\ncontainment = "{containment}"\n'), tasks)
+    result = ws.run("run", "--date", DAY, "--now", AFTER)
+    try:
+        with server.client() as c:
+            out.check(result.code == 0 and is_done(c), "the cycle completes", str(result))
+        def starts(task: str, attempt: int | None = None) -> Callable[[dict], bool]:
+            return lambda e: e["ev"] == "start" and e["task"] == task and attempt in (None, e.get("attempt"))
+
+        late = worker_lines_after(ws, "a", starts("a", 2), before_attempt=2)  # the retry
+        late += worker_lines_after(ws, "a", starts("b")) + worker_lines_after(ws, "b", starts("c"))  # dependents
+        late += worker_lines_after(ws, "p", starts("c"))
+        out.check(not late, "a worker writes after its task's retry or a dependent started", "; ".join(late[:3]))
+        alive = [pid for pid in workers_of(ws) if ledger.alive(pid)]
+        out.check(not alive, "no worker outlives the run", f"alive: {alive}")
+        out.figure("workers stopped", len(workers_of(ws)))
+    finally:
+        cleanup_leftovers(ws)
+
+
+def trial_parents(h: Harness, out: Outcome, rng: random.Random) -> None:
+    """A python task with timeout = 4 that, in turn, stops (SIGSTOP) or kills its reaper or the run's supervisor:
+    the run ends within the timeout, the grace period and a margin, leaves no process, and the next run completes
+    the session with no two executions of the task at once."""
+    server = h.shared()
+    ws = h.workspace(out.trial, out.index, server.url)
+    act = ["stop-parent", "stop-grandparent", "kill-parent", "kill-grandparent"][out.index % 4]
+    grace, timeout, margin = 1, 4, 15
+    tasks = [{"name": "a", "kind": "py", "sleep": 30, "timeout": timeout, "params": {"parents": act}},
+             {"name": "b", "sleep": rng.uniform(0.1, 2)}]
+    head = manual_head(lease=10, parallel=2).replace("[run]\n", f"[run]\nstop_grace_seconds = {grace}\n")
+    ws.write_config(head, tasks)
+    result = ws.run("run", "--date", DAY, "--now", AFTER, timeout=timeout + grace + margin)
+    family = [e for e in ledger.read(ws.ledger) if e["ev"] == "family"]
+    try:
+        out.check(result.code in (1, 75), f"the run ends within timeout + grace + {margin}s, exit 1 or 75",
+                  str(result))
+        out.figure("seconds to exit", round(result.seconds, 2))
+        ours = {f[k] for f in family for k in ("pid", "reaper", "supervisor")}
+        wait_until(lambda: not [p for p in ours if ledger.alive(p)] and not ws.leftovers(), 2)
+        alive = [p for p in ours if ledger.alive(p)] + list(ws.leftovers())
+        out.check(not alive, "no process of the run is left", f"alive: {alive}; {result}")
+        gone_at = time.time()  # a stopped execution has no end line: it ended by now at the latest
+        ws.write_config(head, [{**tasks[0], "params": {}, "sleep": 0.2}, tasks[1]])
+        with server.client() as c:
+            run_until_done(ws, c, out, ("run", "--date", DAY, "--now", AFTER))
+        execs = [dataclasses.replace(e, end=gone_at) if e.end is None and e.start < gone_at else e
+                 for e in ws.executions()]
+        overlap = ledger.overlapping(execs, same_task=True, horizon=time.time())
+        out.check(not overlap, "no two executions of a task at once", "; ".join(
+            f"{a.describe()} / {b.describe()}" for a, b in overlap[:2]))
+    finally:
+        for f in family:
+            for pid in (f["reaper"], f["supervisor"], f["pid"]):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGCONT)
+        cleanup_leftovers(ws, {f["pid"] for f in family})
+
+
+def trial_double_kill(h: Harness, out: Outcome, rng: random.Random) -> None:
+    """The runner, its supervisor and the reapers SIGKILLed at once (`pkill -9 -f tradeul_maint`) while a task
+    that left a worker with `env -i` runs; then `run` until done: the worker writes nothing after the task's
+    re-run started, and is gone. Every other trial without a cgroup (the run's record alone)."""
+    server = h.shared()
+    ws = h.workspace(out.trial, out.index, server.url)
+    containment = "subreaper" if out.index % 2 else "auto"
+    tasks = [{"name": "a", "sleep": 30, "escape": "env-i"},
+             {"name": "b", "kind": "py", "sleep": rng.uniform(0.1, 1), "params": {"escape": "setsid"}}]
+    head = manual_head(lease=2, parallel=2).replace(
+        "[run]\n", f'[run]\nstop_grace_seconds = 0.5\ncontainment = "{containment}"\n')
+    ws.write_config(head, tasks)
+    args = ("run", "--date", DAY, "--now", AFTER)
+    runner = ws.spawn(*args)
+    try:
+        if not wait_until(lambda: any(e["ev"] == "worker" and e["task"] == "a" for e in ledger.read(ws.ledger)), 30):
+            out.check(False, "trial setup", f"task a left no worker: {runner.wait(5)}")
+            return
+        worker = next(e["pid"] for e in ledger.read(ws.ledger) if e["ev"] == "worker" and e["task"] == "a")
+        # The record names the worker (without a cgroup, it is added every 0.5 s): what the tool promises.
+        records = ws.state_dir / "processes"
+        wait_until(lambda: any(str(worker) in p.read_text() or '"cgroup": "/' in p.read_text()
+                               for p in records.glob("*")), 5)
+        time.sleep(rng.uniform(0, 1))
+        ours = [pid for pid in ledger.descendants(runner.pid)
+                if b"tradeul_maint" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        ledger.kill_all([runner.pid, *ours])
+        runner.wait(30)
+        killed_at = time.time()
+        out.figure("workers alive after the kill", sum(ledger.alive(p) for p in workers_of(ws)))
+        ws.write_config(head, [{**tasks[0], "sleep": 0.2}, tasks[1]])  # the re-run need not take long
+        with server.client() as c:
+            results = run_until_done(ws, c, out, args, timeout=60)
+        rerun = [e for e in ws.executions() if e.task == "a" and e.start > killed_at]
+        late = worker_lines_after(ws, "a", lambda e: e["ev"] == "start" and e["task"] == "a" and e["t"] > killed_at,
+                                  before_attempt=rerun[0].attempt) if rerun else []
+        out.check(bool(rerun) and not late, "the worker writes nothing after the task's re-run started",
+                  "; ".join(late[:3]) or "no re-run")
+        alive = [pid for pid in workers_of(ws) if ledger.alive(pid)]
+        out.check(not alive, "no worker outlives the next run", f"alive: {alive}")
+        out.figure("seconds from kill to done", round(sum(r.seconds for r in results), 2))
+    finally:
+        if runner.poll() is None:
+            runner.popen.kill()
+        cleanup_leftovers(ws)
+
+
 def _signal_trial(sig: signal.Signals):
     def trial(h: Harness, out: Outcome, rng: random.Random) -> None:
         """A signal at a random moment of a cycle whose tasks spawn grandchildren (every other trial
@@ -1315,6 +1455,9 @@ TRIALS = [
     TrialKind("signals-term", _signal_trial(signal.SIGTERM), 30, "SIGTERM at a random moment"),
     TrialKind("signals-int", _signal_trial(signal.SIGINT), 30, "SIGINT at a random moment"),
     TrialKind("signals-hup", _signal_trial(signal.SIGHUP), 30, "SIGHUP at a random moment"),
+    TrialKind("escape", trial_escape, 10, "Workers that leave their task's group (setsid, double fork, env -i)"),
+    TrialKind("parents", trial_parents, 12, "A task that stops or kills its reaper or supervisor (timeout 4 s)"),
+    TrialKind("double-kill", trial_double_kill, 10, "Runner, supervisor and reapers SIGKILLed; a worker with env -i"),
     TrialKind("logs-rotation", trial_log_rotation, 10, "Logs: 6 writers, 1 KB rotation"),
     TrialKind("logs-full", trial_log_full, 10, "Logs: full log filesystem (tmpfs)"),
     TrialKind("replica-frozen", trial_replica_frozen, 10, "Replica frozen (SIGSTOP), min_replicas = 1"),

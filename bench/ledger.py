@@ -47,8 +47,46 @@ def attempt(ledger, task, session):
         return 1
 '''
 
+# A worker a task leaves running (`--escape HOW`): a line every 20 ms; it ignores SIGTERM, so only SIGKILL
+# (or its absence) decides. argv: LEDGER TASK SESSION ATTEMPT MARKER
+WORKER = LEDGER_WRITES + r'''
+import signal, sys
+ledger, task, session, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+while True:
+    note(ledger, ev="worker", task=task, session=session, attempt=n)
+    time.sleep(0.02)
+'''
+
+# How a task leaves a worker behind, out of its process group: `setsid`, a double fork with setsid,
+# or `setsid env -i` (an environment without the run id). Returns once the worker has written a line.
+ESCAPE = r'''
+def escape(how, ledger, task, session, n, marker):
+    import subprocess, sys
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ledger_worker.py")
+    argv = [sys.executable, worker, ledger, task, session, str(n), marker]
+    if how == "setsid":
+        subprocess.Popen(["setsid", *argv])
+    elif how == "env-i":
+        subprocess.Popen(["setsid", "env", "-i", *argv])
+    elif os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.execv(sys.executable, argv)
+        os._exit(0)
+    else:
+        os.wait()
+    mine = f'"ev":"worker","task":"{task}","session":"{session}","attempt":{n}'
+    while True:
+        with open(ledger) as f:
+            if mine in f.read():
+                return
+        time.sleep(0.01)
+'''
+
 # A `command` task. argv: LEDGER TASK SESSION SLEEP [--ignore-term] [--children N] [--faults FILE] [--marker M]
-COMMAND_TASK = LEDGER_WRITES + r'''
+#                          [--escape HOW]
+COMMAND_TASK = LEDGER_WRITES + ESCAPE + r'''
 import signal, subprocess, sys
 
 ledger, task, session, pause = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
@@ -57,6 +95,7 @@ ignore = "--ignore-term" in opts
 children = int(opts[opts.index("--children") + 1]) if "--children" in opts else 0
 faults = opts[opts.index("--faults") + 1] if "--faults" in opts else None
 marker = opts[opts.index("--marker") + 1] if "--marker" in opts else ""
+how = opts[opts.index("--escape") + 1] if "--escape" in opts else None
 if ignore:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 n = attempt(ledger, task, session)
@@ -68,6 +107,8 @@ for i in range(children):
             + "time.sleep(float(sys.argv[1]))")
     child = subprocess.Popen([sys.executable, "-c", code, str(pause + 30), marker])
     note(ledger, ev="child", task=task, session=session, child=child.pid)
+if how:
+    escape(how, ledger, task, session, n, marker)
 fail = False
 if faults:
     with open(faults) as f:
@@ -84,13 +125,29 @@ if fail:
 note(ledger, ev="end", task=task, session=session, attempt=n)
 '''
 
-# A `python` task: python = "ledger_pytask:task", params = {ledger, sleep, faults?, log_lines?}.
-PYTHON_TASK = LEDGER_WRITES + r'''
+# A `python` task: python = "ledger_pytask:task", params = {ledger, sleep, faults?, log_lines?, escape?, marker?,
+# parents?}. `parents`: "stop-parent", "kill-parent", "stop-grandparent" or "kill-grandparent" (its parent is
+# its attempt's reaper, its grandparent the run's supervisor), after noting both as `family`.
+PYTHON_TASK = LEDGER_WRITES + ESCAPE + r'''
+import signal
+
+def _parent_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[1])
+
 def task(ctx):
     p = ctx.params
     session, name, ledger = ctx.date.isoformat(), ctx.task, p["ledger"]
     n = attempt(ledger, name, session)
     note(ledger, ev="start", task=name, session=session, run=ctx.run_id, attempt=n)
+    if p.get("escape"):
+        escape(p["escape"], ledger, name, session, n, p.get("marker", ""))
+    if p.get("parents"):
+        act, _, whom = p["parents"].partition("-")
+        reaper = os.getppid()
+        supervisor = _parent_of(reaper)
+        note(ledger, ev="family", task=name, session=session, reaper=reaper, supervisor=supervisor)
+        os.kill(reaper if whom == "parent" else supervisor, signal.SIGSTOP if act == "stop" else signal.SIGKILL)
     for i in range(int(p.get("log_lines", 0))):
         ctx.logger.bind(writer=p.get("writer", name), seq=i, pad="x" * 40).info("ledger_log_line")
     left = float(p.get("sleep", 0))
@@ -110,11 +167,12 @@ def task(ctx):
 
 
 def install(directory: Path) -> tuple[Path, Path]:
-    """Write both task implementations into `directory`; returns (command script, python module file)."""
+    """Write both task implementations (and the worker) into `directory`; returns (command script, python module)."""
     directory.mkdir(parents=True, exist_ok=True)
     command, module = directory / "ledger_task.py", directory / "ledger_pytask.py"
     command.write_text(COMMAND_TASK)
     module.write_text(PYTHON_TASK)
+    (directory / "ledger_worker.py").write_text(WORKER)
     return command, module
 
 

@@ -19,6 +19,8 @@ import redis
 
 from conftest import start_redis
 
+from tradeul_maint import containment
+
 NOON = "2026-11-30T12:00"  # a Monday before its window
 GOOD_TASKS = f"""
 [[tasks]]
@@ -71,9 +73,9 @@ def test_everything_in_order_passes_with_one_line_each(good, r):
     checks = lines_of(result.stdout)
     assert list(checks) == ["config", "redis", "redis write", "key types", "replicas", "eviction", "task list",
                             "deadline", "task load", "task compute", "task clear", "plan", "log dir", "calendar",
-                            "next window"]
+                            "next window", "containment"]
     assert all(line.startswith("✓ ok:") for line in checks.values()), result.stdout
-    assert lines[-1] == "all 15 checks passed"
+    assert lines[-1] == "all 16 checks passed"
     assert checks["replicas"] == ("✓ ok: the primary sees no replica; min_replicas = 0: writes do not wait for "
                                   "replicas (a failover can lose the last ones)")
     assert checks["eviction"].startswith("✓ ok: no maxmemory: nothing is evicted")
@@ -85,6 +87,17 @@ def test_everything_in_order_passes_with_one_line_each(good, r):
     assert checks["redis write"].startswith("✓ ok: wrote and deleted maintenance:check:")
     # The test write is gone and no key of the tool's or of anyone else's was touched.
     assert {key: r.dump(key) for key in r.keys("*")} == before
+
+
+def test_the_containment_in_force_is_named(good, r):
+    """A cgroup of each attempt's own where this host delegates one, else a subreaper per attempt (or on demand)."""
+    expected = containment.detect().describe()
+    assert lines_of(good.cli("check", "--now", NOON).stdout)["containment"] == f"✓ ok: {expected}"
+    good.config.write_text(good.config.read_text().replace("[run]\n", '[run]\ncontainment = "subreaper"\n')
+                           if "[run]\n" in good.config.read_text() else
+                           '[run]\ncontainment = "subreaper"\n' + good.config.read_text())
+    line = lines_of(good.cli("check", "--now", NOON).stdout)["containment"]
+    assert line == '✓ ok: a subreaper per attempt, no cgroup ([run] containment = "subreaper")'
 
 
 def test_json_has_the_same_checks(good, r):
@@ -111,7 +124,7 @@ def test_the_redis_password_is_hidden_and_a_wrong_one_fails_the_redis_check(good
             checks["redis"]
         assert checks["redis write"] == "✗ FAIL: not checked: no connection to Redis"
         assert "s3cret" not in ok.output + bad.output and "wrong-pw" not in bad.output
-        assert bad.stdout.splitlines()[-1] == ("7 of 15 checks failed: redis, redis write, key types, replicas, "
+        assert bad.stdout.splitlines()[-1] == ("7 of 16 checks failed: redis, redis write, key types, replicas, "
                                                   "eviction, task list, deadline")
     finally:
         proc.terminate()
@@ -187,7 +200,7 @@ def test_tasks_that_would_fail_to_start(project, tmp_path):
     assert checks["task no-program"].startswith("✗ FAIL: command no-such-program-xyz: not found on PATH")
     assert checks["task no-x-bit"].startswith(f"✗ FAIL: command {script}: not executable")
     assert checks["task relative"].startswith("✗ FAIL: command bin/job: a relative path depends on the working")
-    assert result.stdout.splitlines()[-1].startswith("6 of 18 checks failed: task missing-module, ")
+    assert result.stdout.splitlines()[-1].startswith("6 of 19 checks failed: task missing-module, ")
 
 
 def test_log_dir_fallback_is_reported_and_no_writable_dir_fails(good, tmp_path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,16 +68,21 @@ def test_concurrent_invocations_share_one_server_lose_nothing_and_leave_none(emb
 
 
 def test_overlapping_invocations_use_a_single_server(embedded):
-    embedded.write_config(marker_tasks(embedded.root, ["a"], sleep=3))
+    # The long run's task waits for the test to let it go (a barrier, not a sleep): it runs until then.
+    release, started = embedded.root / "release", embedded.root / "started"
+    waits = (f"import os, time\nopen({str(started)!r}, 'w').close()\n"
+             f"while not os.path.exists({str(release)!r}): time.sleep(0.05)\n")
+    embedded.write_config(f'[[tasks]]\nname = "a"\ncommand = ["{sys.executable}", "-c", {json.dumps(waits)}]\n')
     long_run = embedded.spawn("run", "--date", "2026-11-25")
     try:
-        assert wait_for(lambda: count_runs(embedded.root, "a", "started"))
+        assert wait_for(started.exists)
         overlapping = embedded.spawn("run", "--date", "2026-11-24")
         assert len(servers_for(embedded.state_dir)) == 1
-        overlapping.communicate(timeout=30)
+        overlapping.communicate(timeout=60)
         assert len(servers_for(embedded.state_dir)) == 1  # still serving the long run
     finally:
-        long_run.communicate(timeout=30)
+        release.touch()
+        long_run.communicate(timeout=60)
     assert servers_for(embedded.state_dir) == []
 
 

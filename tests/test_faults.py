@@ -40,6 +40,10 @@ ELSEWHERE = {
              "new_runner_state",
     "redis-silent": "test_processes.py::test_redis_that_accepts_but_never_answers_exits_75_within_seconds",
     "signals-term": "test_hostile.py::test_a_task_that_ignores_sigterm_is_killed_before_the_lock_is_released",
+    "escape": "test_containment.py::test_an_escaped_worker_of_a_failed_attempt_writes_nothing_after_the_retry_starts",
+    "parents": "test_containment.py::test_a_task_that_stops_its_parents_ends_within_its_timeout_and_grace_and_leaves_"
+               "nothing",
+    "double-kill": "test_containment.py::test_a_double_kill_with_a_reset_environment_never_overlaps_the_rerun",
     "replica-frozen": "test_replication.py::test_a_frozen_replica_stops_a_run_before_its_first_task",
 }
 

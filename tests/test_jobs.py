@@ -402,6 +402,18 @@ def test_status_check_logs_metrics_and_pings_cover_every_job(project, r):
     assert not [line for line in lines if line.startswith("! warn pings")]
 
 
+def test_what_a_python_task_logs_is_its_jobs(project, r):
+    """`logs --job NAME` finds the lines a job's Python task wrote with ctx.logger (bound in its own process)."""
+    (project.root / "night_task.py").write_text("def run(ctx):\n    ctx.logger.info('night_event')\n")
+    project.write_config("[schedule]\nlookback_sessions = 1\n" + task(project.root, "load") + "\n"
+                         '[jobs.night]\n[[jobs.night.tasks]]\nname = "py"\npython = "night_task:run"\n')
+    assert project.cli("run", "--now", "2026-11-25T17:05").exit_code == 0
+    night = project.cli("logs", "--job", "night", "--json", "-n", "500").stdout.splitlines()
+    assert any(json.loads(line).get("task") == "py" and "night_event" in line for line in night), night
+    top = project.cli("logs", "--job", "maintenance", "--json", "-n", "500").stdout
+    assert "night_event" not in top and '"load"' in top
+
+
 def test_the_cron_tick_reads_every_jobs_states_in_one_round_trip(project, r):
     """Six jobs, nothing due: the tick (the console script's quick path) prints nothing and sends one MGET."""
     root = project.root

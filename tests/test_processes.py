@@ -158,16 +158,17 @@ def test_redis_that_accepts_but_never_answers_exits_75_within_seconds(project):
 
 
 RUNNER_DIES_WITH_STARTS_UNREAD = """
-import socket, sys
+import datetime as dt, socket, sys
 from multiprocessing.connection import Connection
-from tradeul_maint.supervisor import Supervisor
+from tradeul_maint.exchange import AttemptId, CommandRequest, Start
+from tradeul_maint.supervisor.attempt import Shared
+from tradeul_maint.supervisor.server import Supervisor
 a, b = socket.socketpair()
 runner, end = Connection(a.detach()), Connection(b.detach())
 for i in range(2):
-    runner.send({"op": "start", "id": f"d:t{i}:1", "task": f"t{i}", "kind": "command",
-                 "argv": ["sleep", sys.argv[1]], "env": {}})
+    runner.send(Start(AttemptId(dt.date(2026, 11, 25), f"t{i}", 1), CommandRequest(("sleep", sys.argv[1]))))
 runner.close()
-Supervisor(end, {"run_id": "x", "grace": 1}, None).serve()
+Supervisor(end, Shared("x", None, 1, None, None, None, None, None, False)).serve()
 print("served")
 """
 

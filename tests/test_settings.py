@@ -33,6 +33,7 @@ TASK = '[[tasks]]\nname = "a"\ncommand = ["true"]\n'
         ("[schedule]\nlookback_sessions = 7\n[redis]\nstatus_ttl_days = 9\n" + TASK,
          "status_ttl_days = 9 is shorter"),
         ("[run]\nmax_parallel = 0\n" + TASK, "max_parallel = 0"),
+        ("[run]\ncontainment = 'cgroup'\n" + TASK, '[run] containment = "cgroup": expected "auto"'),
         ("[schedule]\nauto_recover = 'yes'\n" + TASK, "auto_recover = 'yes': expected true or false"),
         ("[run]\nmax_attempts = true\n" + TASK, "[run] max_attempts = true: expected an integer"),
         ("[run]\nslow_factor = false\n" + TASK, "[run] slow_factor = false: expected a number"),

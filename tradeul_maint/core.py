@@ -38,6 +38,7 @@ from tradeul_maint.store import StateStore
 if TYPE_CHECKING:
     from tradeul_maint import overview
     from tradeul_maint.lock import LockHolder
+    from tradeul_maint.processes import TaskProcesses
     from tradeul_maint.runner import CycleResult
 
 UTC = dt.timezone.utc
@@ -391,6 +392,8 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
              only: tuple[str, ...] = ()) -> RunReport:
     """Take the lock, plan again under it, run the cycles under a supervisor: shared by `run` and `recover`.
 
+    The supervisor is forked before the lock is taken (no thread of the run exists yet), and
+    under the lock what earlier runs on this host left alive is stopped before anything runs.
     `command`, `force` and `only` (the --task names) say what started the cycles, for the audit trail.
 
     The lock is released only after the supervisor has exited, that is once no process of
@@ -410,7 +413,8 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
     lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now),
                    store.replication)
     # Signals first: one that comes while the lock is being taken still stops the run cleanly.
-    with StopSignals(s.run.max_run_minutes) as stop, lock:
+    with StopSignals(s.run.max_run_minutes) as stop, _supervised(ctx, store, lock) as processes, \
+            _held(lock, processes, s):
         # Plan again under the lock: a runner that finished a moment ago may have done it all.
         plan, statuses = make_plan(store)
         report = RunReport(plan, job=s.job)
@@ -420,7 +424,6 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
         store.check_key_types([p.session for p in plan.sessions])
         seen = {**store.statuses(planner.sessions_in_view(ctx.now, ctx.calendar, s.schedule)), **statuses}
         newest_first = [seen[d] for d in sorted(seen, reverse=True)]
-        processes = _supervisor(ctx, store, lock)
         try:
             # Yesterday's durations tell a new session's cycle which tasks to start first.
             runner = Runner(s, store, lock, ctx.clock, processes, stop, durations=known_durations(newest_first),
@@ -452,26 +455,44 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
         return report
 
 
-def _supervisor(ctx: Context, store: StateStore, lock) -> object:
-    """Start this run's supervisor (supervisor.py), which owns every task process of the run."""
+@contextmanager
+def _supervised(ctx: Context, store: StateStore, lock) -> Iterator[TaskProcesses]:
+    """This run's supervisor (supervisor/), which owns every task process of the run: forked now, closed at the end."""
     from tradeul_maint import logs
     from tradeul_maint.handshake import is_cluster
-    from tradeul_maint.processes import TaskProcesses
+    from tradeul_maint.processes import Sinks, TaskProcesses
 
     s = ctx.settings
     socket_path = store.client.connection_pool.connection_kwargs.get("path") if s.redis.url is None else None
-    return TaskProcesses({
-        "run_id": lock.run_id,
-        "settings": s,
-        "log_dir": str(logs.installed.directory) if logs.installed.directory else None,
-        "verbose": logs.installed.verbose,
-        "quiet": logs.installed.quiet,
-        "redis": {"unix_socket": socket_path} if socket_path else {
-            "url": s.redis.url, "password_file": str(s.redis.password_file) if s.redis.password_file else None,
-            "cluster": is_cluster(store.client)},
-        "lock": {"key": store.keys.lock, "token": lock.token, "lease_ms": int(s.redis.lock_lease_seconds * 1000)},
-        "grace": s.run.stop_grace_seconds,
-    })
+    target = {"unix_socket": socket_path} if socket_path else {
+        "url": s.redis.url, "password_file": str(s.redis.password_file) if s.redis.password_file else None,
+        "cluster": is_cluster(store.client)}
+    sinks = Sinks(logs.installed.directory, logs.installed.verbose, logs.installed.quiet)
+    processes = TaskProcesses(s, lock.run_id, lock.key, target, sinks)
+    try:
+        yield processes
+    finally:
+        processes.close()  # when the lock was not taken; else done already, before the lock went
+
+
+@contextmanager
+def _held(lock, processes: TaskProcesses, s: Settings) -> Iterator[None]:
+    """The run lock, for the supervisor's lease watch too; first, what earlier runs on this host left is stopped."""
+    from loguru import logger
+
+    from tradeul_maint.containment import stop_dead_runs
+    from tradeul_maint.processes import STOP_MARGIN
+
+    with lock:
+        try:
+            processes.lease_held(lock)
+            for dead, pids in stop_dead_runs(s.state_dir, lock.key, lock.run_id, s.run.stop_grace_seconds,
+                                             STOP_MARGIN).items():
+                logger.bind(previous_run_id=dead, pids=pids, run_id=lock.run_id).warning("leftover_processes_stopped")
+            yield
+        finally:
+            if not processes.close():  # whatever ended the run: the lock stays while a process of it may live
+                lock.keep()
 
 
 def calendar(ctx: Context, count: int = 5) -> dict:

@@ -23,6 +23,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tradeul_maint import proc
 from tradeul_maint.errors import EmbeddedRedisError
 
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
@@ -125,7 +126,7 @@ class EmbeddedRedis:
                 _terminate(pid)
         if pid:
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and _running(pid):
+            while time.monotonic() < deadline and proc.alive(pid):
                 time.sleep(0.02)
 
 
@@ -153,15 +154,6 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def _running(pid: int) -> bool:
-    """True while the process exists and is not a zombie awaiting a reaper."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _terminate(pid: int) -> None:

@@ -8,6 +8,9 @@ paused past its lease finds the token changed and learns it has lost the lock: e
 state write is fenced on the same token (see store.py). With `[redis] min_replicas`, taking
 the lock and each renewal wait for the replicas (replicas.py): a lease they may not have
 is a lease that may not outlive a failover, and the run stops as if it had lost the lock.
+
+The lease's figures and scripts are lease.py's, shared with the supervisor's lease watch and
+the state writes.
 """
 
 from __future__ import annotations
@@ -25,21 +28,8 @@ from loguru import logger
 
 from tradeul_maint import safejson
 from tradeul_maint.errors import ForeignLockError, KeyTypeError, LockBusyError, LockLostError, MaintError
+from tradeul_maint.lease import RELEASE, RENEW, Lease
 from tradeul_maint.replicas import Replication
-
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -92,8 +82,8 @@ class RunLock:
         self._client = client
         self._replication = replication or Replication()
         self.doubt: MaintError | None = None  # a renewal the replicas did not confirm (or could not be asked to)
-        self._key = key
-        self._lease_ms = max(100, int(lease_seconds * 1000))
+        self.key = key
+        self.lease = Lease(lease_seconds)
         self.run_id = run_id
         self.token = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": since,
                                  "run_id": run_id, "nonce": uuid.uuid4().hex}, separators=(",", ":"))
@@ -107,15 +97,15 @@ class RunLock:
 
     def acquire(self) -> None:
         try:
-            taken = self._replication.write(self._client, self._key, lambda c: c.set(
-                self._key, self.token, nx=True, px=self._lease_ms), "taking the run lock")
+            taken = self._replication.write(self._client, self.key, lambda c: c.set(
+                self.key, self.token, nx=True, px=self.lease.ms), "taking the run lock")
         except MaintError:
             self.release()  # taken on the primary, not confirmed by its replicas: not a lock to run under
             raise
         if not taken:
-            holder = read_holder(self._client, self._key)
+            holder = read_holder(self._client, self.key)
             if holder is not None and holder.foreign:
-                raise foreign_lock_error(self._key, holder)
+                raise foreign_lock_error(self.key, holder)
             where = holder.describe() if holder else "a runner that just released it"
             raise LockBusyError(f"another runner holds the lock ({where}); try again when it has finished",
                                 holder=holder.__dict__ if holder else None)
@@ -123,12 +113,11 @@ class RunLock:
         self._thread.start()
 
     def _keep_alive(self) -> None:
-        interval = self._lease_ms / 3000
         renewed = time.monotonic()
-        while not self._stop.wait(interval):
+        while not self._stop.wait(self.lease.renew_every):
             try:
-                if not self._replication.write(self._client, self._key, lambda c: self._renew(
-                        keys=[self._key], args=[self.token, self._lease_ms], client=c),
+                if not self._replication.write(self._client, self.key, lambda c: self._renew(
+                        keys=[self.key], args=[self.token, self.lease.ms], client=c),
                         "the renewal of the run lock's lease"):
                     self._lose("its lease expired and another runner took over")
                     return
@@ -138,7 +127,7 @@ class RunLock:
                 self.lost.set()  # as good as lost: the runner stops its tasks and ends
                 return
             except redis.RedisError as exc:
-                if time.monotonic() - renewed > self._lease_ms / 1000:
+                if time.monotonic() - renewed > self.lease.seconds:
                     self._lose(f"Redis could not be reached for longer than the lease ({exc})")
                     return
                 # Keep trying while the lease lasts.
@@ -161,7 +150,7 @@ class RunLock:
     def verify(self) -> None:
         """Ask Redis now whether the lock is still this runner's; LockLostError when it is not."""
         try:
-            if self._renew(keys=[self._key], args=[self.token, self._lease_ms]):
+            if self._renew(keys=[self.key], args=[self.token, self.lease.ms]):
                 return
         except redis.RedisError:
             return  # cannot tell: the renewal thread decides
@@ -179,7 +168,7 @@ class RunLock:
         if self._kept:
             return
         try:
-            self._release(keys=[self._key], args=[self.token])
+            self._release(keys=[self.key], args=[self.token])
         except redis.RedisError:
             pass  # the lease expires on its own
 

@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 from tradeul_maint import history, trends
 from tradeul_maint.calendar import TradingCalendar, Window
+from tradeul_maint.containment import detect
 from tradeul_maint.history import CycleView, Timeline
 from tradeul_maint.lock import LockHolder
 from tradeul_maint.planner import (Plan, expiry, explain_job, failed_tasks, latest_opened, waiting_for_data,
@@ -135,6 +136,7 @@ class StatusView:
     trend: Trend | None = None  # `status --task NAME`
     job: str = "maintenance"
     policy: str = ""  # the job's window and catch-up policy, in words (planner.explain_job)
+    containment: str | None = None  # what keeps a run's task processes together on this host (containment.py)
 
     @property
     def overdue(self) -> tuple[SessionView, ...]:
@@ -208,6 +210,7 @@ class StatusView:
             **(self.sources.to_json() if self.sources else {}),
             "slow_tasks": [{k: v for k, v in t.to_json().items() if k != "sessions"} for t in self.slow],
             "window_risk": self.risk.to_json() if self.risk else None,
+            "containment": self.containment,
             "warnings": list(self.warnings),
         }
 
@@ -270,7 +273,7 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
                       next_window(now, calendar, settings), seen.holder, seen.last_run,
                       calendar.expiry_warning(now), sources(settings), slow,
                       None if detail else trends.window_risk(settings, statuses), trend, settings.job,
-                      explain_job(schedule))
+                      explain_job(schedule), detect(settings.run.containment).describe())
 
 
 def _task_list_differences(here: dict[str, str], status: SessionStatus | None) -> tuple[Difference, ...]:

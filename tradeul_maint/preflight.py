@@ -99,6 +99,7 @@ def run(overrides: Overrides, now_text: str | None) -> Report:
     checks += shared_ping_checks(s)
     checks += [log_dir_check(s), calendar_check(context)]
     checks += [next_window_check(c, label) for _, c, label in jobs]
+    checks.append(containment_check(s))
     return Report(found.config, found.redis, tuple(checks))
 
 
@@ -121,6 +122,13 @@ def shared_ping_checks(settings: Settings) -> list[Check]:
     return [Check("pings", True, f"jobs {', '.join(names)} ping the same URL: one's success ping clears another's "
                                  "failure; give each job its own [jobs.NAME.notify] ping_url", warning=True)
             for names in by_url.values() if len(names) > 1]
+
+
+def containment_check(settings: Settings) -> Check:
+    """What keeps each attempt's processes together on this host (see containment.py): informative, never failing."""
+    from tradeul_maint.containment import detect
+
+    return Check("containment", True, detect(settings.run.containment).describe())
 
 
 def redis_checks(context: core.Context, where: str,

@@ -1,7 +1,12 @@
-"""The runner's side of its supervisor (supervisor.py): start it, start and stop attempts, hear how they ended.
+"""The runner's side of its supervisor (supervisor/): fork it, start and stop attempts, hear how they ended.
 
-And the last line of defence when a run's supervisor was killed along with its runner:
-`stop_leftovers` finds that run's processes on this host by the run id in their environment.
+The supervisor is forked from the runner once its imports are done and before any thread
+of the run exists (the lock's renewal, the live view), so a run with work pays a fork
+rather than a fresh interpreter. The runner watches it as it watches the lease: it pings
+it every PING_SECONDS, and a supervisor that stops answering (stopped by a task, hung)
+for ANSWER_SECONDS, or is found stopped, is continued and killed; its reapers then stop
+their attempts (their PR_SET_PDEATHSIG), and the runner waits for that, and stops what is
+left of the run by its record (containment.py), before it lets the lock go.
 """
 
 from __future__ import annotations
@@ -9,18 +14,38 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
+from loguru import logger
+
+from tradeul_maint import containment, proc
+from tradeul_maint.containment import RecordedRun, RunRecord
 from tradeul_maint.errors import TaskProcessesLostError
-from tradeul_maint.supervisor import RUN_ID_VAR, STOP_GRACE
+from tradeul_maint.exchange import AttemptId, Bye, Ended, LeaseHeld, Ping, Pong, Request, Start, Stop, StopAll
+from tradeul_maint.lock import RunLock
+from tradeul_maint.settings import Settings
+from tradeul_maint.tasks import RUN_ID_VAR
 
-# How long a stop may take beyond the grace period ([run] stop_grace_seconds, after which the
-# supervisor SIGKILLs what is left): what SIGKILL cannot end at once (uninterruptible sleep).
+# How long a stop may take beyond the grace period ([run] stop_grace_seconds, after which
+# what is left gets SIGKILL): what SIGKILL cannot end at once (uninterruptible sleep).
 STOP_MARGIN = 20.0
+PING_SECONDS = 1.0  # how often the runner asks its supervisor whether it is there
+ANSWER_SECONDS = 15.0  # silent this long: hung (longer than its slowest Redis call; one found stopped: at once)
+
+
+@dataclass(frozen=True)
+class Sinks:
+    """The runner's log sinks, which the supervisor installs again for itself (logs.installed)."""
+
+    directory: Path | None
+    verbose: bool
+    quiet: bool
 
 
 class TaskProcesses:
@@ -30,97 +55,180 @@ class TaskProcesses:
     goodbye and waits for the supervisor to have stopped everything and exited.
     """
 
-    def __init__(self, hello: dict[str, Any]):
+    def __init__(self, settings: Settings, run_id: str, lock_key: str, redis: dict[str, Any] | None, sinks: Sinks):
+        """`redis` is where the run's Redis is (`task_redis`)."""
+        from tradeul_maint.supervisor import server
+        from tradeul_maint.supervisor.attempt import Shared
+
+        self.grace = settings.run.stop_grace_seconds
+        self.run_id = run_id
+        self.containment = containment.detect(settings.run.containment)
+        self.record = RunRecord.create(settings.state_dir, run_id, lock_key, self.containment)
+        if self.record is None:
+            logger.bind(state_dir=str(settings.state_dir), console=False).warning("process_record_unavailable")
+        cgroup = self.record.cgroup if self.record is not None else None
+        shared = Shared(run_id, settings, self.grace, self.record, None, task_redis(redis), redis, cgroup,
+                        watch_identities=self.record is not None and cgroup is None)
         here, there = socket.socketpair()
-        env = {**os.environ, RUN_ID_VAR: hello["run_id"]}
-        self.proc = subprocess.Popen([sys.executable, "-m", "tradeul_maint.supervisor", str(there.fileno())],
-                                     pass_fds=(there.fileno(),), stdin=subprocess.DEVNULL, env=env,
-                                     start_new_session=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the supervisor: never returns
+            server.serve(Connection(there.detach()), shared, here, sinks)
         there.close()
+        if self.record is not None:
+            self.record.close()  # the supervisor's copy holds the record's flock; the runner's must not
+        self.pid = pid
         self.conn = Connection(here.detach())
-        self.conn.send(hello)
-        self.grace = float(hello.get("grace", STOP_GRACE))
+        self.closed = False
+        self._seq = 0
+        self._asked: dict[int, float] = {}  # pings not answered yet: seq -> when sent (monotonic)
+        self._next_ping = time.monotonic() + PING_SECONDS
 
-    def start(self, attempt_id: str, request: dict[str, Any]) -> None:
-        self._send({"op": "start", "id": attempt_id, **request})
+    def lease_held(self, lock: RunLock) -> None:
+        self._send(LeaseHeld(lock.key, lock.token, lock.lease))
 
-    def stop(self, attempt_id: str, why: str) -> None:
-        self._send({"op": "stop", "id": attempt_id, "why": why})
+    def start(self, attempt: AttemptId, request: Request) -> None:
+        self._send(Start(attempt, request))
+
+    def stop(self, attempt: AttemptId, why: str) -> None:
+        self._send(Stop(attempt, why))
 
     def stop_all(self, why: str) -> None:
-        self._send({"op": "stop_all", "why": why})
+        self._send(StopAll(why))
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: Any) -> None:
         try:
             self.conn.send(message)
         except OSError:
-            pass  # the supervisor is gone: it stopped its tasks before it went
+            pass  # the supervisor is gone: its reapers stopped their attempts before they went
 
-    def events(self, timeout: float) -> list[dict[str, Any]]:
-        """What the supervisor said within `timeout` seconds; [] when nothing. EOFError: it died."""
-        found = []
+    def events(self, timeout: float) -> list[Ended]:
+        """What the supervisor said within `timeout` seconds; [] when nothing.
+
+        TaskProcessesLostError: it died, or stopped answering and was killed.
+        """
+        found: list[Ended] = []
         try:
-            ready = self.conn.poll(timeout)
-            while ready and self.conn.poll(0):
-                message = self.conn.recv()
-                if message["op"] == "ended":
-                    found.append(message)
+            self._read(found)  # first what is there: its answers to earlier pings among it
+            self._watch()
+            if not found and self.conn.poll(min(timeout, PING_SECONDS)):  # wait only when nothing came yet
+                self._read(found)
         except (EOFError, OSError):
+            self._reap(block=True)
             raise TaskProcessesLostError("the run's supervisor process died (was it killed?): the tasks it ran "
                                          "are recorded as not completed and run again next time") from None
         return found
 
+    def _read(self, found: list[Ended]) -> None:
+        while self.conn.poll(0):
+            message = self.conn.recv()
+            if isinstance(message, Ended):
+                found.append(message)
+            elif isinstance(message, Pong):
+                self._asked = {seq: at for seq, at in self._asked.items() if seq > message.seq}
+
+    def _watch(self) -> None:
+        """Ping when it is time to; a supervisor found stopped, or silent for ANSWER_SECONDS, is killed."""
+        now = time.monotonic()
+        if self._asked:
+            waiting = now - min(self._asked.values())
+            found = proc.stat(self.pid) if waiting >= PING_SECONDS else None
+            if waiting >= ANSWER_SECONDS or (found is not None and found.state == "T"):
+                how = "was stopped (SIGSTOP)" if found is not None and found.state == "T" else \
+                    f"did not answer for {waiting:.1f}s"
+                logger.bind(run_id=self.run_id, pid=self.pid, how=how, console=False).error("supervisor_not_answering")
+                self._kill()
+                raise TaskProcessesLostError(f"the run's supervisor {how} (by a task?): it was killed and its tasks "
+                                             "stopped; they are recorded as not completed and run again next time")
+        if now >= self._next_ping:
+            self._seq += 1
+            self._asked[self._seq] = now
+            self._next_ping = now + PING_SECONDS
+            self._send(Ping(self._seq))
+
+    def _kill(self) -> None:
+        proc.signal_all([self.pid], signal.SIGCONT)
+        proc.signal_all([self.pid], signal.SIGKILL)
+        self._reap(block=True)
+
+    def _reap(self, block: bool) -> bool:
+        """True once the supervisor has exited (and is reaped)."""
+        try:
+            pid, _ = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return True
+        return pid != 0
+
     def close(self) -> bool:
-        """Goodbye: True once the supervisor has exited (every task process is gone)."""
-        self._send({"op": "bye"})
-        try:
-            self.proc.wait(self.grace + STOP_MARGIN)
-        except subprocess.TimeoutExpired:
-            return False
-        finally:
-            self.conn.close()
-        return True
+        """Goodbye: True once the supervisor has exited and no process of the run is left."""
+        if self.closed:
+            return True
+        self.closed = True
+        self._send(Bye())
+        deadline = time.monotonic() + self.grace + STOP_MARGIN
+        exited = False
+        while not exited and time.monotonic() < deadline:
+            try:  # its end of the socket closes when it exits
+                if self.conn.poll(max(0.0, deadline - time.monotonic())):
+                    self.conn.recv()
+                    continue
+            except (EOFError, OSError):
+                pass
+            exited = self._reap(block=False) or self._reap_soon()
+        self.conn.close()
+        if not exited:
+            logger.bind(run_id=self.run_id, pid=self.pid, console=False).error("supervisor_did_not_exit")
+            self._kill()
+        return not self.stop_remaining()
+
+    def _reap_soon(self) -> bool:
+        """The socket is closed: the supervisor is exiting, or gave its socket away and is stuck."""
+        for _ in range(200):
+            if self._reap(block=False):
+                return True
+            time.sleep(0.005)
+        return False
+
+    def stop_remaining(self) -> list[int]:
+        """Once the supervisor is gone: stop what is left of this run (by its record, and by its run id)."""
+        left = []
+        if self.record is not None and (run := RecordedRun.read(self.record.path)) is not None:
+            left = containment.stop_run(run, self.grace, STOP_MARGIN, wait=True)
+            if not run.alive(reapers=True):
+                self.record.remove()
+        left += stop_leftovers(self.run_id, self.grace)
+        if left:
+            logger.bind(run_id=self.run_id, pids=sorted(set(left)), console=False).warning("leftover_processes_stopped")
+        return [pid for pid in left if proc.alive(pid)]
 
 
-def stop_leftovers(run_id: str, grace: float = STOP_GRACE) -> list[int]:
-    """Stop every process on this host that another run started (its environment names `run_id`).
+def stop_leftovers(run_id: str, grace: float) -> list[int]:
+    """Stop every process on this host whose environment names `run_id` (TRADEUL_MAINT_RUN_ID); returns them.
 
-    Used when a runner finds a task left in progress by a run that died: its supervisor
-    normally stopped them already, but not if it was killed too. A process is recognised by
-    its environment, never by a recorded pid that may have been reused. Returns the pids found.
+    A process is recognised by its environment, never by a pid recorded elsewhere that may
+    have been reused; one that reset its environment (`env -i`, sudo) is found by the run's
+    record instead (containment.py).
     """
-    needle = f"\0{RUN_ID_VAR}={run_id}\0".encode()
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                environ = b"\0" + f.read()
-        except OSError:
-            continue
-        if needle in environ:
-            found.append(int(entry.name))
-    for sig in (signal.SIGTERM, signal.SIGCONT):
-        _kill_all(found, sig)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(pid) for pid in found):
-        time.sleep(0.05)
-    _kill_all([pid for pid in found if _alive(pid)], signal.SIGKILL)
+    found = proc.with_environment(RUN_ID_VAR, run_id)
+    if found:
+        proc.stop_and_wait(lambda: [pid for pid in found if proc.alive(pid)], grace, STOP_MARGIN)
     return found
 
 
-def _kill_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
+def task_redis(target: dict[str, Any] | None) -> Callable[[], Any] | None:
+    """What makes a client on the maintenance Redis for a Python task or the lease watch, decided once.
 
+    `target` is `{"unix_socket": ...}` or `{"url": ..., "password_file": ..., "cluster": ...}`:
+    the password file is read once, and whether the server is a cluster is known, so a
+    task's process makes its client without a round trip.
+    """
+    if not target:
+        return None
+    from tradeul_maint.connection import connect, read_password, socket_client
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] != b"Z"
-    except OSError:
-        return False
+    if target.get("unix_socket"):
+        return partial(socket_client, target["unix_socket"])
+    password_file = target.get("password_file")
+    password = read_password(Path(password_file)) if password_file else None
+    return partial(connect, target["url"], password, target.get("cluster"))

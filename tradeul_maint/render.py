@@ -309,6 +309,8 @@ def render_footer(console: Console, view: overview.StatusView, log_dir: LogPlace
                       markup=False, emoji=False)
     if view.sources is not None:
         console.print(sources_line(view.sources.to_json()), markup=False, emoji=False)
+    if view.containment:
+        console.print(f"containment: {view.containment}", markup=False, emoji=False)
     if log_dir is not None:
         console.print(log_dir_line(log_dir), markup=False, emoji=False)
     if view.risk is not None and view.risk.at_risk:

@@ -41,6 +41,7 @@ from loguru import logger
 from tradeul_maint import safejson
 from tradeul_maint.errors import (EXIT_RUN_DEADLINE, SIGNAL_EXIT_CODES, LockLostError, ReplicasInDoubtError,
                                   TaskProcessesLostError)
+from tradeul_maint.exchange import AttemptId, Ended
 from tradeul_maint.lock import RunLock
 from tradeul_maint.planner import PlannedSession, caught_up, span_text, waits_after
 from tradeul_maint.redact import scrub, scrub_value
@@ -59,6 +60,7 @@ Clock = Callable[[], dt.datetime]
 STATUS_OUTPUT_LIMIT = 4096  # characters of a failed command's output kept in the status document
 LOG_OUTPUT_LIMIT = 16384
 POLL_SECONDS = 0.2  # the longest the main thread waits before it looks at signals and the lock again
+PROBE = 0  # the number of a task's wait_for probe in its AttemptId: its attempts count from 1
 PROBE_TIMEOUT = 60.0  # seconds a wait_for probe may take (less if its task's timeout is less); one that takes
 # longer is stopped, and means "not yet"
 
@@ -193,7 +195,7 @@ class Running:
     spec: TaskSpec
     started: float  # monotonic, its first attempt in this cycle
     attempt: int = 0  # attempts started in this cycle
-    attempt_id: str | None = None  # the attempt the supervisor runs now; None while waiting to retry
+    attempt_id: AttemptId | None = None  # the attempt the supervisor runs now; None while waiting to retry
     deadline: float | None = None  # when that attempt times out (monotonic)
     retry_at: float | None = None  # when the next attempt starts (monotonic)
     stopping: bool = False  # asked to stop (timeout)
@@ -336,7 +338,7 @@ class Runner:
     def _probe(self, task: Running, session: dt.date) -> None:
         """Ask the task's wait_for probe whether its data is there (a command under the supervisor, bounded)."""
         task.probing = True
-        task.attempt_id = f"{session.isoformat()}:{task.spec.name}:probe"
+        task.attempt_id = AttemptId(session, task.spec.name, PROBE)
         task.deadline = time.monotonic() + self._probe_limit(task.spec)
         self.processes.start(task.attempt_id, command_request(task.spec, session, self.lock.run_id,
                                                                task.spec.wait_for))
@@ -346,7 +348,7 @@ class Runner:
         """A probe is stopped after PROBE_TIMEOUT, or the task's own timeout when that is shorter."""
         return min(PROBE_TIMEOUT, spec.timeout or PROBE_TIMEOUT)
 
-    def _probed(self, status: SessionStatus, task: Running, event: dict, schedule: Schedule,
+    def _probed(self, status: SessionStatus, task: Running, event: Ended, schedule: Schedule,
                 running: dict[str, Running], session: dt.date, log) -> None:
         """The probe ended: start the task, or leave it waiting for data, or fail it when its wait is over."""
         name, spec = task.spec.name, task.spec
@@ -363,7 +365,7 @@ class Runner:
         now = self.clock()
         record = status.details.setdefault(name, TaskRecord())
         since = parse_time(record.waiting_since) or now
-        broken = "exec_error" in (event.get("result") or {})  # no program to ask: no data will change that
+        broken = isinstance(event.result, dict) and "exec_error" in event.result  # no data will change that
         if broken or now >= until:
             why = f"its wait_for probe cannot run ({outcome.error})" if broken else \
                 f"still waiting for data after {span_text((now - since).total_seconds())} ({outcome.error}); " \
@@ -385,7 +387,7 @@ class Runner:
         spec = task.spec
         self._attempted = True
         task.attempt += 1
-        task.attempt_id = f"{session.isoformat()}:{spec.name}:{task.attempt}"
+        task.attempt_id = AttemptId(session, spec.name, task.attempt)
         task.retry_at = None
         task.stopping = False
         task.deadline = time.monotonic() + spec.timeout if spec.timeout else None
@@ -408,9 +410,9 @@ class Runner:
         timers = [t for task in running.values() for t in (task.deadline, task.retry_at) if t is not None]
         wait = max(0.0, min([POLL_SECONDS, *(t - now for t in timers)]))
         for event in self.processes.events(wait):
-            name = event["id"].split(":")[1]
+            name = event.attempt.task
             task = running.get(name)
-            if task is None or task.attempt_id != event["id"]:
+            if task is None or task.attempt_id != event.attempt:
                 continue
             if task.probing:
                 self._probed(status, task, event, schedule, running, session, log)
@@ -445,22 +447,23 @@ class Runner:
     def _stop_wait(self) -> float:
         return self.settings.run.stop_grace_seconds + STOP_MARGIN
 
-    def _wait_ended(self, running: dict[str, Running]) -> dict[str, dict]:
+    def _wait_ended(self, running: dict[str, Running]) -> dict[str, Ended]:
         """After a stop: wait until the supervisor reports every running attempt ended; those it did, by task."""
-        ended: dict[str, dict] = {}
+        ended: dict[str, Ended] = {}
         deadline = time.monotonic() + self._stop_wait
         while any(t.attempt_id and name not in ended for name, t in running.items()) and \
                 time.monotonic() < deadline:
             try:
                 events = self.processes.events(POLL_SECONDS)
             except TaskProcessesLostError:
-                # Its task processes lost their main process with it (PDEATHSIG); the rest carry our run id.
-                stop_leftovers(self.lock.run_id, self.settings.run.stop_grace_seconds)
-                return {n: {"id": t.attempt_id, "stopped": "its supervisor died"}
+                # Its reapers stop their attempts as it dies (PDEATHSIG); what they leave is found by the record.
+                if self.processes.stop_remaining():
+                    return ended
+                return {n: Ended(t.attempt_id, stopped="its supervisor died")
                         for n, t in running.items() if t.attempt_id}
             for event in events:
-                name = event["id"].split(":")[1]
-                if name in running and running[name].attempt_id == event["id"]:
+                name = event.attempt.task
+                if name in running and running[name].attempt_id == event.attempt:
                     ended[name] = event
         return ended
 
@@ -643,7 +646,7 @@ class Runner:
                 .warning("task_slower_than_usual")
 
 
-def _outcome(spec: TaskSpec, ended: dict) -> Outcome:
+def _outcome(spec: TaskSpec, ended: Ended) -> Outcome:
     return command_outcome(spec, ended) if spec.command else python_outcome(ended)
 
 

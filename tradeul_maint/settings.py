@@ -91,6 +91,7 @@ class RunSettings:
     # A run (every cycle of one invocation) still going after this is stopped as a signal would stop it; None:
     # no limit. The schedulers' own limits (TimeoutStartSec, activeDeadlineSeconds) are this plus a margin.
     max_run_minutes: float | None = 240
+    containment: str = "auto"  # "auto": a cgroup v2 per attempt where delegated, else subreapers only; "subreaper"
 
 
 @dataclass(frozen=True)
@@ -391,7 +392,7 @@ _KNOWN = {
     "schedule": {"calendar", "window_start", "window_minutes", "lookback_sessions", "auto_recover",
                  "recover_during_market_hours", "deadline_minutes", "catchup"},
     "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor",
-            "slow_min_seconds", "stop_grace_seconds", "max_run_minutes"},
+            "slow_min_seconds", "stop_grace_seconds", "max_run_minutes", "containment"},
     "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds", "min_replicas",
               "replica_timeout_seconds", "wait_aof"},
     "logging": {"dir", "rotation", "retention", "level"},
@@ -514,6 +515,7 @@ def _run(t: dict, config_path: Path | None) -> RunSettings:
         stop_grace_seconds=float(_positive("run", "stop_grace_seconds", _typed(
             t, "run", "stop_grace_seconds", (int, float), d.stop_grace_seconds), 0.1)),
         max_run_minutes=_max_run_minutes(_typed(t, "run", "max_run_minutes", (int, float), d.max_run_minutes)),
+        containment=_containment(_typed(t, "run", "containment", str, d.containment)),
     )
 
 
@@ -522,6 +524,13 @@ def _max_run_minutes(value: float) -> float | None:
     if value == 0:
         return None
     return float(_positive("run", "max_run_minutes", value, 0.01))
+
+
+def _containment(value: str) -> str:
+    if value not in ("auto", "subreaper"):
+        raise ConfigError(f'[run] containment = "{value}": expected "auto" (a cgroup v2 per attempt where one is '
+                          'delegated, else a subreaper per attempt) or "subreaper" (never a cgroup)')
+    return value
 
 
 def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str]) -> RedisSettings:

@@ -24,6 +24,7 @@ import redis
 
 from tradeul_maint.errors import KeyTypeError, LockLostError
 from tradeul_maint.keys import Keys
+from tradeul_maint.lease import Lease
 from tradeul_maint.replicas import Replication
 from tradeul_maint.state import SessionStatus
 
@@ -83,7 +84,7 @@ class StateStore:
         self.keys = keys
         self.replication = replication or Replication()
         self._ttl = ttl_days * 86400
-        self._lease_ms = max(100, int(lease_seconds * 1000))
+        self._lease_ms = Lease(lease_seconds).ms
         self._scripts = {script: (types, client.register_script(body))
                          for script, (types, body) in (("write", WRITE_STATUS), ("finish", FINISH_CYCLE))}
 

@@ -1,10 +1,10 @@
 """One attempt of one task, as the runner describes it and as it runs in its own process.
 
-Every attempt runs in a process of its own, started by the run's supervisor
-(supervisor.py): a command is exec'd there (without a shell), a Python task's callable is
-called there with a TaskContext rebuilt for it. The runner sends `command_request` or
-`python_request`, and turns what the supervisor reports back into an Outcome
-(`command_outcome`, `python_outcome`). A Python task fails by raising or by returning
+Every attempt runs in processes of its own, started by the run's supervisor
+(supervisor/attempt.py): a command is exec'd there (without a shell), a Python task's
+callable is called there with a TaskContext rebuilt for it. The runner asks with
+`command_request` or `python_request`, and turns what the supervisor reports back (an
+`Ended`) into an Outcome (`command_outcome`, `python_outcome`). A Python task fails by raising or by returning
 `{"success": False, "error": ...}` (the dict the existing task classes return); built-ins
 are Python tasks registered by name.
 """
@@ -16,15 +16,19 @@ import datetime as dt
 import errno
 import importlib
 import inspect
+import os
 import sys
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from tradeul_maint.errors import TaskLoadError
+from tradeul_maint.exchange import CommandRequest, Ended, PythonRequest
 from tradeul_maint.settings import TaskSpec
 
 TRACEBACK_LIMIT = 8192  # characters of a failed Python task's traceback kept, from the end
+# What a task's environment names, beyond the run's own environment.
+DATE_VAR, TASK_VAR, RUN_ID_VAR = "TRADEUL_MAINT_DATE", "TRADEUL_MAINT_TASK", "TRADEUL_MAINT_RUN_ID"
 
 
 @dataclass
@@ -82,49 +86,57 @@ def parse_day(text: str) -> dt.date:
 
 
 def command_request(spec: TaskSpec, session: dt.date, run_id: str,
-                    argv: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """`{date}` in any argument becomes the session; the environment names the session, task and run.
-
-    `argv` is the task's wait_for probe instead of its command: a probe runs as a command does."""
+                    argv: tuple[str, ...] | None = None) -> CommandRequest:
+    """`{date}` in any argument becomes the session. `argv` is the task's wait_for probe instead of its command:
+    a probe runs as a command does, with the task's names and redis_env."""
     day = session.isoformat()
-    return {"kind": "command", "task": spec.name, "argv": [arg.replace("{date}", day) for arg in argv or spec.command],
-            "env": {"TRADEUL_MAINT_DATE": day, "TRADEUL_MAINT_TASK": spec.name, "TRADEUL_MAINT_RUN_ID": run_id},
-            "redis_env": spec.redis_env}
+    return CommandRequest(tuple(arg.replace("{date}", day) for arg in argv or spec.command),
+                          _names(spec, session, run_id), spec.redis_env)
 
 
-def python_request(spec: TaskSpec, session: dt.date, run_id: str) -> dict[str, Any]:
-    return {"kind": "python", "task": spec.name, "spec": spec, "date": session.isoformat(), "run_id": run_id,
-            "redis_env": spec.redis_env}
+def python_request(spec: TaskSpec, session: dt.date, run_id: str) -> PythonRequest:
+    return PythonRequest(spec, session, run_id, _names(spec, session, run_id), spec.redis_env)
 
 
-def command_outcome(spec: TaskSpec, ended: dict[str, Any], program: str | None = None) -> Outcome:
+def _names(spec: TaskSpec, session: dt.date, run_id: str) -> dict[str, str]:
+    """What a task's environment says beyond the run's own: its session, its name and its run."""
+    return {DATE_VAR: session.isoformat(), TASK_VAR: spec.name, RUN_ID_VAR: run_id}
+
+
+def task_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a task's process (a command's, and a Python task's os.environ): the run's own
+    environment plus `extra` (`_names`). Built here, in one place, in the attempt's process."""
+    return {**os.environ, **extra}
+
+
+def command_outcome(spec: TaskSpec, ended: Ended, program: str | None = None) -> Outcome:
     """How a command (or, with `program` its wait_for[0], a probe) ended."""
     program = program or spec.command[0]
-    output = ended.get("output") or None
-    failed_exec = ended.get("result") or {}
+    output = ended.output or None
+    failed_exec = ended.result if isinstance(ended.result, dict) else {}
     if "exec_error" in failed_exec:
         if failed_exec["exec_error"] in (errno.ENOENT, errno.ENOTDIR):
             return Outcome(False, f"command not found: {program}", output)
         return Outcome(False, f"cannot start {program}: {failed_exec.get('strerror')}", output)
-    if ended.get("stopped"):
-        return Outcome(False, ended["stopped"], output)
-    code = ended.get("returncode")
+    if ended.stopped:
+        return Outcome(False, ended.stopped, output)
+    code = ended.returncode
     if code:
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         return Outcome(False, f"{program} failed with {how}", output)
     return Outcome(True, output=output)
 
 
-def python_outcome(ended: dict[str, Any]) -> Outcome:
-    output = ended.get("output") or None
-    reported = ended.get("result")
-    if ended.get("stopped"):
+def python_outcome(ended: Ended) -> Outcome:
+    output = ended.output or None
+    reported = ended.result
+    if ended.stopped:
         result = reported.get("result") if isinstance(reported, dict) else None
-        return Outcome(False, ended["stopped"], output, result)
+        return Outcome(False, ended.stopped, output, result)
     if isinstance(reported, dict) and "success" in reported:
         return Outcome(bool(reported["success"]), reported.get("error"), output, reported.get("result"),
                        reported.get("traceback"))
-    code = ended.get("returncode")
+    code = ended.returncode
     how = f"was killed by signal {-code}" if code and code < 0 else f"exited with code {code}"
     return Outcome(False, f"the task's process {how} before reporting an outcome", output)
 
