@@ -25,7 +25,7 @@ import ledger  # noqa: E402
 # (kind, trial index): the index picks the variant and the random choices. The refusal trials cycle through
 # READONLY, NOREPLICAS and OOM (here READONLY and OOM at the start, NOREPLICAS mid-cycle); crash #1 kills the
 # runner while its long task runs, so that a re-run can meet an orphan; signal trial #0 does not ignore SIGTERM.
-SUBSET = [("overlap", 0), ("mixed", 0), ("crash", 1), ("redis-unreachable", 0), ("redis-restart", 0),
+SUBSET = [("overlap", 0), ("mixed", 0), ("jobs", 0), ("crash", 1), ("redis-unreachable", 0), ("redis-restart", 0),
           ("redis-refuses-start", 0), ("redis-refuses-start", 2), ("redis-refuses-mid", 1), ("redis-down-window", 0),
           ("signals-int", 0), ("signals-hup", 0), ("logs-rotation", 0), ("logs-full", 0), ("failover", 1),
           ("failover", 4)]
