@@ -42,7 +42,7 @@ TARGET_SERVER_RATIO = 1.5  # the call's wall time over the server's own SCAN + U
 
 
 def start_server(directory: Path) -> tuple[subprocess.Popen, Path]:
-    from tradeul_maint.embedded import redis_server_binary
+    from tradeul_maint.redisio.embedded import redis_server_binary
 
     socket = directory / "redis.sock"
     proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", str(socket), "--dir", str(directory),
@@ -101,7 +101,7 @@ def run_builtin(client: redis.Redis, socket: Path) -> dict:
 
 
 def run_shell(socket: Path) -> float:
-    from tradeul_maint.embedded import redis_server_binary
+    from tradeul_maint.redisio.embedded import redis_server_binary
 
     cli = Path(redis_server_binary()).with_name("redis-cli")
     if not cli.is_file():
@@ -117,9 +117,9 @@ def child(socket: str) -> None:
     """Run redis.delete_keys once and print what it deleted, its time and the process's peak RSS."""
     from loguru import logger
 
-    from tradeul_maint.builtins import delete_keys
-    from tradeul_maint.connection import client_for_url
-    from tradeul_maint.tasks import TaskContext
+    from tradeul_maint.redisio.connection import client_for_url
+    from tradeul_maint.run.builtins import delete_keys
+    from tradeul_maint.run.tasks import TaskContext
 
     logger.remove()
     logger.add(sys.stderr, level="INFO", format="{message} {extra}")

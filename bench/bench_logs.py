@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tradeul_maint import logread
-from tradeul_maint.logs import MAIN_LOG
+from tradeul_maint.config.logs import MAIN_LOG
+from tradeul_maint.observe import logread
 
 MB = 1024 * 1024
 TASKS = [f"task_{n}" for n in range(8)]

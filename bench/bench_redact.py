@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from secrets_corpus import CORPUS, LIVE_PASSWORD  # noqa: E402
-from tradeul_maint import redact  # noqa: E402
+from tradeul_maint.base import redact  # noqa: E402
 
 BENIGN = [
     "2026-11-25T22:00:01.123Z loaded 152345 bars for 8123 symbols in 12.3s",

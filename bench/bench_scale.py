@@ -43,8 +43,8 @@ from pathlib import Path
 from bench_cycle import Bench, config
 from benchlib import CONSOLE_SCRIPT, Timed, clean_env, interleave, redis_server, seed_done
 
-from tradeul_maint.calendar import load_calendar
-from tradeul_maint.settings import CalendarOverrides
+from tradeul_maint.config.settings import CalendarOverrides
+from tradeul_maint.plan.calendar import load_calendar
 
 NOW = "2026-11-30T12:00"  # a Monday before its window; the sessions before it are done
 HISTORIES = (7, 250, 2500)
@@ -156,10 +156,10 @@ def write_path(url: str, rounds: int) -> dict[str, dict[str, float]]:
     """
     import redis
 
-    from tradeul_maint.keys import Keys
-    from tradeul_maint.lock import RunLock
-    from tradeul_maint.state import COMPLETED, IN_PROGRESS, PENDING, SessionStatus, TaskRecord
-    from tradeul_maint.store import StateStore
+    from tradeul_maint.redisio.keys import Keys
+    from tradeul_maint.state.document import COMPLETED, IN_PROGRESS, PENDING, SessionStatus, TaskRecord
+    from tradeul_maint.state.lock import RunLock
+    from tradeul_maint.state.store import StateStore
 
     client = redis.Redis.from_url(url)
     store = StateStore(client, Keys("writepath"), 30, 60)

@@ -36,10 +36,10 @@ import redis
 from redis.connection import AbstractConnection
 from typer.testing import CliRunner
 
-from tradeul_maint.calendar import load_calendar
-from tradeul_maint.cli import app
-from tradeul_maint.embedded import redis_server_binary
-from tradeul_maint.settings import CalendarOverrides
+from tradeul_maint.cli.main import app
+from tradeul_maint.config.settings import CalendarOverrides
+from tradeul_maint.plan.calendar import load_calendar
+from tradeul_maint.redisio.embedded import redis_server_binary
 
 NOW = "2026-11-30T18:00"  # a Monday after its window: every session of the lookback is due
 LOOKBACKS = (7, 250)

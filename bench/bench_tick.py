@@ -39,8 +39,8 @@ from pathlib import Path
 
 from benchlib import CONSOLE_SCRIPT, GNU_TIME, REPO, Timed, clean_env, interleave, redis_server, seed_done
 
-from tradeul_maint.calendar import load_calendar
-from tradeul_maint.settings import CalendarOverrides
+from tradeul_maint.config.settings import CalendarOverrides
+from tradeul_maint.plan.calendar import load_calendar
 
 NOW = "2026-11-30T12:00"  # a Monday before its window; the sessions before it are done
 TARGET_RATIO = 1.5

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 import redis
 
-from tradeul_maint.embedded import redis_server_binary
+from tradeul_maint.redisio.embedded import redis_server_binary
 
 REPO = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = Path(sys.executable).parent / "tradeul-maint"  # what cron calls

@@ -58,10 +58,10 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faults import RedisServer  # noqa: E402
 
-from tradeul_maint.calendar import TradingCalendar, load_calendar  # noqa: E402
-from tradeul_maint.commands import app  # noqa: E402
-from tradeul_maint.settings import CalendarOverrides, parse_window_start  # noqa: E402
-from tradeul_maint.state import COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord  # noqa: E402
+from tradeul_maint.cli.commands import app  # noqa: E402
+from tradeul_maint.config.settings import CalendarOverrides, parse_window_start  # noqa: E402
+from tradeul_maint.plan.calendar import TradingCalendar, load_calendar  # noqa: E402
+from tradeul_maint.state.document import COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord  # noqa: E402
 
 UTC = dt.timezone.utc
 FIRST_DAY, LAST_DAY = dt.date(2026, 11, 16), dt.date(2026, 12, 4)  # Thanksgiving, an early close, weekends
@@ -491,7 +491,7 @@ class Bench:
         tick = self.cli("run", "--now", later.astimezone(calendar.tz).replace(tzinfo=None).isoformat())
         assert tick.exit_code == 0, tick.output
         self.ledger()
-        from tradeul_maint.planner import failed_tasks, sessions_in_view
+        from tradeul_maint.plan.planner import failed_tasks, sessions_in_view
 
         schedule = _schedule(world)
         after = self.docs(prefix)
@@ -518,7 +518,7 @@ def _dependencies_first(world: World) -> list[str]:
 
 
 def _schedule(world: World):
-    from tradeul_maint.settings import ScheduleSettings
+    from tradeul_maint.config.settings import ScheduleSettings
 
     return ScheduleSettings(window_start=parse_window_start(world.window_start), window_minutes=world.window_minutes,
                             lookback_sessions=world.lookback, auto_recover=world.auto_recover,

@@ -45,7 +45,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ledger  # noqa: E402  (bench/ledger.py, beside this file)
 
-from tradeul_maint.embedded import redis_server_binary  # noqa: E402
+from tradeul_maint.redisio.embedded import redis_server_binary  # noqa: E402
 
 DAY = "2026-11-25"  # a Wednesday; window 17:00-17:30 New York with the default settings
 TICK = "2026-11-25T17:00"  # the first cron tick of that window
@@ -476,8 +476,8 @@ class Harness:
         self.base = Path(base or self._tmp.name)
         self.base.mkdir(parents=True, exist_ok=True)
         self.cache = self.base / "calendar-cache"
-        from tradeul_maint.calendar import load_calendar
-        from tradeul_maint.settings import CalendarOverrides
+        from tradeul_maint.config.settings import CalendarOverrides
+        from tradeul_maint.plan.calendar import load_calendar
 
         load_calendar("XNYS", CalendarOverrides(), self.cache)
         self._servers: list[RedisServer] = []

@@ -215,7 +215,7 @@ def shortcuts(live_url: str) -> Iterator[None]:
     """Keep the calendar and one Redis connection across ticks (see the module docstring)."""
     import redis
 
-    from tradeul_maint import core
+    from tradeul_maint.core import actions as core
 
     original_calendar, original_open = core.load_calendar, core.open_redis
     client = redis.Redis.from_url(live_url, socket_timeout=5)
@@ -257,10 +257,10 @@ def simulate(work: Path, seed: int = 2026, start: dt.date = dt.date(2026, 1, 1),
              progress: bool = False) -> YearReport:
     from loguru import logger
 
-    from tradeul_maint import core
-    from tradeul_maint.errors import MaintError, RedisUnavailableError
-    from tradeul_maint.logs import configure_logging
-    from tradeul_maint.settings import Overrides, load_settings
+    from tradeul_maint.base.errors import MaintError, RedisUnavailableError
+    from tradeul_maint.config.logs import configure_logging
+    from tradeul_maint.config.settings import Overrides, load_settings
+    from tradeul_maint.core import actions as core
 
     began = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)

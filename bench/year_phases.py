@@ -130,10 +130,10 @@ def simulate(work: Path, seed: int = 2026, start: dt.date = dt.date(2026, 1, 1),
              end: dt.date = dt.date(2027, 1, 1), progress: bool = False, host_rate: float = 0.03) -> PhasesReport:
     from loguru import logger
 
-    from tradeul_maint import core
-    from tradeul_maint.errors import MaintError
-    from tradeul_maint.logs import configure_logging
-    from tradeul_maint.settings import Overrides, load_settings
+    from tradeul_maint.base.errors import MaintError
+    from tradeul_maint.config.logs import configure_logging
+    from tradeul_maint.config.settings import Overrides, load_settings
+    from tradeul_maint.core import actions as core
 
     began = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)

@@ -24,11 +24,11 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from tradeul_maint.calendar import load_calendar
-from tradeul_maint.cli import app
-from tradeul_maint.embedded import redis_server_binary
-from tradeul_maint.redact import forget_all
-from tradeul_maint.settings import CalendarOverrides
+from tradeul_maint.base.redact import forget_all
+from tradeul_maint.cli.main import app
+from tradeul_maint.config.settings import CalendarOverrides
+from tradeul_maint.plan.calendar import load_calendar
+from tradeul_maint.redisio.embedded import redis_server_binary
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from conftest import HttpErrorServer, Project, start_redis, start_sentinel
-from tradeul_maint.calendar import cache_name, library_version
+from tradeul_maint.plan.calendar import cache_name, library_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from faults import snapshot  # noqa: E402  (bench/faults.py: every key with its type, value and TTL presence)
@@ -169,7 +169,7 @@ CASES = [
     Case("--task without --date", ("run", "--task", "a"), 2, ("--task", "--date")),
     Case("--task unknown", ("run", "--date", DAY, "--task", "zzz", "--now", NOW), 2, ("zzz",)),
     Case("--lookback 0", ("status", "--lookback", "0"), 2, ("--lookback",)),
-    # --- configuration errors (78): every class settings.py knows ---
+    # --- configuration errors (78): every class config/settings.py knows ---
     Case("config not TOML", ("run", "--date", DAY), 78, ("TOML",), config="[schedule\n"),
     Case("config file missing", ("run", "--date", DAY), 78, ("does not exist",),
          env={"TRADEUL_MAINT_CONFIG": "/nonexistent/maint.toml"}),

@@ -16,8 +16,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from conftest import start_redis
-from tradeul_maint import builtins
-from tradeul_maint.tasks import TaskContext
+from tradeul_maint.run import builtins
+from tradeul_maint.run.tasks import TaskContext
 
 SESSION = dt.date(2026, 11, 20)
 
@@ -374,13 +374,13 @@ def test_a_delete_pattern_that_can_match_the_tools_keys_is_refused_at_load(proje
 
 @pytest.mark.parametrize("pattern", OTHER_PATTERNS)
 def test_a_delete_pattern_that_cannot_match_the_tools_keys_is_accepted(pattern):
-    from tradeul_maint.redisglob import can_match_key_starting_with
+    from tradeul_maint.redisio.redisglob import can_match_key_starting_with
 
     assert not can_match_key_starting_with(pattern, "maintenance:")
 
 
 def test_the_load_time_check_follows_a_hash_tagged_prefix():
-    from tradeul_maint.redisglob import can_match_key_starting_with
+    from tradeul_maint.redisio.redisglob import can_match_key_starting_with
 
     assert can_match_key_starting_with("{maintenance}:*", "{maintenance}:")
     assert can_match_key_starting_with("\\{m*", "{maintenance}:")
@@ -391,7 +391,7 @@ def test_the_glob_reader_agrees_with_the_servers_scan_match(r):
     """Random patterns over the special characters, each checked against what SCAN MATCH returns."""
     import random
 
-    from tradeul_maint.redisglob import matches
+    from tradeul_maint.redisio.redisglob import matches
 
     rng = random.Random(20261120)
     keys = {"".join(rng.choice("ab:-]^\\[*?") for _ in range(rng.randint(1, 5))) for _ in range(400)}

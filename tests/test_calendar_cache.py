@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tradeul_maint.calendar import _pack, _unpack, library_version
+from tradeul_maint.plan.calendar import _pack, _unpack, library_version
 
 NOON = "2026-11-30T12:00"  # before the window, no catch-up: a tick with nothing to do
 HEAVY = ("pandas", "numpy", "exchange_calendars")

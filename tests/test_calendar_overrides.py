@@ -8,11 +8,10 @@ import json
 import pytest
 
 from conftest import count_runs, marker_tasks
-from tradeul_maint.calendar import load_calendar
-from tradeul_maint.core import parse_now
-from tradeul_maint.planner import plan_cron
-from tradeul_maint.settings import (CalendarOverrides, RunSettings, ScheduleSettings, TaskSpec,
-                                    parse_window_start)
+from tradeul_maint.config.settings import CalendarOverrides, RunSettings, ScheduleSettings, TaskSpec, parse_window_start
+from tradeul_maint.core.actions import parse_now
+from tradeul_maint.plan.calendar import load_calendar
+from tradeul_maint.plan.planner import plan_cron
 
 TASKS = (TaskSpec(name="a", command=("true",)),)
 CLOSE_PLUS_60 = ScheduleSettings(window_start=parse_window_start("close+60m"), auto_recover=False)

@@ -19,7 +19,7 @@ import redis
 
 from conftest import start_redis
 
-from tradeul_maint import containment
+from tradeul_maint.run import containment
 
 NOON = "2026-11-30T12:00"  # a Monday before its window
 GOOD_TASKS = f"""

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import marker_tasks
-from tradeul_maint.cli import app
-from tradeul_maint.options import GLOBAL_OPTIONS
+from tradeul_maint.cli.main import app
+from tradeul_maint.cli.options import GLOBAL_OPTIONS
 
 COMMANDS = ["run", "recover", "status", "calendar", "logs"]
 NOON = "2026-11-30T12:00"

@@ -17,8 +17,8 @@ import time
 import pytest
 
 from conftest import marker_tasks
-from tradeul_maint import live
-from tradeul_maint.settings import TaskSpec
+from tradeul_maint.cli import live
+from tradeul_maint.config.settings import TaskSpec
 
 NOW = "2026-11-30T18:00"  # after the window of Monday 2026-11-30; the lookback's earlier sessions are missing
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -20,7 +20,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from conftest import count_runs, free_port, marker_tasks, processes_running, wait_for
-from tradeul_maint.embedded import redis_server_binary
+from tradeul_maint.redisio.embedded import redis_server_binary
 
 DAY = "2026-11-25"
 NOW = "2026-11-26T12:00"

@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from conftest import HttpErrorServer, count_runs, free_port, marker_tasks, processes_running, start_redis, wait_for
-from tradeul_maint.connection import redact
-from tradeul_maint.embedded import redis_server_binary
+from tradeul_maint.redisio.connection import redact
+from tradeul_maint.redisio.embedded import redis_server_binary
 
 DAY = "2026-11-25"
 
@@ -222,7 +222,7 @@ def test_a_percent_encoded_password_with_special_characters_works(project, tmp_p
 
 def test_an_unexpected_errors_traceback_is_scrubbed_with_v(project, monkeypatch):
     """The traceback of a bug (exit 70) with -v: a URL's password in its message is hidden."""
-    from tradeul_maint import core
+    from tradeul_maint.core import actions as core
 
     def broken(*args, **kwargs):
         raise RuntimeError("cannot use redis://admin:s3cr3tpw@db:6379/0 (REDIS_PASSWORD=s3cr3tpw)")

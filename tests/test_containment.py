@@ -5,7 +5,7 @@ Each task and each worker it leaves behind appends lines to a ledger (O_APPEND, 
 line): `start N` when the task starts for the Nth time (a retry, or the next session's
 cycle), `worker N PID` every 20 ms from a worker that start N left running (it ignores
 SIGTERM), `dependent` when a dependent starts. The order of the lines is the evidence: no worker line may follow the start of what must not
-run beside it. The tests read the ledger, the record the run keeps (containment.py) and
+run beside it. The tests read the ledger, the record the run keeps (run/containment.py) and
 /proc; none waits on a wall-clock interval to judge.
 """
 
@@ -26,7 +26,8 @@ import pytest
 
 from conftest import wait_for
 
-from tradeul_maint import containment, proc
+from tradeul_maint.base import proc
+from tradeul_maint.run import containment
 
 pytestmark = pytest.mark.slow
 

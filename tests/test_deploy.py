@@ -36,13 +36,13 @@ import redis
 import yaml
 
 from conftest import REPO, free_port, processes_running, start_redis, wait_for
-from tradeul_maint.cli import Tick, parse_tick
-from tradeul_maint.embedded import redis_server_binary
-from tradeul_maint.settings import Overrides, load_settings
+from tradeul_maint.cli.main import Tick, parse_tick
+from tradeul_maint.config.settings import Overrides, load_settings
+from tradeul_maint.redisio.embedded import redis_server_binary
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from prometheus_client.parser import text_string_to_metric_families
-from tradeul_maint.settings import NotifySettings, RunSettings
+from tradeul_maint.config.settings import NotifySettings, RunSettings
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("tradeul-maint")
 CRONTAB = REPO / "crontab.example"
@@ -135,7 +135,7 @@ def mark_done(r, *sessions: str) -> None:
 
 
 def accepted_env_names() -> set[str]:
-    """The variables the tool reads: the names spelled out in settings.py and cli.py."""
+    """The variables the tool reads: the names spelled out in config/settings.py and cli/main.py."""
     source = (REPO / "tradeul_maint" / "settings.py").read_text() + (REPO / "tradeul_maint" / "cli.py").read_text()
     return set(re.findall(r'"((?:TRADEUL_MAINT_[A-Z_]+)|REDIS_URL)"', source))
 
@@ -583,7 +583,7 @@ def test_the_files_the_dockerfile_copies_are_enough_to_build_the_package(tmp_pat
     (wheel,) = (tmp_path / "wheels").glob("tradeul_maint-*.whl")
     names = subprocess.run([sys.executable, "-m", "zipfile", "-l", str(wheel)], capture_output=True,
                            text=True).stdout
-    assert "tradeul_maint/cli.py" in names and "tradeul_maint/preflight.py" in names
+    assert "tradeul_maint/cli/main.py" in names and "tradeul_maint/core/preflight.py" in names
 
 
 LOCK = REPO / "deploy" / "docker" / "requirements.lock"

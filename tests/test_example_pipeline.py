@@ -14,8 +14,8 @@ import redis
 from loguru import logger
 
 from conftest import REPO, Project
-from tradeul_maint.embedded import EmbeddedRedis
-from tradeul_maint.tasks import TaskContext
+from tradeul_maint.redisio.embedded import EmbeddedRedis
+from tradeul_maint.run.tasks import TaskContext
 
 SESSION = dt.date(2026, 11, 20)  # a Friday
 NOW = "2026-11-21T12:00"

@@ -13,9 +13,9 @@ import re
 import pytest
 
 from conftest import marker_tasks
-from tradeul_maint import grid, overview
-from tradeul_maint.calendar import Window
-from tradeul_maint.overview import SessionView, TaskView
+from tradeul_maint.plan.calendar import Window
+from tradeul_maint.view import grid, overview
+from tradeul_maint.view.overview import SessionView, TaskView
 
 NOON = "2026-11-30T12:00"
 TASKS = ["a", "b", "c", "d"]

@@ -16,8 +16,8 @@ import socket
 import pytest
 
 from conftest import count_runs, marker_tasks, wait_for
-from tradeul_maint.state import (ATTEMPT_ERROR_LIMIT, MAX_ATTEMPTS, MAX_CYCLES, AttemptRecord, CycleRecord,
-                                 SessionStatus, cap_error)
+from tradeul_maint.state.document import (ATTEMPT_ERROR_LIMIT, MAX_ATTEMPTS, MAX_CYCLES, AttemptRecord, CycleRecord,
+                                          SessionStatus, cap_error)
 
 QUIET = "[schedule]\nauto_recover = false\nlookback_sessions = 2\n"
 USER, HOST = pwd.getpwuid(os.getuid()).pw_name, socket.gethostname()

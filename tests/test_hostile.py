@@ -18,7 +18,7 @@ import pytest
 
 from conftest import processes_running, wait_for
 
-from tradeul_maint import proc
+from tradeul_maint.base import proc
 
 pytestmark = pytest.mark.slow
 

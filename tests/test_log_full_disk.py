@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import marker_tasks
-from tradeul_maint import logs
-from tradeul_maint.logs import ERRORS_LOG, MAIN_LOG, RotatingFile
+from tradeul_maint.config import logs
+from tradeul_maint.config.logs import ERRORS_LOG, MAIN_LOG, RotatingFile
 
 TASKS = ["a", "b", "c", "d"]
 

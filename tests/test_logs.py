@@ -20,10 +20,10 @@ import pytest
 from loguru import logger
 
 from conftest import marker_tasks
-from tradeul_maint import logread
-from tradeul_maint.logs import ERRORS_LOG, MAIN_LOG, RotatingFile, configure_logging
-from tradeul_maint.redact import scrub
-from tradeul_maint.settings import Overrides, load_settings
+from tradeul_maint.base.redact import scrub
+from tradeul_maint.config.logs import ERRORS_LOG, MAIN_LOG, RotatingFile, configure_logging
+from tradeul_maint.config.settings import Overrides, load_settings
+from tradeul_maint.observe import logread
 
 DAY = "2026-11-25"  # a Wednesday; window 17:00-17:30 New York
 QUIET = "[schedule]\nauto_recover = false\n"
@@ -188,8 +188,8 @@ WRITER = """
 import os, sys, time
 from pathlib import Path
 from loguru import logger
-from tradeul_maint.logs import configure_logging
-from tradeul_maint.settings import Overrides, load_settings
+from tradeul_maint.config.logs import configure_logging
+from tradeul_maint.config.settings import Overrides, load_settings
 
 config, log_dir, writer, count, go = sys.argv[1:]
 settings = load_settings(Overrides(config=Path(config), state_dir=Path(log_dir) / "state", log_dir=Path(log_dir)),

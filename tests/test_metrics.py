@@ -28,7 +28,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import REPO, free_port, marker_tasks
-from tradeul_maint import metrics
+from tradeul_maint.observe import metrics
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yaml"
 TEXTFILE = "metrics/tradeul_maint.prom"

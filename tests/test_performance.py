@@ -1,6 +1,6 @@
 """What the performance work relies on, checked without timing anything (bench/ holds the timings).
 
-The cron tick's quick path (cli.py): what it imports, that it reads options as typer does,
+The cron tick's quick path (cli/main.py): what it imports, that it reads options as typer does,
 and that it hands every outcome but a silent "nothing to do" to the full command. The
 runner: one round trip per scheduling step, a status document that holds the whole state
 (states and details) before each task starts, and the order tasks start in.
@@ -21,13 +21,13 @@ import redis
 
 from conftest import count_runs, marker_tasks
 
-from tradeul_maint import cli, commands, options
-from tradeul_maint.keys import Keys
-from tradeul_maint.lock import RunLock
-from tradeul_maint.schedule import Schedule, known_durations, priority_order
-from tradeul_maint.settings import TaskSpec
-from tradeul_maint.state import COMPLETED, IN_PROGRESS, PENDING, SessionStatus, TaskRecord
-from tradeul_maint.store import StateStore
+from tradeul_maint.cli import commands, main as cli, options
+from tradeul_maint.config.settings import TaskSpec
+from tradeul_maint.plan.schedule import Schedule, known_durations, priority_order
+from tradeul_maint.redisio.keys import Keys
+from tradeul_maint.state.document import COMPLETED, IN_PROGRESS, PENDING, SessionStatus, TaskRecord
+from tradeul_maint.state.lock import RunLock
+from tradeul_maint.state.store import StateStore
 
 DAY = "2026-11-25"  # a Wednesday; window 17:00-17:30 New York
 BEFORE_WINDOW = "2026-11-25T12:00"
@@ -145,8 +145,8 @@ def test_the_quick_path_answers_only_a_silent_nothing_to_do(project, r):
 
 
 def test_a_tick_that_would_log_goes_the_full_way(project, calendar_cache):
-    from tradeul_maint.calendar import load_calendar
-    from tradeul_maint.settings import CalendarOverrides
+    from tradeul_maint.config.settings import CalendarOverrides
+    from tradeul_maint.plan.calendar import load_calendar
 
     project.write_config(QUIET + "[logging]\nlevel = 'DEBUG'\n" + marker_tasks(project.root, ["a"]))
     assert cli.quiet_tick(tick(project, BEFORE_WINDOW)) is False

@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from tradeul_maint import planner
-from tradeul_maint.calendar import TradingCalendar, load_calendar
-from tradeul_maint.errors import UsageError
-from tradeul_maint.settings import CalendarOverrides, RunSettings, ScheduleSettings, TaskSpec, WindowStart
-from tradeul_maint.state import COMPLETED, FAILED, IN_PROGRESS, PENDING, SessionStatus
+from tradeul_maint.base.errors import UsageError
+from tradeul_maint.config.settings import CalendarOverrides, RunSettings, ScheduleSettings, TaskSpec, WindowStart
+from tradeul_maint.plan import planner
+from tradeul_maint.plan.calendar import TradingCalendar, load_calendar
+from tradeul_maint.state.document import COMPLETED, FAILED, IN_PROGRESS, PENDING, SessionStatus
 
 UTC = dt.timezone.utc
 NY = ZoneInfo("America/New_York")

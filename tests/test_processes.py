@@ -160,9 +160,9 @@ def test_redis_that_accepts_but_never_answers_exits_75_within_seconds(project):
 RUNNER_DIES_WITH_STARTS_UNREAD = """
 import datetime as dt, socket, sys
 from multiprocessing.connection import Connection
-from tradeul_maint.exchange import AttemptId, CommandRequest, Start
-from tradeul_maint.supervisor.attempt import Shared
-from tradeul_maint.supervisor.server import Supervisor
+from tradeul_maint.run.messages import AttemptId, CommandRequest, Start
+from tradeul_maint.run.supervisor.attempt import Shared
+from tradeul_maint.run.supervisor.server import Supervisor
 a, b = socket.socketpair()
 runner, end = Connection(a.detach()), Connection(b.detach())
 for i in range(2):

@@ -13,13 +13,13 @@ import json
 import pytest
 
 from conftest import count_runs, marker_tasks
-from tradeul_maint import core
-from tradeul_maint.calendar import load_calendar
-from tradeul_maint.core import parse_now
-from tradeul_maint.lock import RunLock
-from tradeul_maint.planner import plan_cron, plan_recover
-from tradeul_maint.settings import CalendarOverrides, RunSettings, ScheduleSettings, TaskSpec
-from tradeul_maint.state import SessionStatus
+from tradeul_maint.config.settings import CalendarOverrides, RunSettings, ScheduleSettings, TaskSpec
+from tradeul_maint.core import actions as core
+from tradeul_maint.core.actions import parse_now
+from tradeul_maint.plan.calendar import load_calendar
+from tradeul_maint.plan.planner import plan_cron, plan_recover
+from tradeul_maint.state.document import SessionStatus
+from tradeul_maint.state.lock import RunLock
 
 TASKS = (TaskSpec(name="a", command=("true",)),)
 LOOKBACK = ["2026-11-19", "2026-11-20", "2026-11-23", "2026-11-24", "2026-11-25", "2026-11-27", "2026-11-30"]

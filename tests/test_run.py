@@ -377,7 +377,7 @@ def test_an_unexpected_error_is_one_line_without_traceback(project, monkeypatch)
     def broken(*args, **kwargs):
         raise RuntimeError("disk full at redis://u:pw123@h:1")
 
-    monkeypatch.setattr("tradeul_maint.core.run", broken)
+    monkeypatch.setattr("tradeul_maint.core.actions.run", broken)
     result = project.cli("run", "--date", DAY)
     assert result.exit_code == 70
     assert result.stderr.strip() == ("tradeul-maint: unexpected error: RuntimeError: disk full at redis://u:***@h:1 "

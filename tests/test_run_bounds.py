@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from conftest import count_runs, processes_running, wait_for
-from tradeul_maint.errors import EXIT_RUN_DEADLINE, EXIT_SIGHUP
-from tradeul_maint.runner import Interrupted, StopSignals
-from tradeul_maint.settings import DEFAULT_TASK_TIMEOUT, Overrides, RunSettings, load_settings
+from tradeul_maint.base.errors import EXIT_RUN_DEADLINE, EXIT_SIGHUP
+from tradeul_maint.config.settings import DEFAULT_TASK_TIMEOUT, Overrides, RunSettings, load_settings
+from tradeul_maint.run.runner import Interrupted, StopSignals
 
 DAY = "2026-11-25"
 

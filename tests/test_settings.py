@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tradeul_maint.errors import ConfigError
-from tradeul_maint.settings import Overrides, load_settings
+from tradeul_maint.base.errors import ConfigError
+from tradeul_maint.config.settings import Overrides, load_settings
 
 TASK = '[[tasks]]\nname = "a"\ncommand = ["true"]\n'
 

@@ -12,10 +12,10 @@ import json
 import pytest
 
 from conftest import marker_tasks
-from tradeul_maint.calendar import Window
-from tradeul_maint.lock import LockHolder
-from tradeul_maint.overview import classify
-from tradeul_maint.state import SessionStatus
+from tradeul_maint.plan.calendar import Window
+from tradeul_maint.state.document import SessionStatus
+from tradeul_maint.state.lock import LockHolder
+from tradeul_maint.view.overview import classify
 
 IN_WINDOW = "2026-11-30T17:10"
 NOON = "2026-11-30T12:00"

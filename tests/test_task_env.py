@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from conftest import serve_redis
-from tradeul_maint.taskenv import confine, working_url
+from tradeul_maint.run.taskenv import confine, working_url
 
 DAY = "2026-11-25"
 NOW = "2026-11-26T12:00"

@@ -278,7 +278,7 @@ def test_the_password_file_from_the_config_is_relative_to_it_and_serves_sentinel
     import time
 
     from conftest import free_port
-    from tradeul_maint.embedded import redis_server_binary
+    from tradeul_maint.redisio.embedded import redis_server_binary
 
     master_dir = tmp_path / "master"
     master_dir.mkdir()

@@ -1,7 +1,7 @@
 """`--version`, and Typer's shell completion, which must leave the cron tick alone.
 
 Completion works by running the tool with `_TRADEUL_MAINT_COMPLETE` set and no arguments
-(the words typed so far are in COMP_WORDS), so the quick path of cli.py, which reads only
+(the words typed so far are in COMP_WORDS), so the quick path of cli/main.py, which reads only
 `run` command lines, hands it to typer; a plain tick still never loads typer.
 """
 
@@ -54,7 +54,7 @@ def test_bash_completion_completes_commands_and_options(words, cword, expected):
 
 def test_the_completion_options_are_offered_but_the_tick_still_skips_typer(tmp_path):
     assert "--install-completion" in tool("--help").stdout
-    from tradeul_maint import cli
+    from tradeul_maint.cli import main as cli
 
     assert cli.parse_tick(["-q", "run"], {"_TRADEUL_MAINT_COMPLETE": "complete_bash"}) is not None
     assert cli.parse_tick(["--install-completion"], {}) is None  # typer's own options go to typer

@@ -6,11 +6,11 @@ import datetime as dt
 
 import pytest
 
-from tradeul_maint.calendar import load_calendar
-from tradeul_maint.core import parse_now
-from tradeul_maint.errors import CalendarExpiredError, UsageError
-from tradeul_maint.planner import plan_cron
-from tradeul_maint.settings import CalendarOverrides, RunSettings, ScheduleSettings, TaskSpec, parse_window_start
+from tradeul_maint.base.errors import CalendarExpiredError, UsageError
+from tradeul_maint.config.settings import CalendarOverrides, RunSettings, ScheduleSettings, TaskSpec, parse_window_start
+from tradeul_maint.core.actions import parse_now
+from tradeul_maint.plan.calendar import load_calendar
+from tradeul_maint.plan.planner import plan_cron
 
 TASKS = (TaskSpec(name="a", command=("true",)),)
 WALL = ScheduleSettings(auto_recover=False)

@@ -1,3 +1,3 @@
-from tradeul_maint.cli import main
+from tradeul_maint.cli.main import main
 
 main()

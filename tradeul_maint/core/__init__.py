@@ -1,0 +1,1 @@
+"""What each command does, without the command line: load, plan, lock, run the cycles, report; `check`."""

@@ -1,0 +1,1 @@
+"""Redis plumbing on plain values: connections, the first exchange, the embedded server, keys, WAIT."""
