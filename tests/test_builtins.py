@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from conftest import start_redis
+from tradeul_maint.config import builtin_params
 from tradeul_maint.run import builtins
 from tradeul_maint.run.tasks import TaskContext
 
@@ -46,10 +47,15 @@ def make_ctx(client, **params) -> TaskContext:
 
 def run_builtin(name: str, client, **params) -> tuple[dict, dict]:
     """Validate like the config loader does, run, and return (returned dict, reported counts)."""
-    builtins.validate_builtin(name, params, "tasks.t")
+    builtin_params.validate_builtin(name, params, "tasks.t")
     ctx = make_ctx(client, **params)
     returned = builtins.builtin_callable(name)(ctx)
     return returned, ctx.result
+
+
+def test_every_declared_builtin_has_a_callable_and_every_callable_a_declaration():
+    """The names live twice, their parameters (config) and what they do (run): the two lists must be the same."""
+    assert set(builtin_params.BUILTINS) == set(builtins.REGISTRY)
 
 
 @pytest.fixture

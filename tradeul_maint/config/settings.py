@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 from tradeul_maint.base.errors import ConfigError, UsageError
 from tradeul_maint.base.redact import remember, remember_url
+from tradeul_maint.config.builtin_params import validate_builtin
+from tradeul_maint.config.values import check_type
 
 DEFAULT_CONFIG_PATHS = (Path("tradeul-maint.toml"), Path("/etc/tradeul/maint.toml"))
 TASK_NAME = re.compile(r"^[a-z0-9_-]+$")
@@ -422,20 +424,6 @@ def _typed(table: dict, section: str, key: str, kind: type | tuple, default: Any
     return table[key]
 
 
-_TOML_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "an array",
-               dict: "a table"}
-
-
-def check_type(what: str, value: Any, kind: type | tuple, suffix: str = "") -> None:
-    """A value of the wrong type, said in TOML's words (the file's, not Python's: `true`, "an array")."""
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds):
-        return  # booleans are ints in Python, never in a config file
-    names = "a number" if set(kinds) == {int, float} else " or ".join(_TOML_KINDS.get(k, k.__name__) for k in kinds)
-    shown = ("true" if value else "false") if isinstance(value, bool) else repr(value)
-    raise ConfigError(f"{what} = {shown}: expected {names}{suffix}")
-
-
 def _positive(section: str, key: str, value: float, minimum: float = 1, maximum: float | None = None) -> float:
     """A count, limit or duration within its bounds. A duration's maximum keeps every time computed from it
     (a deadline, a backoff, a key's TTL) within what datetime and Redis can hold."""
@@ -748,8 +736,6 @@ def _task(t: dict, name: str, section: str) -> TaskSpec:
     builtin = _typed(t, section, "builtin", str, None)
     params = _typed(t, section, "params", dict, {})
     if builtin is not None:
-        from tradeul_maint.run.builtins import validate_builtin  # the registry lives beside the builtins
-
         validate_builtin(builtin, params, section)
     after = _typed(t, section, "after", list, [])
     if not all(isinstance(a, str) for a in after):

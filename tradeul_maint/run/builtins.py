@@ -1,8 +1,8 @@
-"""Built-in tasks: ordinary task callables registered by name, with their parameters checked at load.
+"""Built-in tasks: ordinary task callables registered by name.
 
-Each entry names the callable, the parameters it accepts and a check of how they combine;
-`validate_builtin` runs when the configuration is loaded, so a typo in `params` is a
-configuration error (exit 78) rather than a failure at 17:00. A built-in acts on the
+Their names and parameters are declared with the configuration (config/builtin_params.py),
+which checks them when the settings are loaded, so a typo in `params` is a configuration
+error (exit 78) rather than a failure at 17:00. A built-in acts on the
 maintenance Redis, or on the Redis a task names with `params.url`, which it opens and
 closes itself. An operator-actionable failure is returned as `{"success": False, "error":
 ...}`, like every other task; an unexpected Redis error is raised and recorded as is.
@@ -11,17 +11,14 @@ closes itself. An operator-actionable failure is returned as `{"success": False,
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import redis
 
-from tradeul_maint.base.errors import ConfigError
-from tradeul_maint.config.settings import check_type
-from tradeul_maint.redisio.connection import check_url, connect
+from tradeul_maint.config.builtin_params import parse_age
+from tradeul_maint.redisio.connection import connect
 from tradeul_maint.redisio.hello import is_cluster
 from tradeul_maint.redisio.keys import Keys
 from tradeul_maint.redisio.redisglob import can_match_key_starting_with
@@ -32,16 +29,6 @@ from tradeul_maint.redisio.redisglob import can_match_key_starting_with
 SCAN_COUNT = 2000
 BGSAVE_TIMEOUT = 600.0
 POLL_FIRST, POLL_MAX = 0.02, 0.5  # seconds between INFO polls while a snapshot runs (doubling)
-AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])?$")
-AGE_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-@dataclass(frozen=True)
-class Builtin:
-    func: Callable[[Any], dict[str, Any]]
-    required: dict[str, type | tuple]
-    optional: dict[str, type | tuple]
-    check: Callable[[dict[str, Any], str], None] | None = None  # how the parameters combine
 
 
 @contextmanager
@@ -63,19 +50,6 @@ def primaries(client) -> list[redis.Redis]:
     if not is_cluster(client):
         return [client]
     return [client.get_redis_connection(node) for node in client.get_primaries()]
-
-
-def parse_age(value: Any, what: str) -> float:
-    """Seconds from a number or a duration such as "90s", "30m", "2h", "7d"."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := AGE.match(value.strip())):
-        seconds = float(match[1]) * AGE_UNITS[match[2]]
-    else:
-        raise ConfigError(f"{what} = {value!r}: expected seconds or a duration like \"30m\", \"2h\" or \"7d\"")
-    if seconds <= 0:
-        raise ConfigError(f"{what} = {value!r}: must be positive")
-    return seconds
 
 
 # --- redis.delete_keys -------------------------------------------------------------------
@@ -336,69 +310,16 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# --- the registry and load-time validation ----------------------------------------------
+# --- the registry ---------------------------------------------------------------------------------
 
 
-def _names(params: dict[str, Any], key: str, section: str) -> None:
-    value = params.get(key)
-    if value is not None and not (value and all(isinstance(v, str) and v for v in value)):
-        raise ConfigError(f"[{section}] params.{key} must be a non-empty list of names or glob patterns")
-
-
-def _check_delete_keys(params: dict[str, Any], section: str) -> None:
-    _names(params, "patterns", section)
-
-
-def _check_trim_streams(params: dict[str, Any], section: str) -> None:
-    _names(params, "streams", section)
-    _names(params, "patterns", section)
-    if "streams" not in params and "patterns" not in params:
-        raise ConfigError(f"[{section}] redis.trim_streams needs params.streams or params.patterns")
-    if ("maxlen" in params) == ("max_age" in params):
-        raise ConfigError(f"[{section}] redis.trim_streams needs exactly one of params.maxlen (entries kept) "
-                          "or params.max_age (e.g. \"2h\")")
-    if "maxlen" in params and params["maxlen"] < 0:
-        raise ConfigError(f"[{section}] params.maxlen = {params['maxlen']}: must be 0 or more")
-    if "max_age" in params:
-        parse_age(params["max_age"], f"[{section}] params.max_age")
-
-
-def _check_bgsave(params: dict[str, Any], section: str) -> None:
-    if "timeout" in params:
-        parse_age(params["timeout"], f"[{section}] params.timeout")
-
-
-REGISTRY: dict[str, Builtin] = {
-    "redis.delete_keys": Builtin(delete_keys, {"patterns": list}, {"dry_run": bool, "url": str},
-                                 _check_delete_keys),
-    "redis.trim_streams": Builtin(trim_streams, {}, {"streams": list, "patterns": list, "maxlen": int,
-                                                     "max_age": (int, float, str), "approximate": bool, "url": str},
-                                  _check_trim_streams),
-    "redis.bgsave": Builtin(bgsave, {}, {"timeout": (int, float, str), "url": str}, _check_bgsave),
+# What each built-in name runs; its parameters are declared and checked at load in config/builtin_params.py.
+REGISTRY: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "redis.delete_keys": delete_keys,
+    "redis.trim_streams": trim_streams,
+    "redis.bgsave": bgsave,
 }
 
 
-def validate_builtin(name: str, params: dict[str, Any], section: str) -> None:
-    entry = REGISTRY.get(name)
-    if entry is None:
-        raise ConfigError(f"[{section}] builtin = {name!r}: unknown built-in (known: {', '.join(sorted(REGISTRY))})")
-    for key, value in params.items():
-        kind = entry.required.get(key) or entry.optional.get(key)
-        if kind is None:
-            raise ConfigError(f"[{section}] params.{key}: unknown parameter for {name} "
-                              f"(known: {', '.join(sorted({**entry.required, **entry.optional}))})")
-        check_type(f"[{section}] params.{key}", value, kind, f" for {name}")
-    missing = [k for k in entry.required if k not in params]
-    if missing:
-        raise ConfigError(f"[{section}] {name} needs params.{missing[0]}")
-    if params.get("url") is not None:
-        try:
-            check_url(params["url"])
-        except ConfigError as exc:
-            raise ConfigError(f"[{section}] params.url: {exc}") from None
-    if entry.check:
-        entry.check(params, section)
-
-
 def builtin_callable(name: str) -> Callable:
-    return REGISTRY[name].func
+    return REGISTRY[name]
