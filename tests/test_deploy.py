@@ -135,8 +135,8 @@ def mark_done(r, *sessions: str) -> None:
 
 
 def accepted_env_names() -> set[str]:
-    """The variables the tool reads: the names spelled out in config/settings.py and cli/main.py."""
-    source = (REPO / "tradeul_maint" / "settings.py").read_text() + (REPO / "tradeul_maint" / "cli.py").read_text()
+    """The variables the tool reads: the names spelled out in config/settings.py and cli/options.py."""
+    source = "".join((REPO / "tradeul_maint" / path).read_text() for path in ("config/settings.py", "cli/options.py"))
     return set(re.findall(r'"((?:TRADEUL_MAINT_[A-Z_]+)|REDIS_URL)"', source))
 
 
