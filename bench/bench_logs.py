@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tradeul_maint.config.logs import MAIN_LOG
+from tradeul_maint.base.logfile import MAIN_LOG
 from tradeul_maint.observe import logread
 
 MB = 1024 * 1024

@@ -27,7 +27,7 @@ import redis
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from conftest import Project
-from tradeul_maint.config.logs import ERRORS_LOG, MAIN_LOG
+from tradeul_maint.base.logfile import ERRORS_LOG, MAIN_LOG
 from tradeul_maint.plan.calendar import cache_name, library_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))

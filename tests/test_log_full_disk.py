@@ -12,7 +12,7 @@ import pytest
 
 from conftest import marker_tasks
 from tradeul_maint.config import logs
-from tradeul_maint.config.logs import ERRORS_LOG, MAIN_LOG, RotatingFile
+from tradeul_maint.base.logfile import ERRORS_LOG, MAIN_LOG, RotatingFile
 
 TASKS = ["a", "b", "c", "d"]
 

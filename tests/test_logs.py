@@ -21,7 +21,8 @@ from loguru import logger
 
 from conftest import marker_tasks
 from tradeul_maint.base.redact import scrub
-from tradeul_maint.config.logs import ERRORS_LOG, MAIN_LOG, RotatingFile, configure_logging
+from tradeul_maint.base.logfile import ERRORS_LOG, MAIN_LOG, RotatingFile
+from tradeul_maint.config.logs import configure_logging
 from tradeul_maint.config.settings import Overrides, load_settings
 from tradeul_maint.observe import logread
 

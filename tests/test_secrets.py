@@ -17,7 +17,7 @@ import redis
 from conftest import serve_redis
 from test_notify import endpoint  # noqa: F401  (a fixture: a loopback endpoint recording every ping)
 from tradeul_maint.base.redact import remember, remember_url, scrub
-from tradeul_maint.config.logs import ERRORS_LOG, MAIN_LOG
+from tradeul_maint.base.logfile import ERRORS_LOG, MAIN_LOG
 
 DAY = "2026-11-25"
 NOW = "2026-11-26T12:00"

@@ -1,7 +1,7 @@
 """Reading the maintenance log back: the last N entries across rotated files, filters, and follow.
 
 The log is `maintenance.log` plus its rotated files `maintenance.log.1` (newest) to
-`.N` (oldest), one JSON object a line (see config/logs.py). The last entries are found by
+`.N` (oldest), one JSON object a line (see base/logfile.py). The last entries are found by
 reading blocks backwards from the end of the newest file, so `logs -n 100` costs the
 same on 5 MB as on 5 GB; a filter (`--task`, `--date`, `--level`) looks for its value's
 JSON text in each block first and parses only the lines that contain it. The set of
@@ -28,8 +28,8 @@ from rich.text import Text
 
 from tradeul_maint.base import safejson
 from tradeul_maint.base.errors import UsageError
-from tradeul_maint.config.logs import ERRORS_LOG, MAIN_LOG, fallback_log_dir, lock_path, log_dir_for, rotated_numbers, \
-    rotated_path
+from tradeul_maint.base.logfile import ERRORS_LOG, MAIN_LOG, lock_path, rotated_numbers, rotated_path
+from tradeul_maint.config.logs import fallback_log_dir, log_dir_for
 from tradeul_maint.config.settings import Settings
 
 BLOCK = 64 * 1024
