@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from conftest import HttpErrorServer, Project, start_redis, start_sentinel
-from tradeul_maint.plan.calendar import cache_name, library_version
+from tradeul_maint.plan.calendar_cache import cache_name, library_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from faults import snapshot  # noqa: E402  (bench/faults.py: every key with its type, value and TTL presence)

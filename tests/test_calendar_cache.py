@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tradeul_maint.plan.calendar import _pack, _unpack, library_version
+from tradeul_maint.plan.calendar_cache import _pack, library_version, unpack
 
 NOON = "2026-11-30T12:00"  # before the window, no catch-up: a tick with nothing to do
 HEAVY = ("pandas", "numpy", "exchange_calendars")
@@ -82,7 +82,7 @@ def test_a_month_old_prebuilt_cache_is_still_used(project, prebuilt, tmp_path):
 
 def _ends_soon(data: dict) -> None:
     """Cut the schedule 10 days after today: less than expiry_warning_days (30) ahead."""
-    days, opens, closes = _unpack(data["sessions"])
+    days, opens, closes = unpack(data["sessions"])
     limit = (dt.date.today() + dt.timedelta(days=10)).toordinal()
     keep = sum(day <= limit for day in days)
     data["sessions"] = _pack(days[:keep], opens[:keep], closes[:keep])

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from conftest import Project
 from tradeul_maint.base.logfile import ERRORS_LOG, MAIN_LOG
-from tradeul_maint.plan.calendar import cache_name, library_version
+from tradeul_maint.plan.calendar_cache import cache_name, library_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from faults import diff, snapshot  # noqa: E402  (bench/faults.py: every key with its type, value and TTL presence)

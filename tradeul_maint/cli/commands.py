@@ -627,7 +627,7 @@ def calendar_command(
     g: Globals = ctx.obj
     if write_cache is not None:
         with errors_to_exit_codes(g):
-            from tradeul_maint.plan.calendar import write_cache as build_cache
+            from tradeul_maint.plan.calendar_cache import write_cache as build_cache
 
             settings = g.settings(require_tasks=False, log_files=False)
             path = build_cache(settings.schedule.calendar, write_cache)

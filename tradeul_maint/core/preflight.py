@@ -32,7 +32,7 @@ from tradeul_maint.base.errors import ConfigError, MaintError, TaskLoadError
 from tradeul_maint.config.settings import Overrides, Settings, TaskSpec, load_settings
 from tradeul_maint.core import actions as core
 from tradeul_maint.plan import planner
-from tradeul_maint.plan.calendar import cache_name
+from tradeul_maint.plan.calendar_cache import cache_name
 from tradeul_maint.redisio.keys import Keys
 from tradeul_maint.redisio.replicas import primary_for, seen_replicas
 from tradeul_maint.state.store import StateStore
