@@ -122,8 +122,12 @@ class Bench:
         state = root / ("state" if pythonpath is None else "also-state")
         self.env = clean_env(TRADEUL_MAINT_STATE_DIR=str(state), TRADEUL_MAINT_LOG_DIR=str(root / "logs"),
                              TRADEUL_MAINT_REDIS_URL=url, TRADEUL_MAINT_NOW=NOW, PYTHONPATH=str(root))
+        # This tree through its console script; another through `python -m`, since the console script names this
+        # tree's entry point, which another version may keep elsewhere.
+        self.command = [str(CONSOLE_SCRIPT)]
         if pythonpath is not None:
             self.env["PYTHONPATH"] = f"{pythonpath.resolve()}:{root}"
+            self.command = [sys.executable, "-m", "tradeul_maint"]
 
     def cycle(self, toml: str, force: bool = False, cron_at: str | None = None) -> Cycle:
         """`run --date SESSION` (`--force`: again, keeping what Redis holds); `cron_at`: cron mode at that time."""
@@ -132,7 +136,7 @@ class Bench:
         if not force and cron_at is None:
             self.client.flushall()
         before = self.stats()
-        argv = [str(CONSOLE_SCRIPT), "--config", str(path), "run"]
+        argv = [*self.command, "--config", str(path), "run"]
         argv += ["--now", cron_at] if cron_at else ["--date", SESSION, *(["--force"] if force else [])]
         wall, _, code, out = run_process(argv, self.env, self.root)
         after = self.stats()
