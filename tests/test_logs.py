@@ -24,7 +24,7 @@ from tradeul_maint.base.redact import scrub
 from tradeul_maint.base.logfile import ERRORS_LOG, MAIN_LOG, RotatingFile
 from tradeul_maint.config.logs import configure_logging
 from tradeul_maint.config.settings import Overrides, load_settings
-from tradeul_maint.observe import logread
+from tradeul_maint.observe import logfollow, logread
 
 DAY = "2026-11-25"  # a Wednesday; window 17:00-17:30 New York
 QUIET = "[schedule]\nauto_recover = false\n"
@@ -420,10 +420,10 @@ def test_a_signal_wakes_the_follow_loop_at_once(tmp_path):
     previous = signal.getsignal(signal.SIGTERM)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
     started = time.monotonic()
-    with pytest.raises(logread.Stopped) as stopped:
-        with logread.stop_on_signals():
+    with pytest.raises(logfollow.Stopped) as stopped:
+        with logfollow.stop_on_signals():
             timer.start()
-            for _ in logread.follow(cursor, logread.Query(), poll=60):
+            for _ in logfollow.follow(cursor, logread.Query(), poll=60):
                 pass
     timer.join()
     assert stopped.value.signum == signal.SIGTERM

@@ -61,7 +61,7 @@ from tradeul_maint.config.settings import (
     load_settings,
 )
 from tradeul_maint.core import actions as core
-from tradeul_maint.observe import logread
+from tradeul_maint.observe import logfollow, logread
 from tradeul_maint.run.runner import Interrupted
 from tradeul_maint.view.sources import LogPlace, sources
 
@@ -669,7 +669,7 @@ def logs(
         if where.notice:
             err.print(f"tradeul-maint: {where.notice}", markup=False)
         try:
-            with logread.stop_on_signals() if follow else nullcontext():
+            with logfollow.stop_on_signals() if follow else nullcontext():
                 entries, cursor = logread.last_entries(where.path, query, lines, keep_open=follow)
                 if task is not None and not entries and lines and not where.notice:
                     seen = logread.task_names(where.path)
@@ -677,9 +677,9 @@ def logs(
                         err.print(f"tradeul-maint: no entries for task {task!r} in {where.path} (or its rotated "
                                   f"files); tasks seen there: {', '.join(seen) or 'none'}", markup=False)
                 _print_entries(entries, as_json)
-                for batch in logread.follow(cursor, query) if follow else ():
+                for batch in logfollow.follow(cursor, query) if follow else ():
                     _print_entries(batch, as_json)
-        except logread.Stopped as stop:
+        except logfollow.Stopped as stop:
             _stop_following(stop.signum)
 
 
