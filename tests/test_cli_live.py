@@ -6,6 +6,7 @@ how rich lays it out; the frames it redraws all land in the captured stream.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -18,7 +19,9 @@ import pytest
 
 from conftest import marker_tasks
 from tradeul_maint.cli import live
-from tradeul_maint.config.settings import TaskSpec
+from tradeul_maint.config.settings import Overrides, TaskSpec, load_settings
+from tradeul_maint.core import actions as core
+from tradeul_maint.run.events import CycleFinished, CycleStarted, TaskEnded, TaskRetrying, TaskStarted
 
 NOW = "2026-11-30T18:00"  # after the window of Monday 2026-11-30; the lookback's earlier sessions are missing
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -117,13 +120,31 @@ def test_off_a_terminal_the_output_is_the_summary_alone(project, r):
 def test_the_view_takes_expected_seconds_from_the_cycle():
     view = live.LiveView({"a": TaskSpec("a", command=("x",)), "b": TaskSpec("b", command=("x",), after=("a",))},
                          parallel=1, clock=lambda: 10.0)
-    view.handle("starting_maintenance_cycle", {"date": "2026-11-30", "tasks": ["a", "b"], "attempt": 2,
-                                               "reason": "manual", "expected_seconds": {"a": 30.0, "b": 5.0}})
-    view.handle("task_starting", {"task": "a"})
+    view(CycleStarted(dt.date(2026, 11, 30), 2, "manual", ("a", "b"), {"a": 30.0, "b": 5.0}))
+    view(TaskStarted("a", 1))
     view.clock = lambda: 22.0
     cycle = view.cycles[-1]
     assert view._left(cycle.tasks["a"], 22.0) == "~18.0s" and view._left(cycle.tasks["b"], 22.0) == "~5.0s"
     assert view.time_left(cycle, 22.0) == pytest.approx(23.0)
     assert view.why(cycle, cycle.tasks["b"], 22.0) == "waiting on a (running)"
-    view.handle("task_retry", {"task": "a", "attempt": 1, "error": "boom\nmore", "retry_in_seconds": 30})
+    view(TaskRetrying("a", 1, 30, "boom\nmore"))
     assert cycle.tasks["a"].attempt == 2 and view.why(cycle, cycle.tasks["a"], 32.0) == "next attempt in 20.0s; boom"
+
+
+def test_the_runner_tells_its_listener_each_step_of_the_cycle_in_typed_events(project):
+    """The screen's interface is these events, whatever the log calls them: a run heard in process, step by step."""
+    project.write_config("[run]\nmax_parallel = 2\n" + marker_tasks(project.root, ["load", "atr", "bad"],
+                                                                     {"atr": ["load"]}, fail=("bad",)))
+    heard = []
+    settings = load_settings(Overrides(), env=project.env())
+    (report,) = core.run(core.prepare(settings, NOW), dt.date(2026, 11, 30), listener=heard.append)
+    assert not report.success
+    assert heard[0] == CycleStarted(dt.date(2026, 11, 30), 1, heard[0].reason, ("load", "atr", "bad"), {})
+    assert heard[-1] == CycleFinished(2, 3, heard[-1].seconds)
+    by_task = {name: [e for e in heard if getattr(e, "task", None) == name] for name in ("load", "atr", "bad")}
+    assert by_task["load"] == [TaskStarted("load", 1), TaskEnded("load", "completed", 1)]
+    assert by_task["atr"] == [TaskStarted("atr", 1), TaskEnded("atr", "completed", 1)]
+    assert heard.index(by_task["load"][1]) < heard.index(by_task["atr"][0])  # after its dependency, as run
+    started, ended = by_task["bad"]
+    assert started == TaskStarted("bad", 1) and (ended.task, ended.state, ended.attempts) == ("bad", "failed", 1)
+    assert ended.note  # why it failed, as the status document says

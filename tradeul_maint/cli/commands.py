@@ -62,6 +62,7 @@ from tradeul_maint.config.settings import (
 )
 from tradeul_maint.core import actions as core
 from tradeul_maint.observe import logfollow, logread
+from tradeul_maint.run.events import Listener, ignore
 from tradeul_maint.run.runner import Interrupted
 from tradeul_maint.view.sources import LogPlace, sources
 
@@ -312,8 +313,8 @@ def run(
         if (task or force) and session is None:
             raise UsageError(f"{'--task' if task else '--force'} needs --date YYYY-MM-DD")
         context = core.prepare(g.settings(), _now(ctx, now))
-        with _watch(g, context, dry_run) as console_lines:
-            reports = core.run(context, session, tuple(task or ()), force, dry_run, tuple(job or ()))
+        with _watch(g, context, dry_run) as (console_lines, listener):
+            reports = core.run(context, session, tuple(task or ()), force, dry_run, tuple(job or ()), listener)
     settings = context.settings
     if dry_run:
         for report in reports:
@@ -345,8 +346,8 @@ def _exit(code: int) -> None:
 
 
 @contextmanager
-def _watch(g: Globals, context: core.Context, dry_run: bool) -> Iterator[list[str]]:
-    """While a run works: the live view on a terminal, and the log lines the console sink prints.
+def _watch(g: Globals, context: core.Context, dry_run: bool) -> Iterator[tuple[list[str], Listener]]:
+    """While a run works: the log lines the console sink prints, and the run's listener: the live view on a terminal.
 
     The live view is drawn only when stderr is a terminal and not -q; anywhere else the
     output is exactly the summary. The console sink (config/logs.py) prints with its own level and
@@ -362,13 +363,14 @@ def _watch(g: Globals, context: core.Context, dry_run: bool) -> Iterator[list[st
                          format="{message}", colorize=False)
     try:
         if dry_run or g.quiet or not err.is_terminal:
-            yield printed
+            yield printed, ignore
             return
         from tradeul_maint.cli import live
 
         settings = context.settings
-        with live.showing(err, {t.name: t for job in settings.jobs for t in job.tasks}, settings.run.max_parallel):
-            yield printed
+        with live.showing(err, {t.name: t for job in settings.jobs for t in job.tasks},
+                          settings.run.max_parallel) as view:
+            yield printed, view
     finally:
         logger.remove(handler)
 
@@ -453,8 +455,8 @@ def recover(
     with errors_to_exit_codes(g):
         first, last = parse_date(since, "--since"), parse_date(until, "--until")
         context = core.prepare(g.settings(), _now(ctx, now))
-        with _watch(g, context, dry_run) as console_lines:
-            reports = core.recover(context, lookback, first, last, force, dry_run, tuple(job or ()))
+        with _watch(g, context, dry_run) as (console_lines, listener):
+            reports = core.recover(context, lookback, first, last, force, dry_run, tuple(job or ()), listener)
     settings = context.settings
     if dry_run:
         for report in reports:

@@ -1,12 +1,10 @@
 """The live view of `run` and `recover` on a terminal: each task's state, attempt, elapsed time and time left.
 
-It is a loguru sink, installed by the command for the duration of the run, fed by the events
-the runner logs anyway (`starting_maintenance_cycle`, `task_starting`, `task_completed`,
-`task_failed`, `task_skipped`, `task_retry`, `task_interrupted`, `task_waiting`, `maintenance_cycle_finished`,
-`executing_recovery_maintenance`) with their bound fields, and drawn by rich's Live on
-stderr a few times a second. It reads nothing else while the cycle runs: the dependencies
-come from the settings, the expected durations from the cycle's `expected_seconds` field (each
-task's median over the lookback, else its last known duration). Off a terminal
+It is the run's listener (run/events.py): the runner tells it each step of the cycle as a
+typed event, and rich's Live draws it on stderr a few times a second. It reads nothing
+else while the cycle runs: the dependencies come from the settings, the expected durations
+from the cycle's `CycleStarted.expected_seconds` (each task's median over the lookback, else
+its last known duration). Off a terminal
 (cron, pipes, CI) the command never installs it, so the output stays the summary alone.
 """
 
@@ -27,9 +25,11 @@ from rich.text import Text
 from tradeul_maint.cli.render import TASK_STYLES, duration
 from tradeul_maint.config.settings import TaskSpec
 from tradeul_maint.plan.trends import critical_path
+from tradeul_maint.run.events import (INTERRUPTED, CycleFinished, CycleStarted, Event, RecoveryStarting, TaskEnded,
+                                      TaskRetrying, TaskStarted)
+from tradeul_maint.state.document import COMPLETED
 
-WAITING, RUNNING, RETRYING, HELD = "waiting", "running", "retrying", "held"  # held: for the close
-ENDED = {"completed", "failed", "skipped", "interrupted", HELD}
+WAITING, RUNNING, RETRYING = "waiting", "running", "retrying"  # and the TaskEnded states; held: for the close
 
 
 @dataclass
@@ -61,12 +61,12 @@ class Cycle:
 
 @dataclass
 class LiveView:
-    """The state of the run as the events tell it, and its drawing; callable as a loguru sink."""
+    """The state of the run as the events tell it, and its drawing; a listener of the run (run/events.py)."""
 
     specs: Mapping[str, TaskSpec]
     parallel: int = 1
     cycles: list[Cycle] = field(default_factory=list)
-    recovering: str | None = None  # the session `executing_recovery_maintenance` announced
+    recovering: str | None = None  # the session RecoveryStarting announced
     clock: Callable[[], float] = time.monotonic
     on_first_event: Callable[[], object] | None = None  # starts the drawing: a run with nothing to do draws nothing
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -74,55 +74,44 @@ class LiveView:
 
     # --- the events ------------------------------------------------------------------
 
-    def __call__(self, message) -> None:
-        record = message.record
+    def __call__(self, event: Event) -> None:
         with self._lock:
-            self.handle(record["message"], record["extra"])
+            self.handle(event)
             begin = self.on_first_event if (self.cycles or self.recovering) else None
             if begin is not None:
                 self.on_first_event = None
         if begin is not None:
             begin()  # outside the lock: the first refresh draws, and drawing takes the lock
 
-    def handle(self, event: str, fields: Mapping) -> None:
+    def handle(self, event: Event) -> None:
         now = self.clock()
-        if event == "executing_recovery_maintenance":
-            self.recovering = fields.get("date")
+        if isinstance(event, RecoveryStarting):
+            self.recovering = event.session.isoformat()
             return
-        if event == "starting_maintenance_cycle":
-            expected = fields.get("expected_seconds")
-            self._expected = dict(expected) if isinstance(expected, Mapping) else {}
-            self.cycles.append(Cycle(str(fields.get("date")), fields.get("attempt"), str(fields.get("reason") or ""),
-                                     {name: TaskLine(name) for name in fields.get("tasks") or ()}, now))
+        if isinstance(event, CycleStarted):
+            self._expected = dict(event.expected_seconds)
+            self.cycles.append(Cycle(event.session.isoformat(), event.attempt, event.reason,
+                                     {name: TaskLine(name) for name in event.tasks}, now))
             return
         cycle = self.cycles[-1] if self.cycles else None
         if cycle is None:
             return
-        if event == "maintenance_cycle_finished":
+        if isinstance(event, CycleFinished):
             cycle.ended = now
-            cycle.summary = (f"{fields.get('completed')}/{fields.get('total')} tasks completed in "
-                             f"{duration(fields.get('duration_seconds'))}")
+            cycle.summary = f"{event.completed}/{event.total} tasks completed in {duration(event.seconds)}"
             return
-        line = cycle.tasks.get(str(fields.get("task")))
+        line = cycle.tasks.get(event.task)
         if line is None:
             return
-        if event == "task_starting":
-            line.state, line.started, line.attempt = RUNNING, now, 1
-        elif event == "task_retry":
-            delay = fields.get("retry_in_seconds")
-            line.state, line.attempt = RETRYING, int(fields.get("attempt") or line.attempt) + 1
-            line.retry_at = now + delay if isinstance(delay, (int, float)) else None
-            line.note = _first_line(fields.get("error"))
-        elif event in ("task_completed", "task_failed"):
-            line.state, line.ended = event.removeprefix("task_"), now
-            line.attempt = int(fields.get("attempts") or line.attempt)
-            line.note = _first_line(fields.get("error")) if event == "task_failed" else ""
-        elif event == "task_skipped":
-            line.state, line.ended, line.note = "skipped", now, _first_line(fields.get("reason"))
-        elif event == "task_interrupted":
-            line.state, line.ended = "interrupted", now
-        elif event == "task_waiting":  # market_closed_only: the exchange opened while the cycle ran
-            line.state, line.ended, line.note = HELD, now, _first_line(fields.get("reason"))
+        if isinstance(event, TaskStarted):
+            line.state, line.started, line.attempt = RUNNING, now, event.attempt
+        elif isinstance(event, TaskRetrying):
+            line.state, line.attempt = RETRYING, event.attempt + 1
+            line.retry_at = now + event.retry_in_seconds
+            line.note = _first_line(event.error)
+        elif isinstance(event, TaskEnded):
+            line.state, line.ended, line.note = event.state, now, _first_line(event.note)
+            line.attempt = event.attempts or line.attempt
 
     # --- the drawing -----------------------------------------------------------------
 
@@ -165,7 +154,7 @@ class LiveView:
             return line.note
         spec = self.specs.get(line.name)
         pending = [dep for dep in (spec.after if spec else ()) if dep in cycle.tasks
-                   and cycle.tasks[dep].state != "completed"]
+                   and cycle.tasks[dep].state != COMPLETED]
         if pending:
             return "waiting on " + ", ".join(f"{dep} ({cycle.tasks[dep].state})" for dep in pending)
         busy = sum(other.state in (RUNNING, RETRYING) for other in cycle.tasks.values())
@@ -175,7 +164,7 @@ class LiveView:
 
     def _left(self, line: TaskLine, now: float) -> str:
         usual = self._expected.get(line.name)
-        if usual is None or line.state in ENDED:
+        if usual is None or line.state not in (WAITING, RUNNING, RETRYING):
             return ""
         if line.state == WAITING:
             return f"~{duration(usual)}"
@@ -187,7 +176,7 @@ class LiveView:
         remaining: dict[str, float] = {}
         for line in cycle.tasks.values():
             usual = self._expected.get(line.name)
-            if line.state in ENDED:
+            if line.state not in (WAITING, RUNNING, RETRYING):
                 continue
             if usual is None:
                 return None
@@ -202,21 +191,18 @@ def _first_line(text) -> str:
 
 
 def _style_key(state: str) -> str:
-    return {RUNNING: "in_progress", RETRYING: "in_progress", "interrupted": "failed"}.get(state, state)
+    return {RUNNING: "in_progress", RETRYING: "in_progress", INTERRUPTED: "failed"}.get(state, state)
 
 
 @contextmanager
 def showing(console: Console, specs: Mapping[str, TaskSpec], parallel: int) -> Iterator[LiveView]:
-    """The live view on `console` while the body runs, fed by loguru's events; it stays on screen at the end."""
-    from loguru import logger
-
+    """The live view on `console` while the body runs, which gives it to the run as its listener; it stays on screen
+    at the end."""
     view = LiveView(specs, parallel)
     live = Live(console=console, get_renderable=view.__rich__, refresh_per_second=4, transient=False,
                 redirect_stdout=True, redirect_stderr=True)
     view.on_first_event = lambda: live.start(refresh=True)
-    handler = logger.add(view, level="DEBUG", format="{message}", colorize=False, catch=True)
     try:
         yield view
     finally:
-        logger.remove(handler)
         live.stop()  # draws the final state, which stays on screen; nothing when it never started

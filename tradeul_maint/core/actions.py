@@ -32,6 +32,7 @@ from tradeul_maint.plan.planner import Plan
 from tradeul_maint.redisio.connection import open_redis
 from tradeul_maint.redisio.keys import Keys
 from tradeul_maint.redisio.replicas import Replication
+from tradeul_maint.run.events import Listener, RecoveryStarting, ignore
 from tradeul_maint.state.document import SessionStatus, iso
 from tradeul_maint.state.store import StateStore
 
@@ -199,15 +200,16 @@ def refused(exc: redis.ResponseError) -> str | None:
 
 
 def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = (), force: bool = False,
-        dry_run: bool = False, jobs: tuple[str, ...] = ()) -> list[RunReport]:
-    """`run`: cron mode without `session` (every due job), a manual trigger with it; one report per job."""
+        dry_run: bool = False, jobs: tuple[str, ...] = (), listener: Listener = ignore) -> list[RunReport]:
+    """`run`: cron mode without `session` (every due job), a manual trigger with it; one report per job.
+    `listener` hears each step of the cycles (run/events.py)."""
     chosen = _jobs_for(ctx.settings, jobs, only)
     if session is not None:
         planner.check_session(ctx.calendar, session, ctx.now, _newest(ctx, chosen))
     with connected(ctx) as store:
         plans = dict(_cron_plans(ctx, store, chosen)) if session is None else {}
         return _each_job(ctx, store, chosen, lambda c, s: _run_job(c, s, session, only, force, dry_run,
-                                                                   plans.get(c.settings.job)))
+                                                                   plans.get(c.settings.job), listener))
 
 
 def _newest(ctx: Context, jobs: tuple[Job, ...]) -> dt.date | None:
@@ -253,7 +255,7 @@ def _each_job(ctx: Context, store: StateStore, jobs: tuple[Job, ...], work) -> l
 
 
 def _run_job(ctx: Context, store: StateStore, session: dt.date | None, only: tuple[str, ...], force: bool,
-             dry_run: bool, cron: tuple[Plan, dict] | None = None) -> RunReport:
+             dry_run: bool, cron: tuple[Plan, dict] | None = None, listener: Listener = ignore) -> RunReport:
     """One job's `run`; `cron`: its cron plan as the caller already read it (one round trip for every job)."""
     s = ctx.settings
 
@@ -273,7 +275,7 @@ def _run_job(ctx: Context, store: StateStore, session: dt.date | None, only: tup
     if plan.empty or dry_run:
         return RunReport(plan, busy=_holder(store, plan) if dry_run else None, job=s.job)
     try:
-        return _execute(ctx, store, make_plan, "cron" if session is None else "run --date", force, only)
+        return _execute(ctx, store, make_plan, "cron" if session is None else "run --date", force, only, listener)
     except LockBusyError as exc:
         if session is None:
             from tradeul_maint.state.lock import LockHolder
@@ -302,17 +304,18 @@ def _cron_plans(ctx: Context, store: StateStore, jobs: tuple[Job, ...]
 
 def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = None,
             until: dt.date | None = None, force: bool = False, dry_run: bool = False,
-            jobs: tuple[str, ...] = ()) -> list[RunReport]:
+            jobs: tuple[str, ...] = (), listener: Listener = ignore) -> list[RunReport]:
     """`recover`: each job's lookback (or since..until) sessions that are not done, oldest first, under its lock."""
     if lookback is not None and since is not None:
         raise UsageError("--lookback and --since/--until exclude each other: give one or the other")
     chosen = _jobs_for(ctx.settings, jobs)
     with connected(ctx) as store:
-        return _each_job(ctx, store, chosen, lambda c, s: _recover_job(c, s, lookback, since, until, force, dry_run))
+        return _each_job(ctx, store, chosen,
+                         lambda c, s: _recover_job(c, s, lookback, since, until, force, dry_run, listener))
 
 
 def _recover_job(ctx: Context, store: StateStore, lookback: int | None, since: dt.date | None,
-                 until: dt.date | None, force: bool, dry_run: bool) -> RunReport:
+                 until: dt.date | None, force: bool, dry_run: bool, listener: Listener = ignore) -> RunReport:
     schedule = _lookback(ctx, lookback)
     sessions, not_yet = planner.recovery_sessions(ctx.now, ctx.calendar, schedule, since, until)
 
@@ -324,7 +327,7 @@ def _recover_job(ctx: Context, store: StateStore, lookback: int | None, since: d
     plan, _ = make_plan(store)
     if plan.empty or dry_run:
         return RunReport(plan, busy=_holder(store, plan) if dry_run else None, job=ctx.settings.job)
-    return _execute(ctx, store, make_plan, "recover", force)  # a busy lock is exit 75: the operator asked
+    return _execute(ctx, store, make_plan, "recover", force, listener=listener)  # busy lock: exit 75, as asked
 
 
 def _holder(store: StateStore, plan: Plan) -> LockHolder | None:
@@ -389,7 +392,7 @@ def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
 
 
 def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bool = False,
-             only: tuple[str, ...] = ()) -> RunReport:
+             only: tuple[str, ...] = (), listener: Listener = ignore) -> RunReport:
     """Take the lock, plan again under it, run the cycles under a supervisor: shared by `run` and `recover`.
 
     The supervisor is forked before the lock is taken (no thread of the run exists yet), and
@@ -429,7 +432,7 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
             runner = Runner(s, store, lock, ctx.clock, processes, stop, durations=known_durations(newest_first),
                             history=seen, trigger=Trigger(command, force, only),
                             start_wait=lambda spec: planner.start_wait(spec, ctx.clock(), ctx.calendar),
-                            tz=ctx.calendar.tz)
+                            tz=ctx.calendar.tz, listener=listener)
             missed = [p.session.isoformat() for p in plan.sessions if p.recovery]
             if missed:  # the replaced service's event names, so existing alerts keep working
                 logger.bind(count=len(missed), dates=missed, run_id=run_id, job=s.job, console=False) \
@@ -439,6 +442,7 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
                 if planned.recovery:
                     logger.bind(date=planned.session.isoformat(), run_id=run_id, job=s.job, reason=planned.reason) \
                         .info("executing_recovery_maintenance")
+                    listener(RecoveryStarting(planned.session))
                 # Monitoring: pings, then the metrics. A cycle that may only find its data missing sends no
                 # /start (it would be no attempt), only the outcome of what it ran, if anything.
                 with notify.cycle(s.notify, planned.session,
