@@ -15,6 +15,7 @@ is: the image's hashed lock against pyproject.toml, its build context, the RUN l
 """
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
 import re
@@ -36,6 +37,7 @@ import redis
 import yaml
 
 from conftest import REPO, free_port, processes_running, start_redis, wait_for
+from tradeul_maint.base import envvars
 from tradeul_maint.cli.main import Tick, parse_tick
 from tradeul_maint.config.settings import Overrides, load_settings
 from tradeul_maint.redisio.embedded import redis_server_binary
@@ -135,9 +137,21 @@ def mark_done(r, *sessions: str) -> None:
 
 
 def accepted_env_names() -> set[str]:
-    """The variables the tool reads: the names spelled out in config/settings.py and cli/options.py."""
-    source = "".join((REPO / "tradeul_maint" / path).read_text() for path in ("config/settings.py", "cli/options.py"))
-    return set(re.findall(r'"((?:TRADEUL_MAINT_[A-Z_]+)|REDIS_URL)"', source))
+    """The variables the tool reads, as base/envvars.py names them (the one place that does)."""
+    return set(envvars.READ)
+
+
+def test_only_one_module_spells_the_variable_names():
+    """Anywhere else a name is a constant of base/envvars.py, so the deploy files are checked against what is read."""
+    spelled = []
+    for path in sorted((REPO / "tradeul_maint").rglob("*.py")):
+        if path.name == "envvars.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                    re.fullmatch(r"TRADEUL_MAINT_[A-Z_]+|REDIS_URL", node.value):
+                spelled.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value}")
+    assert not spelled
 
 
 def active_lines(path: Path) -> list[str]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from tradeul_maint.base import envvars
+
 
 @dataclass(frozen=True)
 class GlobalOption:
@@ -30,18 +32,18 @@ class GlobalOption:
 
 
 GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
-    GlobalOption("config", ("--config",), "PATH", "Config file (TOML).", "TRADEUL_MAINT_CONFIG",
+    GlobalOption("config", ("--config",), "PATH", "Config file (TOML).", envvars.CONFIG,
                  "./tradeul-maint.toml, else /etc/tradeul/maint.toml"),
     GlobalOption("redis_url", ("--redis-url",), "URL",
                  "Redis URL: redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://; the password "
                  "is never shown.",
-                 "TRADEUL_MAINT_REDIS_URL, then REDIS_URL",
+                 f"{envvars.REDIS_URL}, then {envvars.GENERIC_REDIS_URL}",
                  "[redis] url, else the embedded Redis in <state-dir>/redis"),
     GlobalOption("state_dir", ("--state-dir",), "PATH",
                  "Where the calendar cache, the embedded Redis's data and the fallback logs live.",
-                 "TRADEUL_MAINT_STATE_DIR", "$XDG_STATE_HOME/tradeul-maint, i.e. ~/.local/state/tradeul-maint"),
+                 envvars.STATE_DIR, "$XDG_STATE_HOME/tradeul-maint, i.e. ~/.local/state/tradeul-maint"),
     GlobalOption("log_dir", ("--log-dir",), "PATH", "Where maintenance.log and maintenance_errors.log are written.",
-                 "TRADEUL_MAINT_LOG_DIR", "[logging] dir, else /var/log/tradeul; <state-dir>/logs when "
+                 envvars.LOG_DIR, "[logging] dir, else /var/log/tradeul; <state-dir>/logs when "
                                           "that is not writable"),
     GlobalOption("verbose", ("-v", "--verbose"), None, "Debug output on stderr, and tracebacks.", "none", "off"),
     GlobalOption("quiet", ("-q", "--quiet"), None,
@@ -49,7 +51,7 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
 )
 OPTIONS_BY_NAME = {option.name: option for option in GLOBAL_OPTIONS}
 VERSION_FLAG = "--version"  # global too, but never part of a cron tick
-NOW_FLAG, NOW_ENVVAR = "--now", "TRADEUL_MAINT_NOW"
+NOW_FLAG, NOW_ENVVAR = "--now", envvars.NOW
 
 
 def hoist(argv: list[str], value_flags: Callable[[str], Collection[str]] = lambda command: ()) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tradeul_maint.base import envvars
 from tradeul_maint.base.errors import ConfigError, UsageError
 from tradeul_maint.base.redact import remember, remember_url
 from tradeul_maint.config.builtin_params import validate_builtin
@@ -293,9 +294,9 @@ def searched() -> str:
 def _config_path(cli: Overrides, env: dict[str, str]) -> Path | None:
     if cli.config is not None:
         explicit, given = cli.config, f"--config {cli.config}"
-    elif env.get("TRADEUL_MAINT_CONFIG"):
-        explicit = Path(env["TRADEUL_MAINT_CONFIG"])
-        given = f"TRADEUL_MAINT_CONFIG={explicit}"
+    elif env.get(envvars.CONFIG):
+        explicit = Path(env[envvars.CONFIG])
+        given = f"{envvars.CONFIG}={explicit}"
     else:
         return next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
     if explicit.is_dir():
@@ -320,12 +321,12 @@ def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], re
     tasks = _tasks(raw.get("tasks", []), require_tasks and not jobs_table)
     jobs = _jobs(jobs_table, schedule, tasks, redis, notify, require_tasks)
     _protect_own_keys(jobs, redis)
-    state_dir = cli.state_dir or (Path(env["TRADEUL_MAINT_STATE_DIR"]) if env.get("TRADEUL_MAINT_STATE_DIR") else None)
+    state_dir = cli.state_dir or (Path(env[envvars.STATE_DIR]) if env.get(envvars.STATE_DIR) else None)
     if state_dir is None:
         xdg = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "state")
         state_dir = Path(xdg) / "tradeul-maint"
-    log_dir = cli.log_dir or (Path(env["TRADEUL_MAINT_LOG_DIR"]) if env.get("TRADEUL_MAINT_LOG_DIR") else None)
-    calendar_cache = env.get("TRADEUL_MAINT_CALENDAR_CACHE")
+    log_dir = cli.log_dir or (Path(env[envvars.LOG_DIR]) if env.get(envvars.LOG_DIR) else None)
+    calendar_cache = env.get(envvars.CALENDAR_CACHE)
     return Settings(
         config_path=path,
         state_dir=state_dir.expanduser(),
@@ -523,13 +524,13 @@ def _containment(value: str) -> str:
 
 def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str]) -> RedisSettings:
     d = RedisSettings()
-    url = cli.redis_url or env.get("TRADEUL_MAINT_REDIS_URL") or env.get("REDIS_URL") or \
+    url = cli.redis_url or env.get(envvars.REDIS_URL) or env.get(envvars.GENERIC_REDIS_URL) or \
         _typed(t, "redis", "url", str, None)
     remember_url(url)  # known from now on, so no output of this process shows it, even before it connects
     # The password of `url`, from a file: on no command line and in no environment. In the
     # config file, a relative path is relative to the file's directory.
-    password_file = Path(env["TRADEUL_MAINT_REDIS_PASSWORD_FILE"]).expanduser() \
-        if env.get("TRADEUL_MAINT_REDIS_PASSWORD_FILE") else None
+    password_file = Path(env[envvars.REDIS_PASSWORD_FILE]).expanduser() \
+        if env.get(envvars.REDIS_PASSWORD_FILE) else None
     if password_file is None and (configured := _typed(t, "redis", "password_file", str, None)):
         base = config_path.resolve().parent if config_path else Path.cwd()
         password_file = base / Path(configured).expanduser()
@@ -561,8 +562,8 @@ def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str
 
 
 def _metrics(t: dict, config_path: Path | None, env: dict[str, str]) -> MetricsSettings:
-    pushgateway = _pushgateway(env.get("TRADEUL_MAINT_PUSHGATEWAY") or _typed(t, "metrics", "pushgateway", str, None),
-                               "TRADEUL_MAINT_PUSHGATEWAY" if env.get("TRADEUL_MAINT_PUSHGATEWAY") else
+    pushgateway = _pushgateway(env.get(envvars.PUSHGATEWAY) or _typed(t, "metrics", "pushgateway", str, None),
+                               envvars.PUSHGATEWAY if env.get(envvars.PUSHGATEWAY) else
                                "[metrics] pushgateway")
     textfile = _typed(t, "metrics", "textfile", str, None)
     if textfile is not None and not textfile.strip():

@@ -23,6 +23,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from tradeul_maint.base import envvars
 from tradeul_maint.base.errors import ConfigError, RedisUnavailableError
 from tradeul_maint.base.files import read_regular
 from tradeul_maint.base.redact import remember, remember_url, scrub
@@ -31,7 +32,6 @@ from tradeul_maint.redisio.hello import ENCODE_HINT, causes, hello, is_cluster, 
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 2.5  # every command the tool sends is short; a hung server must not hang cron
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
-PASSWORD_FILE_ENVVAR = "TRADEUL_MAINT_REDIS_PASSWORD_FILE"
 PASSWORD_FILE_LIMIT = 4096  # bytes: a password, not /dev/zero
 TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")  # URL options naming files
 _DB_PATH = re.compile(r"^(/\d*)?/?$")  # "", "/", "/3"
@@ -102,7 +102,7 @@ def read_password(path: Path) -> str:
     try:
         text = read_regular(path, PASSWORD_FILE_LIMIT).decode("utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read the Redis password file {path} ({PASSWORD_FILE_ENVVAR} or [redis] "
+        raise ConfigError(f"cannot read the Redis password file {path} ({envvars.REDIS_PASSWORD_FILE} or [redis] "
                           f"password_file): {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"the Redis password file {path} is not UTF-8 text") from None
@@ -209,7 +209,7 @@ def open_redis(url: str | None, state_dir: Path, *, password_file: Path | None =
     embedded = None
     if url is None:
         if password_file is not None:
-            raise ConfigError(f"a Redis password file is set ({PASSWORD_FILE_ENVVAR} or [redis] password_file) but "
+            raise ConfigError(f"a Redis password file is set ({envvars.REDIS_PASSWORD_FILE} or [redis] password_file) but "
                               "no Redis URL: set [redis] url (or --redis-url), or unset the password file")
         from tradeul_maint.redisio.embedded import EmbeddedRedis
 

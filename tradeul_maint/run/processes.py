@@ -24,13 +24,12 @@ from typing import Any, Callable
 
 from loguru import logger
 
-from tradeul_maint.base import proc
+from tradeul_maint.base import envvars, proc
 from tradeul_maint.base.errors import TaskProcessesLostError
 from tradeul_maint.config.settings import Settings
 from tradeul_maint.run import containment
 from tradeul_maint.run.containment import RecordedRun, RunRecord
 from tradeul_maint.run.messages import AttemptId, Bye, Ended, LeaseHeld, Ping, Pong, Request, Start, Stop, StopAll
-from tradeul_maint.run.tasks import RUN_ID_VAR
 from tradeul_maint.state.lock import RunLock
 
 # How long a stop may take beyond the grace period ([run] stop_grace_seconds, after which
@@ -211,7 +210,7 @@ def stop_leftovers(run_id: str, grace: float) -> list[int]:
     have been reused; one that reset its environment (`env -i`, sudo) is found by the run's
     record instead (run/containment.py).
     """
-    found = proc.with_environment(RUN_ID_VAR, run_id)
+    found = proc.with_environment(envvars.RUN_ID, run_id)
     if found:
         proc.stop_and_wait(lambda: [pid for pid in found if proc.alive(pid)], grace, STOP_MARGIN)
     return found

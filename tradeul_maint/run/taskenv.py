@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-REDIS_URL_VAR = "TRADEUL_MAINT_REDIS_URL"  # the tool's URL on input; what a `redis_env` task gets
-PASSWORD_FILE_VAR = "TRADEUL_MAINT_REDIS_PASSWORD_FILE"
-FALLBACK_URL_VAR = "REDIS_URL"
+from tradeul_maint.base import envvars
+
 
 
 def confine(environ: MutableMapping[str, str], redis_env: bool, redis: dict[str, Any] | None) -> None:
@@ -37,15 +36,15 @@ def confine(environ: MutableMapping[str, str], redis_env: bool, redis: dict[str,
     """
     redis = redis or {}
     tool_url = redis.get("url")
-    for name in (REDIS_URL_VAR, PASSWORD_FILE_VAR):
+    for name in (envvars.REDIS_URL, envvars.REDIS_PASSWORD_FILE):
         environ.pop(name, None)
-    if tool_url and environ.get(FALLBACK_URL_VAR) == tool_url:
-        del environ[FALLBACK_URL_VAR]
+    if tool_url and environ.get(envvars.GENERIC_REDIS_URL) == tool_url:
+        del environ[envvars.GENERIC_REDIS_URL]
     if redis_env and redis:
         try:
-            environ[REDIS_URL_VAR] = working_url(redis)
+            environ[envvars.REDIS_URL] = working_url(redis)
         except Exception as exc:  # the password file went away since the run began: the task runs without it
-            sys.stderr.write(f"tradeul-maint: {REDIS_URL_VAR} not set for this task (redis_env): {exc}\n")
+            sys.stderr.write(f"tradeul-maint: {envvars.REDIS_URL} not set for this task (redis_env): {exc}\n")
 
 
 def working_url(redis: dict[str, Any]) -> str:

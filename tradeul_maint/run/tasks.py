@@ -22,13 +22,12 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from tradeul_maint.base import envvars
 from tradeul_maint.base.errors import TaskLoadError
 from tradeul_maint.config.settings import TaskSpec
 from tradeul_maint.run.messages import CommandRequest, Ended, PythonRequest
 
 TRACEBACK_LIMIT = 8192  # characters of a failed Python task's traceback kept, from the end
-# What a task's environment names, beyond the run's own environment.
-DATE_VAR, TASK_VAR, RUN_ID_VAR = "TRADEUL_MAINT_DATE", "TRADEUL_MAINT_TASK", "TRADEUL_MAINT_RUN_ID"
 
 
 @dataclass
@@ -100,7 +99,7 @@ def python_request(spec: TaskSpec, session: dt.date, run_id: str) -> PythonReque
 
 def _names(spec: TaskSpec, session: dt.date, run_id: str) -> dict[str, str]:
     """What a task's environment says beyond the run's own: its session, its name and its run."""
-    return {DATE_VAR: session.isoformat(), TASK_VAR: spec.name, RUN_ID_VAR: run_id}
+    return {envvars.DATE: session.isoformat(), envvars.TASK: spec.name, envvars.RUN_ID: run_id}
 
 
 def task_environment(extra: Mapping[str, str]) -> dict[str, str]:

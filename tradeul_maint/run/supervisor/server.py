@@ -459,9 +459,9 @@ def serve(conn: Connection, shared: Shared, runner_end: Any, logging: Any) -> No
 
         logs.configure_logging(shared.settings, logging.verbose, logging.quiet, files=logging.directory is not None,
                                directory=logging.directory)
-        from tradeul_maint.run.tasks import RUN_ID_VAR
+        from tradeul_maint.base import envvars
 
-        os.environ[RUN_ID_VAR] = shared.run_id  # whatever a task starts carries it
+        os.environ[envvars.RUN_ID] = shared.run_id  # whatever a task starts carries it
         if shared.record is not None:
             shared.record.hold()
         shared = replace(shared, task_client=_task_client(shared))
