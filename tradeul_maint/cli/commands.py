@@ -161,6 +161,10 @@ NowOption = Annotated[Optional[str], typer.Option(
 DateOption = Annotated[Optional[str], typer.Option("--date", metavar="YYYY-MM-DD", help="One session.")]
 DryRunOption = Annotated[bool, Switch("--dry-run", help="Print the plan and change nothing.")]
 ForceOption = Annotated[bool, Switch("--force", help="Run sessions that are already done too.")]
+SinceOption = Annotated[Optional[str], typer.Option(
+    "--since", metavar="YYYY-MM-DD", help="The sessions from this date (instead of the lookback)...")]
+UntilOption = Annotated[Optional[str], typer.Option("--until", metavar="YYYY-MM-DD",
+                                                    help="...to this date (default: today).")]
 def complete_task(ctx: typer.Context, incomplete: str) -> list[str]:
     """Shell completion after --task: the task names of the config file the command line (or the environment)
     names. Anything wrong (no config, a bad one) offers nothing: completion must never print an error."""
@@ -441,10 +445,8 @@ def render_results(reports: list[core.RunReport], quiet: bool, settings: Setting
 def recover(
     ctx: typer.Context,
     lookback: LookbackOption = None,
-    since: Annotated[Optional[str], typer.Option("--since", metavar="YYYY-MM-DD",
-                                                 help="Backfill the sessions from this date...")] = None,
-    until: Annotated[Optional[str], typer.Option("--until", metavar="YYYY-MM-DD",
-                                                 help="...to this date (default: today).")] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
     job: JobOption = None,
     force: ForceOption = False,
     dry_run: DryRunOption = False,
@@ -489,11 +491,8 @@ def status(
         "--task", metavar="NAME", autocompletion=complete_task,
         help="One task across the sessions: a sparkline of its durations, the median, the latest as a multiple of "
              "it.")] = None,
-    since: Annotated[Optional[str], typer.Option("--since", metavar="YYYY-MM-DD",
-                                                 help="The sessions from this date (instead of the lookback)...")]
-    = None,
-    until: Annotated[Optional[str], typer.Option("--until", metavar="YYYY-MM-DD",
-                                                 help="...to this date (default: today).")] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
     as_json: Annotated[bool, Switch("--json", help="One JSON document (docs/operations.md lists its keys).")] = False,
     check: Annotated[bool, Switch("--check", help="One summary line, and a WARNING line each when the newest done "
                                                   "session was late or the window is at risk; exit 1 when a session "
