@@ -43,7 +43,9 @@ from typing import Callable
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import ledger  # noqa: E402  (bench/ledger.py, beside this file)
+from project import Project  # noqa: E402  (tests/project.py: the tests' own)
 
 from tradeul_maint.redisio.embedded import redis_server_binary  # noqa: E402
 
@@ -377,43 +379,24 @@ class Proc:
         return code
 
 
-class Workspace:
-    """Fresh state for one trial: a directory with config, state (calendar cache copied in), logs, ledger."""
+class Workspace(Project):
+    """Fresh state for one trial: the tests' Project (config, state with the calendar cache copied in, logs), a ledger.
+
+    Its processes are Procs, which time the trial's commands, rather than the tests' Popen.
+    """
 
     def __init__(self, root: Path, redis_url: str | None, cache: Path):
-        self.root = root
+        super().__init__(root, redis_url)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.redis_url = redis_url
         self.ledger = root / "ledger.jsonl"
         self.script, _ = ledger.install(root)
         self.counter = 0
         shutil.copytree(cache, self.state_dir / "cache")
 
     @property
-    def config(self) -> Path:
-        return self.root / "maint.toml"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.root / "logs"
-
-    @property
     def marker(self) -> str:
         """A string in the command line of every task process of this trial (and nowhere else)."""
         return str(self.root)
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEUL_MAINT_") and k != "REDIS_URL"}
-        env.update(TRADEUL_MAINT_CONFIG=str(self.config), TRADEUL_MAINT_STATE_DIR=str(self.state_dir),
-                   TRADEUL_MAINT_LOG_DIR=str(self.log_dir), PYTHONPATH=str(self.root))
-        if self.redis_url:
-            env["TRADEUL_MAINT_REDIS_URL"] = self.redis_url
-        env.update(extra)
-        return env
 
     def spawn(self, *args: str, **env: str) -> Proc:
         return Proc(self, args, self.env(**env))
@@ -421,13 +404,13 @@ class Workspace:
     def run(self, *args: str, timeout: float = 120, **env: str) -> Result:
         return self.spawn(*args, **env).wait(timeout)
 
-    def write_config(self, head: str, tasks: list[dict], jobs: dict[str, tuple[str, list[dict]]] | None = None
+    def configure(self, head: str, tasks: list[dict], jobs: dict[str, tuple[str, list[dict]]] | None = None
                      ) -> None:
         """`tasks` at the top level (the job `maintenance`); `jobs`: name -> (its [jobs.NAME] keys, its tasks)."""
         text = head + "\n" + "\n".join(self.task_toml(t) for t in tasks)
         for name, (keys, job_tasks) in (jobs or {}).items():
             text += f"\n[jobs.{name}]\n{keys}\n" + "\n".join(self.task_toml(t, f"jobs.{name}.tasks") for t in job_tasks)
-        self.config.write_text(text)
+        self.write_config(text)
 
     def task_toml(self, t: dict, table: str = "tasks") -> str:
         """One [[tasks]] table: kind "cmd" (ledger_task.py) or "py" (ledger_pytask:task)."""
@@ -720,7 +703,7 @@ def trial_overlap(h: Harness, out: Outcome, rng: random.Random) -> None:
     ws = h.workspace(out.trial, out.index, server.url)
     tasks = [{"name": "a", "sleep": 0.2}, {"name": "b", "kind": "py", "sleep": 0.2},
              {"name": "c", "sleep": 0.1, "after": ["a", "b"]}]
-    ws.write_config("[schedule]\nauto_recover = false\n[calendar]\nexpiry_warning_days = 0\n", tasks)
+    ws.configure("[schedule]\nauto_recover = false\n[calendar]\nexpiry_warning_days = 0\n", tasks)
     procs = [ws.spawn("run", "--now", TICK) for _ in range(runs)]
     results = [p.wait(120) for p in procs]
     execs = ws.executions()
@@ -747,7 +730,7 @@ def trial_jobs(h: Harness, out: Outcome, rng: random.Random) -> None:
     ws = h.workspace(out.trial, out.index, server.url)
     mine = [{"name": "a", "sleep": 0.4}, {"name": "b", "kind": "py", "sleep": 0.3, "after": ["a"]}]
     other = [{"name": "x", "kind": "py", "sleep": 0.3}, {"name": "y", "sleep": 0.4, "after": ["x"]}]
-    ws.write_config("[schedule]\nlookback_sessions = 1\n[redis]\nlock_lease_seconds = 2\n"
+    ws.configure("[schedule]\nlookback_sessions = 1\n[redis]\nlock_lease_seconds = 2\n"
                     "[calendar]\nexpiry_warning_days = 0\n", mine,
                     {"other": ('window_start = "17:00"\nwindow_minutes = 30', other)})
     procs = [ws.spawn("run", "--now", TICK) for _ in range(runs)]
@@ -797,7 +780,7 @@ def trial_mixed(h: Harness, out: Outcome, rng: random.Random) -> None:
     ws = h.workspace(out.trial, out.index, server.url)
     tasks = [{"name": "a", "sleep": 0.3}, {"name": "b", "kind": "py", "sleep": 0.2, "after": ["a"]},
              {"name": "c", "sleep": 0.2}]
-    ws.write_config("[schedule]\nlookback_sessions = 3\n[calendar]\nexpiry_warning_days = 0\n", tasks)
+    ws.configure("[schedule]\nlookback_sessions = 3\n[calendar]\nexpiry_warning_days = 0\n", tasks)
     commands = [("run", "--now", AFTER), ("recover", "--now", AFTER), ("run", "--date", DAY, "--force", "--now", AFTER),
                 ("run", "--now", AFTER), ("recover", "--now", AFTER)]
     rng.shuffle(commands)
@@ -833,7 +816,7 @@ def trial_crash(h: Harness, out: Outcome, rng: random.Random) -> None:
     # e (the long branch) outlasts the lease, so a re-run can start while an orphaned e still runs.
     long = 3.0 if h.quick else 5.0
     tasks = standard_tasks(parallel_long=long, rng=rng)
-    ws.write_config(manual_head(lease=2, parallel=3), tasks)
+    ws.configure(manual_head(lease=2, parallel=3), tasks)
     args = ("run", "--date", DAY, "--now", AFTER)
     runner = ws.spawn(*args)
     delay = rng.uniform(0.2, long + 1.5)
@@ -883,7 +866,7 @@ def trial_pause(h: Harness, out: Outcome, rng: random.Random) -> None:
                                            "ignore_term": out.index % 2 == 1},
              {"name": "p", "kind": "py", "sleep": 0.3, "after": ["a"]},
              {"name": "c", "sleep": 0.3, "after": ["b", "p"]}]
-    ws.write_config(manual_head(lease=lease, parallel=2), tasks)
+    ws.configure(manual_head(lease=lease, parallel=2), tasks)
     args = ("run", "--date", DAY, "--now", AFTER)
     first = ws.spawn(*args)
     if not wait_until(started(ws, "b"), 30):
@@ -929,7 +912,7 @@ def trial_pause(h: Harness, out: Outcome, rng: random.Random) -> None:
 def trial_unreachable(h: Harness, out: Outcome, rng: random.Random) -> None:
     """Redis unreachable at start: exit 75 at once, nothing run; for a cron tick and a manual run."""
     ws = h.workspace(out.trial, out.index, dead_url())
-    ws.write_config(manual_head(), standard_tasks())
+    ws.configure(manual_head(), standard_tasks())
     for args in (("run", "--now", TICK), ("run", "--date", DAY, "--now", AFTER), ("recover", "--now", AFTER)):
         result = ws.run(*args, timeout=60)
         out.check(result.code == 75, "exit 75", str(result))
@@ -944,7 +927,7 @@ def trial_silent(h: Harness, out: Outcome, rng: random.Random) -> None:
     silent = SilentServer()
     try:
         ws = h.workspace(out.trial, out.index, silent.url)
-        ws.write_config(manual_head(), standard_tasks())
+        ws.configure(manual_head(), standard_tasks())
         commands = [("run", "--now", TICK), ("run", "--date", DAY, "--now", AFTER)]
         for args in commands[out.index % 2:][:1] if h.quick else commands:
             result = ws.run(*args, timeout=60)
@@ -964,7 +947,7 @@ def _restart(persist: bool):
         server = h.server(persist=persist)
         ws = h.workspace(out.trial, out.index, server.url)
         tasks = standard_tasks(rng=rng)
-        ws.write_config(manual_head(lease=3, parallel=3), tasks)
+        ws.configure(manual_head(lease=3, parallel=3), tasks)
         args = ("run", "--date", DAY, "--now", AFTER)
         runner = ws.spawn(*args)
         time.sleep(rng.uniform(0.3, 3.0))
@@ -1013,7 +996,7 @@ def _refused(at_start: bool):
         server = h.server()
         ws = h.workspace(out.trial, out.index, server.url)
         tasks = standard_tasks(rng=rng)
-        ws.write_config(manual_head(lease=3, parallel=3), tasks)
+        ws.configure(manual_head(lease=3, parallel=3), tasks)
         args = ("run", "--date", DAY, "--now", AFTER)
         with server.client() as c:
             if at_start:
@@ -1051,7 +1034,7 @@ def trial_window_down(h: Harness, out: Outcome, rng: random.Random) -> None:
     server = h.shared()
     ws = h.workspace(out.trial, out.index, server.url)
     tasks = [{"name": "a", "sleep": 0.1}, {"name": "b", "kind": "py", "sleep": 0.1, "after": ["a"]}]
-    ws.write_config("[schedule]\nlookback_sessions = 3\n[calendar]\nexpiry_warning_days = 0\n", tasks)
+    ws.configure("[schedule]\nlookback_sessions = 3\n[calendar]\nexpiry_warning_days = 0\n", tasks)
     down = dead_url()
     for minute in range(0, 35, 5):
         result = ws.run("run", "--now", f"{DAY}T17:{minute:02d}", TRADEUL_MAINT_REDIS_URL=down)
@@ -1103,7 +1086,7 @@ def trial_escape(h: Harness, out: Outcome, rng: random.Random) -> None:
              {"name": "b", "sleep": 0.1, "escape": rng.choice(hows), "after": ["a"]},
              {"name": "c", "sleep": 0.1, "after": ["b", "p"]}]
     containment = "subreaper" if out.index % 2 else "auto"
-    ws.write_config(manual_head(parallel=2).replace(
+    ws.configure(manual_head(parallel=2).replace(
         "[run]\n", f'[run]\nstop_grace_seconds = 0.5\ncontainment = "{containment}"\n'), tasks)
     result = ws.run("run", "--date", DAY, "--now", AFTER)
     try:
@@ -1134,7 +1117,7 @@ def trial_parents(h: Harness, out: Outcome, rng: random.Random) -> None:
     tasks = [{"name": "a", "kind": "py", "sleep": 30, "timeout": timeout, "params": {"parents": act}},
              {"name": "b", "sleep": rng.uniform(0.1, 2)}]
     head = manual_head(lease=10, parallel=2).replace("[run]\n", f"[run]\nstop_grace_seconds = {grace}\n")
-    ws.write_config(head, tasks)
+    ws.configure(head, tasks)
     result = ws.run("run", "--date", DAY, "--now", AFTER, timeout=timeout + grace + margin)
     family = [e for e in ledger.read(ws.ledger) if e["ev"] == "family"]
     try:
@@ -1146,7 +1129,7 @@ def trial_parents(h: Harness, out: Outcome, rng: random.Random) -> None:
         alive = [p for p in ours if ledger.alive(p)] + list(ws.leftovers())
         out.check(not alive, "no process of the run is left", f"alive: {alive}; {result}")
         gone_at = time.time()  # a stopped execution has no end line: it ended by now at the latest
-        ws.write_config(head, [{**tasks[0], "params": {}, "sleep": 0.2}, tasks[1]])
+        ws.configure(head, [{**tasks[0], "params": {}, "sleep": 0.2}, tasks[1]])
         with server.client() as c:
             run_until_done(ws, c, out, ("run", "--date", DAY, "--now", AFTER))
         execs = [dataclasses.replace(e, end=gone_at) if e.end is None and e.start < gone_at else e
@@ -1173,7 +1156,7 @@ def trial_double_kill(h: Harness, out: Outcome, rng: random.Random) -> None:
              {"name": "b", "kind": "py", "sleep": rng.uniform(0.1, 1), "params": {"escape": "setsid"}}]
     head = manual_head(lease=2, parallel=2).replace(
         "[run]\n", f'[run]\nstop_grace_seconds = 0.5\ncontainment = "{containment}"\n')
-    ws.write_config(head, tasks)
+    ws.configure(head, tasks)
     args = ("run", "--date", DAY, "--now", AFTER)
     runner = ws.spawn(*args)
     try:
@@ -1192,7 +1175,7 @@ def trial_double_kill(h: Harness, out: Outcome, rng: random.Random) -> None:
         runner.wait(30)
         killed_at = time.time()
         out.figure("workers alive after the kill", sum(ledger.alive(p) for p in workers_of(ws)))
-        ws.write_config(head, [{**tasks[0], "sleep": 0.2}, tasks[1]])  # the re-run need not take long
+        ws.configure(head, [{**tasks[0], "sleep": 0.2}, tasks[1]])  # the re-run need not take long
         with server.client() as c:
             results = run_until_done(ws, c, out, args, timeout=60)
         rerun = [e for e in ws.executions() if e.task == "a" and e.start > killed_at]
@@ -1221,7 +1204,7 @@ def _signal_trial(sig: signal.Signals):
                  {"name": "b", "sleep": 20, "children": 2, "ignore_term": ignore},
                  {"name": "c", "kind": "py", "sleep": rng.uniform(0.2, 1.5), "after": ["a"]},
                  {"name": "d", "sleep": 0.2, "after": ["b"]}]
-        ws.write_config(manual_head(lease=10, parallel=2), tasks)
+        ws.configure(manual_head(lease=10, parallel=2), tasks)
         runner = ws.spawn("run", "--date", DAY, "--now", AFTER)
         early = rng.random() < 0.2
         if early:  # sometimes while the runner is still starting or planning
@@ -1323,7 +1306,7 @@ def trial_log_full(h: Harness, out: Outcome, rng: random.Random) -> None:
         filler.write_bytes(b"x" * max(0, free - rng.randint(2, 12) * 1024))
         tasks = [{"name": "logger", "kind": "py", "params": {"log_lines": 200, "writer": "w"}},
                  {"name": "tail", "sleep": 0, "after": ["logger"]}]
-        ws.write_config("[logging]\nrotation = \"16 KB\"\nretention = 3\n[calendar]\nexpiry_warning_days = 0\n",
+        ws.configure("[logging]\nrotation = \"16 KB\"\nretention = 3\n[calendar]\nexpiry_warning_days = 0\n",
                         tasks)
         days = ["2026-11-23", "2026-11-24", DAY]
         results = []
@@ -1363,7 +1346,7 @@ def trial_replica_frozen(h: Harness, out: Outcome, rng: random.Random) -> None:
     rs = h.replica_set()
     ws = h.workspace(out.trial, out.index, rs.url)
     tasks = [{"name": "a", "sleep": 0.2}, {"name": "b", "kind": "py", "sleep": 0.2, "after": ["a"]}]
-    ws.write_config(manual_head(redis="min_replicas = 1\nreplica_timeout_seconds = 0.3\n"), tasks)
+    ws.configure(manual_head(redis="min_replicas = 1\nreplica_timeout_seconds = 0.3\n"), tasks)
     rs.freeze()
     args = ("run", "--date", DAY, "--now", AFTER)
     result = ws.run(*args)
@@ -1393,7 +1376,7 @@ def _failover(min_replicas: int):
         ws = h.workspace(out.trial, out.index, rs.url)
         a_sleep = 0.6 if h.quick else 1.0
         tasks = [{"name": "a", "sleep": a_sleep}, {"name": "b", "sleep": 0.5 if h.quick else 1.5, "after": ["a"]}]
-        ws.write_config(manual_head(lease=2, redis=f"min_replicas = {min_replicas}\n"
+        ws.configure(manual_head(lease=2, redis=f"min_replicas = {min_replicas}\n"
                                                    "replica_timeout_seconds = 0.3\n"), tasks)
         args = ("run", "--date", DAY, "--now", AFTER)
         first = ws.spawn(*args)

@@ -12,25 +12,22 @@ import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import redis
-from typer.testing import CliRunner
 
 from tradeul_maint.base.redact import forget_all
-from tradeul_maint.cli.main import app
 from tradeul_maint.config.settings import CalendarOverrides
 from tradeul_maint.plan.calendar import load_calendar
 from tradeul_maint.redisio.embedded import redis_server_binary
 
-REPO = Path(__file__).resolve().parent.parent
+from project import REPO, Project  # noqa: E402,F401 - the tests import both from here too
+
 
 
 def free_port() -> int:
@@ -133,56 +130,6 @@ def calendar_cache(tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("calendar-cache")
     load_calendar("XNYS", CalendarOverrides(), cache)
     return cache
-
-
-@dataclass
-class Project:
-    """A config file, state and log directories, and the environment to run the tool against them."""
-
-    root: Path
-    redis_url: str | None
-
-    @property
-    def config(self) -> Path:
-        return self.root / "tradeul-maint.toml"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.root / "logs"
-
-    def write_config(self, text: str) -> Path:
-        self.config.write_text(textwrap.dedent(text))
-        return self.config
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("TRADEUL_MAINT_") and k not in ("REDIS_URL",)}
-        env.update(TRADEUL_MAINT_CONFIG=str(self.config), TRADEUL_MAINT_STATE_DIR=str(self.state_dir),
-                   TRADEUL_MAINT_LOG_DIR=str(self.log_dir),
-                   # Task modules: the test's own directory, and tests/ (modules referenced as test_x:callable).
-                   PYTHONPATH=os.pathsep.join((str(self.root), str(REPO / "tests"))))
-        if self.redis_url:
-            env["TRADEUL_MAINT_REDIS_URL"] = self.redis_url
-        env.update(extra)
-        return env
-
-    def cli(self, *args: str, **env: str):
-        """Run the CLI in process (fast); returns click's Result with exit_code, stdout, stderr."""
-        result = CliRunner().invoke(app, list(args), env=self.env(**env), catch_exceptions=False)
-        return result
-
-    def spawn(self, *args: str, **env: str) -> subprocess.Popen:
-        """Run the CLI in a subprocess (signals, concurrency, crashes)."""
-        return subprocess.Popen([sys.executable, "-m", "tradeul_maint", *args], env=self.env(**env),
-                                cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def run(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "tradeul_maint", *args], env=self.env(**env), cwd=self.root,
-                              capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
