@@ -92,3 +92,35 @@ def test_the_link_checker_finds_a_broken_link_and_a_broken_anchor(tmp_path):
                     "`[code](c.md)` [web](https://example.com/x)\n")
     assert links(page) == ["a.md#status-status---check", "a.md#not-a-heading", "c.md"]
     assert anchors(tmp_path / "a.md") == {"title", "status-status---check"}
+
+
+def layout_entries(text: str) -> set[str]:
+    """The paths under `tradeul_maint/` that docs/architecture.md's Layout block names (folders end in /)."""
+    block = text.split("## Layout", 1)[1].split("```")[1]
+    found, folders = set(), []
+    for line in block.splitlines():
+        if line.startswith("tradeul_maint/"):
+            folders = []
+            continue
+        m = re.match(r"^( +)([\w.]+/?)\s", line + " ")
+        if not m or (len(m[1]) < 2 or len(m[1]) % 2):
+            folders = None if not line.startswith("  ") else folders
+            continue
+        if folders is None:
+            continue
+        depth = len(m[1]) // 2 - 1
+        folders = folders[:depth]
+        found.add("".join(folders) + m[2])
+        if m[2].endswith("/"):
+            folders.append(m[2])
+    return found
+
+
+def test_the_layout_names_every_module_and_folder_of_the_package_and_nothing_else():
+    package = REPO / "tradeul_maint"
+    tree = {str(p.relative_to(package)) + "/" for p in package.rglob("*") if (p / "__init__.py").is_file()} | \
+        {str(p.relative_to(package)) for p in package.rglob("*.py")
+         if p.name != "__init__.py" and p.parent != package}
+    drawn = layout_entries((REPO / "docs" / "architecture.md").read_text())
+    assert sorted(tree - drawn) == [], "modules the Layout does not draw"
+    assert sorted(drawn - tree) == [], "the Layout draws what the package does not have"
