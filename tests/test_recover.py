@@ -312,7 +312,7 @@ def test_core_recover_shares_the_locked_execution_path(project, r, monkeypatch):
     project.write_config("[schedule]\nlookback_sessions = 2\n" + marker_tasks(project.root, ["a"]))
     calls = []
     execute = core._execute
-    monkeypatch.setattr(core, "_execute", lambda *a: calls.append(a) or execute(*a))
+    monkeypatch.setattr(core, "_execute", lambda *a, **k: calls.append(a) or execute(*a, **k))
     assert project.cli("recover", "--now", MONDAY_NOON).exit_code == 0
     assert project.cli("run", "--now", MONDAY_WINDOW).exit_code == 0
     assert len(calls) == 2
