@@ -14,7 +14,7 @@ import pytest
 from conftest import count_runs, processes_running, wait_for
 from tradeul_maint.base.errors import EXIT_RUN_DEADLINE, EXIT_SIGHUP
 from tradeul_maint.config.settings import DEFAULT_TASK_TIMEOUT, Overrides, RunSettings, load_settings
-from tradeul_maint.run.runner import Interrupted, StopSignals
+from tradeul_maint.run.stopping import Interrupted, StopSignals
 
 DAY = "2026-11-25"
 

@@ -63,7 +63,7 @@ from tradeul_maint.config.settings import (
 from tradeul_maint.core import actions as core
 from tradeul_maint.observe import logfollow, logread
 from tradeul_maint.run.events import Listener, ignore
-from tradeul_maint.run.runner import Interrupted
+from tradeul_maint.run.stopping import Interrupted
 from tradeul_maint.view.sources import LogPlace, sources
 
 EXIT_CODES = ((EXIT_OK, "done, or nothing to do"),

@@ -38,7 +38,7 @@ from tradeul_maint.state.store import StateStore
 
 if TYPE_CHECKING:
     from tradeul_maint.run.processes import TaskProcesses
-    from tradeul_maint.run.runner import CycleResult
+    from tradeul_maint.run.result import CycleResult
     from tradeul_maint.state.lock import LockHolder
     from tradeul_maint.view import overview
 
@@ -408,7 +408,9 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
 
     from tradeul_maint.observe import metrics, notify
     from tradeul_maint.plan.schedule import known_durations
-    from tradeul_maint.run.runner import Interrupted, Runner, StopSignals, Trigger
+    from tradeul_maint.run.recorder import Trigger
+    from tradeul_maint.run.runner import Runner
+    from tradeul_maint.run.stopping import Interrupted, StopSignals
     from tradeul_maint.state.lock import RunLock
 
     s = ctx.settings

@@ -28,7 +28,7 @@ from tradeul_maint.config.settings import NotifySettings
 if TYPE_CHECKING:
     import datetime as dt
 
-    from tradeul_maint.run.runner import CycleResult
+    from tradeul_maint.run.result import CycleResult
 
 BODY_LIMIT = 10_000  # characters of the failure summary sent (healthchecks keeps the first 100 kB)
 
