@@ -521,7 +521,7 @@ def status(
         if not given and task is None and not job:  # the lookback the metrics describe: any status refreshes them
             from tradeul_maint.observe import metrics
 
-            metrics.publish(context, jobs)
+            metrics.publish(context.settings, context.calendar, context.clock(), jobs)
     settings = context.settings
     several = len(settings.jobs) > 1
     g.warn(jobs[0].sources.warning)

@@ -411,7 +411,7 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
     from tradeul_maint.run.recorder import Trigger
     from tradeul_maint.run.runner import Runner
     from tradeul_maint.run.stopping import Interrupted, StopSignals
-    from tradeul_maint.state.lock import RunLock
+    from tradeul_maint.state.lock import LockHolder, RunLock
 
     s = ctx.settings
     run_id = uuid.uuid4().hex[:12]
@@ -449,9 +449,12 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
                 # /start (it would be no attempt), only the outcome of what it ran, if anything.
                 with notify.cycle(s.notify, planned.session,
                                   start=not planner.may_only_wait(planned, s.tasks)) as ping:
-                    report.results.append(runner.run_cycle(planned, statuses.get(planned.session)))
-                    ping.finished(report.results[-1])
-                metrics.publish_after_cycle(ctx, store, planned.session)
+                    result = runner.run_cycle(planned, statuses.get(planned.session))
+                    report.results.append(result)
+                    ping.finished(result)
+                seen[result.session] = result.status
+                metrics.publish_after_cycle(s, ctx.calendar, ctx.clock(), store, seen, LockHolder.parse(lock.token),
+                                            result)
         finally:
             if not processes.close():
                 logger.bind(run_id=run_id, job=s.job, console=False).error("supervisor_did_not_exit")

@@ -33,7 +33,10 @@ from tradeul_maint.view.overview import (CORRUPT, DONE, DUE, EXPIRED, FAILED_STA
                                          RUNNING, WAITING, SessionView, StatusView)
 
 if TYPE_CHECKING:
-    from tradeul_maint.core.actions import Context
+    from tradeul_maint.config.settings import Settings
+    from tradeul_maint.run.result import CycleResult
+    from tradeul_maint.state.document import SessionStatus
+    from tradeul_maint.state.lock import LockHolder
     from tradeul_maint.state.store import StateStore
 
 NOT_DONE_STATES = (FAILED_STATE, INTERRUPTED, CORRUPT, MISSING, RUNNING, WAITING, EXPIRED)
@@ -118,22 +121,23 @@ def _number(value: float) -> str:
     return repr(float(value)) if isinstance(value, float) and not value.is_integer() else str(int(value))
 
 
-def publish(context: Context, views: list[StatusView], cycles: dict[str, SessionView] | None = None) -> None:
+def publish(settings: Settings, calendar: TradingCalendar, written: dt.datetime, views: list[StatusView],
+            cycles: dict[str, SessionView] | None = None) -> None:
     """Write the textfile for every job's `views` and push it, as configured; a failure is logged, never raised:
     monitoring must not change what the run did or how it exits."""
-    settings = context.settings.metrics
-    if settings.textfile is None and settings.pushgateway is None:
+    where = settings.metrics
+    if where.textfile is None and where.pushgateway is None:
         return
-    text = render(views, context.calendar, context.clock(), cycles)
-    if settings.textfile is not None:
+    text = render(views, calendar, written, cycles)
+    if where.textfile is not None:
         try:
-            replace_file(settings.textfile, text)
+            replace_file(where.textfile, text)
         except OSError as exc:
             from loguru import logger
 
-            logger.bind(path=str(settings.textfile), reason=exc.strerror or str(exc)).warning("metrics_write_failed")
-    if settings.pushgateway is not None:
-        push(settings.pushgateway, text, context.settings.redis.key_prefix)
+            logger.bind(path=str(where.textfile), reason=exc.strerror or str(exc)).warning("metrics_write_failed")
+    if where.pushgateway is not None:
+        push(where.pushgateway, text, settings.redis.key_prefix)
 
 
 def push(url: str, text: str, key_prefix: str, timeout: float = PUSH_TIMEOUT) -> bool:
@@ -187,29 +191,38 @@ class _Parsed:
         return self.families
 
 
-def publish_after_cycle(context: Context, store: StateStore, session: dt.date) -> None:
-    """After a cycle of the job of `context`: every job's lookback, and the cycle's session (an older one, for
-    `run --date`), read in one round trip per job."""
-    if context.settings.metrics.textfile is None and context.settings.metrics.pushgateway is None:
+def publish_after_cycle(settings: Settings, calendar: TradingCalendar, now: dt.datetime, store: StateStore,
+                        statuses: dict[dt.date, SessionStatus | None], holder: LockHolder | None,
+                        result: CycleResult) -> None:
+    """After a cycle of the job `settings.job`: its lookback as the run knows it, and every other job's, read.
+
+    The run's own job needs no read: `statuses` are the documents it read under its lock (with
+    its earlier cycles' results), `result` the cycle's, and only the lock's holder (`holder`,
+    this run) writes them. Another job's documents are another runner's: they are read, in one
+    round trip per job.
+    """
+    if settings.metrics.textfile is None and settings.metrics.pushgateway is None:
         return
     from tradeul_maint.plan import planner
+    from tradeul_maint.state.store import Overview
     from tradeul_maint.view import overview
 
-    now, calendar, settings = context.clock(), context.calendar, context.settings
     views, cycles = [], {}
     try:
         for job in settings.jobs:
             scoped = settings.for_job(job)
             sessions = planner.sessions_in_view(now, calendar, job.schedule)
-            mine = job.name == settings.job
-            seen = store.job(job.key_prefix).overview(sorted({*sessions, session} if mine else sessions))
+            if job.name != settings.job:
+                views.append(overview.build(now, calendar, scoped, store.job(job.key_prefix).overview(sessions),
+                                            sessions))
+                continue
+            seen = Overview({**statuses, result.session: result.status}, holder, last_run=None)  # not a metric
             views.append(overview.build(now, calendar, scoped, seen, sessions))
-            if mine:
-                cycles[job.name] = overview.build(now, calendar, scoped, seen, [session]).sessions[0]
+            cycles[job.name] = overview.build(now, calendar, scoped, seen, [result.session]).sessions[0]
     except (redis.RedisError, OSError) as exc:  # the run goes on (or ends) as it would have without metrics
         from loguru import logger
 
         logger.bind(path=str(settings.metrics.textfile or ""), pushgateway=_host(settings.metrics.pushgateway),
                     reason=str(exc)).warning("metrics_write_failed")
         return
-    publish(context, views, cycles)
+    publish(settings, calendar, now, views, cycles)
