@@ -59,7 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faults import RedisServer  # noqa: E402
 
 from tradeul_maint.cli.commands import app  # noqa: E402
-from tradeul_maint.config.settings import CalendarOverrides, parse_window_start  # noqa: E402
+from tradeul_maint.config.settings import CalendarOverrides  # noqa: E402
+from tradeul_maint.config.values import parse_window_start
 from tradeul_maint.plan.calendar import TradingCalendar, load_calendar  # noqa: E402
 from tradeul_maint.state.document import COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SessionStatus, TaskRecord  # noqa: E402
 

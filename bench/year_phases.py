@@ -132,7 +132,8 @@ def simulate(work: Path, seed: int = 2026, start: dt.date = dt.date(2026, 1, 1),
 
     from tradeul_maint.base.errors import MaintError
     from tradeul_maint.config.logs import configure_logging
-    from tradeul_maint.config.settings import Overrides, load_settings
+    from tradeul_maint.config.load import load_settings
+    from tradeul_maint.config.settings import Overrides
     from tradeul_maint.core import actions as core
 
     began = time.monotonic()

@@ -19,7 +19,8 @@ import pytest
 
 from conftest import marker_tasks
 from tradeul_maint.cli import live
-from tradeul_maint.config.settings import Overrides, TaskSpec, load_settings
+from tradeul_maint.config.load import load_settings
+from tradeul_maint.config.settings import Overrides, TaskSpec
 from tradeul_maint.core import actions as core
 from tradeul_maint.run.events import CycleFinished, CycleStarted, TaskEnded, TaskRetrying, TaskStarted
 

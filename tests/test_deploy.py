@@ -39,7 +39,8 @@ import yaml
 from conftest import REPO, free_port, processes_running, start_redis, wait_for
 from tradeul_maint.base import envvars
 from tradeul_maint.cli.main import Tick, parse_tick
-from tradeul_maint.config.settings import Overrides, load_settings
+from tradeul_maint.config.load import load_settings
+from tradeul_maint.config.settings import Overrides
 from tradeul_maint.redisio.embedded import redis_server_binary
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name

@@ -23,7 +23,8 @@ from conftest import marker_tasks
 from tradeul_maint.base.redact import scrub
 from tradeul_maint.base.logfile import ERRORS_LOG, MAIN_LOG, RotatingFile
 from tradeul_maint.config.logs import configure_logging
-from tradeul_maint.config.settings import Overrides, load_settings
+from tradeul_maint.config.load import load_settings
+from tradeul_maint.config.settings import Overrides
 from tradeul_maint.observe import logfollow, logread
 
 DAY = "2026-11-25"  # a Wednesday; window 17:00-17:30 New York
@@ -190,7 +191,8 @@ import os, sys, time
 from pathlib import Path
 from loguru import logger
 from tradeul_maint.config.logs import configure_logging
-from tradeul_maint.config.settings import Overrides, load_settings
+from tradeul_maint.config.load import load_settings
+from tradeul_maint.config.settings import Overrides
 
 config, log_dir, writer, count, go = sys.argv[1:]
 settings = load_settings(Overrides(config=Path(config), state_dir=Path(log_dir) / "state", log_dir=Path(log_dir)),

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import count_runs, processes_running, wait_for
 from tradeul_maint.base.errors import EXIT_RUN_DEADLINE, EXIT_SIGHUP
-from tradeul_maint.config.settings import DEFAULT_TASK_TIMEOUT, Overrides, RunSettings, load_settings
+from tradeul_maint.config.load import load_settings
+from tradeul_maint.config.settings import DEFAULT_TASK_TIMEOUT, Overrides, RunSettings
 from tradeul_maint.run.stopping import Interrupted, StopSignals
 
 DAY = "2026-11-25"

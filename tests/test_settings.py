@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tradeul_maint.base.errors import ConfigError
-from tradeul_maint.config.settings import Overrides, load_settings
+from tradeul_maint.config.load import load_settings
+from tradeul_maint.config.settings import Overrides
 
 TASK = '[[tasks]]\nname = "a"\ncommand = ["true"]\n'
 

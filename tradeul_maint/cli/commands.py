@@ -54,12 +54,8 @@ from tradeul_maint.config.logs import (
     configure_logging,
     log_dir_for,
 )
-from tradeul_maint.config.settings import (
-    DEFAULT_CONFIG_PATHS,
-    Overrides,
-    Settings,
-    load_settings,
-)
+from tradeul_maint.config.load import load_settings
+from tradeul_maint.config.settings import DEFAULT_CONFIG_PATHS, Overrides, Settings
 from tradeul_maint.core import actions as core
 from tradeul_maint.observe import logfollow, logread
 from tradeul_maint.run.events import Listener, ignore

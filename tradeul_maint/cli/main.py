@@ -93,7 +93,8 @@ def quiet_tick(tick: Tick) -> bool:
     """
     from tradeul_maint.base.errors import RedisUnavailableError
     from tradeul_maint.config.logs import choose_log_dir, fallback_log_dir, log_dir_for
-    from tradeul_maint.config.settings import Overrides, load_settings
+    from tradeul_maint.config.load import load_settings
+    from tradeul_maint.config.settings import Overrides
     from tradeul_maint.core import actions as core
 
     try:

@@ -29,7 +29,8 @@ from pathlib import Path
 import redis
 
 from tradeul_maint.base.errors import ConfigError, MaintError, TaskLoadError
-from tradeul_maint.config.settings import Overrides, Settings, TaskSpec, load_settings
+from tradeul_maint.config.load import load_settings
+from tradeul_maint.config.settings import Overrides, Settings, TaskSpec
 from tradeul_maint.core import actions as core
 from tradeul_maint.plan import planner
 from tradeul_maint.plan.calendar_cache import cache_name

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tradeul_maint.config.settings import Settings, searched
+from tradeul_maint.config.load import searched
+from tradeul_maint.config.settings import Settings
 from tradeul_maint.redisio.connection import redact
 from tradeul_maint.redisio.embedded import EmbeddedRedis
 
