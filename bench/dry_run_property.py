@@ -492,7 +492,8 @@ class Bench:
         tick = self.cli("run", "--now", later.astimezone(calendar.tz).replace(tzinfo=None).isoformat())
         assert tick.exit_code == 0, tick.output
         self.ledger()
-        from tradeul_maint.plan.planner import failed_tasks, sessions_in_view
+        from tradeul_maint.plan.explain import failed_tasks
+        from tradeul_maint.plan.horizon import sessions_in_view
 
         schedule = _schedule(world)
         after = self.docs(prefix)

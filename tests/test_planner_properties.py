@@ -18,6 +18,8 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 from tradeul_maint.base.errors import UsageError
 from tradeul_maint.config.settings import CalendarOverrides, RunSettings, ScheduleSettings, TaskSpec, WindowStart
 from tradeul_maint.plan import planner
+from tradeul_maint.plan import horizon
+from tradeul_maint.plan import explain
 from tradeul_maint.plan.calendar import TradingCalendar, load_calendar
 from tradeul_maint.state.document import COMPLETED, FAILED, IN_PROGRESS, PENDING, SessionStatus
 
@@ -187,7 +189,7 @@ def test_cron_recovers_only_when_allowed_and_catches_up_every_missed_session_in_
         due = window.start <= now and (status is None or not status.done) and \
             planner.retry_gate(status, now, run, calendar.tz) is None
         if due and (window.contains(now) or may_recover):
-            assert s in planned, (s, planner.describe(status), now)
+            assert s in planned, (s, explain.describe(status), now)
 
 
 def issue_15_world():
@@ -208,7 +210,7 @@ def test_the_session_whose_window_is_open_is_planned_iff_not_done_and_the_retry_
     for s in open_windows(now, calendar, schedule):
         status = statuses.get(s)
         expected = (status is None or not status.done) and planner.retry_gate(status, now, run, calendar.tz) is None
-        assert (s in planned) == expected, (s, planner.describe(status), now.isoformat(), schedule)
+        assert (s in planned) == expected, (s, explain.describe(status), now.isoformat(), schedule)
 
 
 @pytest.mark.parametrize("lookback", [1, 2])
@@ -236,7 +238,7 @@ def test_cron_plans_exactly_the_tasks_not_completed_and_latest_only_tasks_for_th
         pending = [t.name for t in TASKS if status is None or status.corrupt or not status.completed(t.name)]
         older = newest is not None and p.session < newest
         expected = [n for n in pending if not (older and n == "c")]
-        assert list(p.tasks) == expected, (p, planner.describe(status))
+        assert list(p.tasks) == expected, (p, explain.describe(status))
         assert set(p.catchup_skipped) == ({"c"} & set(pending) if older else set())
 
 
@@ -273,7 +275,7 @@ def test_the_retry_gate_waits_for_the_doubling_backoff_and_stops_at_max_attempts
 def test_recover_plans_every_session_not_done_oldest_first_and_only_those_whose_window_passed(world, force):
     now, calendar, schedule, run, statuses = world
     try:
-        sessions, deferred = planner.recovery_sessions(now, calendar, schedule)
+        sessions, deferred = horizon.recovery_sessions(now, calendar, schedule)
     except UsageError:
         return
     assert sorted(sessions + [d.session for d in deferred]) == in_view(now, calendar, schedule)
@@ -287,7 +289,7 @@ def test_recover_plans_every_session_not_done_oldest_first_and_only_those_whose_
     for s in sessions:
         status = statuses.get(s)
         done = status is not None and status.done
-        assert (s in days) == (force or not done), (s, planner.describe(status))
+        assert (s in days) == (force or not done), (s, explain.describe(status))
 
 
 @SETTINGS
@@ -296,7 +298,7 @@ def test_recover_since_until_stays_inside_the_range_and_on_sessions(world, since
     now, calendar, schedule, run, statuses = world
     today = calendar.local_date(now)
     try:
-        sessions, deferred = planner.recovery_sessions(now, calendar, schedule, since, None)
+        sessions, deferred = horizon.recovery_sessions(now, calendar, schedule, since, None)
     except UsageError as exc:
         assert since > today or "no XNYS trading session" in str(exc), exc
         return

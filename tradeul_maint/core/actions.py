@@ -27,6 +27,7 @@ from tradeul_maint.base.errors import (ConfigError, LockBusyError, MaintError, R
                                        RedisUnavailableError, UsageError)
 from tradeul_maint.config.settings import MAIN_JOB, Job, ScheduleSettings, Settings
 from tradeul_maint.plan import planner
+from tradeul_maint.plan import horizon
 from tradeul_maint.plan.calendar import TradingCalendar, load_calendar
 from tradeul_maint.plan.planner import Plan
 from tradeul_maint.redisio.connection import open_redis
@@ -130,10 +131,10 @@ def parse_now(text: str | None, calendar: TradingCalendar) -> dt.datetime:
 
 
 def _check_ttl(settings: Settings, calendar: TradingCalendar) -> None:
-    """Everything each job's lookback can reach must still be in Redis (see planner.sessions_in_view)."""
+    """Everything each job's lookback can reach must still be in Redis (see horizon.sessions_in_view)."""
     lookback = max((job.schedule.lookback_sessions for job in settings.jobs),
                    default=settings.schedule.lookback_sessions)
-    needed = calendar.max_span_days(planner.sessions_reached(lookback)) + 1
+    needed = calendar.max_span_days(horizon.sessions_reached(lookback)) + 1
     if settings.redis.status_ttl_days < needed:
         raise ConfigError(
             f"[redis] status_ttl_days = {settings.redis.status_ttl_days} is shorter than the "
@@ -205,7 +206,7 @@ def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = ()
     `listener` hears each step of the cycles (run/events.py)."""
     chosen = _jobs_for(ctx.settings, jobs, only)
     if session is not None:
-        planner.check_session(ctx.calendar, session, ctx.now, _newest(ctx, chosen))
+        horizon.check_session(ctx.calendar, session, ctx.now, _newest(ctx, chosen))
     with connected(ctx) as store:
         plans = dict(_cron_plans(ctx, store, chosen)) if session is None else {}
         return _each_job(ctx, store, chosen, lambda c, s: _run_job(c, s, session, only, force, dry_run,
@@ -214,7 +215,7 @@ def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = ()
 
 def _newest(ctx: Context, jobs: tuple[Job, ...]) -> dt.date | None:
     """The newest session whose window has opened, of any of these jobs: the latest date `--date` may name."""
-    opened = [d for job in jobs if (d := planner.latest_opened(ctx.now, ctx.calendar, job.schedule))]
+    opened = [d for job in jobs if (d := horizon.latest_opened(ctx.now, ctx.calendar, job.schedule))]
     return max(opened, default=None)
 
 
@@ -288,7 +289,7 @@ def _run_job(ctx: Context, store: StateStore, session: dt.date | None, only: tup
 def _cron_plan(ctx: Context, store: StateStore) -> tuple[Plan, dict[dt.date, SessionStatus | None]]:
     """`run` without --date, for the job of `ctx`: its lookback's states, read in one round trip, and what to do."""
     s = ctx.settings
-    statuses = store.statuses(planner.sessions_in_view(ctx.now, ctx.calendar, s.schedule))
+    statuses = store.statuses(horizon.sessions_in_view(ctx.now, ctx.calendar, s.schedule))
     return planner.plan_cron(ctx.now, ctx.calendar, s.schedule, s.run, s.tasks, statuses), statuses
 
 
@@ -296,7 +297,7 @@ def _cron_plans(ctx: Context, store: StateStore, jobs: tuple[Job, ...]
                 ) -> list[tuple[str, tuple[Plan, dict[dt.date, SessionStatus | None]]]]:
     """Every job's cron plan, their lookbacks' states read in one round trip whatever the number of jobs:
     the cron tick with nothing to do costs one round trip, not one per job."""
-    views = [(job, planner.sessions_in_view(ctx.now, ctx.calendar, job.schedule)) for job in jobs]
+    views = [(job, horizon.sessions_in_view(ctx.now, ctx.calendar, job.schedule)) for job in jobs]
     read = store.statuses_of([(job.key_prefix, sessions) for job, sessions in views])
     return [(job.name, (planner.plan_cron(ctx.now, ctx.calendar, job.schedule, ctx.settings.run, job.tasks, found),
                         found)) for (job, _), found in zip(views, read)]
@@ -317,7 +318,7 @@ def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = N
 def _recover_job(ctx: Context, store: StateStore, lookback: int | None, since: dt.date | None,
                  until: dt.date | None, force: bool, dry_run: bool, listener: Listener = ignore) -> RunReport:
     schedule = _lookback(ctx, lookback)
-    sessions, not_yet = planner.recovery_sessions(ctx.now, ctx.calendar, schedule, since, until)
+    sessions, not_yet = horizon.recovery_sessions(ctx.now, ctx.calendar, schedule, since, until)
 
     def make_plan(store: StateStore) -> tuple[Plan, dict[dt.date, SessionStatus | None]]:
         statuses = store.statuses(sessions)
@@ -351,7 +352,7 @@ def status(ctx: Context, lookback: int | None = None, session: dt.date | None = 
         having = tuple(job for job in chosen if task in {t.name for t in job.tasks})
         chosen = having or chosen[:1]  # a task no job has (any more) is looked for in the documents of the first
     if session is not None:
-        planner.check_session(ctx.calendar, session, ctx.now, _newest(ctx, chosen))
+        horizon.check_session(ctx.calendar, session, ctx.now, _newest(ctx, chosen))
     with connected(ctx) as store:
         return [_status_job(ctx.for_job(job), store.job(job.key_prefix), lookback, session, since, until, task)
                 for job in chosen]
@@ -365,10 +366,10 @@ def _status_job(ctx: Context, store: StateStore, lookback: int | None, session: 
         sessions = [session]
     elif since is not None or until is not None:
         # The range's sessions, validated as `recover --since/--until` validates them, whatever their window.
-        passed, later = planner.recovery_sessions(ctx.now, ctx.calendar, ctx.settings.schedule, since, until)
+        passed, later = horizon.recovery_sessions(ctx.now, ctx.calendar, ctx.settings.schedule, since, until)
         sessions = passed + [d.session for d in later]
     else:
-        sessions = planner.sessions_in_view(ctx.now, ctx.calendar, _lookback(ctx, lookback))
+        sessions = horizon.sessions_in_view(ctx.now, ctx.calendar, _lookback(ctx, lookback))
     seen = store.overview(sessions)
     s = ctx.settings
     # What cron's `run` would do about these states now: the notes say it in the planner's words.
@@ -383,7 +384,7 @@ def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
         return schedule
     if lookback < 1:
         raise UsageError(f"--lookback {lookback}: expected a number of sessions, 1 or more")
-    needed = ctx.calendar.max_span_days(planner.sessions_reached(lookback)) + 1
+    needed = ctx.calendar.max_span_days(horizon.sessions_reached(lookback)) + 1
     if ctx.settings.redis.status_ttl_days < needed:
         raise UsageError(f"--lookback {lookback} can span {needed} days, longer than status_ttl_days = "
                          f"{ctx.settings.redis.status_ttl_days} keeps a session's state: use a smaller "
@@ -427,7 +428,7 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
             return report
         # A key of another type would stop a cycle at its first write: find out before any task runs.
         store.check_key_types([p.session for p in plan.sessions])
-        seen = {**store.statuses(planner.sessions_in_view(ctx.now, ctx.calendar, s.schedule)), **statuses}
+        seen = {**store.statuses(horizon.sessions_in_view(ctx.now, ctx.calendar, s.schedule)), **statuses}
         newest_first = [seen[d] for d in sorted(seen, reverse=True)]
         try:
             # Yesterday's durations tell a new session's cycle which tasks to start first.

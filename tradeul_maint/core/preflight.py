@@ -32,7 +32,8 @@ from tradeul_maint.base.errors import ConfigError, MaintError, TaskLoadError
 from tradeul_maint.config.load import load_settings
 from tradeul_maint.config.settings import Overrides, Settings, TaskSpec
 from tradeul_maint.core import actions as core
-from tradeul_maint.plan import planner
+from tradeul_maint.plan import horizon
+from tradeul_maint.plan import explain
 from tradeul_maint.plan.calendar_cache import cache_name
 from tradeul_maint.redisio.keys import Keys
 from tradeul_maint.redisio.replicas import primary_for, seen_replicas
@@ -109,10 +110,10 @@ def plan_checks(settings: Settings, label: str = "") -> list[Check]:
     """Each task's policy and dependencies as the planner reads them (one line), then a warning per shape
     an operator could misread; a warning does not fail `check`. `label` names the job when there are several,
     with its window and catch-up policy."""
-    job = f"{planner.explain_job(settings.schedule)}; " if label else ""
-    return [Check(f"{label}plan", True, job + planner.explain(settings.tasks))] + \
+    job = f"{explain.explain_job(settings.schedule)}; " if label else ""
+    return [Check(f"{label}plan", True, job + explain.explain(settings.tasks))] + \
         [Check(f"{label}plan {task}", True, text, warning=True)
-         for task, text in planner.shape_warnings(settings.tasks)]
+         for task, text in explain.shape_warnings(settings.tasks)]
 
 
 def shared_ping_checks(settings: Settings) -> list[Check]:
@@ -172,7 +173,7 @@ def _write_check(client: redis.Redis, keys: Keys) -> Check:
 def _key_types_check(context: core.Context, store: StateStore, label: str = "") -> Check:
     s = context.settings
     try:
-        sessions = planner.sessions_in_view(context.now, context.calendar, s.schedule)
+        sessions = horizon.sessions_in_view(context.now, context.calendar, s.schedule)
     except MaintError:
         sessions = []  # the calendar ends before today: the calendar check says so
     try:
@@ -238,7 +239,7 @@ def _task_list_check(context: core.Context, store: StateStore, label: str = "") 
     from tradeul_maint.state.tasklist import differences, summary, task_list
 
     try:
-        sessions = planner.sessions_in_view(context.now, context.calendar, context.settings.schedule)
+        sessions = horizon.sessions_in_view(context.now, context.calendar, context.settings.schedule)
         statuses = store.statuses(sessions)
     except (MaintError, redis.RedisError, OSError) as exc:
         return Check(f"{label}task list", True, f"not checked: {str(exc).strip() or type(exc).__name__}")
@@ -264,7 +265,7 @@ def _deadline_check(context: core.Context, store: StateStore, label: str = "") -
     from tradeul_maint.plan.trends import window_risk
 
     try:
-        sessions = planner.sessions_in_view(context.now, context.calendar, context.settings.schedule)
+        sessions = horizon.sessions_in_view(context.now, context.calendar, context.settings.schedule)
         risk = window_risk(context.settings, store.statuses(sessions))
     except MaintError as exc:
         return Check(f"{label}deadline", False, f"not checked: {exc}")

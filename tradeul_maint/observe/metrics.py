@@ -203,7 +203,7 @@ def publish_after_cycle(settings: Settings, calendar: TradingCalendar, now: dt.d
     """
     if settings.metrics.textfile is None and settings.metrics.pushgateway is None:
         return
-    from tradeul_maint.plan import planner
+    from tradeul_maint.plan import horizon
     from tradeul_maint.state.store import Overview
     from tradeul_maint.view import overview
 
@@ -211,7 +211,7 @@ def publish_after_cycle(settings: Settings, calendar: TradingCalendar, now: dt.d
     try:
         for job in settings.jobs:
             scoped = settings.for_job(job)
-            sessions = planner.sessions_in_view(now, calendar, job.schedule)
+            sessions = horizon.sessions_in_view(now, calendar, job.schedule)
             if job.name != settings.job:
                 views.append(overview.build(now, calendar, scoped, store.job(job.key_prefix).overview(sessions),
                                             sessions))

@@ -43,8 +43,11 @@ from dataclasses import dataclass, field, replace
 from tradeul_maint.base.errors import UsageError
 from tradeul_maint.config.settings import LONGEST_SECONDS, RunSettings, ScheduleSettings, TaskSpec
 from tradeul_maint.plan.calendar import TradingCalendar, Window
+from tradeul_maint.plan.explain import (caught_up, describe, failed_tasks, state_phrase, waiting_for_data,
+                                        waiting_tasks, waits_phrase, waits_text, window_text)
+from tradeul_maint.plan.horizon import Deferred, check_session, latest_opened, sessions_in_view
 from tradeul_maint.plan.schedule import after_all
-from tradeul_maint.state.document import COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus, parse_time
+from tradeul_maint.state.document import COMPLETED, SessionStatus, parse_time
 
 
 @dataclass(frozen=True)
@@ -69,14 +72,6 @@ class PlannedSession:
 
 
 @dataclass(frozen=True)
-class Deferred:
-    session: dt.date
-    reason: str
-    waiting: bool = False  # what is left waits for the close (market_closed_only); the next run after it goes on
-    expired: bool = False  # never run again by `run` or `recover` (the job's catchup), only by --date D --force
-
-
-@dataclass(frozen=True)
 class Plan:
     sessions: tuple[PlannedSession, ...] = ()
     deferred: tuple[Deferred, ...] = ()
@@ -84,44 +79,6 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not self.sessions
-
-
-OPENED_REACH = 3  # sessions, today's included, among which the latest opened window always is
-
-
-def sessions_reached(lookback: int) -> int:
-    """How many sessions back (today's included) the view can reach: what status_ttl_days must cover."""
-    return max(lookback, OPENED_REACH)
-
-
-def sessions_in_view(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSettings) -> list[dt.date]:
-    """The lookback: the last `lookback_sessions` sessions up to today, oldest first, and always the
-    latest session whose window has opened.
-
-    That one may be older than the lookback when the lookback is short and the window opens
-    after midnight (`close+9h` puts Tuesday's window on Wednesday at 01:00), or before today's
-    window (with `lookback_sessions = 1` at noon, the session of the day before), or newer than
-    today (`open-10h` opens Monday's window on Sunday at 23:30): the session an operator expects
-    `run` to run and `status --check` to watch is never out of view.
-    """
-    calendar.check_current(now)
-    sessions = calendar.sessions_up_to(calendar.local_date(now), schedule.lookback_sessions)
-    latest = latest_opened(now, calendar, schedule)
-    return sessions if latest is None or latest in sessions else sorted([latest, *sessions])
-
-
-def latest_opened(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSettings) -> dt.date | None:
-    """The newest session whose window opened at or before `now`.
-
-    A window opens at most 24 hours after its session's close, so it is one of the last
-    OPENED_REACH sessions up to today; or at most 24 hours before its session's open, so
-    at most tomorrow's session.
-    """
-    tomorrow = calendar.local_date(now) + dt.timedelta(days=1)
-    for session in reversed(calendar.sessions_up_to(tomorrow, OPENED_REACH + 1)):
-        if calendar.window(session, schedule.window_start, schedule.window_minutes).start <= now:
-            return session
-    return None
 
 
 def expiry(session: dt.date, status: SessionStatus | None, now: dt.datetime, calendar: TradingCalendar,
@@ -246,54 +203,6 @@ def plan_recover(now: dt.datetime, calendar: TradingCalendar, schedule: Schedule
     return Plan(tuple(planned), tuple(deferred))
 
 
-def recovery_sessions(now: dt.datetime, calendar: TradingCalendar, schedule: ScheduleSettings,
-                      since: dt.date | None = None, until: dt.date | None = None
-                      ) -> tuple[list[dt.date], tuple[Deferred, ...]]:
-    """What `recover` looks at: the lookback (or since..until) sessions whose window has passed.
-
-    A session whose window is still ahead or open is left to `run`, as `status --check` does.
-    """
-    calendar.check_current(now)
-    today = calendar.local_date(now)
-    if since is None and until is not None:
-        raise UsageError("--until needs --since")
-    if since is None:
-        candidates = sessions_in_view(now, calendar, schedule)
-    else:
-        until = until or today
-        for option, day in (("--since", since), ("--until", until)):
-            if day > today:
-                raise UsageError(f"{option} {day} is in the future (today is {today} in {calendar.tz.key})")
-            calendar.check_bounds(day)
-        if since > until:
-            raise UsageError(f"--since {since} is after --until {until}")
-        candidates = calendar.sessions_between(since, until)
-        if not candidates:
-            closed = "; ".join(f"{day} {why}" for day, why in calendar.closures(since, until)[:5])
-            following = calendar.next_session_after(until)
-            raise UsageError(f"there is no {calendar.code} trading session from {since} to {until}"
-                             + (f" ({closed})" if closed else "")
-                             + (f"; the next session is {following}" if following else ""))
-    sessions, deferred = [], []
-    for session in candidates:
-        if now < calendar.window(session, schedule.window_start, schedule.window_minutes).end:
-            deferred.append(Deferred(session, "its window has not passed yet (`run` runs it)"))
-        else:
-            sessions.append(session)
-    return sessions, tuple(deferred)
-
-
-def check_session(calendar: TradingCalendar, session: dt.date, now: dt.datetime,
-                  newest: dt.date | None = None) -> None:
-    """A date `run --date` and `status --date` may name: a session, not after today unless its window has opened
-    (`newest`: a window before the open may open the evening before)."""
-    today = calendar.local_date(now)
-    if session > today and session != newest:
-        raise UsageError(f"{session} is in the future (today is {today} in {calendar.tz.key})")
-    if not calendar.is_session(session):
-        raise UsageError(calendar.no_session(session))
-
-
 def pending_tasks(tasks: tuple[TaskSpec, ...], status: SessionStatus | None) -> tuple[str, ...]:
     """Resume: the tasks that have not completed for this session, nor been skipped for the catch-up policy.
 
@@ -303,12 +212,6 @@ def pending_tasks(tasks: tuple[TaskSpec, ...], status: SessionStatus | None) -> 
     if status is None or status.corrupt:
         return tuple(t.name for t in tasks)
     return tuple(t.name for t in tasks if not status.completed(t.name) and not caught_up(status, t.name))
-
-
-def caught_up(status: SessionStatus, task: str) -> bool:
-    """Skipped for the catch-up policy (a reason recorded, never a failure's error): counts as done."""
-    record = status.details.get(task)
-    return status.tasks.get(task) == SKIPPED and record is not None and bool(record.reason)
 
 
 def decide(session: dt.date, status: SessionStatus | None, tasks: tuple[TaskSpec, ...], chosen: tuple[str, ...],
@@ -410,73 +313,6 @@ def waits_after(why: str, dependency: str) -> str:
     return f"{why.split(', after ')[0]}, after {dependency}"
 
 
-def waits_phrase(waiting: dict[str, str]) -> str:
-    """`clear_realtime waits for the close at 16:00 America/New_York`, one per task."""
-    return "; ".join(f"{name} {why}" for name, why in waiting.items())
-
-
-def failed_tasks(status: SessionStatus | None) -> list[str]:
-    """Tasks its last cycle failed: failed, or skipped for a failure (a catch-up skip records a reason instead)."""
-    if status is None or status.corrupt:
-        return []
-    return [n for n, s in status.tasks.items() if s == FAILED or (s == SKIPPED and not caught_up(status, n))]
-
-
-def waiting_tasks(status: SessionStatus | None) -> list[str]:
-    """Tasks a finished cycle left pending with a reason: waiting for the close (market_closed_only), or for their
-    data (wait_for, and what runs after such a task)."""
-    if status is None or status.corrupt or not status.finished:
-        return []
-    return [n for n, s in status.tasks.items() if s == PENDING and status.details.get(n)
-            and status.details[n].reason]
-
-
-def waiting_for_data(status: SessionStatus | None) -> list[str]:
-    """The waiting tasks that wait for data (their record says since when): every `run` probes again."""
-    return [n for n in waiting_tasks(status) if status.details[n].waiting_since]
-
-
-def waits_text(status: SessionStatus) -> str:
-    """`reset waited for the close`, `sync waits for data`, or both: what a finished cycle left waiting."""
-    data = waiting_for_data(status)
-    close = [n for n in waiting_tasks(status) if n not in data]
-    return "; ".join(([f"{', '.join(close)} waited for the close"] if close else []) +
-                     ([f"{', '.join(data)} {'waits' if len(data) == 1 else 'wait'} for data"] if data else []))
-
-
-def explain(tasks: tuple[TaskSpec, ...]) -> str:
-    """Each task's policy and dependencies as `decide` reads them, for `check`."""
-    return "; ".join(f"{t.name}: {'every session' if t.catchup == 'all' else 'the newest session only'}"
-                     + (", never while the exchange is open" if t.market_closed_only else "")
-                     + (f", once {t.wait_for[0]} says its data is there" if t.wait_for else "")
-                     + (f", after {', '.join(t.after)}" if t.after else "") for t in tasks)
-
-
-def explain_job(schedule: ScheduleSettings) -> str:
-    """The job's window and which missed sessions it runs, for `check`."""
-    missed = {"all": "missed sessions caught up oldest first", "latest": "only the newest missed session caught up",
-              "none": "a missed window expires (never caught up)"}[schedule.catchup]
-    return f"window {schedule.window_start} for {schedule.window_minutes} min, {missed}"
-
-
-def shape_warnings(tasks: tuple[TaskSpec, ...]) -> list[tuple[str, str]]:
-    """(task, warning) for shapes that load but that an operator could misread; `check` shows them."""
-    warnings = []
-    for t in tasks:
-        if t.builtin == "redis.delete_keys" and not t.market_closed_only:
-            warnings.append((t.name, "redis.delete_keys without market_closed_only = true: `recover`, `run --date` "
-                                     "or a window in market hours can delete live keys while the exchange is open; "
-                                     "add market_closed_only = true"))
-        if t.market_closed_only:
-            after = [d.name for d in tasks if t.name in d.after and not d.market_closed_only]
-            if after:
-                warnings.append((t.name, f"market_closed_only, and {', '.join(after)} "
-                                         f"{'runs' if len(after) == 1 else 'run'} after it: while the "
-                                         "exchange is open they wait for the close too; set market_closed_only = "
-                                         "true on them to say so, or drop the dependency"))
-    return warnings
-
-
 def retry_gate(status: SessionStatus | None, now: dt.datetime, run: RunSettings, tz: dt.tzinfo,
                rerun: str = "run") -> str | None:
     """Why a cron-mode run must not retry this session now, or None when it may.
@@ -500,44 +336,6 @@ def retry_gate(status: SessionStatus | None, now: dt.datetime, run: RunSettings,
             when = retry_at.strftime("%H:%M" if retry_at.date() == now.astimezone(tz).date() else "%Y-%m-%d %H:%M")
             return f"{state_phrase(status, run)}, next try after {when}"
     return None
-
-
-def state_phrase(status: SessionStatus | None, run: RunSettings) -> str:
-    """A session that is not done, in a few words: `missed` only when it never started."""
-    if status is None:
-        return "missed"
-    if status.corrupt:
-        return "status document unreadable"
-    if status.unfinished:
-        return f"interrupted, attempt {status.attempts} of {run.max_attempts}"
-    if failed_tasks(status):
-        return f"failed, attempt {status.attempts} of {run.max_attempts}"
-    if waiting_tasks(status):
-        return waits_text(status)
-    return "not finished"
-
-
-def describe(status: SessionStatus | None) -> str:
-    if status is None:
-        return "no maintenance recorded"
-    if status.corrupt:
-        return f"status document unreadable ({status.corrupt})"
-    if status.done:
-        return "done"
-    failed = failed_tasks(status)
-    if status.unfinished:
-        return "interrupted or still running"
-    if failed:
-        return f"failed ({', '.join(failed)})"
-    if waiting_tasks(status):
-        return waits_text(status)
-    return "not finished"
-
-
-def window_text(window: Window, calendar: TradingCalendar) -> str:
-    """`17:00-17:30`, exchange-local; `17:00-09:00 the next day` for a window that ends on a later day."""
-    start, end = (moment.astimezone(calendar.tz) for moment in (window.start, window.end))
-    return f"{start:%H:%M}-{end:%H:%M}" + (" the next day" if end.date() > start.date() else "")
 
 
 def _local(moment: dt.datetime, calendar: TradingCalendar) -> str:

@@ -182,7 +182,7 @@ def window_risk(settings: Settings, statuses: Mapping[dt.date, SessionStatus | N
     """The estimate of a whole cycle of `settings.tasks` from the medians in `statuses`; None without tasks.
 
     `statuses` are the sessions to take durations from, typically the lookback's
-    (`StateStore.statuses(planner.sessions_in_view(...))`); `check` calls this too.
+    (`StateStore.statuses(horizon.sessions_in_view(...))`); `check` calls this too.
     """
     if not settings.tasks:
         return None

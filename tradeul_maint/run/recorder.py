@@ -13,7 +13,8 @@ from typing import Any, Callable
 from tradeul_maint.base import safejson
 from tradeul_maint.base.redact import scrub, scrub_value
 from tradeul_maint.config.settings import Settings
-from tradeul_maint.plan.planner import PlannedSession, caught_up, waits_after
+from tradeul_maint.plan.explain import caught_up
+from tradeul_maint.plan.planner import PlannedSession, waits_after
 from tradeul_maint.plan.schedule import Schedule
 from tradeul_maint.plan.trends import median_durations, slow_tasks
 from tradeul_maint.run.events import (HELD, INTERRUPTED, CycleFinished, CycleStarted, Listener, TaskEnded,

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 
-from tradeul_maint.plan.planner import caught_up
+from tradeul_maint.plan.explain import caught_up
 from tradeul_maint.state.document import COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus, TaskRecord
 
 

@@ -34,8 +34,9 @@ from tradeul_maint.base.redact import scrub
 from tradeul_maint.config.settings import Settings
 from tradeul_maint.plan import trends
 from tradeul_maint.plan.calendar import TradingCalendar, Window
-from tradeul_maint.plan.planner import (Plan, expiry, explain_job, failed_tasks, latest_opened, waiting_for_data,
-                                        waiting_tasks, waits_text)
+from tradeul_maint.plan.explain import explain_job, failed_tasks, waiting_for_data, waiting_tasks, waits_text
+from tradeul_maint.plan.horizon import latest_opened
+from tradeul_maint.plan.planner import Plan, expiry
 from tradeul_maint.plan.trends import Trend, WindowRisk
 from tradeul_maint.run.containment import detect
 from tradeul_maint.state.document import COMPLETED, FAILED, PENDING, SKIPPED, SessionStatus, TaskRecord, iso, parse_time
@@ -316,7 +317,7 @@ def classify(status: SessionStatus | None, window: Window, now: dt.datetime, hol
 
 def session_view(session: dt.date, status: SessionStatus | None, window: Window, now: dt.datetime,
                  holder: LockHolder | None, settings: Settings, tz: dt.tzinfo, left: str | None = None) -> SessionView:
-    """`left`: why the cron plan leaves this session now (planner.Deferred), if it does."""
+    """`left`: why the cron plan leaves this session now (horizon.Deferred), if it does."""
     state = classify(status, window, now, holder)
     readable = status is not None and not status.corrupt
     deadline = window.start + settings.schedule.deadline
