@@ -22,6 +22,7 @@ import redis
 from conftest import count_runs, marker_tasks
 
 from tradeul_maint.cli import commands, main as cli, options
+from tradeul_maint.cli import shared
 from tradeul_maint.config.settings import TaskSpec
 from tradeul_maint.plan.schedule import Schedule, known_durations, priority_order
 from tradeul_maint.redisio.keys import Keys
@@ -90,7 +91,7 @@ def test_the_quick_path_reads_a_tick_as_typer_does(project, monkeypatch, argv, e
         seen["now"] = now
         raise Parsed
 
-    monkeypatch.setattr(commands.Globals, "settings", settings)
+    monkeypatch.setattr(shared.Globals, "settings", settings)
     monkeypatch.setattr(commands.core, "prepare", prepare)
     env = {"TRADEUL_MAINT_NOW": env_now} if env_now else {}
     result = project.cli(*argv, **env)

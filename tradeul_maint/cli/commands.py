@@ -1,66 +1,45 @@
-"""The command line: options in, one core call, the result rendered, exceptions turned into exit codes.
+"""The typer app: each command's options in, one core call, the result rendered.
 
-This is the only module that knows about exit codes. The console script enters through
-cli/main.py, which answers the cron tick with nothing to do before this module (typer, rich) is
-loaded, and hands every other invocation to `app` here; the options the two share are
-declared once, in cli/options.py. What a person reads is drawn by cli/render.py.
+The console script enters through cli/main.py, which answers the cron tick with nothing to
+do before this module (typer, rich) is loaded, and hands every other invocation to `app`
+here; the options the two share are declared once, in cli/options.py. What every command
+shares (option declarations, the global options, exceptions turned into exit codes, the one
+place that knows them) is cli/shared.py; what a command prints after its work, cli/report.py;
+what a person reads, cli/render.py.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import signal
 import sys
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.markup import escape
-from typer.core import TyperCommand, TyperGroup
 
 from tradeul_maint import __version__
 from tradeul_maint.base import safejson
-from tradeul_maint.base.errors import (
-    EXIT_CALENDAR_EXPIRED,
-    EXIT_CONFIG,
-    EXIT_INTERNAL,
-    EXIT_OK,
-    EXIT_SIGHUP,
-    EXIT_SIGINT,
-    EXIT_SIGTERM,
-    EXIT_TASKS_FAILED,
-    EXIT_TEMPORARY,
-    EXIT_USAGE,
-    SIGNAL_EXIT_CODES,
-    MaintError,
-    UsageError,
-)
-from tradeul_maint.base.redact import scrub, scrub_strings, scrubbed_traceback
+from tradeul_maint.base.errors import (EXIT_CALENDAR_EXPIRED, EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, EXIT_SIGHUP,
+                                       EXIT_SIGINT, EXIT_SIGTERM, EXIT_TASKS_FAILED, EXIT_TEMPORARY, EXIT_USAGE,
+                                       SIGNAL_EXIT_CODES, UsageError)
+from tradeul_maint.base.redact import scrub_strings
 from tradeul_maint.cli import render
-from tradeul_maint.cli.options import (
-    NOW_ENVVAR,
-    NOW_FLAG,
-    OPTIONS_BY_NAME,
-    VERSION_FLAG,
-    error_line,
-    hoist,
-)
-from tradeul_maint.config.logs import (
-    FallbackNotice,
-    configure_logging,
-    log_dir_for,
-)
-from tradeul_maint.config.load import load_settings
-from tradeul_maint.config.settings import DEFAULT_CONFIG_PATHS, Overrides, Settings
+from tradeul_maint.cli.options import OPTIONS_BY_NAME, VERSION_FLAG
+from tradeul_maint.cli.report import (exit_with, job_error, print_entries, render_busy, render_checks, render_results,
+                                      render_unloadable, say_log_fallback, sessions_grid, status_json)
+from tradeul_maint.cli.shared import (Command, DateOption, DryRunOption, ForceOption, Globals, Group, JobOption,
+                                      LookbackOption, NowOption, SinceOption, Switch, UntilOption, complete_task, err,
+                                      errors_to_exit_codes, job_label, now_option, out, parse_date)
+from tradeul_maint.config.logs import configure_logging
+from tradeul_maint.config.settings import DEFAULT_CONFIG_PATHS, Overrides
 from tradeul_maint.core import actions as core
 from tradeul_maint.observe import logfollow, logread
 from tradeul_maint.run.events import Listener, ignore
-from tradeul_maint.run.stopping import Interrupted
-from tradeul_maint.view.sources import LogPlace, sources
+from tradeul_maint.view.sources import sources
 
 EXIT_CODES = ((EXIT_OK, "done, or nothing to do"),
               (EXIT_TASKS_FAILED, "a task this command ran failed or was skipped"),
@@ -73,154 +52,11 @@ EXIT_CODES = ((EXIT_OK, "done, or nothing to do"),
 CONFIG_SEARCH = ", else ".join(str(p) if p.is_absolute() else f"./{p}" for p in DEFAULT_CONFIG_PATHS)
 EPILOG = (f"Config file: --config, else TRADEUL_MAINT_CONFIG, else {CONFIG_SEARCH}.\n\n"
           + "Exit codes:\n" + "\n".join(f"  {code:<11} {meaning}" for code, meaning in EXIT_CODES))
-COMMAND_EPILOG = ("Global options (--config, --redis-url, --state-dir, --log-dir, -v, -q) go before or after "
-                  "the command: see tradeul-maint -h.")
-
-
-def _no_bool_metavar(option):
-    """click's own --help switch would show as `<bool>` in typer's help: switches take no value."""
-    if option is not None and option.metavar is None:
-        option.metavar = ""
-    return option
-
-
-class Command(TyperCommand):
-    """Every command: says that global options may follow it, and shows no `<bool>` for -h."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs["epilog"] = kwargs.get("epilog") or COMMAND_EPILOG
-        super().__init__(*args, **kwargs)
-
-    def get_help_option(self, ctx):
-        return _no_bool_metavar(super().get_help_option(ctx))
-
-
-class Group(TyperGroup):
-    """The app: global options are read after the command's name too, as cli/main.py's quick parser reads them."""
-
-    def get_help_option(self, ctx):
-        return _no_bool_metavar(super().get_help_option(ctx))
-
-    def get_params(self, ctx):
-        """Typer's --install-completion and --show-completion are switches too: no `<bool>` for them either."""
-        return [_no_bool_metavar(p) if p.name in ("install_completion", "show_completion") else p
-                for p in super().get_params(ctx)]
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        """Bad usage is one line on stderr and exit 2, like every other error (typer would draw a box).
-
-        click's errors (an unknown option, a value out of range) reach here raised, since the
-        command line runs in click's non-standalone mode; everything else keeps its behaviour.
-        """
-        argv = sys.argv[1:] if args is None else list(args)
-        if not standalone_mode or not argv:  # no arguments: the help, as typer shows it
-            return super().main(args, prog_name, complete_var, standalone_mode=standalone_mode, **extra)
-        try:
-            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
-        except Exception as exc:
-            if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
-                raise
-            where = getattr(getattr(exc, "ctx", None), "command_path", None)
-            hint = f" (see '{where} -h')" if where else ""
-            sys.stderr.write(f"tradeul-maint: {exc.format_message()}{hint}\n")
-            sys.exit(exc.exit_code)
-        sys.exit(code if isinstance(code, int) else 0)
-
-    def parse_args(self, ctx, args: list[str]) -> list[str]:
-        try:
-            args = hoist(args, self._value_flags)
-        except ValueError as exc:
-            ctx.fail(str(exc))
-        return super().parse_args(ctx, args)
-
-    def _value_flags(self, name: str) -> list[str]:
-        """The command's options that take a value: theirs stays theirs even when it looks like a global flag."""
-        command = self.commands.get(name)
-        return [flag for param in (command.params if command else ()) if not getattr(param, "is_flag", True)
-                for flag in param.opts]
 
 
 app = typer.Typer(cls=Group, add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG,
                   help="Runs end-of-day maintenance exactly once per exchange trading session.")
-out, err = render.out, render.err
-
-
-def Switch(*flags: str, help: str):  # noqa: N802 - reads like typer.Option, which it wraps
-    """A flag without a value; shown without a `<bool>` type in the help."""
-    return typer.Option(*flags, metavar="", help=help)
-
-
-NowOption = Annotated[Optional[str], typer.Option(
-    NOW_FLAG, envvar=NOW_ENVVAR, metavar="TIMESTAMP",
-    help="Behave as if this were the current time (ISO 8601; a naive time is exchange-local).")]
-DateOption = Annotated[Optional[str], typer.Option("--date", metavar="YYYY-MM-DD", help="One session.")]
-DryRunOption = Annotated[bool, Switch("--dry-run", help="Print the plan and change nothing.")]
-ForceOption = Annotated[bool, Switch("--force", help="Run sessions that are already done too.")]
-SinceOption = Annotated[Optional[str], typer.Option(
-    "--since", metavar="YYYY-MM-DD", help="The sessions from this date (instead of the lookback)...")]
-UntilOption = Annotated[Optional[str], typer.Option("--until", metavar="YYYY-MM-DD",
-                                                    help="...to this date (default: today).")]
-def complete_task(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Shell completion after --task: the task names of the config file the command line (or the environment)
-    names. Anything wrong (no config, a bad one) offers nothing: completion must never print an error."""
-    try:
-        config = ctx.find_root().params.get("config")
-        settings = load_settings(Overrides(config=config), require_tasks=False)
-    except Exception:  # noqa: BLE001 - a half-typed command line is not an error to report
-        return []
-    names = dict.fromkeys(t.name for job in settings.jobs for t in job.tasks)
-    return [name for name in names if name.startswith(incomplete)]
-
-
-def complete_job(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Shell completion after --job: the jobs of the config file, as complete_task finds it; silent on any error."""
-    try:
-        config = ctx.find_root().params.get("config")
-        settings = load_settings(Overrides(config=config), require_tasks=False)
-    except Exception:  # noqa: BLE001 - a half-typed command line is not an error to report
-        return []
-    return [job.name for job in settings.jobs if job.name.startswith(incomplete)]
-
-
-JobOption = Annotated[Optional[list[str]], typer.Option(
-    "--job", metavar="NAME", autocompletion=complete_job,
-    help="Only this job (repeatable; the top-level [[tasks]] are the job 'maintenance'). Default: every job.")]
-# The worst of several jobs' exit codes is the command's: a config error over a temporary one over a task failure.
-SEVERITY = (EXIT_OK, EXIT_TASKS_FAILED, EXIT_TEMPORARY, EXIT_USAGE, EXIT_CALENDAR_EXPIRED, EXIT_CONFIG, EXIT_INTERNAL)
-
-
-def worst(codes: list[int]) -> int:
-    return max(codes, key=lambda code: SEVERITY.index(code) if code in SEVERITY else len(SEVERITY), default=EXIT_OK)
-
-
-def job_label(settings: Settings, job: str) -> str:
-    """`premarket: ` before each line about a job when the config has several; nothing with one (as ever)."""
-    return f"{job}: " if len(settings.jobs) > 1 else ""
-
-
-LookbackOption = Annotated[Optional[int], typer.Option(
-    "--lookback", metavar="N", min=1, help="How many sessions back, today's included (default: lookback_sessions).")]
-
-
-@dataclass
-class Globals:
-    overrides: Overrides
-    verbose: bool
-    quiet: bool
-    log_dir: LogPlace | None = None  # where this command's log entries go, once settings are loaded
-
-    def settings(self, require_tasks: bool = True, log_files: bool = True) -> Settings:
-        settings = load_settings(self.overrides, require_tasks=require_tasks)
-        chosen = configure_logging(settings, self.verbose, self.quiet, files=log_files)
-        if chosen is not None:
-            self.log_dir = LogPlace(chosen.path, log_dir_for(settings), chosen.fallback_reason)
-        return settings
-
-    def warn(self, message: str | None) -> None:
-        """A warning a person should see, on stderr (stdout may be JSON or a --check line), unless -q."""
-        if message and not self.quiet:
-            err.print(f"tradeul-maint: warning: {message}", markup=False, emoji=False)
 
 
 def _version(value: bool) -> None:
@@ -251,50 +87,6 @@ def main_options(
     ctx.obj = Globals(Overrides(config, redis_url, state_dir, log_dir), verbose, quiet)
 
 
-@contextmanager
-def errors_to_exit_codes(g: Globals) -> Iterator[None]:
-    try:
-        yield
-    except MaintError as exc:
-        if g.verbose:
-            sys.stderr.write(scrubbed_traceback())
-        err.print(error_line(exc), markup=False, emoji=False)
-        raise typer.Exit(exc.exit_code) from None
-    except Interrupted as exc:
-        err.print(f"tradeul-maint: stopped by {exc}; the interrupted task is recorded as not completed",
-                  markup=False)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(EXIT_SIGINT) from None
-    except Exception as exc:  # a bug or an unforeseen environment: still one line, no secrets
-        if g.verbose:
-            sys.stderr.write(scrubbed_traceback())
-        err.print(f"tradeul-maint: unexpected error: {type(exc).__name__}: {scrub(str(exc))} "
-                  "(run with -v for the traceback)", markup=False)
-        raise typer.Exit(EXIT_INTERNAL) from None
-
-
-def _now(ctx: typer.Context, now: str | None) -> str | None:
-    """`--now`; when it came from TRADEUL_MAINT_NOW and does not parse, the error names the variable."""
-    source = ctx.get_parameter_source("now")
-    if now and source is not None and source.name == "ENVIRONMENT":
-        try:
-            dt.datetime.fromisoformat(now.strip())
-        except ValueError:
-            raise UsageError(f"{NOW_ENVVAR}={now!r} in the environment: expected an ISO 8601 time like "
-                             "2026-11-27T17:05 or 2026-11-27T22:05:00+00:00 (or unset it)") from None
-    return now
-
-
-def parse_date(text: str | None, option: str = "--date") -> dt.date | None:
-    if text is None:
-        return None
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"{option} {text!r}: expected a date YYYY-MM-DD") from None
-
-
 @app.command(cls=Command)
 def run(
     ctx: typer.Context,
@@ -312,7 +104,7 @@ def run(
         session = parse_date(date)
         if (task or force) and session is None:
             raise UsageError(f"{'--task' if task else '--force'} needs --date YYYY-MM-DD")
-        context = core.prepare(g.settings(), _now(ctx, now))
+        context = core.prepare(g.settings(), now_option(ctx, now))
         with _watch(g, context, dry_run) as (console_lines, listener):
             reports = core.run(context, session, tuple(task or ()), force, dry_run, tuple(job or ()), listener)
     settings = context.settings
@@ -320,7 +112,7 @@ def run(
         for report in reports:
             label = job_label(settings, report.job)
             if report.error is not None:
-                _job_error(report)
+                job_error(report)
                 continue
             render.render_plan(report.plan, label=label, tz=context.calendar.tz.key)
             render_busy(report, cron=session is None, label=label)
@@ -330,19 +122,8 @@ def run(
         if session is not None and report.plan.empty:
             for deferred in report.plan.deferred:
                 out.print(f"{job_label(settings, report.job)}{deferred.session}: {deferred.reason}", markup=False)
-    _say_log_fallback(g, reports, console_lines)
-    _exit(render_results(reports, g.quiet, settings, cron=session is None))
-
-
-def _job_error(report: core.RunReport) -> int:
-    """One job's failure, on stderr naming the job (the other jobs went on); its exit code."""
-    err.print(f"tradeul-maint: {report.job}: {scrub(str(report.error))}", markup=False, emoji=False)
-    return report.error.exit_code
-
-
-def _exit(code: int) -> None:
-    if code:
-        raise typer.Exit(code)
+    say_log_fallback(g, reports, console_lines)
+    exit_with(render_results(reports, g.quiet, settings, cron=session is None))
 
 
 @contextmanager
@@ -375,68 +156,6 @@ def _watch(g: Globals, context: core.Context, dry_run: bool) -> Iterator[tuple[l
         logger.remove(handler)
 
 
-def _say_log_fallback(g: Globals, reports: list[core.RunReport], console_lines: list[str]) -> None:
-    """Once on stderr, from a run that did work: its log is not where the settings point (silent ticks say nothing)."""
-    place = g.log_dir
-    worked = any(r.results and not all(c.waited_only for c in r.results) for r in reports)
-    if worked and place is not None and place.fallback_reason and not console_lines and not g.quiet:
-        err.print(FallbackNotice(place.preferred, place.path, place.fallback_reason).console_line().rstrip("\n"),
-                  markup=False, emoji=False)
-
-
-def render_busy(report: core.RunReport, cron: bool, label: str = "") -> None:
-    """A dry run whose plan another run's lock would stop says so: the same call now would not run it."""
-    if report.busy is not None:
-        then = "run nothing and exit 0" if cron and not report.busy.foreign else "run nothing and exit 75"
-        out.print(f"{label}but the lock is held by {report.busy.describe()}: this call would {then} now",
-                  markup=False, emoji=False)
-
-
-def render_unloadable(settings: Settings) -> None:
-    """A dry run imports the `python` tasks, as the run would: one line for each that does not load."""
-    from tradeul_maint.core.preflight import unloadable_tasks
-
-    for check in unloadable_tasks(settings):
-        out.print(f"{check.name} would fail: cannot load {check.detail.removeprefix('python ')}", markup=False,
-                  emoji=False)
-
-
-def render_results(reports: list[core.RunReport], quiet: bool, settings: Settings, cron: bool = True) -> int:
-    """One summary line per session run (stdout), failures on stderr; the exit code: 1 when a task this command
-    ran failed, or the worst of the jobs' errors.
-
-    A session can stay not done without any of this command's tasks failing: `run --date D
-    --task T` re-ran T alone, and another task of D is still failed or pending. That is said
-    on stdout with the tasks left, and is exit 0: what was asked for worked. A cycle that only
-    found its data missing (wait_for) says nothing under cron; a manual run says it waits.
-    """
-    codes = []
-    for report in reports:
-        label = job_label(settings, report.job)
-        if report.error is not None:
-            codes.append(_job_error(report))
-            continue
-        for result in report.results:
-            s, line = result.status, label + result.headline()
-            if result.waited_only:
-                if not cron and not quiet:
-                    out.print(f"{label}{result.session}: " + "; ".join(f"{name} {why}" for name, why in
-                                                                      result.waiting.items()), markup=False)
-            elif result.success:
-                if not quiet:
-                    out.print(line, markup=False)
-            elif result.failures:
-                codes.append(EXIT_TASKS_FAILED)
-                err.print(f"{line}; not done", markup=False)
-                for failure in result.failure_lines():
-                    err.print(failure, markup=False)
-            elif not quiet:
-                left = [f"{name} ({result.waiting.get(name, state)})" for name, state in s.tasks.items()
-                        if state != "completed" and name not in result.left_to_newest]
-                out.print(f"{line}; the session is not done yet, left: {', '.join(left)}", markup=False)
-    return worst(codes)
-
-
 @app.command(cls=Command)
 def recover(
     ctx: typer.Context,
@@ -452,7 +171,7 @@ def recover(
     g: Globals = ctx.obj
     with errors_to_exit_codes(g):
         first, last = parse_date(since, "--since"), parse_date(until, "--until")
-        context = core.prepare(g.settings(), _now(ctx, now))
+        context = core.prepare(g.settings(), now_option(ctx, now))
         with _watch(g, context, dry_run) as (console_lines, listener):
             reports = core.recover(context, lookback, first, last, force, dry_run, tuple(job or ()), listener)
     settings = context.settings
@@ -460,7 +179,7 @@ def recover(
         for report in reports:
             label = job_label(settings, report.job)
             if report.error is not None:
-                _job_error(report)
+                job_error(report)
                 continue
             render.render_plan(report.plan, "nothing to recover", label, context.calendar.tz.key)
             render_busy(report, cron=False, label=label)
@@ -474,8 +193,8 @@ def recover(
             if not waiting:
                 out.print(f"{label}nothing to recover: every session whose window has passed is done"
                           + (" or expired" if any(d.expired for d in report.plan.deferred) else ""), markup=False)
-    _say_log_fallback(g, reports, console_lines)
-    _exit(render_results(reports, g.quiet, settings, cron=False))
+    say_log_fallback(g, reports, console_lines)
+    exit_with(render_results(reports, g.quiet, settings, cron=False))
 
 
 @app.command(cls=Command)
@@ -512,7 +231,7 @@ def status(
         others = [name for name, value in (("--date", session is not None), ("--check", check)) if value]
         if views and len(views + others) > 1:
             raise UsageError(f"{views[0]} and {(views[1:] + others)[0]} exclude each other")
-        context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
+        context = core.prepare(g.settings(require_tasks=False), now_option(ctx, now))
         jobs = core.status(context, lookback, session, first, last, task, tuple(job or ()))
         if not given and task is None and not job:  # the lookback the metrics describe: any status refreshes them
             from tradeul_maint.observe import metrics
@@ -555,25 +274,6 @@ def status(
         raise typer.Exit(EXIT_TASKS_FAILED)
 
 
-def sessions_grid(view, settings: Settings):
-    """`status --grid` of one job's view: its configured tasks are the first columns."""
-    from tradeul_maint.view import grid as sessions_by_tasks
-
-    job = next(j for j in settings.jobs if j.name == view.job) if settings.jobs else None
-    return sessions_by_tasks.build(view, tuple(t.name for t in job.tasks) if job else settings.task_names)
-
-
-def status_json(views: list, docs: list[dict]) -> dict:
-    """`status --json`: with one job, its document as ever (and `job`); with several, what they share and `ok`
-    over all of them. Either way `jobs` lists each job's document, with its name."""
-    listed = [{"job": view.job, **doc} for view, doc in zip(views, docs)]
-    if len(docs) == 1:
-        return {**docs[0], "job": views[0].job, "jobs": listed}
-    shared = {k: docs[0][k] for k in ("now", "calendar", "timezone") if k in docs[0]}
-    return {**shared, "ok": all(v.ok for v in views),
-            "not_done": [f"{v.job}:{s.session}" for v in views for s in v.overdue], "jobs": listed}
-
-
 @app.command(cls=Command)
 def check(
     ctx: typer.Context,
@@ -586,7 +286,7 @@ def check(
     g: Globals = ctx.obj
     with errors_to_exit_codes(g):
         configure_logging(None, g.verbose, g.quiet)  # console only: a preflight writes no log entries
-        report = preflight.run(g.overrides, _now(ctx, now))
+        report = preflight.run(g.overrides, now_option(ctx, now))
     if as_json:
         typer.echo(safejson.dumps(scrub_strings(report.to_json()), indent=2))
     else:
@@ -595,19 +295,6 @@ def check(
         raise typer.Exit(report.fatal.exit_code)
     if not report.ok:
         raise typer.Exit(EXIT_TASKS_FAILED)
-
-
-def render_checks(report) -> None:
-    """One line per check, `✓ ok`, `! warn` or `✗ FAIL` first (so it greps), then a summary line."""
-    good, bad = ("✓ ok  ", "✗ FAIL") if render.can_print("✓✗") else ("+ ok  ", "x FAIL")
-    lines = [f"tradeul-maint check: config {report.config or '-'}, Redis {report.redis or '-'}"]
-    lines += [f"{'! warn' if c.warning and c.ok else good if c.ok else bad} {c.name}: {c.detail}"
-              for c in report.checks]
-    failed, warned = report.failed, report.warned
-    also = f" ({len(warned)} with a warning: {', '.join(c.name for c in warned)})" if warned else ""
-    lines.append(f"all {len(report.checks)} checks passed{also}" if not failed else
-                 f"{len(failed)} of {len(report.checks)} checks failed: {', '.join(c.name for c in failed)}{also}")
-    sys.stdout.write("".join(scrub(line) + "\n" for line in lines))
 
 
 @app.command("calendar", cls=Command)
@@ -632,7 +319,7 @@ def calendar_command(
             out.print(f"wrote {path}", markup=False)
         return
     with errors_to_exit_codes(g):
-        context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
+        context = core.prepare(g.settings(require_tasks=False), now_option(ctx, now))
         info = core.calendar(context, sessions)
     g.warn(sources(context.settings).warning)
     if as_json:
@@ -673,9 +360,9 @@ def logs(
                     if task not in seen:  # else another filter left nothing: the entries are there
                         err.print(f"tradeul-maint: no entries for task {task!r} in {where.path} (or its rotated "
                                   f"files); tasks seen there: {', '.join(seen) or 'none'}", markup=False)
-                _print_entries(entries, as_json)
+                print_entries(entries, as_json)
                 for batch in logfollow.follow(cursor, query) if follow else ():
-                    _print_entries(batch, as_json)
+                    print_entries(batch, as_json)
         except logfollow.Stopped as stop:
             _stop_following(stop.signum)
 
@@ -692,15 +379,3 @@ def _stop_following(signum: int) -> None:
         except (OSError, ValueError):
             pass  # a closed pipe: nothing more to say anyway
     os._exit(EXIT_OK if signum == signal.SIGINT else SIGNAL_EXIT_CODES[signum])
-
-
-def _print_entries(entries: list[logread.Entry], as_json: bool) -> None:
-    for entry in entries:
-        if as_json:
-            sys.stdout.write(entry.raw + "\n")
-        elif out.is_terminal:
-            out.print(logread.render(entry))
-        else:
-            sys.stdout.write(logread.render(entry).plain + "\n")
-    sys.stdout.flush()
-
