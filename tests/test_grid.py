@@ -14,8 +14,8 @@ import pytest
 
 from conftest import marker_tasks
 from tradeul_maint.plan.calendar import Window
-from tradeul_maint.view import grid, overview
-from tradeul_maint.view.overview import SessionView, TaskView
+from tradeul_maint.view import grid, model
+from tradeul_maint.view.model import SessionView, TaskView
 
 NOON = "2026-11-30T12:00"
 TASKS = ["a", "b", "c", "d"]
@@ -141,23 +141,23 @@ def task(status: str, finished: dt.datetime | None = None, error: str | None = N
 
 
 @pytest.mark.parametrize("s, t, expected", [
-    (session(overview.DONE, DEADLINE - dt.timedelta(minutes=5)), task("completed", DEADLINE), "completed"),
-    (session(overview.DONE, DEADLINE + dt.timedelta(hours=2)), task("completed", DEADLINE + dt.timedelta(hours=1)),
+    (session(model.DONE, DEADLINE - dt.timedelta(minutes=5)), task("completed", DEADLINE), "completed"),
+    (session(model.DONE, DEADLINE + dt.timedelta(hours=2)), task("completed", DEADLINE + dt.timedelta(hours=1)),
      "late"),
-    (session(overview.DONE, DEADLINE + dt.timedelta(hours=2)), task("completed", DEADLINE - dt.timedelta(hours=1)),
+    (session(model.DONE, DEADLINE + dt.timedelta(hours=2)), task("completed", DEADLINE - dt.timedelta(hours=1)),
      "completed"),  # it had completed on time: another task made the session late
-    (session(overview.FAILED_STATE), task("failed", error="exit code 3"), "failed"),
-    (session(overview.FAILED_STATE), task("failed", error="interrupted by SIGTERM"), "interrupted"),
-    (session(overview.INTERRUPTED), task("in_progress"), "interrupted"),
-    (session(overview.RUNNING), task("in_progress"), "running"),
-    (session(overview.RUNNING), task("pending"), "pending"),
-    (session(overview.FAILED_STATE), task("skipped", error="dependency a did not complete"), "skipped"),
-    (session(overview.DONE), task("skipped", note='catchup = "latest": runs for 2026-11-27 only'), "deferred"),
-    (session(overview.RUNNING), task("waiting"), "waiting"),  # where a held-back task's state plugs in
-    (session(overview.MISSING), task("pending"), "missing"),
-    (session(overview.DUE), task("pending"), "pending"),
-    (session(overview.NOT_YET_DUE), task("pending"), "not_yet_due"),
-    (session(overview.CORRUPT), task("pending"), "corrupt"),
+    (session(model.FAILED_STATE), task("failed", error="exit code 3"), "failed"),
+    (session(model.FAILED_STATE), task("failed", error="interrupted by SIGTERM"), "interrupted"),
+    (session(model.INTERRUPTED), task("in_progress"), "interrupted"),
+    (session(model.RUNNING), task("in_progress"), "running"),
+    (session(model.RUNNING), task("pending"), "pending"),
+    (session(model.FAILED_STATE), task("skipped", error="dependency a did not complete"), "skipped"),
+    (session(model.DONE), task("skipped", note='catchup = "latest": runs for 2026-11-27 only'), "deferred"),
+    (session(model.RUNNING), task("waiting"), "waiting"),  # where a held-back task's state plugs in
+    (session(model.MISSING), task("pending"), "missing"),
+    (session(model.DUE), task("pending"), "pending"),
+    (session(model.NOT_YET_DUE), task("pending"), "not_yet_due"),
+    (session(model.CORRUPT), task("pending"), "corrupt"),
 ])
 def test_each_cell_state(s, t, expected):
     assert grid.cell(s, t) == expected and expected in grid.CELLS

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tradeul_maint.plan.planner import Plan
-from tradeul_maint.view import grid, history, overview
+from tradeul_maint.view import grid, history, model
 from tradeul_maint.view.sources import LogPlace
 
 out = Console(highlight=False, soft_wrap=True)
@@ -46,10 +46,10 @@ def render_plan(plan: Plan, nothing: str = "nothing to do", label: str = "", tz:
             out.print(label + detail, markup=False, emoji=False)
 
 
-STATE_STYLES = {overview.DONE: "green", overview.FAILED_STATE: "bold red", overview.CORRUPT: "bold red",
-                overview.EXPIRED: "yellow",
-                overview.INTERRUPTED: "yellow", overview.MISSING: "yellow", overview.RUNNING: "cyan",
-                overview.DUE: "cyan", overview.NOT_YET_DUE: "dim", overview.WAITING: "yellow"}
+STATE_STYLES = {model.DONE: "green", model.FAILED_STATE: "bold red", model.CORRUPT: "bold red",
+                model.EXPIRED: "yellow",
+                model.INTERRUPTED: "yellow", model.MISSING: "yellow", model.RUNNING: "cyan",
+                model.DUE: "cyan", model.NOT_YET_DUE: "dim", model.WAITING: "yellow"}
 TASK_STYLES = {"completed": "green", "failed": "bold red", "skipped": "bold red", "in_progress": "cyan",
                "interrupted": "yellow", "running": "cyan"}
 
@@ -72,7 +72,7 @@ def plain_table(*columns: str) -> Table:
     return table
 
 
-def render_status(view: overview.StatusView, log_dir: LogPlace | None = None, ranged: bool = False) -> None:
+def render_status(view: model.StatusView, log_dir: LogPlace | None = None, ranged: bool = False) -> None:
     """The sessions of the lookback (or of --since/--until: `ranged`), newest first, then the footer."""
     tz = view.timezone
     table = plain_table("session", "state", "tasks", "attempts", "started", "duration", "note")
@@ -87,14 +87,14 @@ def render_status(view: overview.StatusView, log_dir: LogPlace | None = None, ra
         render_footer(console, view, log_dir)
 
 
-def which_sessions(view: overview.StatusView, ranged: bool) -> str:
+def which_sessions(view: model.StatusView, ranged: bool) -> str:
     """`Last 7 XNYS sessions`, or for --since/--until (`ranged`) `XNYS sessions 2026-11-02 to 2026-11-13`."""
     days = [s.session for s in view.sessions]
     return (f"{view.calendar} sessions {min(days)} to {max(days)}" if ranged and days else
             f"Last {view.lookback} {view.calendar} sessions")
 
 
-def render_session(view: overview.StatusView, log_dir: LogPlace | None = None,
+def render_session(view: model.StatusView, log_dir: LogPlace | None = None,
                    verbose: bool = False) -> None:
     """One session task by task, every cycle with what started it and its timeline, and with `verbose` the failed
     Python tasks' whole tracebacks."""
@@ -128,12 +128,12 @@ def render_session(view: overview.StatusView, log_dir: LogPlace | None = None,
         render_footer(console, view, log_dir)
 
 
-def state_label(s: overview.SessionView) -> str:
+def state_label(s: model.SessionView) -> str:
     """The session's state as the tables show it: `done late` when it was done after its deadline."""
     return "done late" if s.late else s.state.replace("_", " ")
 
 
-def state_style(s: overview.SessionView) -> str:
+def state_style(s: model.SessionView) -> str:
     return "yellow" if s.late else STATE_STYLES.get(s.state, "")
 
 
@@ -141,7 +141,7 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def duration_line(s: overview.SessionView, now: dt.datetime, tz: str) -> str:
+def duration_line(s: model.SessionView, now: dt.datetime, tz: str) -> str:
     """When the session ran: one cycle's start, end and duration; for several, the wall time from the first start
     to the last end apart from the time the cycles took."""
     if len(s.cycles) <= 1:
@@ -157,7 +157,7 @@ def duration_line(s: overview.SessionView, now: dt.datetime, tz: str) -> str:
             f"{duration(ran)} in all, the last {duration(last.seconds)}")
 
 
-def render_cycle(console: Console, cycle, count: int, s: overview.SessionView, tz: str) -> None:
+def render_cycle(console: Console, cycle, count: int, s: model.SessionView, tz: str) -> None:
     """`cycle 2 of 3, run --date --force by alice on host-1 (run 3f2a9c1d0b7e): failed`, then its timeline."""
     line = Text(f"cycle {cycle.number} of {count}", style="bold")
     if cycle.user or cycle.host or cycle.command != "unknown":
@@ -180,7 +180,7 @@ def rebased(timeline: history.Timeline, bars: tuple[history.Bar, ...]) -> histor
                                   for b in bars))
 
 
-def render_trend(view: overview.StatusView) -> None:
+def render_trend(view: model.StatusView) -> None:
     """`status --task NAME`: the task in each session (newest first), a sparkline of its durations, the median."""
     trend, tz = view.trend, view.timezone
     median = trend.median_seconds
@@ -214,7 +214,7 @@ CELL_STYLES = {"completed": "green", "late": "yellow", "failed": "bold red", "sk
                "not_yet_due": "dim", "pending": "dim", "deferred": "dim", "expired": "yellow"}
 
 
-def render_grid(view: overview.StatusView, sessions_grid: grid.Grid, ranged: bool = False) -> None:
+def render_grid(view: model.StatusView, sessions_grid: grid.Grid, ranged: bool = False) -> None:
     """`status --grid`: a row per session (newest first), a column per task, a symbol per cell, then the legend."""
     plain = not can_print("✓✗")
     table = plain_table("session", "state")
@@ -293,7 +293,7 @@ def render_timeline(console: Console, timeline: history.Timeline, tz: str, width
                   markup=False)
 
 
-def render_footer(console: Console, view: overview.StatusView, log_dir: LogPlace | None = None) -> None:
+def render_footer(console: Console, view: model.StatusView, log_dir: LogPlace | None = None) -> None:
     w, tz = view.next_window, view.timezone
     if w is None:
         console.print("next window: none (the calendar ends; upgrade exchange-calendars)", markup=False)

@@ -26,8 +26,7 @@ import redis
 from tradeul_maint.base.errors import (ConfigError, LockBusyError, MaintError, RedisRefusedWriteError,
                                        RedisUnavailableError, UsageError)
 from tradeul_maint.config.settings import MAIN_JOB, Job, ScheduleSettings, Settings
-from tradeul_maint.plan import planner
-from tradeul_maint.plan import horizon
+from tradeul_maint.plan import horizon, planner
 from tradeul_maint.plan.calendar import TradingCalendar, load_calendar
 from tradeul_maint.plan.planner import Plan
 from tradeul_maint.redisio.connection import open_redis
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
     from tradeul_maint.run.processes import TaskProcesses
     from tradeul_maint.run.result import CycleResult
     from tradeul_maint.state.lock import LockHolder
-    from tradeul_maint.view import overview
+    from tradeul_maint.view import model
 
 UTC = dt.timezone.utc
 
@@ -342,7 +341,7 @@ def _holder(store: StateStore, plan: Plan) -> LockHolder | None:
 
 def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None,
            since: dt.date | None = None, until: dt.date | None = None, task: str | None = None,
-           jobs: tuple[str, ...] = ()) -> list[overview.StatusView]:
+           jobs: tuple[str, ...] = ()) -> list[model.StatusView]:
     """`status`: for each job, the lookback's sessions (or one, or since..until's), the next window and the lock.
 
     With `task`, the views carry that task's trend over those sessions, for the jobs that have it.
@@ -359,7 +358,7 @@ def status(ctx: Context, lookback: int | None = None, session: dt.date | None = 
 
 
 def _status_job(ctx: Context, store: StateStore, lookback: int | None, session: dt.date | None,
-                since: dt.date | None, until: dt.date | None, task: str | None) -> overview.StatusView:
+                since: dt.date | None, until: dt.date | None, task: str | None) -> model.StatusView:
     from tradeul_maint.view import overview
 
     if session is not None:
@@ -507,6 +506,6 @@ def _held(lock, processes: TaskProcesses, s: Settings) -> Iterator[None]:
 
 def calendar(ctx: Context, count: int = 5) -> dict:
     """`calendar`: the calendar in use, how far it reaches, its overrides and the next windows."""
-    from tradeul_maint.view import overview
+    from tradeul_maint.view import calendar_view
 
-    return overview.calendar_view(ctx.now, ctx.calendar, ctx.settings, count)
+    return calendar_view.calendar_view(ctx.now, ctx.calendar, ctx.settings, count)

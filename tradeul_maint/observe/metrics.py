@@ -29,8 +29,8 @@ import redis
 from tradeul_maint.base.files import replace_file
 from tradeul_maint.plan.calendar import TradingCalendar
 from tradeul_maint.state.document import COMPLETED, FAILED, SKIPPED
-from tradeul_maint.view.overview import (CORRUPT, DONE, DUE, EXPIRED, FAILED_STATE, INTERRUPTED, MISSING, NOT_YET_DUE,
-                                         RUNNING, WAITING, SessionView, StatusView)
+from tradeul_maint.view.model import (CORRUPT, DONE, DUE, EXPIRED, FAILED_STATE, INTERRUPTED, MISSING, NOT_YET_DUE,
+                                      RUNNING, WAITING, SessionView, StatusView)
 
 if TYPE_CHECKING:
     from tradeul_maint.config.settings import Settings

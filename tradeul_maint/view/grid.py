@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tradeul_maint.state.document import COMPLETED, FAILED, IN_PROGRESS, PENDING, SKIPPED, iso
-from tradeul_maint.view import overview
-from tradeul_maint.view.overview import SessionView, StatusView, TaskView
+from tradeul_maint.view import model
+from tradeul_maint.view.model import SessionView, StatusView, TaskView
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,8 @@ CELLS = {
 }
 NOT_A_TASK = " "  # the task is not in that session's document (added to the config since, or removed)
 
-_SESSION_CELLS = {overview.MISSING: "missing", overview.DUE: "pending", overview.NOT_YET_DUE: "not_yet_due",
-                  overview.CORRUPT: "corrupt"}
+_SESSION_CELLS = {model.MISSING: "missing", model.DUE: "pending", model.NOT_YET_DUE: "not_yet_due",
+                  model.CORRUPT: "corrupt"}
 # A task's state in the document -> its cell; "waiting" is for a task the planner holds back (market_closed_only,
 # recorded pending with the reason; wait_for, once the document records it as a state of its own).
 _TASK_CELLS = {COMPLETED: "completed", FAILED: "failed", SKIPPED: "skipped", PENDING: "pending",
@@ -81,7 +81,7 @@ def cell(session: SessionView, task: TaskView) -> str:
     if session.state in _SESSION_CELLS:
         return _SESSION_CELLS[session.state]
     state = _TASK_CELLS.get(task.status, "pending")
-    if session.state == overview.EXPIRED and state != "completed":
+    if session.state == model.EXPIRED and state != "completed":
         return "expired"
     if state == "completed" and session.late and task.finished_at and task.finished_at > session.deadline:
         return "late"
@@ -91,6 +91,6 @@ def cell(session: SessionView, task: TaskView) -> str:
         return "deferred"
     if state == "pending" and task.note:  # left pending with a reason: market_closed_only, for the close
         return "waiting"
-    if state == "running" and session.state != overview.RUNNING:
+    if state == "running" and session.state != model.RUNNING:
         return "interrupted"
     return state
