@@ -6,7 +6,7 @@
     python bench/year.py --phases             # every phase of the day: examples/phases.toml (bench/year_phases.py)
 
 Each tick does what the cron entry does: `core.quiet_tick(settings, now)` (the cheap path
-of every tick with nothing to do), and when that is not a plain "nothing", `core.prepare`
+of every tick with nothing to do), and when that is not a plain "nothing", `basis.prepare`
 and `core.run`. Time is the `now` text; a cycle's tasks (python tasks, and one command)
 take milliseconds of real time. Faults come from a seeded RNG and are written up front as
 a fault calendar: the host down for whole days (3% of days), Redis down for single ticks
@@ -29,11 +29,11 @@ tool's own calendar) and the tasks' ledger (bench/ledger.py):
 Running 105,120 ticks in one process would otherwise re-read the calendar cache and open
 a new Redis connection on every tick, as a fresh cron process must (about 3 ms a tick
 here, 5 minutes for the year). So by default the simulation keeps the calendar and one
-connection across ticks (`shortcuts`: `core.load_calendar` memoized, with the span of its
-sessions that the TTL check asks on every tick; `core.open_redis` reusing one client, and
+connection across ticks (`shortcuts`: `basis.load_calendar` memoized, with the span of its
+sessions that the TTL check asks on every tick; `basis.open_redis` reusing one client, and
 one client for the dead port), and a tick with Redis down pings the dead
 port once, without the one retry the tool's client makes after 0.1 s (4,000 such ticks
-would otherwise sleep for 7 minutes); the error still goes up through `core.connected`,
+would otherwise sleep for 7 minutes); the error still goes up through `basis.connected`,
 which turns it into the RedisUnavailableError the tick must raise. `--no-shortcuts` runs
 everything unpatched.
 """
@@ -215,9 +215,9 @@ def shortcuts(live_url: str) -> Iterator[None]:
     """Keep the calendar and one Redis connection across ticks (see the module docstring)."""
     import redis
 
-    from tradeul_maint.core import actions as core
+    from tradeul_maint.core import basis
 
-    original_calendar, original_open = core.load_calendar, core.open_redis
+    original_calendar, original_open = basis.load_calendar, basis.open_redis
     client = redis.Redis.from_url(live_url, socket_timeout=5)
 
     calendars: dict[tuple[str, str, str], object] = {}
@@ -236,17 +236,17 @@ def shortcuts(live_url: str) -> Iterator[None]:
     def open_redis(url, state_dir, *rest, **options):
         if url != live_url:
             # The dead port of a Redis-down tick, pinged once: redis-py's ConnectionError goes up through
-            # core.connected, which turns it into the RedisUnavailableError a real tick reports.
+            # basis.connected, which turns it into the RedisUnavailableError a real tick reports.
             if url not in dead:
                 dead[url] = redis.Redis.from_url(url, socket_connect_timeout=2)
             dead[url].ping()
         yield client, url  # no PING: the tick's own commands find out soon enough
 
-    core.load_calendar, core.open_redis = load_calendar, open_redis
+    basis.load_calendar, basis.open_redis = load_calendar, open_redis
     try:
         yield
     finally:
-        core.load_calendar, core.open_redis = original_calendar, original_open
+        basis.load_calendar, basis.open_redis = original_calendar, original_open
         for c in (client, *dead.values()):
             c.close()
 
@@ -258,10 +258,11 @@ def simulate(work: Path, seed: int = 2026, start: dt.date = dt.date(2026, 1, 1),
     from loguru import logger
 
     from tradeul_maint.base.errors import MaintError, RedisUnavailableError
-    from tradeul_maint.config.logs import configure_logging
     from tradeul_maint.config.load import load_settings
+    from tradeul_maint.config.logs import configure_logging
     from tradeul_maint.config.settings import Overrides
     from tradeul_maint.core import actions as core
+    from tradeul_maint.core import basis
 
     began = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
@@ -332,7 +333,7 @@ command = {json.dumps([sys.executable, str(script), str(book), "export", "{date}
                         continue
                     report.full_ticks += 1
                     began_run = time.monotonic()
-                    (run,) = core.run(core.prepare(live, now))  # the one job: the top-level pipeline
+                    (run,) = core.run(basis.prepare(live, now))  # the one job: the top-level pipeline
                     report.run_seconds += time.monotonic() - began_run
                 except MaintError as exc:
                     report.violate("every tick with the host and Redis up succeeds",

@@ -8,7 +8,7 @@ the same name (bench/ledger.py) and the flat-file watcher's probe pointed at a d
 simulation fills: a session's flat file appears at a time drawn up front (already there at the
 window's start, within 2 hours, within 6, or never). The host is down for whole days (3 %), so
 windows are missed. Each tick does what the cron entry does (`core.quiet_tick`, then
-`core.prepare` and `core.run` when that is not a plain "nothing"), as in bench/year.py.
+`basis.prepare` and `core.run` when that is not a plain "nothing"), as in bench/year.py.
 
 Every job's every window is then checked against exchange-calendars directly (not the tool's
 cache), the ledger (what ran, under which run id) and the ticks the harness saw:
@@ -131,10 +131,11 @@ def simulate(work: Path, seed: int = 2026, start: dt.date = dt.date(2026, 1, 1),
     from loguru import logger
 
     from tradeul_maint.base.errors import MaintError
-    from tradeul_maint.config.logs import configure_logging
     from tradeul_maint.config.load import load_settings
+    from tradeul_maint.config.logs import configure_logging
     from tradeul_maint.config.settings import Overrides
     from tradeul_maint.core import actions as core
+    from tradeul_maint.core import basis
 
     began = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
@@ -174,7 +175,7 @@ def simulate(work: Path, seed: int = 2026, start: dt.date = dt.date(2026, 1, 1),
                         report.quiet_ticks += 1
                         continue
                     report.full_ticks += 1
-                    for run in core.run(core.prepare(settings, now)):
+                    for run in core.run(basis.prepare(settings, now)):
                         if run.error is not None:
                             report.violate("every job's run succeeds", f"{now} {run.job}: {run.error}")
                         for result in run.results:

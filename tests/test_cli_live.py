@@ -21,7 +21,7 @@ from conftest import marker_tasks
 from tradeul_maint.cli import live
 from tradeul_maint.config.load import load_settings
 from tradeul_maint.config.settings import Overrides, TaskSpec
-from tradeul_maint.core import actions as core
+from tradeul_maint.core import actions as core, basis
 from tradeul_maint.run.events import CycleFinished, CycleStarted, TaskEnded, TaskRetrying, TaskStarted
 
 NOW = "2026-11-30T18:00"  # after the window of Monday 2026-11-30; the lookback's earlier sessions are missing
@@ -138,7 +138,7 @@ def test_the_runner_tells_its_listener_each_step_of_the_cycle_in_typed_events(pr
                                                                      {"atr": ["load"]}, fail=("bad",)))
     heard = []
     settings = load_settings(Overrides(), env=project.env())
-    (report,) = core.run(core.prepare(settings, NOW), dt.date(2026, 11, 30), listener=heard.append)
+    (report,) = core.run(basis.prepare(settings, NOW), dt.date(2026, 11, 30), listener=heard.append)
     assert not report.success
     assert heard[0] == CycleStarted(dt.date(2026, 11, 30), 1, heard[0].reason, ("load", "atr", "bad"), {})
     assert heard[-1] == CycleFinished(2, 3, heard[-1].seconds)

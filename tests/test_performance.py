@@ -20,9 +20,7 @@ import pytest
 import redis
 
 from conftest import count_runs, marker_tasks
-
-from tradeul_maint.cli import commands, main as cli, options
-from tradeul_maint.cli import shared
+from tradeul_maint.cli import commands, main as cli, options, shared
 from tradeul_maint.config.settings import TaskSpec
 from tradeul_maint.plan.schedule import Schedule, known_durations, priority_order
 from tradeul_maint.redisio.keys import Keys
@@ -92,7 +90,7 @@ def test_the_quick_path_reads_a_tick_as_typer_does(project, monkeypatch, argv, e
         raise Parsed
 
     monkeypatch.setattr(shared.Globals, "settings", settings)
-    monkeypatch.setattr(commands.core, "prepare", prepare)
+    monkeypatch.setattr(commands.basis, "prepare", prepare)
     env = {"TRADEUL_MAINT_NOW": env_now} if env_now else {}
     result = project.cli(*argv, **env)
     assert result.exit_code == 70, result.output  # Parsed, reported as unexpected: typer read it all

@@ -15,7 +15,7 @@ import pytest
 from conftest import count_runs, marker_tasks
 from tradeul_maint.config.settings import CalendarOverrides, RunSettings, ScheduleSettings, TaskSpec
 from tradeul_maint.core import actions as core
-from tradeul_maint.core.actions import parse_now
+from tradeul_maint.core.basis import parse_now
 from tradeul_maint.plan.calendar import load_calendar
 from tradeul_maint.plan.planner import plan_cron, plan_recover
 from tradeul_maint.state.document import SessionStatus

@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import redis
 
 from conftest import count_runs, marker_tasks, start_redis, wait_for
-from tradeul_maint.core.actions import refused
+from tradeul_maint.core.basis import refused
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import faults  # noqa: E402

@@ -36,7 +36,7 @@ from tradeul_maint.cli.shared import (Command, DateOption, DryRunOption, ForceOp
                                       errors_to_exit_codes, job_label, now_option, out, parse_date)
 from tradeul_maint.config.logs import configure_logging
 from tradeul_maint.config.settings import DEFAULT_CONFIG_PATHS, Overrides
-from tradeul_maint.core import actions as core
+from tradeul_maint.core import actions as core, basis
 from tradeul_maint.observe import logfollow, logread
 from tradeul_maint.run.events import Listener, ignore
 from tradeul_maint.view.sources import sources
@@ -104,7 +104,7 @@ def run(
         session = parse_date(date)
         if (task or force) and session is None:
             raise UsageError(f"{'--task' if task else '--force'} needs --date YYYY-MM-DD")
-        context = core.prepare(g.settings(), now_option(ctx, now))
+        context = basis.prepare(g.settings(), now_option(ctx, now))
         with _watch(g, context, dry_run) as (console_lines, listener):
             reports = core.run(context, session, tuple(task or ()), force, dry_run, tuple(job or ()), listener)
     settings = context.settings
@@ -127,7 +127,7 @@ def run(
 
 
 @contextmanager
-def _watch(g: Globals, context: core.Context, dry_run: bool) -> Iterator[tuple[list[str], Listener]]:
+def _watch(g: Globals, context: basis.Context, dry_run: bool) -> Iterator[tuple[list[str], Listener]]:
     """While a run works: the log lines the console sink prints, and the run's listener: the live view on a terminal.
 
     The live view is drawn only when stderr is a terminal and not -q; anywhere else the
@@ -171,7 +171,7 @@ def recover(
     g: Globals = ctx.obj
     with errors_to_exit_codes(g):
         first, last = parse_date(since, "--since"), parse_date(until, "--until")
-        context = core.prepare(g.settings(), now_option(ctx, now))
+        context = basis.prepare(g.settings(), now_option(ctx, now))
         with _watch(g, context, dry_run) as (console_lines, listener):
             reports = core.recover(context, lookback, first, last, force, dry_run, tuple(job or ()), listener)
     settings = context.settings
@@ -231,7 +231,7 @@ def status(
         others = [name for name, value in (("--date", session is not None), ("--check", check)) if value]
         if views and len(views + others) > 1:
             raise UsageError(f"{views[0]} and {(views[1:] + others)[0]} exclude each other")
-        context = core.prepare(g.settings(require_tasks=False), now_option(ctx, now))
+        context = basis.prepare(g.settings(require_tasks=False), now_option(ctx, now))
         jobs = core.status(context, lookback, session, first, last, task, tuple(job or ()))
         if not given and task is None and not job:  # the lookback the metrics describe: any status refreshes them
             from tradeul_maint.observe import metrics
@@ -319,7 +319,7 @@ def calendar_command(
             out.print(f"wrote {path}", markup=False)
         return
     with errors_to_exit_codes(g):
-        context = core.prepare(g.settings(require_tasks=False), now_option(ctx, now))
+        context = basis.prepare(g.settings(require_tasks=False), now_option(ctx, now))
         info = core.calendar(context, sessions)
     g.warn(sources(context.settings).warning)
     if as_json:

@@ -31,9 +31,8 @@ import redis
 from tradeul_maint.base.errors import ConfigError, MaintError, TaskLoadError
 from tradeul_maint.config.load import load_settings
 from tradeul_maint.config.settings import Overrides, Settings, TaskSpec
-from tradeul_maint.core import actions as core
-from tradeul_maint.plan import horizon
-from tradeul_maint.plan import explain
+from tradeul_maint.core import basis
+from tradeul_maint.plan import explain, horizon
 from tradeul_maint.plan.calendar_cache import cache_name
 from tradeul_maint.redisio.keys import Keys
 from tradeul_maint.redisio.replicas import primary_for, seen_replicas
@@ -80,7 +79,7 @@ def run(overrides: Overrides, now_text: str | None) -> Report:
     """Every check, in the order a run meets them; a bad `--now` raises UsageError."""
     try:
         settings = load_settings(overrides)
-        context = core.prepare(settings, now_text)
+        context = basis.prepare(settings, now_text)
     except ConfigError as exc:
         return Report(None, None, (Check("config", False, str(exc)),), fatal=exc)
     s = context.settings
@@ -134,13 +133,13 @@ def containment_check(settings: Settings) -> Check:
     return Check("containment", True, detect(settings.run.containment).describe())
 
 
-def redis_checks(context: core.Context, where: str,
-                 jobs: list[tuple[core.Context, str]] | None = None) -> list[Check]:
+def redis_checks(context: basis.Context, where: str,
+                 jobs: list[tuple[basis.Context, str]] | None = None) -> list[Check]:
     """Reachable and authenticated (the connection), writable (a throwaway key), and the type of every key of
     every job (`jobs`: each job's context and label), and each job's deadline."""
     jobs = jobs if jobs is not None else [(context, "")]
     try:
-        with core.connected(context) as store:  # as every command connects: password file, cluster prefix
+        with basis.connected(context) as store:  # as every command connects: password file, cluster prefix
             stores = [(job, store.job(job.settings.key_prefix), label) for job, label in jobs]
             return [Check("redis", True, f"{where}: reachable, authenticated"),
                     _write_check(store.client, store.keys),
@@ -170,7 +169,7 @@ def _write_check(client: redis.Redis, keys: Keys) -> Check:
     return Check("redis write", True, f"wrote and deleted {key}")
 
 
-def _key_types_check(context: core.Context, store: StateStore, label: str = "") -> Check:
+def _key_types_check(context: basis.Context, store: StateStore, label: str = "") -> Check:
     s = context.settings
     try:
         sessions = horizon.sessions_in_view(context.now, context.calendar, s.schedule)
@@ -232,7 +231,7 @@ def _eviction_check(store: StateStore) -> Check:
                                    "the tool a Redis of its own", warning=True)
 
 
-def _task_list_check(context: core.Context, store: StateStore, label: str = "") -> Check:
+def _task_list_check(context: basis.Context, store: StateStore, label: str = "") -> Check:
     """This host's tasks against the task list of the newest session that recorded one (state/tasklist.py)."""
     import socket
 
@@ -260,7 +259,7 @@ def _task_list_check(context: core.Context, store: StateStore, label: str = "") 
                                     "one configuration out to every host", warning=True)
 
 
-def _deadline_check(context: core.Context, store: StateStore, label: str = "") -> Check:
+def _deadline_check(context: basis.Context, store: StateStore, label: str = "") -> Check:
     """The window at risk, as `status` estimates it from the lookback's durations: a warning, not a failure."""
     from tradeul_maint.plan.trends import window_risk
 
@@ -329,7 +328,7 @@ def log_dir_check(settings: Settings) -> Check:
     return Check("log dir", True, f"{chosen.path}: writable")
 
 
-def calendar_check(context: core.Context) -> Check:
+def calendar_check(context: basis.Context) -> Check:
     cal, now = context.calendar, context.now
     last = cal.library_last_session
     days_left = (last - cal.local_date(now)).days
@@ -355,7 +354,7 @@ def calendar_check(context: core.Context) -> Check:
                                    f"days ahead); {source}")
 
 
-def next_window_check(context: core.Context, label: str = "") -> Check:
+def next_window_check(context: basis.Context, label: str = "") -> Check:
     from tradeul_maint.view.overview import next_window
 
     window = next_window(context.now, context.calendar, context.settings)
