@@ -1,6 +1,6 @@
 """How a run keeps hold of every process its tasks start, so that none outlives its attempt unseen.
 
-Every attempt has a reaper of its own (supervisor/attempt.py): a child subreaper, so
+Every attempt has a reaper of its own (supervisor/reaper.py): a child subreaper, so
 whatever the attempt starts and leaves orphaned, in its process group or not (`setsid`, a
 double fork), is reparented to it, and the attempt is over only once the reaper has no
 child left. Where this process's cgroup v2 is delegated to it and writable (a systemd

@@ -2,7 +2,7 @@
 
 Forked from the runner (`serve`), in a session of its own, with the run's settings in
 memory. It answers the runner (run/messages.py) and forks one reaper per attempt
-(attempt.py), which reports once no process of its attempt is left; the supervisor then
+(reaper.py), which reports once no process of its attempt is left; the supervisor then
 sends `Ended`. It stops attempts on the runner's request, and every attempt by itself when
 
 - the runner dies (the socket reaches end of file), whatever killed it;
@@ -15,6 +15,12 @@ It keeps an eye on what a task may do to its parents: a reaper that a task stopp
 with the attempt's processes, and what that orphans comes to this process (a child
 subreaper too) and is stopped before the attempt is reported ended. Without a cgroup, it
 adds the attempts' processes to the run's record every RECORD_SECONDS (run/containment.py).
+
+Why one class of some 350 lines (and a module past 400): `Supervisor` is one event loop
+over one selector, and every handler in it acts on the same state (the attempts, the
+reapers, the runner's socket, the lease) within one turn of the loop; split into classes,
+that state would be handed between objects on every event. Its sections are marked: the
+runner's requests, attempts and their reapers, stopping, the lease and what strays.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ from tradeul_maint.base import proc
 from tradeul_maint.base.proc import Stopping
 from tradeul_maint.run.containment import RECORD_SECONDS, cgroup_pids, remove_cgroup
 from tradeul_maint.run.messages import AttemptId, Bye, Ended, LeaseHeld, Ping, Pong, Start, Stop, StopAll
-from tradeul_maint.run.supervisor.attempt import (Prepare, Report, Shared, StopAttempt, become_subreaper, reaper,
-                                                  take_message, write_message)
+from tradeul_maint.run.supervisor.attempt import Shared, become_subreaper
 from tradeul_maint.run.supervisor.lease_watch import LeaseWatch
+from tradeul_maint.run.supervisor.pipe import Prepare, Report, StopAttempt, take_message, write_message
+from tradeul_maint.run.supervisor.reaper import reaper
 
 REAPER_MARGIN = 2.0  # seconds a reaper has past its attempt's SIGKILL before this process kills it and them
 LOOK_SECONDS = 1.0  # how often reapers are looked at (continued when a task stopped them)
@@ -133,6 +140,8 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop_all(f"the supervisor received {signal.Signals(signum).name}")
 
+    # --- the runner's requests -------------------------------------------------------------
+
     def _read_control(self) -> None:
         while True:
             try:
@@ -177,6 +186,8 @@ class Supervisor:
             self._runner_died()
 
     # Starting ---------------------------------------------------------------------------
+
+    # --- attempts and their reapers ----------------------------------------------------------
 
     def _start(self, message: Start) -> None:
         refused = self.stopping or self.lease.trouble  # nothing new starts while stopping
@@ -287,6 +298,8 @@ class Supervisor:
 
     # Stopping ---------------------------------------------------------------------------
 
+    # --- stopping ----------------------------------------------------------------------------
+
     def _stop(self, attempt: Attempt, why: str, grace: float | None = None) -> None:
         """The reaper stops its attempt now (SIGTERM to its processes), SIGKILLs what is left after the grace
         period, or sooner when told to."""
@@ -333,6 +346,8 @@ class Supervisor:
         """The reaper's cgroup (see attempt.Reaper._join_cgroup), which holds its attempt's processes."""
         run_cgroup = self.shared.run_cgroup
         return list(run_cgroup.glob(f"reaper-{reaper.pid}")) if run_cgroup is not None else []
+
+    # --- the lease, and what strays ----------------------------------------------------------
 
     def _watch_lease(self) -> None:
         """While the lease is in doubt nothing runs; a lock taken over by another runner is the end."""
