@@ -71,7 +71,9 @@ class Recorder:
     Each transition goes into the document (`status`), the log (an event with bound fields)
     and the listener (a typed event, run/events.py); the document is written whole at each
     scheduling step (`write`, fenced on the run lock) and at the end (`finish`, with the
-    `executed` flag). The runner decides what happens; this records it.
+    `executed` flag). The runner decides what happens; this records it. Some 250 lines, past
+    the usual 200: one method per transition, each writing the same three places, which is
+    the point of having them together.
     """
 
     settings: Settings

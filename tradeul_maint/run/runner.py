@@ -76,7 +76,10 @@ class Running:
 class Runner:
     """The cycle's loop: what starts when, its attempts, retries, timeouts and probes, and how it stops.
 
-    What the cycle records (the status document, the log, the screen) is its Recorder's.
+    What the cycle records (the status document, the log, the screen) is its Recorder's. Some
+    250 lines, past the usual 200, because the loop's parts (starting, a step, a probe's end,
+    stopping) all act on one cycle's running tasks and schedule within one turn; split apart,
+    that state would be passed between objects at every step.
     """
 
     settings: Settings
