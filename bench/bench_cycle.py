@@ -1,6 +1,6 @@
 """Benchmark: what the runner adds around the tasks of one cycle, and how well it packs them.
 
-    python bench/bench_cycle.py [--repeat 5] [--tcp] [--also DIR]
+    python bench/bench_cycle.py [--repeat 5] [--tcp] [--also DIR ...]
 
 Starts its own redis-server (the one the embedded Redis uses) on a unix socket (`--tcp`: a
 loopback port) in a temporary directory and runs `tradeul-maint run --date D` (then with
@@ -19,7 +19,7 @@ session's status document and from Redis' INFO commandstats:
    recorded (`--force`), then for the next session in cron mode, which knows them from the
    sessions of its lookback: target <= 1.1x with known durations.
 
-With `--also DIR`, every figure is measured for the tradeul_maint package in DIR too (e.g. a
+With `--also DIR` (repeatable), every figure is measured for the tradeul_maint package in DIR too (e.g. a
 `git archive` of an older commit), in the same run. Exits 1 when a target is missed.
 """
 
@@ -119,7 +119,7 @@ class Bench:
         self.client = redis.Redis.from_url(url)
         (root / "benchtasks.py").write_text(TASKS_MODULE)
         # A state directory per tree: another version may keep its calendar cache differently.
-        state = root / ("state" if pythonpath is None else "also-state")
+        state = root / ("state" if pythonpath is None else f"also-state-{pythonpath.name}")
         self.env = clean_env(TRADEUL_MAINT_STATE_DIR=str(state), TRADEUL_MAINT_LOG_DIR=str(root / "logs"),
                              TRADEUL_MAINT_REDIS_URL=url, TRADEUL_MAINT_NOW=NOW, PYTHONPATH=str(root))
         # This tree through its console script; another through `python -m`, since the console script names this
@@ -180,10 +180,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--tcp", action="store_true", help="redis-server on a loopback TCP port, not a unix socket")
-    parser.add_argument("--also", type=Path, metavar="DIR", help="also measure the package in DIR")
+    parser.add_argument("--also", type=Path, metavar="DIR", action="append", default=[],
+                        help="also measure the package in DIR (repeatable)")
     args = parser.parse_args()
     load = os.getloadavg()  # the machine is shared: every figure is quoted with the load it was measured under
-    trees: list[tuple[str, Path | None]] = [("this tree", None)] + ([(str(args.also), args.also)] if args.also else [])
+    trees: list[tuple[str, Path | None]] = [("this tree", None)] + [(str(also), also) for also in args.also]
     ok = True
 
     with tempfile.TemporaryDirectory(prefix="bench-cycle-") as tmp:

@@ -1,6 +1,6 @@
 """Benchmark: the cron tick with nothing to do, against `python -c "import redis"`, in the same run.
 
-    python bench/bench_tick.py [--runs 21] [--tcp] [--also DIR]
+    python bench/bench_tick.py [--runs 21] [--tcp] [--also DIR ...]
 
 Starts its own redis-server (the one the embedded Redis uses) on a unix socket (`--tcp`:
 a loopback port) in a temporary directory, stores done status documents for the last
@@ -18,7 +18,7 @@ all alike (median of `--runs`, peak RSS the highest seen):
   job's lookback done: their states are read in one round trip, so it must not cost ten ticks;
 - the same tick with an empty calendar cache (the first run after install, or after the
   cache expired): it builds the cache from exchange-calendars;
-- with `--also DIR`, the tick of the tradeul_maint package in DIR (e.g. `git archive` of an
+- with `--also DIR` (repeatable), the tick of the tradeul_maint package in DIR (e.g. `git archive` of an
   older commit), for a before/after in one run.
 
 Then `python -X importtime` of the tick lists what it imported: no pandas, numpy or
@@ -82,7 +82,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--tcp", action="store_true", help="redis-server on a loopback TCP port, not a unix socket")
-    parser.add_argument("--also", type=Path, metavar="DIR", help="also time the tick of the package in DIR")
+    parser.add_argument("--also", type=Path, metavar="DIR", action="append", default=[],
+                        help="also time the tick of the package in DIR (repeatable)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-tick-") as tmp:
@@ -121,11 +122,11 @@ def main() -> int:
                 cold := Timed("tick, empty calendar cache", [str(CONSOLE_SCRIPT), "-q", "run"],
                               {**env, "TRADEUL_MAINT_STATE_DIR": str(cold_state)}, root, before_each=empty_cache),
             ]
-            if args.also:
+            for number, also in enumerate(args.also):
                 # A state directory of its own: another version may keep its calendar cache differently.
-                commands.append(Timed(f"tick of {args.also}", [py, "-m", "tradeul_maint", "-q", "run"],
-                                      {**env, "PYTHONPATH": str(args.also.resolve()),
-                                       "TRADEUL_MAINT_STATE_DIR": str(root / "also-state")}, root))
+                commands.append(Timed(f"tick of {also}", [py, "-m", "tradeul_maint", "-q", "run"],
+                                      {**env, "PYTHONPATH": str(also.resolve()),
+                                       "TRADEUL_MAINT_STATE_DIR": str(root / f"also-state-{number}")}, root))
             interleave(commands, args.runs)
             modules = imported_modules([str(CONSOLE_SCRIPT), "-q", "run"], env, root)
 
