@@ -9,7 +9,6 @@ import re
 from typing import Any
 
 from tradeul_maint.base.errors import ConfigError
-from tradeul_maint.config.builtin_params import validate_builtin
 from tradeul_maint.config.settings import DEFAULT_TASK_TIMEOUT, MAIN_JOB, Job, RedisSettings, TaskSpec
 from tradeul_maint.config.values import only_keys, parse_seconds, typed
 
@@ -49,6 +48,8 @@ def _task(t: dict, name: str, section: str) -> TaskSpec:
     builtin = typed(t, section, "builtin", str, None)
     params = typed(t, section, "params", dict, {})
     if builtin is not None:
+        from tradeul_maint.config.builtin_params import validate_builtin  # only a config with built-ins pays
+
         validate_builtin(builtin, params, section)
     after = typed(t, section, "after", list, [])
     if not all(isinstance(a, str) for a in after):

@@ -27,11 +27,11 @@ from tradeul_maint.config.settings import MAIN_JOB, Job, ScheduleSettings, Setti
 from tradeul_maint.core.basis import Context, connected, load_context
 from tradeul_maint.plan import horizon, planner
 from tradeul_maint.plan.planner import Plan
-from tradeul_maint.run.events import Listener, RecoveryStarting, ignore
 from tradeul_maint.state.document import SessionStatus, iso
 from tradeul_maint.state.store import StateStore
 
 if TYPE_CHECKING:
+    from tradeul_maint.run.events import Listener
     from tradeul_maint.run.processes import TaskProcesses
     from tradeul_maint.run.result import CycleResult
     from tradeul_maint.state.lock import LockHolder
@@ -71,7 +71,7 @@ def quiet_tick(settings: Settings, now_text: str | None) -> bool:
 
 
 def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = (), force: bool = False,
-        dry_run: bool = False, jobs: tuple[str, ...] = (), listener: Listener = ignore) -> list[RunReport]:
+        dry_run: bool = False, jobs: tuple[str, ...] = (), listener: Listener | None = None) -> list[RunReport]:
     """`run`: cron mode without `session` (every due job), a manual trigger with it; one report per job.
     `listener` hears each step of the cycles (run/events.py)."""
     chosen = _jobs_for(ctx.settings, jobs, only)
@@ -126,7 +126,7 @@ def _each_job(ctx: Context, store: StateStore, jobs: tuple[Job, ...], work) -> l
 
 
 def _run_job(ctx: Context, store: StateStore, session: dt.date | None, only: tuple[str, ...], force: bool,
-             dry_run: bool, cron: tuple[Plan, dict] | None = None, listener: Listener = ignore) -> RunReport:
+             dry_run: bool, cron: tuple[Plan, dict] | None = None, listener: Listener | None = None) -> RunReport:
     """One job's `run`; `cron`: its cron plan as the caller already read it (one round trip for every job)."""
     s = ctx.settings
 
@@ -175,7 +175,7 @@ def _cron_plans(ctx: Context, store: StateStore, jobs: tuple[Job, ...]
 
 def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = None,
             until: dt.date | None = None, force: bool = False, dry_run: bool = False,
-            jobs: tuple[str, ...] = (), listener: Listener = ignore) -> list[RunReport]:
+            jobs: tuple[str, ...] = (), listener: Listener | None = None) -> list[RunReport]:
     """`recover`: each job's lookback (or since..until) sessions that are not done, oldest first, under its lock."""
     if lookback is not None and since is not None:
         raise UsageError("--lookback and --since/--until exclude each other: give one or the other")
@@ -186,7 +186,7 @@ def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = N
 
 
 def _recover_job(ctx: Context, store: StateStore, lookback: int | None, since: dt.date | None,
-                 until: dt.date | None, force: bool, dry_run: bool, listener: Listener = ignore) -> RunReport:
+                 until: dt.date | None, force: bool, dry_run: bool, listener: Listener | None = None) -> RunReport:
     schedule = _lookback(ctx, lookback)
     sessions, not_yet = horizon.recovery_sessions(ctx.now, ctx.calendar, schedule, since, until)
 
@@ -263,7 +263,7 @@ def _lookback(ctx: Context, lookback: int | None) -> ScheduleSettings:
 
 
 def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bool = False,
-             only: tuple[str, ...] = (), listener: Listener = ignore) -> RunReport:
+             only: tuple[str, ...] = (), listener: Listener | None = None) -> RunReport:
     """Take the lock, plan again under it, run the cycles under a supervisor: shared by `run` and `recover`.
 
     The supervisor is forked before the lock is taken (no thread of the run exists yet), and
@@ -284,6 +284,9 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
     from tradeul_maint.run.stopping import Interrupted, StopSignals
     from tradeul_maint.state.lock import LockHolder, RunLock
 
+    from tradeul_maint.run.events import RecoveryStarting, ignore
+
+    listener = listener or ignore  # the events are imported here: the cron tick with nothing to do never needs them
     s = ctx.settings
     run_id = uuid.uuid4().hex[:12]
     lock = RunLock(store.client, store.keys.lock, s.redis.lock_lease_seconds, run_id, iso(ctx.now),
