@@ -108,7 +108,7 @@ class StatusView:
     risk: WindowRisk | None = None  # how long a cycle should take, against the deadline
     trend: Trend | None = None  # `status --task NAME`
     job: str = "maintenance"
-    policy: str = ""  # the job's window and catch-up policy, in words (planner.explain_job)
+    policy: str = ""  # the job's window and catch-up policy, in words (explain.explain_job)
     containment: str | None = None  # what keeps a run's task processes together on this host (run/containment.py)
 
     @property
