@@ -4,12 +4,14 @@
     python bench/dry_run_property.py --examples 1000 --seed 7
 
 Each example writes a config (2 to 5 tasks: dependencies in any file order, `catchup` "all" or
-"latest", `market_closed_only`, sometimes a task that fails; `max_attempts`, backoff, the window,
-the lookback, `auto_recover`, `recover_during_market_hours`, sometimes an early close by
-override, sometimes a dependency of an "all" task on a "latest" one), a history in Redis (per
-session: missing, done, done with catch-up skips, failed after k attempts, a cycle left in
-progress, corrupt, waiting for the close, partly run by `--task`; sometimes the run lock held by
-another run), a moment and a command (cron `run`, `run --date D`, `--force`, `--task`, `recover`,
+"latest", `market_closed_only`, sometimes a task that fails, sometimes one that waits for its data
+(`wait_for`, a probe for a file that some sessions have); `max_attempts`, backoff, the window (a
+wall time, or relative to the close or the open), the lookback, `auto_recover`,
+`recover_during_market_hours`, the job's `catchup` ("all", "latest", "none"), sometimes an early
+close by override, sometimes a dependency of an "all" task on a "latest" one; the pipeline is
+the top level or a `[jobs.x]`), a history in Redis (per session: missing, done, done with catch-up
+skips, failed after k attempts, a cycle left in progress, corrupt, waiting for the close or for
+data, partly run by `--task`; sometimes the run lock held by another run), a moment and a command (cron `run`, `run --date D`, `--force`, `--task`, `recover`,
 `--since/--until`, `--lookback`, `--force`). It runs the command with `--dry-run` through the CLI
 in process, then for real, with tasks that append a line to a ledger, and compares session by
 session, task by task:
@@ -20,13 +22,17 @@ session, task by task:
 - the sessions it would run are run in its order; exactly the tasks it names start, except those
   after a task that failed in the same cycle, which are recorded skipped ("unless a task fails");
   each task it skips is recorded skipped with that reason, each it says waits is left pending
-  with that reason, the others keep their state; the session is done exactly when the rules say;
+  with that reason, each it says is probed runs when its data is there, else waits for data (and
+  what runs after it waits too), or fails once the wait the dry run names is over; the others
+  keep their state; the session is done exactly when the rules say; a cycle that only found data
+  missing leaves the attempt count as it was;
 - the exit code is 1 exactly when a task the call ran failed or was skipped; when none did, the same
   call again has nothing to run (what it ran is done, or waits for the close);
 - then, with every task succeeding from there on and `auto_recover` on, one cron `run` at a moment
   the exchange is closed and every backoff has passed leaves every session of its lookback whose
-  window has opened done, except one that gave up after `max_attempts` with a task failed: no
-  reachable state is one that automatic runs can never finish.
+  window has opened done, except one that gave up after `max_attempts` with a task failed, or one
+  the job's catchup does not run any more ("none": its window has ended; "latest": a newer
+  session's has opened): no reachable state is one that automatic runs can never finish.
 
 The suite runs a few of these examples (tests/test_dry_run_property.py); the figure in
 docs/reliability.md comes from this command.
@@ -63,10 +69,10 @@ FIRST_DAY, LAST_DAY = dt.date(2026, 11, 16), dt.date(2026, 12, 4)  # Thanksgivin
 # of real time, and a dry run is a promise about the moment it is made.
 TIMES = ["00:20", "06:00", "09:00", "09:45", "10:05", "11:00", "12:45", "13:05", "15:45", "16:00", "16:05",
          "17:00", "17:05", "17:35", "19:00", "23:45"]
-WINDOWS = ["17:00", "close+60m", "close-15m", "10:00", "09:00", "close+9h"]
+WINDOWS = ["17:00", "close+60m", "close-15m", "10:00", "09:00", "close+9h", "open-5h45m", "open+30m", "open-10h"]
 KINDS = ["missing", "missing", "done", "done_skipped", "failed", "failed", "in_progress", "corrupt", "waiting",
-         "partial"]
-PREFIX = "maintenance"
+         "partial", "waiting_data"]
+PREFIX = "maintenance"  # the top level's; a [jobs.x]'s is "maintenance:x"
 OVERRIDES = {"early": 'early_closes = { 2026-12-01 = "13:00" }', "closed": 'closed = ["2026-11-19"]'}
 
 
@@ -80,6 +86,7 @@ class Task:
     catchup: str
     closed_only: bool
     fails: bool
+    probe: bool = False  # wait_for: its data (a file) is there for the sessions in World.data
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,13 @@ class World:
     history: dict[str, tuple]  # session -> (kind, attempts, minutes before now, seed: which tasks)
     lock_held: bool
     command: tuple[str, ...]
+    job: bool = False  # the pipeline is [jobs.x] (the config's only job), not the top level
+    job_catchup: str = "all"
+    data: frozenset[str] = frozenset()  # sessions whose data the probes find
+
+    @property
+    def prefix(self) -> str:
+        return f"{PREFIX}:x" if self.job else PREFIX
 
     @property
     def names(self) -> list[str]:
@@ -107,20 +121,26 @@ class World:
         return next(t for t in self.tasks if t.name == name)
 
     def config(self, *, no_failures: bool = False) -> str:
-        lines = ["[schedule]", f'window_start = "{self.window_start}"', f"window_minutes = {self.window_minutes}",
-                 f"lookback_sessions = {self.lookback}", f"auto_recover = {str(self.auto_recover).lower()}",
-                 f"recover_during_market_hours = {str(self.during_market).lower()}",
-                 "[run]", f"max_attempts = {self.max_attempts}", f"retry_backoff_minutes = {self.backoff}",
-                 f"max_parallel = {self.max_parallel}"]
+        schedule = [f'window_start = "{self.window_start}"', f"window_minutes = {self.window_minutes}",
+                    f"lookback_sessions = {self.lookback}", f"auto_recover = {str(self.auto_recover).lower()}",
+                    f"recover_during_market_hours = {str(self.during_market).lower()}",
+                    f'catchup = "{self.job_catchup}"']
+        lines = ([] if self.job else ["[schedule]", *schedule]) + \
+            ["[run]", f"max_attempts = {self.max_attempts}", f"retry_backoff_minutes = {self.backoff}",
+             f"max_parallel = {self.max_parallel}"]
         if self.override:
             lines += ["[calendar]", OVERRIDES[self.override]]
+        if self.job:
+            lines += ["[jobs.x]", *schedule]
         for t in self.tasks:
             exit_code = 3 if t.fails and not no_failures else 0
-            lines += ["[[tasks]]", f'name = "{t.name}"',
+            lines += ["[[jobs.x.tasks]]" if self.job else "[[tasks]]", f'name = "{t.name}"',
                       f'command = ["/bin/sh", "-c", "echo \\"$1 $2\\" >> \\"$3\\"; exit {exit_code}", "sh", '
                       f'"{{date}}", "{t.name}", "LEDGER"]',
                       f"after = {json.dumps(list(t.after))}", f'catchup = "{t.catchup}"',
                       f"market_closed_only = {str(t.closed_only).lower()}"]
+            if t.probe:
+                lines.append('wait_for = ["test", "-e", "DATA/{date}"]')
         return "\n".join(lines) + "\n"
 
     @property
@@ -140,8 +160,9 @@ def worlds(draw, calendar: TradingCalendar) -> World:
     tasks = []
     for i, name in enumerate(names):
         after = tuple(draw(st.lists(st.sampled_from(names[:i]), unique=True, max_size=min(i, 2)))) if i else ()
+        probe = draw(st.sampled_from([False] * 3 + [True]))
         tasks.append(Task(name, after, draw(st.sampled_from(["all", "all", "latest"])),
-                          draw(st.booleans()), draw(st.sampled_from([False] * 6 + [True]))))
+                          draw(st.booleans()), not probe and draw(st.sampled_from([False] * 6 + [True])), probe))
     if draw(st.sampled_from([True] * 6 + [False])):  # mostly valid configs: repair each "all" after "latest"
         policy = {t.name: t.catchup for t in tasks}
         repaired = []
@@ -149,9 +170,9 @@ def worlds(draw, calendar: TradingCalendar) -> World:
             if t.catchup == "all" and any(policy[d] == "latest" for d in t.after):
                 if draw(st.booleans()):
                     t = Task(t.name, tuple(d for d in t.after if policy[d] != "latest"), "all", t.closed_only,
-                             t.fails)
+                             t.fails, t.probe)
                 else:
-                    t = Task(t.name, t.after, "latest", t.closed_only, t.fails)
+                    t = Task(t.name, t.after, "latest", t.closed_only, t.fails, t.probe)
                 policy[t.name] = t.catchup
             repaired.append(t)
         tasks = repaired
@@ -174,11 +195,13 @@ def worlds(draw, calendar: TradingCalendar) -> World:
         ("recover", "--since", since.isoformat(), "--until", until.isoformat()),
         ("recover", "--lookback", str(draw(st.integers(1, 6)))),
     ]))
-    return World(tuple(tasks), draw(st.sampled_from(WINDOWS)), draw(st.sampled_from([30, 120, 600])),
+    data = frozenset(d.isoformat() for d in recent if draw(st.booleans()))
+    return World(tuple(tasks), draw(st.sampled_from(WINDOWS)), draw(st.sampled_from([30, 120, 600, 960])),
                  draw(st.integers(1, 6)), draw(st.booleans()), draw(st.booleans()), draw(st.integers(1, 4)),
                  draw(st.sampled_from([0, 5, 30])), draw(st.sampled_from([1, 1, 3])),
                  draw(st.sampled_from(["", "", "early", "closed"])), now, history,
-                 draw(st.sampled_from([False] * 9 + [True])), command)
+                 draw(st.sampled_from([False] * 9 + [True])), command, draw(st.booleans()),
+                 draw(st.sampled_from(["all", "all", "latest", "none"])), data)
 
 
 def stored_status(world: World, session: dt.date, kind: str, attempts: int, minutes: int, seed: int,
@@ -213,6 +236,11 @@ def stored_status(world: World, session: dt.date, kind: str, attempts: int, minu
         for n in pick:
             status.tasks[n] = PENDING
             status.details[n] = TaskRecord(reason="waits for the close at 16:00 America/New_York")
+    elif kind == "waiting_data":
+        since = (now - dt.timedelta(minutes=minutes + 20)).astimezone(dt.timezone.utc).isoformat()
+        for n in pick:
+            status.tasks[n] = PENDING
+            status.details[n] = TaskRecord(reason="waits for data (test failed with exit code 1)", waiting_since=since)
     elif kind == "partial":
         for n in pick:
             status.tasks[n] = PENDING
@@ -224,6 +252,8 @@ def stored_status(world: World, session: dt.date, kind: str, attempts: int, minu
 WOULD = re.compile(r"^would run (\d{4}-\d\d-\d\d) \((.*)\): (.*)$")
 LEAVE = re.compile(r"^leave (\d{4}-\d\d-\d\d): ")
 DETAIL = re.compile(r"^  (skip|wait) (\S+): (.*)$")
+PROBE = re.compile(r"^  probe (\S+): .* until (\d{4}-\d\d-\d\d \d\d:\d\d)$")
+WAITS_FOR_DATA = "waiting for data"  # a task's outcome that is neither a state of its own nor a failure
 
 
 @dataclass
@@ -234,6 +264,7 @@ class Said:
     run: dict[str, list[str]] = field(default_factory=dict)
     skip: dict[str, dict[str, str]] = field(default_factory=dict)
     wait: dict[str, dict[str, str]] = field(default_factory=dict)
+    probe: dict[str, dict[str, str]] = field(default_factory=dict)  # until when each probed task may wait (local)
     busy: bool = False
 
 
@@ -244,7 +275,9 @@ def parse_dry_run(text: str) -> Said:
             current = m[1]
             said.order.append(current)
             said.run[current] = [] if m[3] == "no tasks" else m[3].split(", ")
-            said.skip[current], said.wait[current] = {}, {}
+            said.skip[current], said.wait[current], said.probe[current] = {}, {}, {}
+        elif m := PROBE.match(line):
+            said.probe[current][m[1]] = m[2]
         elif m := DETAIL.match(line):
             (said.skip if m[1] == "skip" else said.wait)[current][m[2]] = m[3]
         elif line.startswith("but the lock is held by"):
@@ -261,7 +294,7 @@ class Bench:
         self.root, self.redis_url, self.calendar_cache = root, redis_url, calendar_cache
         self.client = redis.Redis.from_url(redis_url, decode_responses=True)
         self.tried = self.refused = self.busy = self.sessions_run = self.tasks_started = self.waits = 0
-        self.finished_later = self.idle = 0
+        self.finished_later = self.idle = self.data_waits = 0
         self._calendars: dict[str, TradingCalendar] = {}
 
     def calendar(self, override: str) -> TradingCalendar:
@@ -281,7 +314,15 @@ class Bench:
 
     def write_config(self, world: World, no_failures: bool = False) -> None:
         (self.root / "maint.toml").write_text(world.config(no_failures=no_failures)
-                                              .replace("LEDGER", str(self.root / "ledger")))
+                                              .replace("LEDGER", str(self.root / "ledger"))
+                                              .replace("DATA", str(self.root / "data")))
+
+    def write_data(self, sessions) -> None:
+        """The files the probes look for: the data of these sessions is there, and only theirs."""
+        shutil.rmtree(self.root / "data", ignore_errors=True)
+        (self.root / "data").mkdir()
+        for session in sessions:
+            (self.root / "data" / str(session)).touch()
 
     def snapshot(self) -> dict[str, tuple]:
         """Every key: its type, its value, whether it expires."""
@@ -298,8 +339,8 @@ class Bench:
         path.unlink(missing_ok=True)
         return [tuple(line.split(" ")) for line in lines if line]
 
-    def docs(self) -> dict[str, SessionStatus | None]:
-        keys = self.client.keys(f"{PREFIX}:status:*")
+    def docs(self, prefix: str = PREFIX) -> dict[str, SessionStatus | None]:
+        keys = self.client.keys(f"{prefix}:status:*")
         return {k.rsplit(":", 1)[1]: SessionStatus.from_json(dt.date.fromisoformat(k.rsplit(":", 1)[1]),
                                                              self.client.get(k)) for k in keys}
 
@@ -309,13 +350,15 @@ class Bench:
         self.client.flushall()
         (self.root / "ledger").unlink(missing_ok=True)
         self.write_config(world)
+        self.write_data(world.data)
         calendar = self.calendar(world.override)
         now = dt.datetime.fromisoformat(world.now).replace(tzinfo=calendar.tz)
+        prefix = world.prefix
         for day, (kind, attempts, minutes, seed) in world.history.items():
-            self.client.set(f"{PREFIX}:status:{day}", stored_status(world, dt.date.fromisoformat(day), kind,
+            self.client.set(f"{prefix}:status:{day}", stored_status(world, dt.date.fromisoformat(day), kind,
                                                                     attempts, minutes, seed, now), ex=40 * 86400)
         if world.lock_held:
-            self.client.set(f"{PREFIX}:lock", json.dumps({"host": "another-host", "pid": 4242, "since": world.now,
+            self.client.set(f"{prefix}:lock", json.dumps({"host": "another-host", "pid": 4242, "since": world.now,
                                                          "run_id": "another-run", "nonce": "x"}), px=600_000)
         before = self.snapshot()
         dry = self.cli(*world.command, "--dry-run", "--now", world.now)
@@ -339,99 +382,130 @@ class Bench:
             self.busy += 1
             return
         self.idle += not said.order
-        self._compare(world, said, before, real, ran)
+        self._compare(world, said, before, real, ran, now)
         if world.auto_recover:
             self._finishes(world, calendar, now)
 
-    def _compare(self, world: World, said: Said, before: dict, real, ran: list[tuple[str, str]]) -> None:
-        after = self.docs()
+    def _compare(self, world: World, said: Said, before: dict, real, ran: list[tuple[str, str]],
+                 now: dt.datetime) -> None:
+        prefix = world.prefix
+        after = self.docs(prefix)
         earlier = {}
         for key, (_, raw, _) in before.items():
-            if key.startswith(f"{PREFIX}:status:"):
+            if key.startswith(f"{prefix}:status:"):
                 day = key.rsplit(":", 1)[1]
                 earlier[day] = SessionStatus.from_json(dt.date.fromisoformat(day), raw)
         sessions_ran = [s for s, _ in ran]
         assert set(sessions_ran) <= set(said.order), (said.order, ran)
         assert sessions_ran == sorted(sessions_ran, key=said.order.index), (said.order, ran)
-        failed_any = False
+        failed_any = data_waits = False
         for day in said.order:
             old, new = earlier.get(day), after[day]
             assert new is not None and not new.corrupt
             started = [t for s, t in ran if s == day]
-            # What starts: the named tasks, except those after one that failed or was skipped in this cycle.
-            down: set[str] = set()
-            for name in _dependencies_first(world):
-                if name in said.run[day] and any(d in down or (d in said.run[day] and world.task(d).fails)
-                                                 for d in world.task(name).after):
-                    down.add(name)
-            expected = [n for n in said.run[day] if n not in down]
-            assert sorted(started) == sorted(expected), (day, said.run[day], started)
+            possible = self._outcomes(world, said, day, now)
+            # What starts: the named tasks that can, none after one that failed, was skipped or waits for data.
+            expected = [n for n in said.run[day] if possible[n] in ({COMPLETED}, {FAILED})
+                        and not (n in said.probe[day] and day not in world.data)]
+            assert sorted(started) == sorted(expected), (day, said.run[day], started, possible)
             assert len(started) == len(set(started)), (day, started)
+            recorded_failure = waited = False
             for name in world.names:
                 state, record = new.tasks.get(name), new.details.get(name) or TaskRecord()
                 if name in said.run[day]:
-                    want = SKIPPED if name in down else FAILED if world.task(name).fails else COMPLETED
-                    assert state == want, (day, name, state, want)
-                    failed_any |= want != COMPLETED
+                    outcome = WAITS_FOR_DATA if state == PENDING and (record.reason or "").startswith(
+                        "waits for data") and record.waiting_since else state
+                    assert outcome in possible[name], (day, name, state, record, possible[name])
+                    recorded_failure |= outcome in (FAILED, SKIPPED)
+                    waited |= outcome == WAITS_FOR_DATA
                 elif name in said.skip[day]:
                     why = said.skip[day][name]
                     assert state == SKIPPED and (record.reason if why.startswith("catchup") else record.error) == why
-                    failed_any |= not why.startswith("catchup")
+                    recorded_failure |= not why.startswith("catchup")
                 elif name in said.wait[day]:
                     assert state == PENDING and record.reason == said.wait[day][name], (day, name, record)
                     self.waits += 1
                 else:  # not considered by this call (--task): as it was; one left in progress is now failed
                     was = old.tasks.get(name, PENDING) if old is not None and not old.corrupt else PENDING
                     assert state == (FAILED if was == IN_PROGRESS else was), (day, name, was, state)
+            failed_any |= recorded_failure
+            data_waits |= waited
             readable_old = old is not None and not old.corrupt
-            assert new.attempts == (old.attempts if readable_old else 0) + 1
+            # A cycle that only found data missing is no attempt.
+            only_waited = waited and not started and not recorded_failure
+            assert new.attempts == (old.attempts if readable_old else 0) + (0 if only_waited else 1), \
+                (day, new.attempts, old and old.attempts, only_waited)
             settled = all(new.tasks.get(n) == COMPLETED or (new.tasks.get(n) == SKIPPED and new.details[n].reason)
                           for n in world.names)
             assert new.done == settled, (day, new.tasks)
             forced_or_pending = "--task" not in world.command
-            if forced_or_pending and not said.wait[day] and not any(
+            if forced_or_pending and not said.wait[day] and not waited and not any(
                     new.tasks.get(n) in (FAILED, SKIPPED) and not (new.details.get(n) and new.details[n].reason)
                     for n in world.names):
                 assert new.done, (day, new.tasks)
             self.sessions_run += 1
             self.tasks_started += len(started)
-        touched = {f"{PREFIX}:{kind}:{d}" for d in said.order for kind in ("status", "executed")}
+            self.data_waits += waited
+        touched = {f"{prefix}:{kind}:{d}" for d in said.order for kind in ("status", "executed")}
         for key, value in before.items():  # every other key as it was
-            if key not in touched and key != f"{PREFIX}:last_run":
+            if key not in touched and key != f"{prefix}:last_run":
                 assert self.client.type(key) == value[0] and self._value(key) == value[1], key
         assert real.exit_code == (1 if failed_any else 0), (real.exit_code, real.output)
-        if not failed_any and "--task" not in world.command and "--force" not in world.command:
+        if not failed_any and not data_waits and "--task" not in world.command and "--force" not in world.command:
             # The same call again (cron calls every few minutes) has nothing left to do: what it ran is done,
-            # or waits for the close; no cycle that would change nothing.
+            # or waits for the close; no cycle that would change nothing. (One waiting for data probes again.)
             again = parse_dry_run(self.cli(*world.command, "--dry-run", "--now", world.now).stdout)
             assert not again.order, (again.order, again.run)
 
+    def _outcomes(self, world: World, said: Said, day: str, now: dt.datetime) -> dict[str, set[str]]:
+        """What each task the dry run says would run may end as: completed; failed (it fails, or its probe finds
+        no data once the wait the dry run names is over); waiting for data; skipped after a failure. A task after
+        both a failure and a wait ends as whichever reached it first: either."""
+        possible: dict[str, set[str]] = {}
+        for name in _dependencies_first(world):
+            if name not in said.run[day]:
+                continue
+            deps = set().union(*(possible[d] for d in world.task(name).after if d in possible))
+            own = ({COMPLETED} if name not in said.probe[day] or day in world.data else
+                   {FAILED} if now.replace(tzinfo=None) >= dt.datetime.fromisoformat(said.probe[day][name])
+                   else {WAITS_FOR_DATA})
+            own = {FAILED} if world.task(name).fails and own == {COMPLETED} else own
+            blocked = ({SKIPPED} if deps & {FAILED, SKIPPED} else set()) | (deps & {WAITS_FOR_DATA})
+            possible[name] = blocked or own
+        return possible
+
     def _finishes(self, world: World, calendar: TradingCalendar, now: dt.datetime) -> None:
-        """With no failure from here on, one cron tick once the exchange is closed and every backoff has passed
-        finishes every session in its view whose window has opened, but one that gave up after a failure."""
+        """With no failure from here on and every session's data there, one cron tick once the exchange is closed
+        and every backoff has passed finishes every session in its view whose window has opened, but one that
+        gave up after a failure, or one the job's catchup leaves (worked out here from the calendar alone)."""
         later = now + dt.timedelta(hours=9)  # past any backoff the history holds (30 min doubled 4 times)
         while (close := calendar.open_until(later) or calendar.open_until(later + dt.timedelta(minutes=15))):
             later = close + dt.timedelta(minutes=5)
         if calendar.local_date(later) > LAST_DAY + dt.timedelta(days=3):
             return
-        self.client.delete(f"{PREFIX}:lock")
+        prefix = world.prefix
+        self.client.delete(f"{prefix}:lock")
         self.write_config(world, no_failures=True)
-        stuck_before = self.docs()
+        self.write_data(_sessions(calendar))
+        stuck_before = self.docs(prefix)
         tick = self.cli("run", "--now", later.astimezone(calendar.tz).replace(tzinfo=None).isoformat())
         assert tick.exit_code == 0, tick.output
         self.ledger()
         from tradeul_maint.planner import failed_tasks, sessions_in_view
 
         schedule = _schedule(world)
-        after = self.docs()
-        for session in sessions_in_view(later, calendar, schedule):
-            if calendar.window(session, schedule.window_start, schedule.window_minutes).start > later:
-                continue
+        after = self.docs(prefix)
+        view = sessions_in_view(later, calendar, schedule)
+        opened = [s for s in view if calendar.window(s, schedule.window_start, schedule.window_minutes).start <= later]
+        for session in opened:
+            window = calendar.window(session, schedule.window_start, schedule.window_minutes)
             old = stuck_before.get(session.isoformat())
             gave_up = old is not None and not old.corrupt and not old.done and old.attempts >= world.max_attempts \
                 and (failed_tasks(old) or old.unfinished)
+            left = (world.job_catchup == "none" and window.end <= later) or \
+                (world.job_catchup == "latest" and session < max(opened))
             status = after.get(session.isoformat())
-            assert gave_up or (status is not None and status.done), \
+            assert gave_up or (status is not None and status.done) or left, \
                 (session, later, old and old.tasks, status and status.tasks)
         self.finished_later += 1
 
@@ -448,7 +522,7 @@ def _schedule(world: World):
 
     return ScheduleSettings(window_start=parse_window_start(world.window_start), window_minutes=world.window_minutes,
                             lookback_sessions=world.lookback, auto_recover=world.auto_recover,
-                            recover_during_market_hours=world.during_market)
+                            recover_during_market_hours=world.during_market, catchup=world.job_catchup)
 
 
 def run_property(bench: Bench, examples: int, seed: int | None = None) -> None:
@@ -491,7 +565,8 @@ def main() -> None:
         print(f"python bench/dry_run_property.py --examples {args.examples} --seed {args.seed}\n"
               f"examples tried {bench.tried} in {time.monotonic() - started:.0f} s: {bench.refused} configs refused at "
               f"load (78), {bench.busy} with the lock held, {bench.idle} with nothing to run; {bench.sessions_run} "
-              f"sessions run, {bench.tasks_started} tasks started, {bench.waits} tasks left waiting for the close; "
+              f"sessions run, {bench.tasks_started} tasks started, {bench.waits} tasks left waiting for the close, "
+              f"{bench.data_waits} sessions with tasks waiting for data; "
               f"{bench.finished_later} followed by a cron tick after the close that had to finish every session\n"
               f"{verdict}")
         if not verdict.endswith(": 0"):

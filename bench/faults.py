@@ -421,12 +421,17 @@ class Workspace:
     def run(self, *args: str, timeout: float = 120, **env: str) -> Result:
         return self.spawn(*args, **env).wait(timeout)
 
-    def write_config(self, head: str, tasks: list[dict]) -> None:
-        self.config.write_text(head + "\n" + "\n".join(self.task_toml(t) for t in tasks))
+    def write_config(self, head: str, tasks: list[dict], jobs: dict[str, tuple[str, list[dict]]] | None = None
+                     ) -> None:
+        """`tasks` at the top level (the job `maintenance`); `jobs`: name -> (its [jobs.NAME] keys, its tasks)."""
+        text = head + "\n" + "\n".join(self.task_toml(t) for t in tasks)
+        for name, (keys, job_tasks) in (jobs or {}).items():
+            text += f"\n[jobs.{name}]\n{keys}\n" + "\n".join(self.task_toml(t, f"jobs.{name}.tasks") for t in job_tasks)
+        self.config.write_text(text)
 
-    def task_toml(self, t: dict) -> str:
+    def task_toml(self, t: dict, table: str = "tasks") -> str:
         """One [[tasks]] table: kind "cmd" (ledger_task.py) or "py" (ledger_pytask:task)."""
-        lines = ["[[tasks]]", f'name = "{t["name"]}"']
+        lines = [f"[[{table}]]", f'name = "{t["name"]}"']
         if t.get("kind", "cmd") == "cmd":
             argv = [sys.executable, str(self.script), str(self.ledger), t["name"], "{date}", str(t.get("sleep", 0))]
             if t.get("ignore_term"):
@@ -522,8 +527,8 @@ class Harness:
 # --- reading the tool's state from the outside --------------------------------------------
 
 
-def document(client: redis.Redis, day: str = DAY) -> dict:
-    raw = client.get(f"{PREFIX}:status:{day}")
+def document(client: redis.Redis, day: str = DAY, prefix: str = PREFIX) -> dict:
+    raw = client.get(f"{prefix}:status:{day}")
     try:
         doc = json.loads(raw) if raw else {}
     except ValueError:
@@ -537,10 +542,10 @@ def task_states(client: redis.Redis, day: str = DAY) -> dict[str, str]:
     return dict(states) if isinstance(states, dict) else {}
 
 
-def is_done(client: redis.Redis, day: str = DAY) -> bool:
-    doc = document(client, day)
+def is_done(client: redis.Redis, day: str = DAY, prefix: str = PREFIX) -> bool:
+    doc = document(client, day, prefix)
     return doc.get("all_success") is True and bool(doc.get("completed_at")) and \
-        client.get(f"{PREFIX}:executed:{day}") == "1"
+        client.get(f"{prefix}:executed:{day}") == "1"
 
 
 def snapshot(client: redis.Redis) -> dict[str, tuple]:
@@ -729,6 +734,60 @@ def trial_overlap(h: Harness, out: Outcome, rng: random.Random) -> None:
     out.check(not bad, "exit codes other than 0", "; ".join(map(str, bad[:3])))
     out.figure("max executions of one task", max([sum(e.task == n for e in execs) for n in "abc"], default=0))
     out.figure("slowest run (s)", max(r.seconds for r in results))
+    cleanup_leftovers(ws)
+
+
+def trial_jobs(h: Harness, out: Outcome, rng: random.Random) -> None:
+    """Two jobs due at the same tick (the top-level pipeline and [jobs.other], each with a command and a python
+    task): 20 cron `run`s (8 in quick mode) started together, one of them SIGKILLed at a random moment, then cron runs until both
+    are done. Each job runs under its own lock: a task runs again only when the kill interrupted it, two runs of
+    one job never overlap, and both sessions end done."""
+    runs = 8 if h.quick else 20
+    server = h.shared()
+    ws = h.workspace(out.trial, out.index, server.url)
+    mine = [{"name": "a", "sleep": 0.4}, {"name": "b", "kind": "py", "sleep": 0.3, "after": ["a"]}]
+    other = [{"name": "x", "kind": "py", "sleep": 0.3}, {"name": "y", "sleep": 0.4, "after": ["x"]}]
+    ws.write_config("[schedule]\nlookback_sessions = 1\n[redis]\nlock_lease_seconds = 2\n"
+                    "[calendar]\nexpiry_warning_days = 0\n", mine,
+                    {"other": ('window_start = "17:00"\nwindow_minutes = 30', other)})
+    procs = [ws.spawn("run", "--now", TICK) for _ in range(runs)]
+    victim = rng.randrange(runs)
+    time.sleep(rng.uniform(0.2, 2.0))
+    killed = procs[victim].poll() is None
+    if killed:
+        procs[victim].popen.send_signal(signal.SIGKILL)
+    results = [p.wait(120) for i, p in enumerate(procs)]
+    killed_at = time.time()
+    with server.client() as c:  # a lock the killed runner held runs out with its lease (2 s)
+        wait_until(lambda: not c.exists(f"{PREFIX}:lock", f"{PREFIX}:other:lock"), timeout=5)
+    for _ in range(10):  # cron ticks within the window, until both jobs are done
+        last = ws.run("run", "--now", TICK)
+        with server.client() as c:
+            if is_done(c) and is_done(c, prefix=f"{PREFIX}:other"):
+                break
+        time.sleep(0.5)
+    execs = ws.executions()
+    horizon = time.time()
+    job_of = {t["name"]: "maintenance" for t in mine} | {t["name"]: "other" for t in other}
+    for name in job_of:
+        runs_of = [e for e in execs if e.task == name]
+        out.check(len(runs_of) <= 1 or (killed and all(e.start <= killed_at for e in runs_of[:-1])),
+                  "a task of a job executed again without a kill to explain it",
+                  f"task {name} ran {len(runs_of)} times: " + "; ".join(e.describe() for e in runs_of))
+    same_job = [(a, b) for a, b in ledger.overlapping(execs, same_task=False, horizon=horizon)
+                if job_of[a.task] == job_of[b.task]]
+    out.check(not same_job, "two runs of one job overlapping (each job has its own lock)",
+              "; ".join(f"{a.describe()} || {b.describe()}" for a, b in same_job[:3]))
+    with server.client() as c:
+        left = [job for job, prefix in (("maintenance", PREFIX), ("other", f"{PREFIX}:other"))
+                if not is_done(c, prefix=prefix)]
+        out.check(not left, "jobs left not done", f"{left} after the runs; last {last}")
+    bad = [r for i, r in enumerate(results) if i != victim and (r.code != 0 or traceback_in(r.stderr))]
+    out.check(not bad, "exit codes other than 0", "; ".join(map(str, bad[:3])))
+    both = [(a, b) for a, b in ledger.overlapping(execs, same_task=False, horizon=horizon)
+            if job_of[a.task] != job_of[b.task]]
+    out.figure("executions of the two jobs side by side", len(both))
+    out.figure("trials with the runner killed mid-run", int(killed))
     cleanup_leftovers(ws)
 
 
@@ -1383,6 +1442,7 @@ class TrialKind:
 TRIALS = [
     TrialKind("overlap", trial_overlap, 50, "Overlap: 20 cron runs at a window tick"),
     TrialKind("mixed", trial_mixed, 20, "Mixed overlap: run, recover, run --date --force"),
+    TrialKind("jobs", trial_jobs, 20, "Two jobs due at one tick: 20 cron runs, one SIGKILLed"),
     TrialKind("crash", trial_crash, 50, "Crash: SIGKILL of the runner mid-cycle, then run until done"),
     TrialKind("pause", trial_pause, 20, "Pause past the lease: SIGSTOP, another runner, SIGCONT"),
     TrialKind("redis-unreachable", trial_unreachable, 10, "Redis unreachable at start"),

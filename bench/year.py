@@ -3,6 +3,7 @@
     python bench/year.py                      # the whole of 2026, seed 2026
     python bench/year.py --seed 7 --window 17:00
     python bench/year.py --start 2026-11-01 --end 2027-01-01
+    python bench/year.py --phases             # every phase of the day: examples/phases.toml (bench/year_phases.py)
 
 Each tick does what the cron entry does: `core.quiet_tick(settings, now)` (the cheap path
 of every tick with nothing to do), and when that is not a plain "nothing", `core.prepare`
@@ -45,6 +46,7 @@ import datetime as dt
 import functools
 import json
 import random
+import re
 import sys
 import tempfile
 import time
@@ -135,10 +137,12 @@ class Exchange:
         return cls(days, opens, closes)
 
     def window(self, session: dt.date, start: str, minutes: int) -> tuple[dt.datetime, dt.datetime]:
-        if start.startswith("close"):
-            sign, amount = start[5], start[6:]
-            offset = dt.timedelta(minutes=int(amount[:-1]) * (60 if amount.endswith("h") else 1))
-            begin = self.closes[session] + (offset if sign == "+" else -offset)
+        """`HH:MM` that day in New York, or `open`/`close` of that session plus or minus `XhYm` (elapsed time)."""
+        if relative := re.fullmatch(r"(open|close)([+-])(?:(\d+)h)?(?:(\d+)m)?", start):
+            anchor, sign, hours, mins = relative.groups()
+            offset = dt.timedelta(hours=int(hours or 0), minutes=int(mins or 0))
+            base = (self.opens if anchor == "open" else self.closes)[session]
+            begin = base + (offset if sign == "+" else -offset)
         else:
             begin = dt.datetime.combine(session, dt.time.fromisoformat(start), NY).astimezone(UTC)
         return begin, begin + dt.timedelta(minutes=minutes)
@@ -327,7 +331,7 @@ command = {json.dumps([sys.executable, str(script), str(book), "export", "{date}
                         continue
                     report.full_ticks += 1
                     began_run = time.monotonic()
-                    run = core.run(core.prepare(live, now))
+                    (run,) = core.run(core.prepare(live, now))  # the one job: the top-level pipeline
                     report.run_seconds += time.monotonic() - began_run
                 except MaintError as exc:
                     report.violate("every tick with the host and Redis up succeeds",
@@ -458,7 +462,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lookback", type=int, default=7)
     parser.add_argument("--no-shortcuts", action="store_true", help="no memoized calendar or reused connection")
     parser.add_argument("--keep", type=Path, help="keep the work directory (ledger, fault calendar, logs) here")
+    parser.add_argument("--phases", action="store_true", help="the ten jobs of examples/phases.toml instead")
     args = parser.parse_args(argv)
+    if args.phases:
+        import year_phases
+
+        with tempfile.TemporaryDirectory(prefix="tradeul-phases-") as tmp:
+            phases = year_phases.simulate(args.keep or Path(tmp), args.seed, args.start, args.end, progress=True)
+        print(phases.summary())
+        return 1 if phases.violations else 0
     with tempfile.TemporaryDirectory(prefix="tradeul-year-") as tmp:
         report = simulate(args.keep or Path(tmp), args.seed, args.start, args.end, args.window, args.window_minutes,
                           args.lookback, use_shortcuts=not args.no_shortcuts, progress=True)

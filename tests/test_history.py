@@ -71,7 +71,7 @@ def test_a_session_done_after_its_deadline_is_late_in_every_view(project, r):
         "WARNING: 2026-11-25 was done 38h00m after its deadline (2026-11-25 18:00), at 2026-11-27 08:00"]
     metrics = (project.root / "metrics" / "m.prom").read_text()
     value = next(line for line in metrics.splitlines()
-                 if line.startswith('tradeul_maint_session_late_seconds{session="2026-11-25"}'))
+                 if line.startswith('tradeul_maint_session_late_seconds{maint_job="maintenance",session="2026-11-25"}'))
     assert LATE_25 <= float(value.split()[-1]) < LATE_25 + 60
 
 
@@ -84,7 +84,7 @@ def test_the_warning_clears_once_the_newest_session_is_done_on_time(project, r):
     sessions = by_date(status_json(project, now="2026-11-27T18:30"))
     assert sessions["2026-11-27"]["late_seconds"] == 0.0 and sessions["2026-11-25"]["late_seconds"] >= LATE_25
     metrics = (project.root / "metrics" / "m.prom").read_text()
-    assert 'tradeul_maint_session_late_seconds{session="2026-11-27"} 0' in metrics
+    assert 'tradeul_maint_session_late_seconds{maint_job="maintenance",session="2026-11-27"} 0' in metrics
 
 
 def test_a_forced_rerun_later_does_not_make_a_session_late(project, r):

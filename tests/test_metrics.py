@@ -32,6 +32,7 @@ from tradeul_maint import metrics
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yaml"
 TEXTFILE = "metrics/tradeul_maint.prom"
+JOB = ("maint_job", "maintenance")  # every sample about a job names it
 LOOKBACK_TO_25 = ["2026-11-17", "2026-11-18", "2026-11-19", "2026-11-20", "2026-11-23", "2026-11-24"]
 
 
@@ -66,13 +67,14 @@ def test_after_a_cycle_the_textfile_says_what_the_cycle_did(project, r):
     result = project.cli("run", "--now", "2026-11-25T17:05")
     assert result.exit_code == 1
     values = read_metrics(path)
-    assert values[("tradeul_maint_task_success", (("task", "a"),))] == 1
-    assert values[("tradeul_maint_task_success", (("task", "b"),))] == 0
-    assert values[("tradeul_maint_task_duration_seconds", (("task", "a"),))] >= 0
-    assert values[("tradeul_maint_cycle_attempts", (("session", "2026-11-25"),))] == 1
-    assert not [k for k in values if k[0] == "tradeul_maint_cycle_attempts" and k[1] != (("session", "2026-11-25"),)]
+    assert values[("tradeul_maint_task_success", (JOB, ("task", "a")))] == 1
+    assert values[("tradeul_maint_task_success", (JOB, ("task", "b")))] == 0
+    assert values[("tradeul_maint_task_duration_seconds", (JOB, ("task", "a")))] >= 0
+    assert values[("tradeul_maint_cycle_attempts", (JOB, ("session", "2026-11-25")))] == 1
+    assert not [k for k in values
+                if k[0] == "tradeul_maint_cycle_attempts" and k[1] != (JOB, ("session", "2026-11-25"))]
     # 2026-11-24 closed at 16:00 New York, 21:00 UTC; the 25th's window is still open: nothing overdue yet.
-    assert values[("tradeul_maint_last_success_session_timestamp_seconds", ())] == \
+    assert values[("tradeul_maint_last_success_session_timestamp_seconds", (JOB,))] == \
         dt.datetime(2026, 11, 24, 21, 0, tzinfo=dt.timezone.utc).timestamp()
     assert sum(not_done(values).values()) == 0
     written = values[("tradeul_maint_metrics_timestamp_seconds", ())]
@@ -85,7 +87,7 @@ def test_a_run_of_an_older_session_reports_that_cycle(project, r):
     done(r, "2026-11-24")
     assert project.cli("run", "--date", "2026-11-03", "--now", "2026-11-25T12:00").exit_code == 0
     values = read_metrics(path)
-    assert values[("tradeul_maint_task_success", (("task", "b"),))] == 1
+    assert values[("tradeul_maint_task_success", (JOB, ("task", "b")))] == 1
     assert "2026-11-03" in (project.root / TEXTFILE).read_text()  # the HELP names the cycle's session
 
 
@@ -99,10 +101,10 @@ def test_status_check_rewrites_it_with_the_sessions_not_done(project, r):
     values = read_metrics(path)
     assert path.stat().st_mtime_ns != before
     assert not_done(values) == {"failed": 1, "missing": 1, "interrupted": 0, "corrupt": 0, "running": 0,
-                                "waiting": 0}
-    assert values[("tradeul_maint_cycle_attempts", (("session", "2026-11-24"),))] == 0
-    assert values[("tradeul_maint_cycle_attempts", (("session", "2026-11-25"),))] == 1
-    assert values[("tradeul_maint_task_success", (("task", "b"),))] == 0  # the newest recorded cycle
+                                "waiting": 0, "expired": 0}
+    assert values[("tradeul_maint_cycle_attempts", (JOB, ("session", "2026-11-24")))] == 0
+    assert values[("tradeul_maint_cycle_attempts", (JOB, ("session", "2026-11-25")))] == 1
+    assert values[("tradeul_maint_task_success", (JOB, ("task", "b")))] == 0  # the newest recorded cycle
 
 
 @pytest.mark.parametrize("now, sessions_done", [
@@ -177,7 +179,7 @@ def test_every_cycle_and_status_push_the_textfiles_metrics_to_the_pushgateway(pr
     assert project.cli("run", "--now", "2026-11-25T17:05").exit_code == 1
     after_cycle = without_group(pushed(pushgateway), key_prefix="maintenance")
     assert after_cycle == read_metrics(path)
-    assert after_cycle[("tradeul_maint_task_success", (("task", "b"),))] == 0
+    assert after_cycle[("tradeul_maint_task_success", (JOB, ("task", "b")))] == 0
     # status --check an hour later: the same group replaced whole (PUT), with the new time and the failed session.
     assert project.cli("status", "--check", "--now", "2026-11-25T18:05").exit_code == 1
     later = without_group(pushed(pushgateway), key_prefix="maintenance")
@@ -325,9 +327,10 @@ EXPECTED = {
     "done": {},  # a trading day whose session is done
     "holiday": {},
     "weekend": {},
-    "missed": {"TradeulMaintSessionMissed": [{"severity": "critical", "state": "missing"}]},
-    "failed": {"TradeulMaintSessionMissed": [{"severity": "critical", "state": "failed"}]},
-    "overrunning": {"TradeulMaintCycleOverrunning": [{"severity": "warning", "state": "running"}]},
+    "missed": {"TradeulMaintSessionMissed": [{"severity": "critical", "state": "missing", "maint_job": "maintenance"}]},
+    "failed": {"TradeulMaintSessionMissed": [{"severity": "critical", "state": "failed", "maint_job": "maintenance"}]},
+    "overrunning": {"TradeulMaintCycleOverrunning": [{"severity": "warning", "state": "running",
+                                                      "maint_job": "maintenance"}]},
 }
 
 

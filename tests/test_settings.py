@@ -120,7 +120,7 @@ def test_durations_and_window_forms_parse(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text("[schedule]\nwindow_start = 'close+2h'\n" + TASK + "timeout = '30m'\nretry_delay = 5\n")
     settings = load_settings(Overrides(config=config), {"HOME": str(tmp_path)})
-    assert str(settings.schedule.window_start) == "close+120m"
+    assert str(settings.schedule.window_start) == "close+2h"
     assert settings.tasks[0].timeout == 1800 and settings.tasks[0].retry_delay == 5
 
 

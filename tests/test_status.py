@@ -103,7 +103,7 @@ def test_status_json_carries_the_same_information(project, r):
     data = json.loads(result.stdout)
     assert set(data) == {"now", "calendar", "timezone", "order", "lookback", "ok", "not_done", "sessions",
                          "next_window", "lock", "last_run", "calendar_warning", "config", "redis", "log_dir",
-                         "log_dir_fallback", "slow_tasks", "window_risk", "warnings", "containment"}
+                         "log_dir_fallback", "slow_tasks", "window_risk", "warnings", "containment", "job", "jobs"}
     assert data["order"] == "newest_first" and data["lookback"] == 7 and data["timezone"] == "America/New_York"
     assert {s["date"]: s["state"] for s in data["sessions"]} == EXPECTED
     assert [s["date"] for s in data["sessions"]] == LOOKBACK

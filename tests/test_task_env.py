@@ -64,6 +64,10 @@ def write_tasks(project, redis_env: bool = False) -> None:
         name = "py"
         python = "dump_py:run"
         params = {{ to = "{project.root / "py.json"}" }}
+        [[tasks]]
+        name = "probed"
+        wait_for = ['{sys.executable}', '{project.root / "dump_cmd.py"}', '{project.root / "probe.json"}']
+        command = ["true"]
     """)
 
 
@@ -77,7 +81,7 @@ def test_by_default_no_task_sees_the_tools_url_password_file_or_redis_url(projec
     write_tasks(project)
     result = project.cli("run", "--date", DAY, "--now", NOW, **tool_env(project, guarded))
     assert result.exit_code == 0, result.output
-    for dump in ("cmd.json", "py.json"):
+    for dump in ("cmd.json", "py.json", "probe.json"):  # a wait_for probe is a task process too
         env = json.loads((project.root / dump).read_text())
         assert not [name for name in SECRET_VARS if name in env], dump
         assert PASSWORD not in json.dumps(env) and env["PATH"]  # the rest of the environment is there

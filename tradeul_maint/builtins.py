@@ -89,11 +89,13 @@ def delete_keys(ctx) -> dict[str, Any]:
     warning), so no pattern can delete a status document or the lock.
     """
     dry_run = ctx.params.get("dry_run", False)
-    namespace = Keys(ctx.key_prefix).namespace  # the configured [redis] key_prefix
+    # Every job's: the configured [redis] key_prefix, and each [jobs.NAME]'s.
+    namespaces = ctx.namespaces or (Keys(ctx.key_prefix).namespace,)
+    namespace = ", ".join(namespaces)
     total = 0
     with target_redis(ctx) as client:
         for pattern in ctx.params["patterns"]:
-            guard = namespace if can_match_key_starting_with(pattern, namespace) else None
+            guard = tuple(n for n in namespaces if can_match_key_starting_with(pattern, n)) or None
             count = spared = 0
             for node in primaries(client):  # SCAN walks one server's keys: on a cluster, every primary's
                 deleted, kept = _delete_matching(node, pattern, dry_run, guard, by_slot=node is not client)
@@ -107,7 +109,7 @@ def delete_keys(ctx) -> dict[str, Any]:
     return {"success": True}
 
 
-def _delete_matching(client: redis.Redis, pattern: str, dry_run: bool, guard: str | None,
+def _delete_matching(client: redis.Redis, pattern: str, dry_run: bool, guard: tuple[str, ...] | None,
                      by_slot: bool = False) -> tuple[int, int]:
     """SCAN the keyspace once, UNLINKing what each step found while the next step runs; (deleted, spared).
 
@@ -166,10 +168,10 @@ def _by_slot(keys: list) -> list[list]:
     return list(slots.values())
 
 
-def _not_under(keys: list, namespace: str) -> list:
-    """The keys that do not begin with `namespace` (bytes or str, as the connection returns them)."""
-    start = namespace.encode() if isinstance(keys[0], bytes) else namespace
-    return [key for key in keys if not key.startswith(start)]
+def _not_under(keys: list, namespaces: tuple[str, ...]) -> list:
+    """The keys that begin with none of `namespaces` (bytes or str, as the connection returns them)."""
+    starts = tuple(n.encode() for n in namespaces) if isinstance(keys[0], bytes) else namespaces
+    return [key for key in keys if not key.startswith(starts)]
 
 
 def _connection(pool: redis.ConnectionPool) -> redis.Connection:

@@ -220,8 +220,10 @@ class TradingCalendar:
             self._require(session)
             # zoneinfo resolves the wall time with that day's UTC offset, so DST is handled here.
             begin = dt.datetime.combine(session, start.wall_time, self.tz).astimezone(UTC)
-        else:
+        elif start.close_offset is not None:
             begin = self.close(session) + start.close_offset
+        else:  # elapsed time from that session's open, late opens included
+            begin = self.open(session) + start.open_offset
         return Window(session, begin, begin + dt.timedelta(minutes=minutes))
 
     def override_note(self, day: dt.date) -> str | None:

@@ -164,7 +164,34 @@ def complete_task(ctx: typer.Context, incomplete: str) -> list[str]:
         settings = load_settings(Overrides(config=config), require_tasks=False)
     except Exception:  # noqa: BLE001 - a half-typed command line is not an error to report
         return []
-    return [name for name in settings.task_names if name.startswith(incomplete)]
+    names = dict.fromkeys(t.name for job in settings.jobs for t in job.tasks)
+    return [name for name in names if name.startswith(incomplete)]
+
+
+def complete_job(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion after --job: the jobs of the config file, as complete_task finds it; silent on any error."""
+    try:
+        config = ctx.find_root().params.get("config")
+        settings = load_settings(Overrides(config=config), require_tasks=False)
+    except Exception:  # noqa: BLE001 - a half-typed command line is not an error to report
+        return []
+    return [job.name for job in settings.jobs if job.name.startswith(incomplete)]
+
+
+JobOption = Annotated[Optional[list[str]], typer.Option(
+    "--job", metavar="NAME", autocompletion=complete_job,
+    help="Only this job (repeatable; the top-level [[tasks]] are the job 'maintenance'). Default: every job.")]
+# The worst of several jobs' exit codes is the command's: a config error over a temporary one over a task failure.
+SEVERITY = (EXIT_OK, EXIT_TASKS_FAILED, EXIT_TEMPORARY, EXIT_USAGE, EXIT_CALENDAR_EXPIRED, EXIT_CONFIG, EXIT_INTERNAL)
+
+
+def worst(codes: list[int]) -> int:
+    return max(codes, key=lambda code: SEVERITY.index(code) if code in SEVERITY else len(SEVERITY), default=EXIT_OK)
+
+
+def job_label(settings: Settings, job: str) -> str:
+    """`premarket: ` before each line about a job when the config has several; nothing with one (as ever)."""
+    return f"{job}: " if len(settings.jobs) > 1 else ""
 
 
 LookbackOption = Annotated[Optional[int], typer.Option(
@@ -269,11 +296,12 @@ def run(
     date: DateOption = None,
     task: Annotated[Optional[list[str]], typer.Option("--task", metavar="NAME", autocompletion=complete_task,
                                                       help="Only this task (repeatable; with --date).")] = None,
+    job: JobOption = None,
     force: ForceOption = False,
     dry_run: DryRunOption = False,
     now: NowOption = None,
 ) -> None:
-    """Cron entry point: run today's session inside its window, and catch up missed ones."""
+    """Cron entry point: run each job's session inside its window, and catch up missed ones."""
     g: Globals = ctx.obj
     with errors_to_exit_codes(g):
         session = parse_date(date)
@@ -281,17 +309,35 @@ def run(
             raise UsageError(f"{'--task' if task else '--force'} needs --date YYYY-MM-DD")
         context = core.prepare(g.settings(), _now(ctx, now))
         with _watch(g, context, dry_run) as console_lines:
-            report = core.run(context, session, tuple(task or ()), force, dry_run)
+            reports = core.run(context, session, tuple(task or ()), force, dry_run, tuple(job or ()))
+    settings = context.settings
     if dry_run:
-        render.render_plan(report.plan)
-        render_busy(report, cron=session is None)
-        render_unloadable(context.settings)
+        for report in reports:
+            label = job_label(settings, report.job)
+            if report.error is not None:
+                _job_error(report)
+                continue
+            render.render_plan(report.plan, label=label, tz=context.calendar.tz.key)
+            render_busy(report, cron=session is None, label=label)
+        render_unloadable(settings)
         return
-    if session is not None and report.plan.empty:
-        for deferred in report.plan.deferred:
-            out.print(f"{deferred.session}: {deferred.reason}", markup=False)
-    _say_log_fallback(g, report, console_lines)
-    render_results(report, g.quiet)
+    for report in reports:
+        if session is not None and report.plan.empty:
+            for deferred in report.plan.deferred:
+                out.print(f"{job_label(settings, report.job)}{deferred.session}: {deferred.reason}", markup=False)
+    _say_log_fallback(g, reports, console_lines)
+    _exit(render_results(reports, g.quiet, settings, cron=session is None))
+
+
+def _job_error(report: core.RunReport) -> int:
+    """One job's failure, on stderr naming the job (the other jobs went on); its exit code."""
+    err.print(f"tradeul-maint: {report.job}: {scrub(str(report.error))}", markup=False, emoji=False)
+    return report.error.exit_code
+
+
+def _exit(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
 
 
 @contextmanager
@@ -317,26 +363,27 @@ def _watch(g: Globals, context: core.Context, dry_run: bool) -> Iterator[list[st
         from tradeul_maint import live
 
         settings = context.settings
-        with live.showing(err, {t.name: t for t in settings.tasks}, settings.run.max_parallel):
+        with live.showing(err, {t.name: t for job in settings.jobs for t in job.tasks}, settings.run.max_parallel):
             yield printed
     finally:
         logger.remove(handler)
 
 
-def _say_log_fallback(g: Globals, report: core.RunReport, console_lines: list[str]) -> None:
+def _say_log_fallback(g: Globals, reports: list[core.RunReport], console_lines: list[str]) -> None:
     """Once on stderr, from a run that did work: its log is not where the settings point (silent ticks say nothing)."""
     place = g.log_dir
-    if report.results and place is not None and place.fallback_reason and not console_lines and not g.quiet:
+    worked = any(r.results and not all(c.waited_only for c in r.results) for r in reports)
+    if worked and place is not None and place.fallback_reason and not console_lines and not g.quiet:
         err.print(FallbackNotice(place.preferred, place.path, place.fallback_reason).console_line().rstrip("\n"),
                   markup=False, emoji=False)
 
 
-def render_busy(report: core.RunReport, cron: bool) -> None:
+def render_busy(report: core.RunReport, cron: bool, label: str = "") -> None:
     """A dry run whose plan another run's lock would stop says so: the same call now would not run it."""
     if report.busy is not None:
         then = "run nothing and exit 0" if cron and not report.busy.foreign else "run nothing and exit 75"
-        out.print(f"but the lock is held by {report.busy.describe()}: this call would {then} now", markup=False,
-                  emoji=False)
+        out.print(f"{label}but the lock is held by {report.busy.describe()}: this call would {then} now",
+                  markup=False, emoji=False)
 
 
 def render_unloadable(settings: Settings) -> None:
@@ -348,30 +395,40 @@ def render_unloadable(settings: Settings) -> None:
                   emoji=False)
 
 
-def render_results(report: core.RunReport, quiet: bool) -> None:
-    """One summary line per session run (stdout), failures on stderr; exit 1 when a task this command ran failed.
+def render_results(reports: list[core.RunReport], quiet: bool, settings: Settings, cron: bool = True) -> int:
+    """One summary line per session run (stdout), failures on stderr; the exit code: 1 when a task this command
+    ran failed, or the worst of the jobs' errors.
 
     A session can stay not done without any of this command's tasks failing: `run --date D
     --task T` re-ran T alone, and another task of D is still failed or pending. That is said
-    on stdout with the tasks left, and is exit 0: what was asked for worked.
+    on stdout with the tasks left, and is exit 0: what was asked for worked. A cycle that only
+    found its data missing (wait_for) says nothing under cron; a manual run says it waits.
     """
-    failed = False
-    for result in report.results:
-        s, line = result.status, result.headline()
-        if result.success:
-            if not quiet:
-                out.print(line, markup=False)
-        elif result.failures:
-            failed = True
-            err.print(f"{line}; not done", markup=False)
-            for failure in result.failure_lines():
-                err.print(failure, markup=False)
-        elif not quiet:
-            left = [f"{name} ({result.waiting.get(name, state)})" for name, state in s.tasks.items()
-                    if state != "completed" and name not in result.left_to_newest]
-            out.print(f"{line}; the session is not done yet, left: {', '.join(left)}", markup=False)
-    if failed:
-        raise typer.Exit(EXIT_TASKS_FAILED)
+    codes = []
+    for report in reports:
+        label = job_label(settings, report.job)
+        if report.error is not None:
+            codes.append(_job_error(report))
+            continue
+        for result in report.results:
+            s, line = result.status, label + result.headline()
+            if result.waited_only:
+                if not cron and not quiet:
+                    out.print(f"{label}{result.session}: " + "; ".join(f"{name} {why}" for name, why in
+                                                                      result.waiting.items()), markup=False)
+            elif result.success:
+                if not quiet:
+                    out.print(line, markup=False)
+            elif result.failures:
+                codes.append(EXIT_TASKS_FAILED)
+                err.print(f"{line}; not done", markup=False)
+                for failure in result.failure_lines():
+                    err.print(failure, markup=False)
+            elif not quiet:
+                left = [f"{name} ({result.waiting.get(name, state)})" for name, state in s.tasks.items()
+                        if state != "completed" and name not in result.left_to_newest]
+                out.print(f"{line}; the session is not done yet, left: {', '.join(left)}", markup=False)
+    return worst(codes)
 
 
 @app.command(cls=Command)
@@ -382,6 +439,7 @@ def recover(
                                                  help="Backfill the sessions from this date...")] = None,
     until: Annotated[Optional[str], typer.Option("--until", metavar="YYYY-MM-DD",
                                                  help="...to this date (default: today).")] = None,
+    job: JobOption = None,
     force: ForceOption = False,
     dry_run: DryRunOption = False,
     now: NowOption = None,
@@ -392,19 +450,28 @@ def recover(
         first, last = parse_date(since, "--since"), parse_date(until, "--until")
         context = core.prepare(g.settings(), _now(ctx, now))
         with _watch(g, context, dry_run) as console_lines:
-            report = core.recover(context, lookback, first, last, force, dry_run)
+            reports = core.recover(context, lookback, first, last, force, dry_run, tuple(job or ()))
+    settings = context.settings
     if dry_run:
-        render.render_plan(report.plan, "nothing to recover")
-        render_busy(report, cron=False)
+        for report in reports:
+            label = job_label(settings, report.job)
+            if report.error is not None:
+                _job_error(report)
+                continue
+            render.render_plan(report.plan, "nothing to recover", label, context.calendar.tz.key)
+            render_busy(report, cron=False, label=label)
         return
-    waiting = [d for d in report.plan.deferred if d.waiting]
-    if not report.results and not g.quiet:
-        for deferred in waiting:
-            out.print(f"{deferred.session}: {deferred.reason}", markup=False)
-        if not waiting:
-            out.print("nothing to recover: every session whose window has passed is done", markup=False)
-    _say_log_fallback(g, report, console_lines)
-    render_results(report, g.quiet)
+    for report in reports:
+        label = job_label(settings, report.job)
+        waiting = [d for d in report.plan.deferred if d.waiting]
+        if report.error is None and not report.results and not g.quiet:
+            for deferred in waiting:
+                out.print(f"{label}{deferred.session}: {deferred.reason}", markup=False)
+            if not waiting:
+                out.print(f"{label}nothing to recover: every session whose window has passed is done"
+                          + (" or expired" if any(d.expired for d in report.plan.deferred) else ""), markup=False)
+    _say_log_fallback(g, reports, console_lines)
+    _exit(render_results(reports, g.quiet, settings, cron=False))
 
 
 @app.command(cls=Command)
@@ -428,9 +495,10 @@ def status(
     = False,
     grid: Annotated[bool, Switch("--grid", help="Sessions x tasks: a symbol per task per session, and a legend.")]
     = False,
+    job: JobOption = None,
     now: NowOption = None,
 ) -> None:
-    """Recent sessions and their state, the next window, and who holds the lock."""
+    """Recent sessions and their state, the next window, and who holds the lock: for every job."""
     g: Globals = ctx.obj
     with errors_to_exit_codes(g):
         session = parse_date(date)
@@ -444,34 +512,65 @@ def status(
         if views and len(views + others) > 1:
             raise UsageError(f"{views[0]} and {(views[1:] + others)[0]} exclude each other")
         context = core.prepare(g.settings(require_tasks=False), _now(ctx, now))
-        view = core.status(context, lookback, session, first, last, task)
-        if not given and task is None:  # the lookback the metrics describe: any status of it refreshes them
+        jobs = core.status(context, lookback, session, first, last, task, tuple(job or ()))
+        if not given and task is None and not job:  # the lookback the metrics describe: any status refreshes them
             from tradeul_maint import metrics
 
-            metrics.publish(context, view)
-    g.warn(view.sources.warning)
-    if grid:
-        from tradeul_maint import grid as sessions_by_tasks
-
-        table = sessions_by_tasks.build(view, context.settings.task_names)
+            metrics.publish(context, jobs)
+    settings = context.settings
+    several = len(settings.jobs) > 1
+    g.warn(jobs[0].sources.warning)
+    grids = {view.job: sessions_grid(view, settings) for view in jobs} if grid else {}
     if as_json:
-        doc = view.trend_json() if task else table.to_json(view) if grid else view.to_json(tasks=session is not None)
+        docs = [view.trend_json() if task else grids[view.job].to_json(view) if grid else
+                view.to_json(tasks=session is not None) for view in jobs]
         # Strict JSON (no NaN: the reader lets none in), and no secret even in a document written before this version.
-        typer.echo(safejson.dumps(scrub_strings({**doc, **(g.log_dir.to_json() if g.log_dir else {})}), indent=2))
+        typer.echo(safejson.dumps(scrub_strings({**status_json(jobs, docs),
+                                                 **(g.log_dir.to_json() if g.log_dir else {})}), indent=2))
     elif check:
-        out.print(view.check_line(), markup=False, emoji=False)
-        for warning in view.warnings:  # a line each, exit code unchanged: late is not undone
-            out.print(f"WARNING: {warning}", markup=False, emoji=False)
-    elif task is not None:
-        render.render_trend(view)
-    elif grid:
-        render.render_grid(view, table, ranged=first is not None or last is not None)
-    elif session is not None:
-        render.render_session(view, g.log_dir, g.verbose)
+        if several:
+            bad = [v.job for v in jobs if not v.ok]
+            out.print(f"NOT OK: {len(bad)} of {len(jobs)} jobs: {', '.join(bad)}" if bad else
+                      f"OK: all {len(jobs)} jobs", markup=False, emoji=False)
+        for view in jobs:
+            label = job_label(settings, view.job)
+            out.print(f"{label}{view.check_line()}", markup=False, emoji=False)
+            for warning in view.warnings:  # a line each, exit code unchanged: late is not undone
+                out.print(f"WARNING: {label}{warning}", markup=False, emoji=False)
     else:
-        render.render_status(view, g.log_dir, ranged=first is not None or last is not None)
-    if check and not view.ok:
+        ranged = first is not None or last is not None
+        for i, view in enumerate(jobs):
+            if several:  # a heading per job: its window and catch-up policy
+                out.print(("\n" if i else "") + f"job {view.job}: {view.policy}", markup=False, emoji=False)
+            if task is not None:
+                render.render_trend(view)
+            elif grid:
+                render.render_grid(view, grids[view.job], ranged=ranged)
+            elif session is not None:
+                render.render_session(view, g.log_dir, g.verbose)
+            else:
+                render.render_status(view, g.log_dir, ranged=ranged)
+    if check and not all(v.ok for v in jobs):
         raise typer.Exit(EXIT_TASKS_FAILED)
+
+
+def sessions_grid(view, settings: Settings):
+    """`status --grid` of one job's view: its configured tasks are the first columns."""
+    from tradeul_maint import grid as sessions_by_tasks
+
+    job = next(j for j in settings.jobs if j.name == view.job) if settings.jobs else None
+    return sessions_by_tasks.build(view, tuple(t.name for t in job.tasks) if job else settings.task_names)
+
+
+def status_json(views: list, docs: list[dict]) -> dict:
+    """`status --json`: with one job, its document as ever (and `job`); with several, what they share and `ok`
+    over all of them. Either way `jobs` lists each job's document, with its name."""
+    listed = [{"job": view.job, **doc} for view, doc in zip(views, docs)]
+    if len(docs) == 1:
+        return {**docs[0], "job": views[0].job, "jobs": listed}
+    shared = {k: docs[0][k] for k in ("now", "calendar", "timezone") if k in docs[0]}
+    return {**shared, "ok": all(v.ok for v in views),
+            "not_done": [f"{v.job}:{s.session}" for v in views for s in v.overdue], "jobs": listed}
 
 
 @app.command(cls=Command)
@@ -555,11 +654,13 @@ def logs(
                                                  help="Only this level and above (DEBUG, INFO, WARNING, ERROR).")]
     = None,
     as_json: Annotated[bool, Switch("--json", help="The entries as written: one JSON object a line.")] = False,
+    job: JobOption = None,
 ) -> None:
     """The last entries of the maintenance log, oldest first; works without a config file."""
     g: Globals = ctx.obj
     with errors_to_exit_codes(g):
-        query = logread.Query(parse_date(date), task, logread.parse_level(level), parsed_only=as_json)
+        query = logread.Query(parse_date(date), task, logread.parse_level(level), parsed_only=as_json,
+                              jobs=tuple(job or ()))
         where = logread.locate(g.settings(require_tasks=False, log_files=False), errors)
         if where.notice:
             err.print(f"tradeul-maint: {where.notice}", markup=False)

@@ -3,6 +3,11 @@
 Each function takes settings and plain values and returns a report for the CLI to render;
 failures are MaintError subclasses that the CLI turns into exit codes.
 
+Every command works job by job (settings.Job): `run`, `recover` and `status` apply the one
+planner to each job named with --job (all of them by default), in configuration order, each
+under its own lock and on its own keys, over one connection. A job whose lock is busy, or
+whose run fails, does not stop the next; a signal or a lost Redis stops them all.
+
 The cron tick with nothing to do (`quiet_tick`) needs only settings, the calendar, Redis
 and the planner, and must not pay for more (see cli.py): the runner, the lock, the status
 view and loguru are imported by the functions that use them.
@@ -21,12 +26,12 @@ import redis
 from tradeul_maint import planner
 from tradeul_maint.calendar import TradingCalendar, load_calendar
 from tradeul_maint.connection import open_redis
-from tradeul_maint.errors import (ConfigError, LockBusyError, RedisRefusedWriteError, RedisUnavailableError,
-                                  UsageError)
+from tradeul_maint.errors import (ConfigError, LockBusyError, MaintError, RedisRefusedWriteError,
+                                  RedisUnavailableError, UsageError)
 from tradeul_maint.keys import Keys
 from tradeul_maint.planner import Plan
 from tradeul_maint.replicas import Replication
-from tradeul_maint.settings import ScheduleSettings, Settings
+from tradeul_maint.settings import MAIN_JOB, Job, ScheduleSettings, Settings
 from tradeul_maint.state import SessionStatus, iso
 from tradeul_maint.store import StateStore
 
@@ -41,9 +46,13 @@ UTC = dt.timezone.utc
 
 @dataclass
 class RunReport:
+    """What `run` or `recover` did for one job."""
+
     plan: Plan
     results: list[CycleResult] = field(default_factory=list)
     busy: LockHolder | None = None  # cron mode found the lock taken and did nothing
+    job: str = MAIN_JOB
+    error: MaintError | None = None  # this job's run failed so (the other jobs went on)
 
     @property
     def success(self) -> bool:
@@ -63,6 +72,10 @@ class Context:
     def clock(self) -> dt.datetime:
         """`now`, advancing with real time, so --now simulations record sensible durations."""
         return self.now + dt.timedelta(seconds=time.monotonic() - self.started)
+
+    def for_job(self, job: Job) -> Context:
+        """This context as one job sees it (Settings.for_job): the same calendar, time and clock."""
+        return replace(self, settings=self.settings.for_job(job))
 
 
 def prepare(settings: Settings, now_text: str | None) -> Context:
@@ -97,8 +110,8 @@ def quiet_tick(settings: Settings, now_text: str | None) -> bool:
     if ctx.calendar.expiry_warning(ctx.now):
         return False
     with connected(ctx) as store:
-        plan, _ = _cron_plan(ctx, store)
-    return plan.empty
+        plans = _cron_plans(ctx, store, settings.jobs)
+    return all(plan.empty for _, (plan, _) in plans)
 
 
 def parse_now(text: str | None, calendar: TradingCalendar) -> dt.datetime:
@@ -116,12 +129,14 @@ def parse_now(text: str | None, calendar: TradingCalendar) -> dt.datetime:
 
 
 def _check_ttl(settings: Settings, calendar: TradingCalendar) -> None:
-    """Everything the lookback can reach must still be in Redis (see planner.sessions_in_view)."""
-    needed = calendar.max_span_days(planner.sessions_reached(settings.schedule.lookback_sessions)) + 1
+    """Everything each job's lookback can reach must still be in Redis (see planner.sessions_in_view)."""
+    lookback = max((job.schedule.lookback_sessions for job in settings.jobs),
+                   default=settings.schedule.lookback_sessions)
+    needed = calendar.max_span_days(planner.sessions_reached(lookback)) + 1
     if settings.redis.status_ttl_days < needed:
         raise ConfigError(
             f"[redis] status_ttl_days = {settings.redis.status_ttl_days} is shorter than the "
-            f"{settings.schedule.lookback_sessions} sessions of lookback can span on {calendar.code} "
+            f"{lookback} sessions of lookback can span on {calendar.code} "
             f"({needed} days): raise it to at least {needed}")
 
 
@@ -131,7 +146,14 @@ def connected(ctx: Context) -> Iterator[StateStore]:
     try:
         with open_redis(s.redis.url, s.state_dir, password_file=s.redis.password_file,
                         key_prefix=s.redis.key_prefix) as (client, _where):
-            yield StateStore(client, Keys(s.redis.key_prefix), s.redis.status_ttl_days, s.redis.lock_lease_seconds,
+            if len(s.jobs) > 1:
+                from tradeul_maint.connection import check_cluster_prefix
+                from tradeul_maint.handshake import is_cluster
+
+                if is_cluster(client):  # every job's keys, each job's in one slot
+                    for job in s.jobs:
+                        check_cluster_prefix(job.key_prefix)
+            yield StateStore(client, Keys(s.key_prefix), s.redis.status_ttl_days, s.redis.lock_lease_seconds,
                              Replication(s.redis.min_replicas, s.redis.replica_timeout_seconds, s.redis.wait_aof))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailableError(f"lost the connection to Redis: {str(exc).strip() or type(exc).__name__}") \
@@ -177,50 +199,120 @@ def refused(exc: redis.ResponseError) -> str | None:
 
 
 def run(ctx: Context, session: dt.date | None = None, only: tuple[str, ...] = (), force: bool = False,
-        dry_run: bool = False) -> RunReport:
-    """`run`: cron mode without `session`, a manual trigger with it."""
-    s = ctx.settings
+        dry_run: bool = False, jobs: tuple[str, ...] = ()) -> list[RunReport]:
+    """`run`: cron mode without `session` (every due job), a manual trigger with it; one report per job."""
+    chosen = _jobs_for(ctx.settings, jobs, only)
     if session is not None:
-        planner.check_session(ctx.calendar, session, ctx.now)
+        planner.check_session(ctx.calendar, session, ctx.now, _newest(ctx, chosen))
+    with connected(ctx) as store:
+        plans = dict(_cron_plans(ctx, store, chosen)) if session is None else {}
+        return _each_job(ctx, store, chosen, lambda c, s: _run_job(c, s, session, only, force, dry_run,
+                                                                   plans.get(c.settings.job)))
+
+
+def _newest(ctx: Context, jobs: tuple[Job, ...]) -> dt.date | None:
+    """The newest session whose window has opened, of any of these jobs: the latest date `--date` may name."""
+    opened = [d for job in jobs if (d := planner.latest_opened(ctx.now, ctx.calendar, job.schedule))]
+    return max(opened, default=None)
+
+
+def _jobs_for(settings: Settings, names: tuple[str, ...], only: tuple[str, ...] = ()) -> tuple[Job, ...]:
+    """The jobs --job names (all by default); with --task, those of them that have one of the tasks named."""
+    chosen = settings.named_jobs(names)
+    if not only:
+        return chosen
+    having = tuple(job for job in chosen if any(t.name in only for t in job.tasks))
+    known = {t.name for job in chosen for t in job.tasks}
+    unknown = [name for name in only if name not in known]
+    if unknown or not having:
+        raise UsageError(f"unknown task '{(unknown or only)[0]}': configured tasks are "
+                         f"{', '.join(sorted(known)) or 'none'}")
+    return having
+
+
+def _each_job(ctx: Context, store: StateStore, jobs: tuple[Job, ...], work) -> list[RunReport]:
+    """`work(job context, job store)` for each job in turn. With several, one that fails (a busy lock in manual
+    mode, a key of the wrong type, a lock another tool wrote) is reported and the next goes on; Redis lost or a
+    signal ends them all. Each job decides at the time its turn comes, not when the command started: a job
+    whose window ended while the jobs before it ran is not started late."""
+    reports = []
+    for job in jobs:
+        try:
+            turn = replace(ctx.for_job(job), now=ctx.clock(), started=time.monotonic())
+            reports.append(work(turn, store.job(job.key_prefix)))
+        except (RedisUnavailableError, RedisRefusedWriteError):
+            raise
+        except MaintError as exc:
+            if len(jobs) == 1:
+                raise
+            from loguru import logger
+
+            logger.bind(job=job.name, error=str(exc), console=False).error("job_failed")
+            reports.append(RunReport(Plan(), job=job.name, error=exc))
+    return reports
+
+
+def _run_job(ctx: Context, store: StateStore, session: dt.date | None, only: tuple[str, ...], force: bool,
+             dry_run: bool, cron: tuple[Plan, dict] | None = None) -> RunReport:
+    """One job's `run`; `cron`: its cron plan as the caller already read it (one round trip for every job)."""
+    s = ctx.settings
 
     def make_plan(store: StateStore) -> tuple[Plan, dict[dt.date, SessionStatus | None]]:
         if session is not None:
             statuses = store.statuses([session])
+            tasks = tuple(name for name in only if name in s.task_names)
             return planner.plan_manual(ctx.now, ctx.calendar, s.schedule, s.tasks, statuses[session], session,
-                                       only, force), statuses
+                                       tasks, force), statuses
         return _cron_plan(ctx, store)
 
     from loguru import logger
 
-    with connected(ctx) as store:
-        plan, _ = make_plan(store)
-        if plan.empty and not dry_run:
-            logger.bind(deferred=[f"{d.session}: {d.reason}" for d in plan.deferred]).debug("nothing_to_do")
-        if plan.empty or dry_run:
-            return RunReport(plan, busy=_holder(store, plan) if dry_run else None)
-        try:
-            return _execute(ctx, store, make_plan, "cron" if session is None else "run --date", force, only)
-        except LockBusyError as exc:
-            if session is None:
-                from tradeul_maint.lock import LockHolder
+    plan, _ = cron or make_plan(store)
+    if plan.empty and not dry_run:
+        logger.bind(job=s.job, deferred=[f"{d.session}: {d.reason}" for d in plan.deferred]).debug("nothing_to_do")
+    if plan.empty or dry_run:
+        return RunReport(plan, busy=_holder(store, plan) if dry_run else None, job=s.job)
+    try:
+        return _execute(ctx, store, make_plan, "cron" if session is None else "run --date", force, only)
+    except LockBusyError as exc:
+        if session is None:
+            from tradeul_maint.lock import LockHolder
 
-                logger.bind(holder=exc.holder).debug("lock_busy")
-                return RunReport(plan, busy=LockHolder(**exc.holder) if exc.holder else None)
-            raise
+            logger.bind(job=s.job, holder=exc.holder).debug("lock_busy")
+            return RunReport(plan, busy=LockHolder(**exc.holder) if exc.holder else None, job=s.job)
+        raise
 
 
 def _cron_plan(ctx: Context, store: StateStore) -> tuple[Plan, dict[dt.date, SessionStatus | None]]:
-    """`run` without --date: the lookback's states, read in one round trip, and what to do about them."""
+    """`run` without --date, for the job of `ctx`: its lookback's states, read in one round trip, and what to do."""
     s = ctx.settings
     statuses = store.statuses(planner.sessions_in_view(ctx.now, ctx.calendar, s.schedule))
     return planner.plan_cron(ctx.now, ctx.calendar, s.schedule, s.run, s.tasks, statuses), statuses
 
 
+def _cron_plans(ctx: Context, store: StateStore, jobs: tuple[Job, ...]
+                ) -> list[tuple[str, tuple[Plan, dict[dt.date, SessionStatus | None]]]]:
+    """Every job's cron plan, their lookbacks' states read in one round trip whatever the number of jobs:
+    the cron tick with nothing to do costs one round trip, not one per job."""
+    views = [(job, planner.sessions_in_view(ctx.now, ctx.calendar, job.schedule)) for job in jobs]
+    read = store.statuses_of([(job.key_prefix, sessions) for job, sessions in views])
+    return [(job.name, (planner.plan_cron(ctx.now, ctx.calendar, job.schedule, ctx.settings.run, job.tasks, found),
+                        found)) for (job, _), found in zip(views, read)]
+
+
 def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = None,
-            until: dt.date | None = None, force: bool = False, dry_run: bool = False) -> RunReport:
-    """`recover`: the lookback's (or since..until's) sessions that are not done, oldest first, under the lock."""
+            until: dt.date | None = None, force: bool = False, dry_run: bool = False,
+            jobs: tuple[str, ...] = ()) -> list[RunReport]:
+    """`recover`: each job's lookback (or since..until) sessions that are not done, oldest first, under its lock."""
     if lookback is not None and since is not None:
         raise UsageError("--lookback and --since/--until exclude each other: give one or the other")
+    chosen = _jobs_for(ctx.settings, jobs)
+    with connected(ctx) as store:
+        return _each_job(ctx, store, chosen, lambda c, s: _recover_job(c, s, lookback, since, until, force, dry_run))
+
+
+def _recover_job(ctx: Context, store: StateStore, lookback: int | None, since: dt.date | None,
+                 until: dt.date | None, force: bool, dry_run: bool) -> RunReport:
     schedule = _lookback(ctx, lookback)
     sessions, not_yet = planner.recovery_sessions(ctx.now, ctx.calendar, schedule, since, until)
 
@@ -229,11 +321,10 @@ def recover(ctx: Context, lookback: int | None = None, since: dt.date | None = N
         plan = planner.plan_recover(ctx.now, ctx.calendar, schedule, ctx.settings.tasks, sessions, statuses, force)
         return replace(plan, deferred=plan.deferred + not_yet), statuses
 
-    with connected(ctx) as store:
-        plan, _ = make_plan(store)
-        if plan.empty or dry_run:
-            return RunReport(plan, busy=_holder(store, plan) if dry_run else None)
-        return _execute(ctx, store, make_plan, "recover", force)  # a busy lock is exit 75: the operator asked
+    plan, _ = make_plan(store)
+    if plan.empty or dry_run:
+        return RunReport(plan, busy=_holder(store, plan) if dry_run else None, job=ctx.settings.job)
+    return _execute(ctx, store, make_plan, "recover", force)  # a busy lock is exit 75: the operator asked
 
 
 def _holder(store: StateStore, plan: Plan) -> LockHolder | None:
@@ -246,16 +337,28 @@ def _holder(store: StateStore, plan: Plan) -> LockHolder | None:
 
 
 def status(ctx: Context, lookback: int | None = None, session: dt.date | None = None,
-           since: dt.date | None = None, until: dt.date | None = None, task: str | None = None
-           ) -> overview.StatusView:
-    """`status`: the lookback's sessions (or one, or since..until's), the next window and the lock, in one read.
+           since: dt.date | None = None, until: dt.date | None = None, task: str | None = None,
+           jobs: tuple[str, ...] = ()) -> list[overview.StatusView]:
+    """`status`: for each job, the lookback's sessions (or one, or since..until's), the next window and the lock.
 
-    With `task`, the view carries that task's trend over those sessions.
+    With `task`, the views carry that task's trend over those sessions, for the jobs that have it.
     """
+    chosen = ctx.settings.named_jobs(jobs)
+    if task is not None:
+        having = tuple(job for job in chosen if task in {t.name for t in job.tasks})
+        chosen = having or chosen[:1]  # a task no job has (any more) is looked for in the documents of the first
+    if session is not None:
+        planner.check_session(ctx.calendar, session, ctx.now, _newest(ctx, chosen))
+    with connected(ctx) as store:
+        return [_status_job(ctx.for_job(job), store.job(job.key_prefix), lookback, session, since, until, task)
+                for job in chosen]
+
+
+def _status_job(ctx: Context, store: StateStore, lookback: int | None, session: dt.date | None,
+                since: dt.date | None, until: dt.date | None, task: str | None) -> overview.StatusView:
     from tradeul_maint import overview
 
     if session is not None:
-        planner.check_session(ctx.calendar, session, ctx.now)
         sessions = [session]
     elif since is not None or until is not None:
         # The range's sessions, validated as `recover --since/--until` validates them, whatever their window.
@@ -263,8 +366,7 @@ def status(ctx: Context, lookback: int | None = None, session: dt.date | None = 
         sessions = passed + [d.session for d in later]
     else:
         sessions = planner.sessions_in_view(ctx.now, ctx.calendar, _lookback(ctx, lookback))
-    with connected(ctx) as store:
-        seen = store.overview(sessions)
+    seen = store.overview(sessions)
     s = ctx.settings
     # What cron's `run` would do about these states now: the notes say it in the planner's words.
     plan = planner.plan_cron(ctx.now, ctx.calendar, s.schedule, s.run, s.tasks, seen.statuses)
@@ -315,7 +417,7 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
             _held(lock, processes, s):
         # Plan again under the lock: a runner that finished a moment ago may have done it all.
         plan, statuses = make_plan(store)
-        report = RunReport(plan)
+        report = RunReport(plan, job=s.job)
         if plan.empty:
             return report
         # A key of another type would stop a cycle at its first write: find out before any task runs.
@@ -326,23 +428,27 @@ def _execute(ctx: Context, store: StateStore, make_plan, command: str, force: bo
             # Yesterday's durations tell a new session's cycle which tasks to start first.
             runner = Runner(s, store, lock, ctx.clock, processes, stop, durations=known_durations(newest_first),
                             history=seen, trigger=Trigger(command, force, only),
-                            start_wait=lambda spec: planner.start_wait(spec, ctx.clock(), ctx.calendar))
+                            start_wait=lambda spec: planner.start_wait(spec, ctx.clock(), ctx.calendar),
+                            tz=ctx.calendar.tz)
             missed = [p.session.isoformat() for p in plan.sessions if p.recovery]
             if missed:  # the replaced service's event names, so existing alerts keep working
-                logger.bind(count=len(missed), dates=missed, run_id=run_id, console=False) \
+                logger.bind(count=len(missed), dates=missed, run_id=run_id, job=s.job, console=False) \
                     .warning("missing_maintenance_days_detected")
             for planned in plan.sessions:
                 stop.check()
                 if planned.recovery:
-                    logger.bind(date=planned.session.isoformat(), run_id=run_id, reason=planned.reason) \
+                    logger.bind(date=planned.session.isoformat(), run_id=run_id, job=s.job, reason=planned.reason) \
                         .info("executing_recovery_maintenance")
-                with notify.cycle(s.notify, planned.session) as ping:  # monitoring: pings, then the textfile
+                # Monitoring: pings, then the metrics. A cycle that may only find its data missing sends no
+                # /start (it would be no attempt), only the outcome of what it ran, if anything.
+                with notify.cycle(s.notify, planned.session,
+                                  start=not planner.may_only_wait(planned, s.tasks)) as ping:
                     report.results.append(runner.run_cycle(planned, statuses.get(planned.session)))
                     ping.finished(report.results[-1])
                 metrics.publish_after_cycle(ctx, store, planned.session)
         finally:
             if not processes.close():
-                logger.bind(run_id=run_id, console=False).error("supervisor_did_not_exit")
+                logger.bind(run_id=run_id, job=s.job, console=False).error("supervisor_did_not_exit")
                 lock.keep()
         if stop.reason is not None:  # whenever it came, a signal (or the deadline) decides the exit code
             raise Interrupted(stop.reason, stop.exit_code)

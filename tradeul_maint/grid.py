@@ -38,6 +38,7 @@ CELLS = {
     "pending": Cell("o", "o", "not started yet"),
     "waiting": Cell("w", "w", "waiting: for the close, or for its data"),
     "missing": Cell("?", "?", "missed: nothing recorded and the window has passed"),
+    "expired": Cell("/", "/", "expired: the window passed and the job does not catch it up (catchup)"),
     "not_yet_due": Cell(".", ".", "the window has not opened yet"),
     "corrupt": Cell("#", "#", "the status document is unreadable"),
 }
@@ -80,6 +81,8 @@ def cell(session: SessionView, task: TaskView) -> str:
     if session.state in _SESSION_CELLS:
         return _SESSION_CELLS[session.state]
     state = _TASK_CELLS.get(task.status, "pending")
+    if session.state == overview.EXPIRED and state != "completed":
+        return "expired"
     if state == "completed" and session.late and task.finished_at and task.finished_at > session.deadline:
         return "late"
     if state == "failed" and (task.error or "").startswith("interrupted"):

@@ -51,15 +51,18 @@ class Query:
     task: str | None = None
     level: str | None = None  # this level and above
     parsed_only: bool = False  # drop lines that are not JSON objects (for --json)
+    jobs: tuple[str, ...] = ()  # these jobs' entries; an entry that names none is the top level's, `maintenance`
 
     @property
     def filtered(self) -> bool:
-        return bool(self.date or self.task or self.level)
+        return bool(self.date or self.task or self.level or self.jobs)
 
     def matches(self, entry: Entry) -> bool:
         d = entry.data
         if d is None:
             return not (self.filtered or self.parsed_only)
+        if self.jobs and d.get("job", "maintenance") not in self.jobs:
+            return False
         if self.task is not None and d.get("task") != self.task:
             return False
         if self.date is not None and d.get("date") != self.date.isoformat():
@@ -74,6 +77,8 @@ class Query:
             values = [self.task]
         elif self.date is not None:
             values = [self.date.isoformat()]
+        elif self.jobs and "maintenance" not in self.jobs:
+            values = list(self.jobs)
         elif self.level is not None:
             values = [name for name, number in LEVELS.items() if number >= LEVELS[self.level]]
         else:

@@ -28,53 +28,72 @@ import redis
 
 from tradeul_maint.calendar import TradingCalendar
 from tradeul_maint.files import replace_file
-from tradeul_maint.overview import (CORRUPT, DONE, DUE, FAILED_STATE, INTERRUPTED, MISSING, NOT_YET_DUE, RUNNING,
-                                    WAITING, SessionView, StatusView)
+from tradeul_maint.overview import (CORRUPT, DONE, DUE, EXPIRED, FAILED_STATE, INTERRUPTED, MISSING, NOT_YET_DUE,
+                                    RUNNING, WAITING, SessionView, StatusView)
 from tradeul_maint.state import COMPLETED, FAILED, SKIPPED
 
 if TYPE_CHECKING:
     from tradeul_maint.core import Context
     from tradeul_maint.store import StateStore
 
-NOT_DONE_STATES = (FAILED_STATE, INTERRUPTED, CORRUPT, MISSING, RUNNING, WAITING)
+NOT_DONE_STATES = (FAILED_STATE, INTERRUPTED, CORRUPT, MISSING, RUNNING, WAITING, EXPIRED)
 PUSH_JOB = "tradeul_maint"
+JOB_LABEL = "maint_job"  # which of the config's jobs a sample is about
 PUSH_TIMEOUT = 5.0  # seconds for a push, all included (DNS, connect, a Pushgateway that never answers)
 
 
-def render(view: StatusView, calendar: TradingCalendar, written: dt.datetime,
-           cycle: SessionView | None = None) -> str:
-    """The textfile's content for the lookback's `view`; `cycle` is the session whose cycle just ran (by default
-    the newest session of the view with a recorded cycle)."""
+def render(views: list[StatusView], calendar: TradingCalendar, written: dt.datetime,
+           cycles: dict[str, SessionView] | None = None) -> str:
+    """The textfile's content for every job's lookback `views`; `cycles`: by job, the session whose cycle just ran
+    (by default the newest session of the job's view with a recorded cycle). Every sample about a job carries its
+    name as `maint_job`: a label called `job` is Prometheus's own (the Pushgateway replaces it with the group's,
+    a scrape renames it `exported_job`)."""
     out: list[str] = []
+    cycles = cycles or {}
 
     def gauge(name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
         out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n")
         out.extend(f"{name}{_labels(labels)} {_number(value)}\n" for labels, value in samples)
 
-    done = [s for s in view.sessions if s.state == DONE]
+    def each(sample) -> list[tuple[dict[str, str], float]]:
+        return [({JOB_LABEL: view.job, **labels}, value) for view in views for labels, value in sample(view)]
+
+    def last_success(view: StatusView) -> list:
+        done = [s for s in view.sessions if s.state == DONE]
+        return [({}, calendar.close(done[0].session).timestamp() if done else 0)]
+
+    def cycle_of(view: StatusView) -> SessionView | None:
+        return cycles.get(view.job) or next((s for s in view.sessions if s.state not in (MISSING, DUE, NOT_YET_DUE)),
+                                            None)
+
+    def finished(view: StatusView) -> list:
+        cycle = cycle_of(view)
+        # A task left to a later session (catchup) is no failure.
+        return [t for t in (cycle.tasks if cycle else ()) if t.status in (COMPLETED, FAILED)
+                or (t.status == SKIPPED and not t.note)]
+
     gauge("tradeul_maint_last_success_session_timestamp_seconds",
-          "Close of the newest session of the lookback whose maintenance is done (0: none).",
-          [({}, calendar.close(done[0].session).timestamp() if done else 0)])
-    overdue = view.overdue
+          "Close of the newest session of the job's lookback whose maintenance is done (0: none).", each(last_success))
     gauge("tradeul_maint_sessions_not_done",
-          "Sessions of the lookback whose window has passed and that are not done, by state (status --check "
-          "fails on their sum; state=\"running\": a cycle still running past its window).",
-          [({"state": state}, sum(s.state == state for s in overdue)) for state in NOT_DONE_STATES])
-    gauge("tradeul_maint_cycle_attempts", "Cycles recorded for each session of the lookback that is not done.",
-          [({"session": s.session.isoformat()}, s.attempts) for s in reversed(view.sessions)
-           if s.state not in (DONE, NOT_YET_DUE)])
+          "Sessions of the job's lookback whose window has passed and that are not done, by state (status --check "
+          "fails on their sum; state=\"running\": a cycle still running past its window; state=\"expired\": a "
+          "window missed by a job that does not catch up, until its next session is done).",
+          each(lambda view: [({"state": state}, sum(s.state == state for s in view.overdue))
+                             for state in NOT_DONE_STATES]))
+    gauge("tradeul_maint_cycle_attempts", "Cycles recorded for each session of the job's lookback that is not done.",
+          each(lambda view: [({"session": s.session.isoformat()}, s.attempts) for s in reversed(view.sessions)
+                             if s.state not in (DONE, NOT_YET_DUE)]))
     gauge("tradeul_maint_session_late_seconds", "How long after its deadline (window start + deadline_minutes) each "
-                                                "done session of the lookback became done; 0: on time.",
-          [({"session": s.session.isoformat()}, s.late_seconds) for s in reversed(view.sessions)
-           if s.late_seconds is not None])
-    cycle = cycle or next((s for s in view.sessions if s.state not in (MISSING, DUE, NOT_YET_DUE)), None)
-    finished = [t for t in (cycle.tasks if cycle else ()) if t.status in (COMPLETED, FAILED)
-                or (t.status == SKIPPED and not t.note)]  # a task left to a later session (catchup) is no failure
-    gauge("tradeul_maint_task_success", f"1 when the task completed in the last cycle ({_session(cycle)}), 0 when "
-                                        "it failed or was skipped.",
-          [({"task": t.name}, 1 if t.status == COMPLETED else 0) for t in finished])
-    gauge("tradeul_maint_task_duration_seconds", f"Duration of the task's last attempt ({_session(cycle)}).",
-          [({"task": t.name}, t.duration_seconds) for t in finished if t.duration_seconds is not None])
+                                                "done session of the job's lookback became done; 0: on time.",
+          each(lambda view: [({"session": s.session.isoformat()}, s.late_seconds) for s in reversed(view.sessions)
+                             if s.late_seconds is not None]))
+    last = "; ".join(f"{view.job + ': ' if len(views) > 1 else ''}{_session(cycle_of(view))}" for view in views)
+    gauge("tradeul_maint_task_success", f"1 when the task completed in the job's last cycle ({last}), 0 when it "
+                                        "failed or was skipped.",
+          each(lambda view: [({"task": t.name}, 1 if t.status == COMPLETED else 0) for t in finished(view)]))
+    gauge("tradeul_maint_task_duration_seconds", f"Duration of the task's last attempt ({last}).",
+          each(lambda view: [({"task": t.name}, t.duration_seconds) for t in finished(view)
+                             if t.duration_seconds is not None]))
     gauge("tradeul_maint_calendar_days_left",
           "Days until the last session of the exchange-calendars calendar: upgrade the library before 0.",
           [({}, (calendar.library_last_session - calendar.local_date(written)).days)])
@@ -99,13 +118,13 @@ def _number(value: float) -> str:
     return repr(float(value)) if isinstance(value, float) and not value.is_integer() else str(int(value))
 
 
-def publish(context: Context, view: StatusView, cycle: SessionView | None = None) -> None:
-    """Write the textfile for `view` and push it, as configured; a failure is logged, never raised: monitoring
-    must not change what the run did or how it exits."""
+def publish(context: Context, views: list[StatusView], cycles: dict[str, SessionView] | None = None) -> None:
+    """Write the textfile for every job's `views` and push it, as configured; a failure is logged, never raised:
+    monitoring must not change what the run did or how it exits."""
     settings = context.settings.metrics
     if settings.textfile is None and settings.pushgateway is None:
         return
-    text = render(view, context.calendar, context.clock(), cycle)
+    text = render(views, context.calendar, context.clock(), cycles)
     if settings.textfile is not None:
         try:
             replace_file(settings.textfile, text)
@@ -169,20 +188,27 @@ class _Parsed:
 
 
 def publish_after_cycle(context: Context, store: StateStore, session: dt.date) -> None:
-    """After a cycle: the lookback and the cycle's session (an older one, for `run --date`) read in one round trip."""
+    """After a cycle of the job of `context`: every job's lookback, and the cycle's session (an older one, for
+    `run --date`), read in one round trip per job."""
     if context.settings.metrics.textfile is None and context.settings.metrics.pushgateway is None:
         return
     from tradeul_maint import overview, planner
 
     now, calendar, settings = context.clock(), context.calendar, context.settings
-    sessions = planner.sessions_in_view(now, calendar, settings.schedule)
+    views, cycles = [], {}
     try:
-        seen = store.overview(sorted({*sessions, session}))
+        for job in settings.jobs:
+            scoped = settings.for_job(job)
+            sessions = planner.sessions_in_view(now, calendar, job.schedule)
+            mine = job.name == settings.job
+            seen = store.job(job.key_prefix).overview(sorted({*sessions, session} if mine else sessions))
+            views.append(overview.build(now, calendar, scoped, seen, sessions))
+            if mine:
+                cycles[job.name] = overview.build(now, calendar, scoped, seen, [session]).sessions[0]
     except (redis.RedisError, OSError) as exc:  # the run goes on (or ends) as it would have without metrics
         from loguru import logger
 
         logger.bind(path=str(settings.metrics.textfile or ""), pushgateway=_host(settings.metrics.pushgateway),
                     reason=str(exc)).warning("metrics_write_failed")
         return
-    cycle = overview.build(now, calendar, settings, seen, [session]).sessions[0]
-    publish(context, overview.build(now, calendar, settings, seen, sessions), cycle)
+    publish(context, views, cycles)

@@ -58,7 +58,9 @@ class Pinger:
 
     def finished(self, result: CycleResult) -> None:
         # A cycle that left only tasks waiting for the close (market_closed_only) failed nothing: the run
-        # after the close starts and ends its own cycle.
+        # after the close starts and ends its own cycle. One that only found data missing was no attempt.
+        if result.waited_only:
+            return
         if result.success or (result.waiting and not result.failures):
             self.send("", session=result.session)
         else:
@@ -91,13 +93,16 @@ def summary(result: CycleResult) -> str:
 
 
 @contextmanager
-def cycle(settings: NotifySettings, session: dt.date) -> Iterator[Pinger]:
-    """`/start` now; `/fail` if the cycle is stopped by an exception (a signal, a lost lock, a lost Redis).
+def cycle(settings: NotifySettings, session: dt.date, start: bool = True) -> Iterator[Pinger]:
+    """`/start` now (unless not `start`: a cycle that may only find its data missing, which is no attempt);
+    `/fail` if the cycle is stopped by an exception (a signal, a lost lock, a lost Redis).
 
-    The caller sends the cycle's own outcome with `finished(result)`.
+    The caller sends the cycle's own outcome with `finished(result)`. Each job pings its own
+    `[jobs.NAME.notify] ping_url` (by default [notify]'s).
     """
     pinger = Pinger(settings)
-    pinger.send("/start", session=session)
+    if start:
+        pinger.send("/start", session=session)
     try:
         yield pinger
     except BaseException as exc:

@@ -15,6 +15,9 @@ A session is in exactly one state:
 - `running` / `interrupted`: a cycle started and did not finish; running while the lock
   is held by that cycle's run (or by a holder we cannot tell apart), interrupted otherwise;
 - `corrupt`: the document does not parse (never done);
+- `expired`: not done, and never to be run automatically: its window ended (the job's catchup
+  "none") or a newer session's window opened (catchup "latest"); `status --check` counts it
+  as not done only until a later session of the job is done;
 - `missing`: no document and its window has passed;
 - `due`: no document and its window is open now;
 - `not_yet_due`: no document and its window has not opened.
@@ -31,7 +34,8 @@ from tradeul_maint.calendar import TradingCalendar, Window
 from tradeul_maint.containment import detect
 from tradeul_maint.history import CycleView, Timeline
 from tradeul_maint.lock import LockHolder
-from tradeul_maint.planner import Plan, failed_tasks, waiting_tasks
+from tradeul_maint.planner import (Plan, expiry, explain_job, failed_tasks, latest_opened, waiting_for_data,
+                                   waiting_tasks, waits_text)
 from tradeul_maint.errors import UsageError
 from tradeul_maint.redact import scrub
 from tradeul_maint.settings import Settings
@@ -43,7 +47,7 @@ from tradeul_maint.tasklist import ONLY_HERE, Difference, differences, summary, 
 from tradeul_maint.trends import Trend, WindowRisk
 
 DONE, FAILED_STATE, RUNNING, INTERRUPTED, WAITING = "done", "failed", "running", "interrupted", "waiting"
-CORRUPT, MISSING, DUE, NOT_YET_DUE = "corrupt", "missing", "due", "not_yet_due"
+CORRUPT, MISSING, DUE, NOT_YET_DUE, EXPIRED = "corrupt", "missing", "due", "not_yet_due", "expired"
 ERROR_OUTPUT_LINES = 5  # last lines of a failed command's output shown with its error
 
 
@@ -130,11 +134,20 @@ class StatusView:
     slow: tuple[Trend, ...] = ()  # tasks slower than usual in the lookback
     risk: WindowRisk | None = None  # how long a cycle should take, against the deadline
     trend: Trend | None = None  # `status --task NAME`
+    job: str = "maintenance"
+    policy: str = ""  # the job's window and catch-up policy, in words (planner.explain_job)
     containment: str | None = None  # what keeps a run's task processes together on this host (containment.py)
 
     @property
     def overdue(self) -> tuple[SessionView, ...]:
-        return tuple(s for s in self.sessions if s.overdue)
+        """The sessions `status --check` fails on: window passed and not done; of the expired ones (never to run:
+        the job's catchup) only the newest, and only until a later session of the job is done."""
+        found, later = [], False  # a later session is done, or already expired
+        for s in self.sessions:  # newest first
+            if s.overdue and not (s.state == EXPIRED and later):
+                found.append(s)
+            later = later or s.state in (DONE, EXPIRED)
+        return tuple(found)
 
     @property
     def lock_problem(self) -> str | None:
@@ -225,15 +238,21 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
     for t in slow:
         slow_notes[t.latest.session].append(t.describe())
     left = {d.session: d.reason for d in plan.deferred} if plan else {}  # why `run` leaves a session now
+    newest = latest_opened(now, calendar, schedule)
     here = task_list(settings.tasks)
     views = []
     for session in sorted(sessions, reverse=True):
         window = calendar.window(session, schedule.window_start, schedule.window_minutes)
         view = session_view(session, statuses[session], window, now, seen.holder, settings, calendar.tz,
                             left.get(session))
+        if view.state not in (DONE, RUNNING, DUE, NOT_YET_DUE) and \
+                (why := expiry(session, statuses[session], now, calendar, schedule, newest)) is not None:
+            view = replace(view, state=EXPIRED, note="; ".join(filter(None, (
+                f"{why}: `{schedule.rerun} --date {session} --force` runs it",
+                view.note if view.state != MISSING else None))))
         if diffs := _task_list_differences(here, statuses[session]):
-            view = replace(view, task_list=diffs, note="; ".join(filter(None, (view.note, _differ_note(view, diffs,
-                                                                                         statuses[session])))))
+            view = replace(view, task_list=diffs, note="; ".join(filter(None, (
+                view.note, _differ_note(view, diffs, statuses[session], schedule.rerun)))))
         if override := calendar.override_note(session):
             view = replace(view, override=override, note="; ".join(filter(None, (override, view.note))))
         if session in slow_notes:
@@ -253,8 +272,8 @@ def build(now: dt.datetime, calendar: TradingCalendar, settings: Settings, seen:
     return StatusView(now, calendar.code, calendar.tz.key, len(sessions), tuple(views),
                       next_window(now, calendar, settings), seen.holder, seen.last_run,
                       calendar.expiry_warning(now), sources(settings), slow,
-                      None if detail else trends.window_risk(settings, statuses), trend,
-                      detect(settings.run.containment).describe())
+                      None if detail else trends.window_risk(settings, statuses), trend, settings.job,
+                      explain_job(schedule), detect(settings.run.containment).describe())
 
 
 def _task_list_differences(here: dict[str, str], status: SessionStatus | None) -> tuple[Difference, ...]:
@@ -263,14 +282,14 @@ def _task_list_differences(here: dict[str, str], status: SessionStatus | None) -
     return differences(here, status.task_list)
 
 
-def _differ_note(view: SessionView, diffs: tuple[Difference, ...], status: SessionStatus) -> str:
+def _differ_note(view: SessionView, diffs: tuple[Difference, ...], status: SessionStatus, run: str) -> str:
     """The differences; for a done session, how to run what it never ran (it is not reopened for them)."""
     note = summary(diffs, status.runner, running=view.state == RUNNING)
     missing = [d.task for d in diffs if d.how == ONLY_HERE and status.tasks.get(d.task) != COMPLETED]
     if view.state == DONE and missing:
         them = "it" if len(missing) == 1 else "them"
         options = " ".join(f"--task {name}" for name in missing)
-        note += f" (done without {them}: run --date {view.session} {options} runs {them})"
+        note += f" (done without {them}: {run} --date {view.session} {options} runs {them})"
     return note
 
 
@@ -364,6 +383,8 @@ def _note(state: str, status: SessionStatus | None, left: str | None) -> str | N
         why = f"{', '.join(bad)} not completed" if bad else "not all tasks completed"
         return f"{why}; {left}" if left else why
     if state == WAITING:
+        if waiting_for_data(status):
+            return left or f"{waits_text(status)}: the next run probes again"
         return left or f"{', '.join(waiting_tasks(status))} waited for the close: the next run starts it"
     return None
 
@@ -457,8 +478,9 @@ def next_closures(now: dt.datetime, calendar: TradingCalendar) -> list[tuple[dt.
 
 
 def calendar_view(now: dt.datetime, calendar: TradingCalendar, settings: Settings, count: int = 5) -> dict:
-    """The `calendar` command's document: what calendar is in use, how far it reaches, and the next windows."""
-    schedule = settings.schedule
+    """The `calendar` command's document: what calendar is in use, how far it reaches, and the next windows (of the
+    first job: the top level's, when it has tasks; `jobs` lists each job's next window)."""
+    schedule = settings.jobs[0].schedule if settings.jobs else settings.schedule
     overrides = calendar.overrides
     upcoming = []
     session = calendar.local_date(now)
@@ -487,6 +509,10 @@ def calendar_view(now: dt.datetime, calendar: TradingCalendar, settings: Setting
         },
         "warning": calendar.expiry_warning(now),
         "next_sessions": upcoming,
+        "jobs": [{"job": job.name, "window": f"{job.schedule.window_start} for {job.schedule.window_minutes} min",
+                  "catchup": job.schedule.catchup,
+                  "next_window": _window_json(next_window(now, calendar, settings.for_job(job)), now,
+                                              calendar.tz.key)} for job in settings.jobs],
         "holidays": [{"date": day.isoformat(), "name": why} for day, why in next_closures(now, calendar)],
         **sources(settings).to_json(),
     }

@@ -82,21 +82,46 @@ def run(overrides: Overrides, now_text: str | None) -> Report:
         return Report(None, None, (Check("config", False, str(exc)),), fatal=exc)
     s = context.settings
     found = sources(s)
-    checks = [Check("config", True, f"{found.config or 'no config file: defaults'}: {len(s.tasks)} tasks, "
-                                    f"calendar {s.schedule.calendar}, window {s.schedule.window_start} for "
-                                    f"{s.schedule.window_minutes} min")]
-    checks += redis_checks(context, found.redis)
-    checks += [task_check(task, s) for task in s.tasks]
-    checks += plan_checks(s)
-    checks += [log_dir_check(s), calendar_check(context), next_window_check(context), containment_check(s)]
+    several = len(s.jobs) > 1
+    if several:
+        counts = ", ".join(f"{j.name}: {len(j.tasks)} task{'s' if len(j.tasks) != 1 else ''}" for j in s.jobs)
+        checks = [Check("config", True, f"{found.config or 'no config file: defaults'}: {len(s.jobs)} jobs "
+                                        f"({counts}), calendar {s.schedule.calendar}")]
+    else:
+        checks = [Check("config", True, f"{found.config or 'no config file: defaults'}: {len(s.tasks)} tasks, "
+                                        f"calendar {s.schedule.calendar}, window {s.schedule.window_start} for "
+                                        f"{s.schedule.window_minutes} min")]
+    jobs = [(job, context.for_job(job), f"{job.name} " if several else "") for job in s.jobs]
+    checks += redis_checks(context, found.redis, [(c, label) for _, c, label in jobs])
+    checks += [task_check(task, c.settings, label) for _, c, label in jobs for task in c.settings.tasks]
+    for _, c, label in jobs:
+        checks += plan_checks(c.settings, label)
+    checks += shared_ping_checks(s)
+    checks += [log_dir_check(s), calendar_check(context)]
+    checks += [next_window_check(c, label) for _, c, label in jobs]
+    checks.append(containment_check(s))
     return Report(found.config, found.redis, tuple(checks))
 
 
-def plan_checks(settings: Settings) -> list[Check]:
+def plan_checks(settings: Settings, label: str = "") -> list[Check]:
     """Each task's policy and dependencies as the planner reads them (one line), then a warning per shape
-    an operator could misread; a warning does not fail `check`."""
-    return [Check("plan", True, planner.explain(settings.tasks))] + \
-        [Check(f"plan {task}", True, text, warning=True) for task, text in planner.shape_warnings(settings.tasks)]
+    an operator could misread; a warning does not fail `check`. `label` names the job when there are several,
+    with its window and catch-up policy."""
+    job = f"{planner.explain_job(settings.schedule)}; " if label else ""
+    return [Check(f"{label}plan", True, job + planner.explain(settings.tasks))] + \
+        [Check(f"{label}plan {task}", True, text, warning=True)
+         for task, text in planner.shape_warnings(settings.tasks)]
+
+
+def shared_ping_checks(settings: Settings) -> list[Check]:
+    """A warning when jobs ping one URL: one job's success ping would clear another's failure."""
+    by_url: dict[str, list[str]] = {}
+    for job in settings.jobs:
+        if job.notify.ping_url:
+            by_url.setdefault(job.notify.ping_url, []).append(job.name)
+    return [Check("pings", True, f"jobs {', '.join(names)} ping the same URL: one's success ping clears another's "
+                                 "failure; give each job its own [jobs.NAME.notify] ping_url", warning=True)
+            for names in by_url.values() if len(names) > 1]
 
 
 def containment_check(settings: Settings) -> Check:
@@ -106,19 +131,26 @@ def containment_check(settings: Settings) -> Check:
     return Check("containment", True, detect(settings.run.containment).describe())
 
 
-def redis_checks(context: core.Context, where: str) -> list[Check]:
-    """Reachable and authenticated (the connection), writable (a throwaway key), and the type of every key."""
+def redis_checks(context: core.Context, where: str,
+                 jobs: list[tuple[core.Context, str]] | None = None) -> list[Check]:
+    """Reachable and authenticated (the connection), writable (a throwaway key), and the type of every key of
+    every job (`jobs`: each job's context and label), and each job's deadline."""
+    jobs = jobs if jobs is not None else [(context, "")]
     try:
         with core.connected(context) as store:  # as every command connects: password file, cluster prefix
+            stores = [(job, store.job(job.settings.key_prefix), label) for job, label in jobs]
             return [Check("redis", True, f"{where}: reachable, authenticated"),
-                    _write_check(store.client, store.keys), _key_types_check(context, store),
-                    _replicas_check(store), _eviction_check(store), _task_list_check(context, store),
-                    _deadline_check(context, store)]
+                    _write_check(store.client, store.keys),
+                    *(_key_types_check(job, job_store, label) for job, job_store, label in stores),
+                    _replicas_check(store), _eviction_check(store),
+                    *(check(job, job_store, label) for job, job_store, label in stores
+                      for check in (_task_list_check, _deadline_check))]
     except MaintError as exc:
         skipped = "not checked: no connection to Redis"
-        return [Check("redis", False, str(exc))] + [
-            Check(name, False, skipped) for name in ("redis write", "key types", "replicas", "eviction", "task list",
-                                                     "deadline")]
+        return [Check("redis", False, str(exc)), Check("redis write", False, skipped),
+                *(Check(f"{label}key types", False, skipped) for _, label in jobs),
+                Check("replicas", False, skipped), Check("eviction", False, skipped),
+                *(Check(f"{label}{name}", False, skipped) for _, label in jobs for name in ("task list", "deadline"))]
 
 
 def _write_check(client: redis.Redis, keys: Keys) -> Check:
@@ -135,7 +167,7 @@ def _write_check(client: redis.Redis, keys: Keys) -> Check:
     return Check("redis write", True, f"wrote and deleted {key}")
 
 
-def _key_types_check(context: core.Context, store: StateStore) -> Check:
+def _key_types_check(context: core.Context, store: StateStore, label: str = "") -> Check:
     s = context.settings
     try:
         sessions = planner.sessions_in_view(context.now, context.calendar, s.schedule)
@@ -144,11 +176,11 @@ def _key_types_check(context: core.Context, store: StateStore) -> Check:
     try:
         store.check_key_types(sessions)
     except MaintError as exc:
-        return Check("key types", False, str(exc))
+        return Check(f"{label}key types", False, str(exc))
     except (redis.RedisError, OSError) as exc:
-        return Check("key types", False, f"TYPE failed: {str(exc).strip() or type(exc).__name__}")
-    return Check("key types", True, f"the lock, last_run and the keys of {len(sessions)} sessions under "
-                                    f"{s.redis.key_prefix}: hold their own types or are absent")
+        return Check(f"{label}key types", False, f"TYPE failed: {str(exc).strip() or type(exc).__name__}")
+    return Check(f"{label}key types", True, f"the lock, last_run and the keys of {len(sessions)} sessions under "
+                                            f"{s.key_prefix}: hold their own types or are absent")
 
 
 def _replicas_check(store: StateStore) -> Check:
@@ -197,7 +229,7 @@ def _eviction_check(store: StateStore) -> Check:
                                    "the tool a Redis of its own", warning=True)
 
 
-def _task_list_check(context: core.Context, store: StateStore) -> Check:
+def _task_list_check(context: core.Context, store: StateStore, label: str = "") -> Check:
     """This host's tasks against the task list of the newest session that recorded one (tasklist.py)."""
     import socket
 
@@ -207,25 +239,25 @@ def _task_list_check(context: core.Context, store: StateStore) -> Check:
         sessions = planner.sessions_in_view(context.now, context.calendar, context.settings.schedule)
         statuses = store.statuses(sessions)
     except (MaintError, redis.RedisError, OSError) as exc:
-        return Check("task list", True, f"not checked: {str(exc).strip() or type(exc).__name__}")
+        return Check(f"{label}task list", True, f"not checked: {str(exc).strip() or type(exc).__name__}")
     recorded = [(d, s) for d, s in sorted(statuses.items(), reverse=True)
                 if s is not None and s.corrupt is None and s.task_list is not None]
     if not recorded:
-        return Check("task list", True, "no session in the lookback records its task list yet")
+        return Check(f"{label}task list", True, "no session in the lookback records its task list yet")
     session, status = recorded[0]
     diffs = differences(task_list(context.settings.tasks), status.task_list)
     host = (status.runner or "").rpartition(":")[0]
     state = "completed" if status.finished else "running or interrupted"
     if not diffs:
-        return Check("task list", True, f"the same as the cycle of {session} ({state}, host {host or '?'})")
+        return Check(f"{label}task list", True, f"the same as the cycle of {session} ({state}, host {host or '?'})")
     if host == socket.gethostname():
-        return Check("task list", True, f"changed here since the cycle of {session} ({state}): "
+        return Check(f"{label}task list", True, f"changed here since the cycle of {session} ({state}): "
                                         + summary(diffs, status.runner).partition(": ")[2])
-    return Check("task list", True, f"the cycle of {session} ({state}) {summary(diffs, status.runner)}: roll "
+    return Check(f"{label}task list", True, f"the cycle of {session} ({state}) {summary(diffs, status.runner)}: roll "
                                     "one configuration out to every host", warning=True)
 
 
-def _deadline_check(context: core.Context, store: StateStore) -> Check:
+def _deadline_check(context: core.Context, store: StateStore, label: str = "") -> Check:
     """The window at risk, as `status` estimates it from the lookback's durations: a warning, not a failure."""
     from tradeul_maint.trends import window_risk
 
@@ -233,16 +265,20 @@ def _deadline_check(context: core.Context, store: StateStore) -> Check:
         sessions = planner.sessions_in_view(context.now, context.calendar, context.settings.schedule)
         risk = window_risk(context.settings, store.statuses(sessions))
     except MaintError as exc:
-        return Check("deadline", False, f"not checked: {exc}")
+        return Check(f"{label}deadline", False, f"not checked: {exc}")
     except (redis.RedisError, OSError) as exc:
-        return Check("deadline", False, f"not checked: reading the lookback failed: {str(exc).strip()}")
+        return Check(f"{label}deadline", False, f"not checked: reading the lookback failed: {str(exc).strip()}")
     if risk is None:
-        return Check("deadline", True, "no tasks")
-    return Check("deadline", True, risk.message(), warning=risk.at_risk)
+        return Check(f"{label}deadline", True, "no tasks")
+    return Check(f"{label}deadline", True, risk.message(), warning=risk.at_risk)
 
 
-def task_check(task: TaskSpec, settings: Settings) -> Check:
-    name = f"task {task.name}"
+def task_check(task: TaskSpec, settings: Settings, label: str = "") -> Check:
+    name = f"{label}task {task.name}"
+    if task.wait_for:
+        found, detail = find_program(task.wait_for[0])
+        if not found:
+            return Check(name, False, f"wait_for {task.wait_for[0]}: {detail}")
     if task.python:
         try:
             from tradeul_maint.tasks import load_callable
@@ -316,17 +352,17 @@ def calendar_check(context: core.Context) -> Check:
                                    f"days ahead); {source}")
 
 
-def next_window_check(context: core.Context) -> Check:
+def next_window_check(context: core.Context, label: str = "") -> Check:
     from tradeul_maint.overview import next_window
 
     window = next_window(context.now, context.calendar, context.settings)
     if window is None:
-        return Check("next window", False, "none: the calendar ends; upgrade exchange-calendars")
+        return Check(f"{label}next window", False, "none: the calendar ends; upgrade exchange-calendars")
     tz = context.calendar.tz
     local = f"{window.start.astimezone(tz):%Y-%m-%d %H:%M}-{window.end.astimezone(tz):%H:%M} {tz.key}"
     state = "open now" if window.contains(context.now) else f"opens in {_until(window.start - context.now)}"
-    return Check("next window", True, f"session {window.session}: {local} ({window.start:%H:%M}-"
-                                      f"{window.end:%H:%M} UTC), {state}")
+    return Check(f"{label}next window", True, f"session {window.session}: {local} ({window.start:%H:%M}-"
+                                              f"{window.end:%H:%M} UTC), {state}")
 
 
 def _until(delta: dt.timedelta) -> str:
@@ -337,5 +373,6 @@ def _until(delta: dt.timedelta) -> str:
 
 def unloadable_tasks(settings: Settings) -> list[Check]:
     """The `python` tasks that do not import or are not callable: what `run --dry-run` adds to its plan."""
-    return [c for c in (task_check(t, settings) for t in settings.tasks if t.python) if not c.ok]
+    return [c for c in (task_check(t, settings) for job in settings.jobs for t in job.tasks if t.python)
+            if not c.ok]
 

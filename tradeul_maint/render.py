@@ -27,21 +27,27 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def render_plan(plan: Plan, nothing: str = "nothing to do") -> None:
-    """Every session looked at, oldest first: what would run and why, and what is left alone and why."""
+def render_plan(plan: Plan, nothing: str = "nothing to do", label: str = "", tz: str | None = None) -> None:
+    """Every session looked at, oldest first: what would run and why, and what is left alone and why.
+
+    `label` (`premarket: `) starts every line when the config has several jobs."""
     lines = [(p.session, f"would run {p.session} ({p.reason}): {', '.join(p.tasks) or 'no tasks'}",
               [f"  skip {name}: {why}" for name, why in {**p.catchup_skipped, **p.blocked}.items()]
-              + [f"  wait {name}: {why}" for name, why in p.waiting.items()]) for p in plan.sessions]
+              + [f"  wait {name}: {why}" for name, why in p.waiting.items()]
+              + [f"  probe {name}: it starts if its wait_for probe finds its data, else it waits for data until "
+                 f"{local(until, tz) if tz else f'{until:%Y-%m-%d %H:%M} UTC'}" for name, until in p.probes.items()])
+             for p in plan.sessions]
     lines += [(d.session, f"leave {d.session}: {d.reason}", []) for d in plan.deferred]
     if plan.empty:
-        out.print(nothing, markup=False)
+        out.print(label + nothing, markup=False)
     for _, line, details in sorted(lines, key=lambda item: item[0]):
-        out.print(line, markup=False, emoji=False)
+        out.print(label + line, markup=False, emoji=False)
         for detail in details:
-            out.print(detail, markup=False, emoji=False)
+            out.print(label + detail, markup=False, emoji=False)
 
 
 STATE_STYLES = {overview.DONE: "green", overview.FAILED_STATE: "bold red", overview.CORRUPT: "bold red",
+                overview.EXPIRED: "yellow",
                 overview.INTERRUPTED: "yellow", overview.MISSING: "yellow", overview.RUNNING: "cyan",
                 overview.DUE: "cyan", overview.NOT_YET_DUE: "dim", overview.WAITING: "yellow"}
 TASK_STYLES = {"completed": "green", "failed": "bold red", "skipped": "bold red", "in_progress": "cyan",
@@ -205,7 +211,7 @@ def render_trend(view: overview.StatusView) -> None:
 
 CELL_STYLES = {"completed": "green", "late": "yellow", "failed": "bold red", "skipped": "red", "running": "cyan",
                "interrupted": "yellow", "missing": "yellow", "corrupt": "bold red", "waiting": "cyan",
-               "not_yet_due": "dim", "pending": "dim", "deferred": "dim"}
+               "not_yet_due": "dim", "pending": "dim", "deferred": "dim", "expired": "yellow"}
 
 
 def render_grid(view: overview.StatusView, sessions_grid: grid.Grid, ranged: bool = False) -> None:
@@ -359,6 +365,11 @@ def render_calendar(info: dict) -> None:
                           Text("; ".join(dict.fromkeys(filter(None, ("open now" if s["open"] else None, s["override"],
                                                                      s["early_close"]))))))
         console.print(table)
+        for job in info["jobs"] if len(info["jobs"]) > 1 else ():  # the table is the top level's (or first) job's
+            w = job["next_window"]
+            when = f"{w['start_local'][:16].replace('T', ' ')} to {w['end_local'][11:16]}" if w else "none"
+            console.print(f"job {job['job']}: window {job['window']}, catchup {job['catchup']}; next {when}",
+                          markup=False)
         holidays = ", ".join(f"{h['date']} {h['name']}" for h in info["holidays"])
         console.print(f"next holidays: {holidays or '-'}", markup=False)
         console.print(sources_line(info), markup=False, emoji=False)

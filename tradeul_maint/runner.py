@@ -12,6 +12,12 @@ the lock stops instead of overwriting its successor, and the document is the ses
 state at every moment. With `[redis] min_replicas`, a write the replicas did not confirm
 in time (replicas.py) ends the cycle as a lost lock does: no further task starts.
 
+A task with a wait_for probe is probed (a command, through the supervisor) just before it
+would start: exit 0 starts it; anything else leaves it, and what runs after it, waiting for
+data (pending, with since when), or fails it once its wait has ended (the plan says when). A
+cycle that did nothing but find data missing is not an attempt: the session's attempt count
+is left as it was, and its record replaces the previous such cycle's.
+
 However a cycle ends (completed, a signal, a lost lock, Redis gone, a bug), it ends only
 once the supervisor has reported every attempt of it ended, that is with no process of
 any task left; a task is recorded stopped only then, and the lock is released only
@@ -37,13 +43,14 @@ from tradeul_maint.errors import (EXIT_RUN_DEADLINE, SIGNAL_EXIT_CODES, LockLost
                                   TaskProcessesLostError)
 from tradeul_maint.exchange import AttemptId, Ended
 from tradeul_maint.lock import RunLock
-from tradeul_maint.planner import PlannedSession, caught_up, waits_after
+from tradeul_maint.planner import PlannedSession, caught_up, span_text, waits_after
 from tradeul_maint.redact import scrub, scrub_value
 from tradeul_maint.schedule import Schedule, known_durations, priority_order
 from tradeul_maint.tasklist import task_list
 from tradeul_maint.settings import Settings, TaskSpec
 from tradeul_maint.state import (COMPLETED, FAILED, IN_PROGRESS, INTERRUPTED_ATTEMPT, PENDING, RUNNER_STOPPED,
-                                 SKIPPED, AttemptRecord, CycleRecord, SessionStatus, TaskRecord, cap_error, iso)
+                                 SKIPPED, WAITING_FOR_DATA, AttemptRecord, CycleRecord, SessionStatus, TaskRecord,
+                                 cap_error, iso, parse_time)
 from tradeul_maint.store import StateStore
 from tradeul_maint.processes import STOP_MARGIN, TaskProcesses, stop_leftovers
 from tradeul_maint.tasks import Outcome, command_outcome, command_request, python_outcome, python_request
@@ -53,6 +60,9 @@ Clock = Callable[[], dt.datetime]
 STATUS_OUTPUT_LIMIT = 4096  # characters of a failed command's output kept in the status document
 LOG_OUTPUT_LIMIT = 16384
 POLL_SECONDS = 0.2  # the longest the main thread waits before it looks at signals and the lock again
+PROBE = 0  # the number of a task's wait_for probe in its AttemptId: its attempts count from 1
+PROBE_TIMEOUT = 60.0  # seconds a wait_for probe may take (less if its task's timeout is less); one that takes
+# longer is stopped, and means "not yet"
 
 
 class Interrupted(Exception):
@@ -69,6 +79,7 @@ class CycleResult:
     status: SessionStatus
     ran: tuple[str, ...]
     seconds: float
+    waited_only: bool = False  # it only found data missing (wait_for): no attempt, nothing to say under cron
 
     @property
     def failures(self) -> dict[str, str]:
@@ -87,7 +98,8 @@ class CycleResult:
 
     @property
     def waiting(self) -> dict[str, str]:
-        """Tasks left pending with a reason (`market_closed_only`): they wait for the close, not failed."""
+        """Tasks left pending with a reason: they wait for the close (`market_closed_only`) or for data
+        (`wait_for`), not failed."""
         s = self.status
         return {name: s.details[name].reason for name, state in s.tasks.items()
                 if state == PENDING and s.details.get(name) and s.details[name].reason}
@@ -96,8 +108,10 @@ class CycleResult:
         """`2026-11-25: 5/6 tasks completed in 3.1s`, as `run` prints it and the failure ping sends it."""
         s, later, waiting = self.status, self.left_to_newest, self.waiting
         completed = sum(state == COMPLETED for state in s.tasks.values())
+        data = [n for n in waiting if s.details[n].waiting_since]
         note = f" ({len(later)} left to the newest session: catchup = \"latest\")" if later else ""
-        note += f" ({len(waiting)} waiting for the close)" if waiting else ""
+        note += f" ({len(waiting) - len(data)} waiting for the close)" if len(waiting) > len(data) else ""
+        note += f" ({len(data)} waiting for data)" if data else ""
         return f"{self.session}: {completed}/{len(s.tasks)} tasks completed{note} in {self.seconds:.1f}s"
 
     def failure_lines(self) -> list[str]:
@@ -186,6 +200,7 @@ class Running:
     retry_at: float | None = None  # when the next attempt starts (monotonic)
     stopping: bool = False  # asked to stop (timeout)
     record: AttemptRecord | None = None  # the current attempt in the cycle's record
+    probing: bool = False  # attempt_id is its wait_for probe, not an attempt
 
 
 @dataclass
@@ -203,13 +218,17 @@ class Runner:
     trigger: Trigger = Trigger()
     # Why a task may not start now (planner.start_wait: the exchange opened during the run), or None.
     start_wait: Callable[[TaskSpec], str | None] = lambda spec: None
+    tz: dt.tzinfo = dt.timezone.utc  # the exchange's: the times an operator reads in a reason
     _cycle: CycleRecord | None = field(default=None, init=False)  # this cycle's record, in the document
     _waits: dict[str, str] = field(default_factory=dict, init=False)  # this cycle's tasks held back for the close
     _blocked: bool = field(default=False, init=False)  # the step recorded blocked or held-back tasks
+    _since: dict[str, str] = field(default_factory=dict, init=False)  # ...or for data: since when (iso)
+    _probes: dict[str, dt.datetime] = field(default_factory=dict, init=False)  # not probed yet: until when to wait
+    _attempted: bool = field(default=False, init=False)  # an attempt (not a probe) started in this cycle
 
     def run_cycle(self, planned: PlannedSession, existing: SessionStatus | None) -> CycleResult:
         """Run the planned tasks of one session and record the outcome; raises Interrupted on a signal."""
-        log = logger.bind(date=planned.session.isoformat(), run_id=self.lock.run_id)
+        log = logger.bind(date=planned.session.isoformat(), run_id=self.lock.run_id, job=self.settings.job)
         started = time.monotonic()
         specs = {t.name: t for t in self.settings.tasks}
         parallel = self.settings.run.max_parallel
@@ -226,15 +245,19 @@ class Runner:
                 if self.stop.requested:
                     break
                 self._record_blocked(status, schedule, log)
-                starting = self._startable(status, schedule.take_ready(parallel - len(running)), schedule, log)
+                ready = self._startable(status, schedule.take_ready(parallel - len(running)), schedule, log)
+                starting = [name for name in ready if name not in self._probes]
                 for name in starting:
                     self._record(status, name, IN_PROGRESS, log)
                 if changed or self._blocked or starting:
                     self._write(status)  # the step's transitions, before any task they allow starts
                     self._blocked = False
-                for name in starting:
+                for name in ready:
                     running[name] = Running(specs[name], time.monotonic())
-                    self._launch(running[name], planned.session, log)
+                    if name in self._probes:
+                        self._probe(running[name], planned.session)
+                    else:
+                        self._launch(running[name], planned.session, log)
                 if not running:
                     break
                 changed = self._step(status, running, schedule, planned.session, log)
@@ -254,14 +277,28 @@ class Runner:
         self._cycle.finished_at, self._cycle.done = iso(status.completed_at), status.all_success
         ran = planned.tasks + tuple(planned.blocked)  # a task held back for the close failed nothing
         self._cycle.outcome = FAILED if any(status.tasks.get(n) in (FAILED, SKIPPED) for n in ran) else COMPLETED
+        waited_only = not self._attempted and self._cycle.outcome == COMPLETED and bool(self._since)
+        if waited_only:
+            self._only_waited(status)
         self.store.finish(self.lock.token, status)
         self.durations.update(known_durations([status]))
         self._warn_slow(status, planned.tasks, log)
         log.bind(all_success=status.all_success, duration_seconds=status.duration_seconds,
                  completed=sum(s == COMPLETED for s in status.tasks.values()), total=len(status.tasks),
                  console=False) \
-            .log("INFO" if status.all_success else "ERROR", "maintenance_cycle_finished")
-        return CycleResult(planned.session, status, planned.tasks + tuple(planned.blocked), time.monotonic() - started)
+            .log("INFO" if status.all_success or waited_only else "ERROR",
+                 "maintenance_cycle_waiting" if waited_only else "maintenance_cycle_finished")
+        return CycleResult(planned.session, status, planned.tasks + tuple(planned.blocked), time.monotonic() - started,
+                           waited_only)
+
+    def _only_waited(self, status: SessionStatus) -> None:
+        """A cycle that found only data missing is no attempt: the count stays, and its record takes the place of
+        the previous such cycle's (a watcher probing every few minutes for hours keeps one)."""
+        status.attempts -= 1
+        self._cycle.outcome = WAITING_FOR_DATA
+        earlier = status.cycles[:-1]
+        if earlier and earlier[-1].outcome == WAITING_FOR_DATA:
+            status.cycles = [*earlier[:-1], self._cycle]
 
     def _startable(self, status: SessionStatus, ready: list[str], schedule: Schedule, log) -> list[str]:
         """The ready tasks that may start now; one that must wait for the close is recorded waiting instead."""
@@ -280,22 +317,75 @@ class Runner:
         for name, blocker in schedule.take_blocked():
             self._blocked = True
             if blocker in self._waits:
-                self._wait(status, name, waits_after(self._waits[blocker], blocker), log)
+                self._wait(status, name, waits_after(self._waits[blocker], blocker), log, self._since.get(blocker))
             else:
                 self._record(status, name, SKIPPED, log, error=f"dependency {blocker} did not complete")
 
-    def _wait(self, status: SessionStatus, name: str, why: str, log) -> None:
-        """Leave `name` pending with why: the session is not done until a run after the close starts it."""
+    def _wait(self, status: SessionStatus, name: str, why: str, log, since: str | None = None) -> None:
+        """Leave `name` pending with why: the session is not done until a run after the close (or, waiting for data
+        `since` then, a run whose probe finds it) starts it."""
         status.tasks[name] = PENDING
-        status.details.setdefault(name, TaskRecord()).reason = why
+        record = status.details.setdefault(name, TaskRecord())
+        record.reason, record.waiting_since = why, since
         self._waits[name] = why
+        if since is not None:
+            self._since[name] = since
         log.bind(task=name, reason=why).info("task_waiting")
         self._blocked = True
 
     # --- attempts ----------------------------------------------------------------------
 
+    def _probe(self, task: Running, session: dt.date) -> None:
+        """Ask the task's wait_for probe whether its data is there (a command under the supervisor, bounded)."""
+        task.probing = True
+        task.attempt_id = AttemptId(session, task.spec.name, PROBE)
+        task.deadline = time.monotonic() + self._probe_limit(task.spec)
+        self.processes.start(task.attempt_id, command_request(task.spec, session, self.lock.run_id,
+                                                               task.spec.wait_for))
+
+    @staticmethod
+    def _probe_limit(spec: TaskSpec) -> float:
+        """A probe is stopped after PROBE_TIMEOUT, or the task's own timeout when that is shorter."""
+        return min(PROBE_TIMEOUT, spec.timeout or PROBE_TIMEOUT)
+
+    def _probed(self, status: SessionStatus, task: Running, event: Ended, schedule: Schedule,
+                running: dict[str, Running], session: dt.date, log) -> None:
+        """The probe ended: start the task, or leave it waiting for data, or fail it when its wait is over."""
+        name, spec = task.spec.name, task.spec
+        task.probing, task.attempt_id, task.deadline = False, None, None
+        until = self._probes.pop(name)
+        outcome = command_outcome(spec, event, program=spec.wait_for[0])
+        if outcome.success:
+            log.bind(task=name).info("data_ready")
+            self._record(status, name, IN_PROGRESS, log)
+            self._write(status)  # in progress in Redis before its process starts, as for every task
+            self._launch(task, session, log)
+            return
+        del running[name]
+        now = self.clock()
+        record = status.details.setdefault(name, TaskRecord())
+        since = parse_time(record.waiting_since) or now
+        broken = isinstance(event.result, dict) and "exec_error" in event.result  # no data will change that
+        if broken or now >= until:
+            why = f"its wait_for probe cannot run ({outcome.error})" if broken else \
+                f"still waiting for data after {span_text((now - since).total_seconds())} ({outcome.error}); " \
+                f"its wait ended at {self._local(until)}"
+            self._finish_task(status, name, Outcome(False, why, outcome.output), 0, time.monotonic() - task.started,
+                              log)
+            schedule.failed(name)
+            return
+        log.bind(task=name, probe=scrub(outcome.error or ""), until=iso(until)).info("data_not_ready")
+        self._wait(status, name, f"waits for data ({scrub(outcome.error or 'not yet')}) until {self._local(until)}",
+                   log, iso(since))
+        schedule.failed(name)  # what runs after it waits too: recorded by _record_blocked
+
+    def _local(self, moment: dt.datetime) -> str:
+        local = moment.astimezone(self.tz)
+        return f"{local:%Y-%m-%d %H:%M} {getattr(self.tz, 'key', local.tzname())}"
+
     def _launch(self, task: Running, session: dt.date, log) -> None:
         spec = task.spec
+        self._attempted = True
         task.attempt += 1
         task.attempt_id = AttemptId(session, spec.name, task.attempt)
         task.retry_at = None
@@ -324,6 +414,10 @@ class Runner:
             task = running.get(name)
             if task is None or task.attempt_id != event.attempt:
                 continue
+            if task.probing:
+                self._probed(status, task, event, schedule, running, session, log)
+                changed = True
+                continue
             outcome = _outcome(task.spec, event)
             self._attempt_ended(task, COMPLETED if outcome.success else FAILED, outcome.error)
             task.attempt_id = None
@@ -341,7 +435,9 @@ class Runner:
         for task in running.values():
             if task.attempt_id and task.deadline is not None and now >= task.deadline and not task.stopping:
                 task.stopping = True
-                self.processes.stop(task.attempt_id, f"timed out after {task.spec.timeout:g}s")
+                limit = self._probe_limit(task.spec) if task.probing else task.spec.timeout
+                self.processes.stop(task.attempt_id, f"{'its probe ' if task.probing else ''}timed out after "
+                                                     f"{limit:g}s")
             elif task.attempt_id is None and task.retry_at is not None and now >= task.retry_at:
                 self._launch(task, session, log)
                 changed = True
@@ -390,6 +486,9 @@ class Runner:
         ended = self._wait_ended(running)
         for name, task in running.items():
             event = ended.get(name)
+            if task.probing and (event is not None or not task.attempt_id):
+                status.tasks[name] = PENDING  # it was only being probed: it never started
+                continue
             outcome = _outcome(task.spec, event) if event is not None else None
             if outcome is not None and outcome.success:  # it completed before the signal reached it
                 self._attempt_ended(task, COMPLETED, None)
@@ -431,11 +530,15 @@ class Runner:
         for task in self.settings.tasks:
             status.tasks.setdefault(task.name, PENDING)
         for name in planned.tasks:
-            status.tasks[name] = PENDING
-            # Attempts count across the cycles of a session; the rest describes this cycle.
+            # Attempts count across the cycles of a session, and so does a wait for data; the rest describes
+            # this cycle.
             previous = status.details.get(name)
-            status.details[name] = TaskRecord(attempts=previous.attempts if previous else 0)
+            waited = previous.waiting_since if previous and status.tasks.get(name) != COMPLETED else None
+            status.tasks[name] = PENDING
+            status.details[name] = TaskRecord(attempts=previous.attempts if previous else 0,
+                                              waiting_since=waited if name in planned.probes else None)
         self._waits = dict(planned.waiting)
+        self._probes, self._since, self._attempted = dict(planned.probes), {}, False
         for name, reason in {**planned.catchup_skipped, **planned.waiting, **planned.blocked}.items():
             previous = status.details.get(name)
             attempts = previous.attempts if previous else 0

@@ -12,18 +12,23 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tradeul_maint.errors import ConfigError
+from tradeul_maint.errors import ConfigError, UsageError
 from tradeul_maint.redact import remember, remember_url
 
 DEFAULT_CONFIG_PATHS = (Path("tradeul-maint.toml"), Path("/etc/tradeul/maint.toml"))
 TASK_NAME = re.compile(r"^[a-z0-9_-]+$")
 WALL_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
-CLOSE_RELATIVE = re.compile(r"^close(?:([+-])(\d+)([mh]))?$")
+# "close", "close+60m", "open-5h45m": an offset (hours, minutes or both) from that session's open or close.
+RELATIVE = re.compile(r"^(open|close)(?:([+-])(?=\d)(?:(\d+)h)?(?:(\d+)m)?)?$")
+CATCHUP = ("all", "latest", "none")  # a job's: which missed sessions are run (planner.py)
+# Job names that would read like the tool's own keys under the default prefix ("maintenance:lock:...").
+RESERVED_JOB_NAMES = ("maintenance", "status", "executed", "transitions", "last_run", "lock", "check")
+LONGEST_SECONDS = 366 * 86400  # the longest duration a setting may give: a year (times computed from it stay sane)
 DURATION = re.compile(r"^(\d+)\s*(s|m|h)?$")
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB)$", re.IGNORECASE)
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
@@ -35,16 +40,24 @@ DEFAULT_TASK_TIMEOUT = 3600.0
 
 @dataclass(frozen=True)
 class WindowStart:
-    """When a session's window opens: a local wall time, or an offset from that session's close."""
+    """When a session's window opens: a local wall time on the session's day, or an offset (elapsed time) from
+    that session's own open or close, so an early close or a late open moves it."""
 
     wall_time: dt.time | None = None
     close_offset: dt.timedelta | None = None
+    open_offset: dt.timedelta | None = None
+    text: str = field(default="", compare=False)  # as the config wrote it, which is how it is shown
 
     def __str__(self) -> str:
+        if self.text:
+            return self.text
         if self.wall_time is not None:
             return self.wall_time.strftime("%H:%M")
-        minutes = int(self.close_offset.total_seconds() // 60)
-        return f"close{'+' if minutes >= 0 else '-'}{abs(minutes)}m"
+        anchor, offset = ("close", self.close_offset) if self.close_offset is not None else ("open", self.open_offset)
+        minutes = int(offset.total_seconds() // 60)
+        hours, rest = divmod(abs(minutes), 60)
+        amount = (f"{hours}h" if hours else "") + (f"{rest}m" if rest or not hours else "")
+        return f"{anchor}{'+' if minutes >= 0 else '-'}{amount}"
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,8 @@ class ScheduleSettings:
     recover_during_market_hours: bool = False
     # A cycle started when the window opens should end within this; None: twice window_minutes.
     deadline_minutes: int | None = None
+    catchup: str = "all"  # which missed sessions run: "all" oldest first, "latest" the newest, "none" (they expire)
+    rerun: str = "run"  # the command that names one of this job's sessions, in what the planner tells an operator
 
     @property
     def deadline(self) -> dt.timedelta:
@@ -148,11 +163,30 @@ class TaskSpec:
     retry_delay: float = 30
     catchup: str = "all"  # "latest": only for the newest session whose window has opened (planner.py)
     market_closed_only: bool = False  # never started while the exchange is open
+    wait_for: tuple[str, ...] | None = None  # a probe (argv): exit 0 = its data is there; else the task waits
+    wait_timeout: float | None = None  # seconds a task may wait from its first probe; None: until its window ends
     redis_env: bool = False  # the task's environment gets the Redis URL, password included (taskenv.py)
 
     @property
     def kind(self) -> str:
         return "command" if self.command else "python" if self.python else "builtin"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One pipeline run once per session: its own window and catch-up policy, tasks, keys (so lock and states),
+    and pings. The top-level `[schedule]` and `[[tasks]]` are the job `maintenance`, under `[redis] key_prefix`;
+    each `[jobs.NAME]` is another, under `<key_prefix>:<NAME>` by default. The planner, the runner and the
+    views take one job at a time (`Settings.for_job`): jobs share nothing but the calendar and the Redis."""
+
+    name: str
+    schedule: ScheduleSettings
+    tasks: tuple[TaskSpec, ...]
+    key_prefix: str
+    notify: NotifySettings = NotifySettings()
+
+
+MAIN_JOB = "maintenance"
 
 
 @dataclass(frozen=True)
@@ -169,6 +203,36 @@ class Settings:
     metrics: MetricsSettings = MetricsSettings()
     notify: NotifySettings = NotifySettings()
     calendar_cache: Path | None = None  # a prebuilt, read-only calendar cache (TRADEUL_MAINT_CALENDAR_CACHE)
+    jobs: tuple[Job, ...] = ()  # in configuration order: `maintenance` (the top level, when it has tasks) first
+    job: str = MAIN_JOB  # the job whose schedule, tasks, key prefix and pings these settings carry (for_job)
+    job_prefix: str | None = None  # that job's key prefix; None: [redis] key_prefix
+
+    def for_job(self, job: Job) -> Settings:
+        """These settings as one job sees them: its schedule, tasks, key prefix and pings in place of the top
+        level's, so that everything that takes settings (planner, runner, views, metrics) works on that job."""
+        return replace(self, schedule=job.schedule, tasks=job.tasks, notify=job.notify, job=job.name,
+                       job_prefix=job.key_prefix)
+
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of this job's keys (its lock, its status documents)."""
+        return self.job_prefix or self.redis.key_prefix
+
+    def named_jobs(self, names: tuple[str, ...] = ()) -> tuple[Job, ...]:
+        """The jobs `--job NAME` (repeatable) names, in configuration order; all of them when none is named."""
+        known = {job.name: job for job in self.jobs}
+        for name in names:
+            if name not in known:
+                raise UsageError(f"unknown job {name!r}: configured jobs are {', '.join(known) or 'none'}")
+        return tuple(job for job in self.jobs if not names or job.name in names)
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """What every key of every job begins with: `redis.delete_keys` never deletes a key under one of them."""
+        from tradeul_maint.keys import Keys
+
+        return tuple(dict.fromkeys(Keys(p).namespace for p in (self.redis.key_prefix,
+                                                                *(job.key_prefix for job in self.jobs))))
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -241,14 +305,19 @@ def _config_path(cli: Overrides, env: dict[str, str]) -> Path | None:
 
 
 def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], require_tasks: bool) -> Settings:
-    _only(raw, "", {"schedule", "run", "redis", "logging", "calendar", "metrics", "notify", "tasks"})
+    _only(raw, "", {"schedule", "run", "redis", "logging", "calendar", "metrics", "notify", "tasks", "jobs"})
     schedule = _schedule(_table(raw, "schedule"))
     run = _run(_table(raw, "run"), path)
     redis = _redis(_table(raw, "redis"), path, cli, env)
     logging = _logging(_table(raw, "logging"))
     calendar = _calendar(_table(raw, "calendar"))
-    tasks = _tasks(raw.get("tasks", []), require_tasks)
-    _protect_own_keys(tasks, redis)
+    notify = _notify(_table(raw, "notify"))
+    jobs_table = raw.get("jobs", {})
+    if not isinstance(jobs_table, dict):
+        raise ConfigError("jobs must be written as [jobs.NAME] tables")
+    tasks = _tasks(raw.get("tasks", []), require_tasks and not jobs_table)
+    jobs = _jobs(jobs_table, schedule, tasks, redis, notify, require_tasks)
+    _protect_own_keys(jobs, redis)
     state_dir = cli.state_dir or (Path(env["TRADEUL_MAINT_STATE_DIR"]) if env.get("TRADEUL_MAINT_STATE_DIR") else None)
     if state_dir is None:
         xdg = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "state")
@@ -266,9 +335,49 @@ def _build(raw: dict, path: Path | None, cli: Overrides, env: dict[str, str], re
         calendar=calendar,
         tasks=tasks,
         metrics=_metrics(_table(raw, "metrics"), path, env),
-        notify=_notify(_table(raw, "notify")),
+        notify=notify,
         calendar_cache=Path(calendar_cache).expanduser() if calendar_cache else None,
+        jobs=jobs,
     )
+
+
+def _jobs(table: dict, schedule: ScheduleSettings, tasks: tuple[TaskSpec, ...], redis: RedisSettings,
+          notify: NotifySettings, require_tasks: bool) -> tuple[Job, ...]:
+    """The top-level pipeline as the job `maintenance` (when it has tasks, or when there is no other job), then
+    each `[jobs.NAME]` in file order. A job's schedule keys default to `[schedule]`'s, its pings to `[notify]`."""
+    jobs = [Job(MAIN_JOB, schedule, tasks, redis.key_prefix, notify)] if tasks or not table else []
+    for name, t in table.items():
+        section = f"jobs.{name}"
+        if not TASK_NAME.match(name):
+            raise ConfigError(f"[{section}]: a job name is lowercase letters, digits, '_' or '-'")
+        if name in RESERVED_JOB_NAMES:
+            raise ConfigError(f"[{section}]: {name!r} is reserved (the top-level [[tasks]] are the job "
+                              f"{MAIN_JOB!r}, and the names of the tool's own keys are taken): choose another name")
+        if not isinstance(t, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        _only(t, section, _JOB_KEYS)
+        job_tasks = _tasks(t.get("tasks", []), False, f"{section}.")
+        if not job_tasks and require_tasks:
+            raise ConfigError(f"[{section}] has no tasks: add at least one [[{section}.tasks]] table")
+        prefix = _typed(t, section, "key_prefix", str, f"{redis.key_prefix}:{name}")
+        if not prefix or any(c.isspace() for c in prefix):
+            raise ConfigError(f"[{section}] key_prefix = {prefix!r}: must be non-empty without spaces")
+        own = t.get("notify", {})
+        if not isinstance(own, dict):
+            raise ConfigError(f"[{section}.notify] must be a table")
+        _only(own, f"{section}.notify", _KNOWN["notify"])
+        job_notify = _notify({**{k: v for k, v in (("ping_url", notify.ping_url), ("ping_timeout", notify.ping_timeout))
+                                 if v is not None}, **own}, f"{section}.notify")
+        job_schedule = _schedule({k: v for k, v in t.items() if k not in ("tasks", "key_prefix", "notify")},
+                                 section, schedule)
+        jobs.append(Job(name, replace(job_schedule, rerun=f"run --job {name}"), job_tasks, prefix, job_notify))
+    seen: dict[str, str] = {}
+    for job in jobs:
+        if job.key_prefix in seen:
+            raise ConfigError(f"jobs {seen[job.key_prefix]!r} and {job.name!r} have the same key prefix "
+                              f"{job.key_prefix!r}: each job needs keys (a lock, status documents) of its own")
+        seen[job.key_prefix] = job.name
+    return tuple(jobs)
 
 
 def _table(raw: dict, name: str) -> dict:
@@ -281,7 +390,7 @@ def _table(raw: dict, name: str) -> dict:
 
 _KNOWN = {
     "schedule": {"calendar", "window_start", "window_minutes", "lookback_sessions", "auto_recover",
-                 "recover_during_market_hours", "deadline_minutes"},
+                 "recover_during_market_hours", "deadline_minutes", "catchup"},
     "run": {"max_parallel", "max_attempts", "retry_backoff_minutes", "pythonpath", "slow_factor",
             "slow_min_seconds", "stop_grace_seconds", "max_run_minutes", "containment"},
     "redis": {"url", "password_file", "key_prefix", "status_ttl_days", "lock_lease_seconds", "min_replicas",
@@ -291,8 +400,10 @@ _KNOWN = {
     "metrics": {"textfile", "pushgateway"},
     "notify": {"ping_url", "ping_timeout"},
     "tasks": {"name", "command", "python", "builtin", "params", "after", "timeout", "retries", "retry_delay",
-              "catchup", "market_closed_only", "redis_env"},
+              "catchup", "market_closed_only", "wait_for", "wait_timeout", "redis_env"},
 }
+# A [jobs.NAME] table: its schedule (defaults: [schedule]'s), its keys, tasks and pings.
+_JOB_KEYS = (_KNOWN["schedule"] - {"calendar"}) | {"key_prefix", "tasks", "notify"}
 
 
 def _only(table: dict, section: str, known: set[str] | None, where: str | None = None) -> None:
@@ -325,49 +436,62 @@ def check_type(what: str, value: Any, kind: type | tuple, suffix: str = "") -> N
     raise ConfigError(f"{what} = {shown}: expected {names}{suffix}")
 
 
-def _positive(section: str, key: str, value: float, minimum: float = 1) -> float:
+def _positive(section: str, key: str, value: float, minimum: float = 1, maximum: float | None = None) -> float:
+    """A count, limit or duration within its bounds. A duration's maximum keeps every time computed from it
+    (a deadline, a backoff, a key's TTL) within what datetime and Redis can hold."""
     if not math.isfinite(value):  # TOML has nan and inf: neither is a count, a limit or a duration
         raise ConfigError(f"[{section}] {key} = {value}: must be a finite number, at least {minimum}")
     if value < minimum:
         raise ConfigError(f"[{section}] {key} = {value}: must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"[{section}] {key} = {value}: must be at most {maximum:g}")
     return value
 
 
-def parse_window_start(text: str) -> WindowStart:
+def parse_window_start(text: str, section: str = "schedule") -> WindowStart:
     text = text.strip().replace(" ", "")
     if match := WALL_TIME.match(text):
-        return WindowStart(wall_time=dt.time(int(match[1]), int(match[2])))
-    if match := CLOSE_RELATIVE.match(text):
-        sign, amount, unit = match.groups()
-        minutes = 0 if amount is None else int(amount) * (60 if unit == "h" else 1)
-        return WindowStart(close_offset=dt.timedelta(minutes=-minutes if sign == "-" else minutes))
-    raise ConfigError(f"[schedule] window_start = {text!r}: expected a local time like \"17:00\" "
-                      "or an offset from the close like \"close+60m\"")
+        return WindowStart(wall_time=dt.time(int(match[1]), int(match[2])), text=text)
+    if match := RELATIVE.match(text):
+        anchor, sign, hours, minutes = match.groups()
+        total = int(hours or 0) * 60 + int(minutes or 0)  # compared before it becomes a timedelta: any digits load
+        if total > 24 * 60:
+            raise ConfigError(f"[{section}] window_start = {text!r}: an offset from the {anchor} must be within "
+                              "24 hours")
+        offset = dt.timedelta(minutes=-total if sign == "-" else total)
+        return WindowStart(**{f"{anchor}_offset": offset}, text=text)
+    raise ConfigError(f"[{section}] window_start = {text!r}: expected a local time like \"17:00\", or an offset "
+                      "from the session's close or open like \"close+60m\", \"close-15m\", \"open-5h45m\", "
+                      "\"open+30m\"")
 
 
-def _schedule(t: dict) -> ScheduleSettings:
-    d = ScheduleSettings()
-    calendar = _typed(t, "schedule", "calendar", str, d.calendar).strip()
+def _schedule(t: dict, section: str = "schedule", d: ScheduleSettings = ScheduleSettings()) -> ScheduleSettings:
+    """`[schedule]`, or a job's schedule keys (`section` "jobs.NAME", defaults `d` from [schedule])."""
+    calendar = _typed(t, section, "calendar", str, d.calendar).strip()
     if not calendar:
         raise ConfigError("[schedule] calendar is empty: give an exchange-calendars code such as \"XNYS\"")
-    window_start = parse_window_start(_typed(t, "schedule", "window_start", str, "17:00"))
-    window_minutes = _typed(t, "schedule", "window_minutes", int, d.window_minutes)
+    window_start = parse_window_start(_typed(t, section, "window_start", str, str(d.window_start)), section) \
+        if "window_start" in t else d.window_start
+    window_minutes = _typed(t, section, "window_minutes", int, d.window_minutes)
     if not 1 <= window_minutes <= 24 * 60:
-        raise ConfigError(f"[schedule] window_minutes = {window_minutes}: must be between 1 and 1440")
-    if window_start.close_offset is not None and abs(window_start.close_offset) > dt.timedelta(hours=24):
-        raise ConfigError(f"[schedule] window_start = \"{window_start}\": an offset from the close must be "
-                          "within 24 hours")
+        raise ConfigError(f"[{section}] window_minutes = {window_minutes}: must be between 1 and 1440")
+    catchup = _typed(t, section, "catchup", str, d.catchup)
+    if catchup not in CATCHUP:
+        raise ConfigError(f"[{section}] catchup = {catchup!r}: expected \"all\" (every missed session, oldest "
+                          "first), \"latest\" (only the newest) or \"none\" (a missed window expires)")
     return ScheduleSettings(
         calendar=calendar.upper() if calendar.isalpha() else calendar,
         window_start=window_start,
         window_minutes=window_minutes,
-        lookback_sessions=int(_positive("schedule", "lookback_sessions",
-                                        _typed(t, "schedule", "lookback_sessions", int, d.lookback_sessions))),
-        auto_recover=_typed(t, "schedule", "auto_recover", bool, d.auto_recover),
-        recover_during_market_hours=_typed(t, "schedule", "recover_during_market_hours", bool,
+        lookback_sessions=int(_positive(section, "lookback_sessions",
+                                        _typed(t, section, "lookback_sessions", int, d.lookback_sessions))),
+        auto_recover=_typed(t, section, "auto_recover", bool, d.auto_recover),
+        recover_during_market_hours=_typed(t, section, "recover_during_market_hours", bool,
                                            d.recover_during_market_hours),
-        deadline_minutes=None if "deadline_minutes" not in t else
-        int(_positive("schedule", "deadline_minutes", _typed(t, "schedule", "deadline_minutes", int, None))),
+        deadline_minutes=d.deadline_minutes if "deadline_minutes" not in t else
+        int(_positive(section, "deadline_minutes", _typed(t, section, "deadline_minutes", int, None), 1,
+                      LONGEST_SECONDS / 60)),
+        catchup=catchup,
     )
 
 
@@ -383,7 +507,7 @@ def _run(t: dict, config_path: Path | None) -> RunSettings:
         max_attempts=int(_positive("run", "max_attempts", _typed(t, "run", "max_attempts", int, d.max_attempts))),
         retry_backoff_minutes=_positive("run", "retry_backoff_minutes",
                                         _typed(t, "run", "retry_backoff_minutes", (int, float),
-                                               d.retry_backoff_minutes), 0),
+                                               d.retry_backoff_minutes), 0, LONGEST_SECONDS / 60),
         slow_factor=float(_positive("run", "slow_factor", _typed(t, "run", "slow_factor", (int, float),
                                                                  d.slow_factor), 1)),
         slow_min_seconds=float(_positive("run", "slow_min_seconds", _typed(
@@ -438,9 +562,10 @@ def _redis(t: dict, config_path: Path | None, cli: Overrides, env: dict[str, str
         password_file=password_file,
         key_prefix=prefix,
         status_ttl_days=int(_positive("redis", "status_ttl_days",
-                                      _typed(t, "redis", "status_ttl_days", int, d.status_ttl_days))),
+                                      _typed(t, "redis", "status_ttl_days", int, d.status_ttl_days), 1, 3650)),
         lock_lease_seconds=_positive("redis", "lock_lease_seconds",
-                                     _typed(t, "redis", "lock_lease_seconds", (int, float), d.lock_lease_seconds)),
+                                     _typed(t, "redis", "lock_lease_seconds", (int, float), d.lock_lease_seconds),
+                                     1, 86400),
         min_replicas=min_replicas,
         replica_timeout_seconds=timeout,
         wait_aof=_typed(t, "redis", "wait_aof", bool, d.wait_aof),
@@ -483,24 +608,25 @@ def _pushgateway(url: str | None, what: str) -> str | None:
     return url.rstrip("/")
 
 
-def _notify(t: dict) -> NotifySettings:
+def _notify(t: dict, section: str = "notify") -> NotifySettings:
+    """`[notify]`, or a job's `[jobs.NAME.notify]` (`section`), which takes [notify]'s values as defaults."""
     d = NotifySettings()
-    url = _typed(t, "notify", "ping_url", str, None)
+    url = _typed(t, section, "ping_url", str, None)
     if url is not None:
-        check_ping_url(url)
-    timeout = _positive("notify", "ping_timeout", _typed(t, "notify", "ping_timeout", (int, float), d.ping_timeout),
+        check_ping_url(url, section)
+    timeout = _positive(section, "ping_timeout", _typed(t, section, "ping_timeout", (int, float), d.ping_timeout),
                         0.1)
     return NotifySettings(ping_url=url.rstrip("/") if url else None, ping_timeout=float(timeout))
 
 
-def check_ping_url(url: str) -> None:
+def check_ping_url(url: str, section: str = "notify") -> None:
     """A URL urllib will send as it is; ConfigError otherwise, showing its host at most: for healthchecks the
     path is the secret that lets anyone ping."""
     try:
         parts = urlsplit(url)
         host, _ = parts.hostname, parts.port  # each raises ValueError when it does not parse
     except ValueError:
-        raise ConfigError("[notify] ping_url does not parse: check its port (0 to 65535) and the brackets of an "
+        raise ConfigError(f"[{section}] ping_url does not parse: check its port (0 to 65535) and the brackets of an "
                           "IPv6 address") from None
     shown = f"{parts.scheme}://{host}/..." if host else "(not shown)"
     if parts.scheme.lower() not in ("http", "https") or not host:
@@ -510,7 +636,7 @@ def check_ping_url(url: str) -> None:
     else:
         remember(parts.path.strip("/"))  # the secret part: no log line or message shows it, whatever quotes it
         return
-    raise ConfigError(f"[notify] ping_url {shown}: {problem}")
+    raise ConfigError(f"[{section}] ping_url {shown}: {problem}")
 
 
 def parse_size(text: str | int) -> int:
@@ -574,46 +700,48 @@ def _calendar(t: dict) -> CalendarOverrides:
 
 
 def parse_seconds(value: Any, what: str) -> float:
+    """A task's duration (timeout, retry_delay, wait_timeout): seconds, or "30m", "2h"; positive, at most
+    LONGEST_SECONDS."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if not value > 0 or math.isinf(value):  # nan compares false: it is no duration either
             raise ConfigError(f"{what} = {value}: must be a positive number of seconds")
-        return float(value)
-    match = DURATION.match(str(value).strip())
-    if not match or int(match[1]) <= 0:
-        raise ConfigError(f"{what} = {value!r}: expected seconds or a duration like \"30m\" or \"2h\"")
-    return float(int(match[1]) * {"s": 1, None: 1, "m": 60, "h": 3600}[match[2]])
+        seconds = value
+    else:
+        match = DURATION.match(str(value).strip())
+        if not match or int(match[1]) <= 0:
+            raise ConfigError(f"{what} = {value!r}: expected seconds or a duration like \"30m\" or \"2h\"")
+        seconds = int(match[1]) * {"s": 1, None: 1, "m": 60, "h": 3600}[match[2]]
+    if seconds > LONGEST_SECONDS:
+        raise ConfigError(f"{what} = {value!r}: must be at most {LONGEST_SECONDS} seconds (366 days)")
+    return float(seconds)
 
 
-def _tasks(raw: Any, require_tasks: bool) -> tuple[TaskSpec, ...]:
+def _tasks(raw: Any, require_tasks: bool, where: str = "") -> tuple[TaskSpec, ...]:
+    """`[[tasks]]`, or a job's `[[jobs.NAME.tasks]]` (`where` "jobs.NAME.", which every message names)."""
     if not isinstance(raw, list):
-        raise ConfigError("tasks must be written as [[tasks]] tables")
+        raise ConfigError(f"{where}tasks must be written as [[{where}tasks]] tables")
     if not raw and require_tasks:
-        raise ConfigError("no tasks configured: add at least one [[tasks]] table")
+        raise ConfigError("no tasks configured: add at least one [[tasks]] table (or a [jobs.NAME] with tasks)")
     tasks: list[TaskSpec] = []
     for index, t in enumerate(raw, start=1):
         if not isinstance(t, dict):
-            raise ConfigError(f"task #{index} must be a table")
+            raise ConfigError(f"{where}task #{index} must be a table")
         name = t.get("name")
-        _only(t, "tasks", None, f"in task {name!r}" if isinstance(name, str) and name else f"in task #{index}")
+        _only(t, "tasks", None, f"in {where}task {name!r}" if isinstance(name, str) and name else
+              f"in {where}task #{index}")
         if not isinstance(name, str) or not TASK_NAME.match(name):
-            raise ConfigError(f"task #{index}: name = {name!r}: expected lowercase letters, digits, '_' or '-'")
-        tasks.append(_task(t, name))
-    _check_graph(tasks)
-    check_catchup(tasks)
+            raise ConfigError(f"{where}task #{index}: name = {name!r}: expected lowercase letters, digits, '_' or '-'")
+        tasks.append(_task(t, name, f"{where}tasks.{name}"))
+    _check_graph(tasks, where)
+    check_catchup(tasks, where)
     return tuple(tasks)
 
 
-def _task(t: dict, name: str) -> TaskSpec:
-    section = f"tasks.{name}"
+def _task(t: dict, name: str, section: str) -> TaskSpec:
     kinds = [k for k in ("command", "python", "builtin") if k in t]
     if len(kinds) != 1:
         raise ConfigError(f"[{section}] needs exactly one of command, python or builtin (has {kinds or 'none'})")
-    command = None
-    if "command" in t:
-        command = t["command"]
-        if not isinstance(command, list) or not command or not all(isinstance(a, str) and a for a in command):
-            raise ConfigError(f"[{section}] command must be a non-empty list of strings (argv, no shell)")
-        command = tuple(command)
+    command = _argv(t, section, "command")
     python = _typed(t, section, "python", str, None)
     if python is not None and not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", python):
         raise ConfigError(f"[{section}] python = {python!r}: expected \"package.module:callable\"")
@@ -632,6 +760,10 @@ def _task(t: dict, name: str) -> TaskSpec:
     retries = _typed(t, section, "retries", int, 0)
     if retries < 0:
         raise ConfigError(f"[{section}] retries = {retries}: must be 0 or more")
+    wait_for = _argv(t, section, "wait_for")
+    if "wait_timeout" in t and wait_for is None:
+        raise ConfigError(f"[{section}] wait_timeout without wait_for: it bounds how long the task waits for the "
+                          "data its wait_for probe looks for")
     return TaskSpec(
         name=name,
         command=command,
@@ -644,8 +776,20 @@ def _task(t: dict, name: str) -> TaskSpec:
         retry_delay=parse_seconds(t["retry_delay"], f"[{section}] retry_delay") if "retry_delay" in t else 30.0,
         catchup=catchup,
         market_closed_only=_typed(t, section, "market_closed_only", bool, False),
+        wait_for=wait_for,
+        wait_timeout=parse_seconds(t["wait_timeout"], f"[{section}] wait_timeout") if "wait_timeout" in t else None,
         redis_env=_typed(t, section, "redis_env", bool, False),
     )
+
+
+def _argv(t: dict, section: str, key: str) -> tuple[str, ...] | None:
+    """A `command` or `wait_for`: a non-empty list of non-empty strings, run without a shell."""
+    if key not in t:
+        return None
+    argv = t[key]
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and a for a in argv):
+        raise ConfigError(f"[{section}] {key} must be a non-empty list of strings (argv, no shell)")
+    return tuple(argv)
 
 
 def _timeout(t: dict, section: str) -> float | None:
@@ -657,27 +801,30 @@ def _timeout(t: dict, section: str) -> float | None:
     return parse_seconds(t["timeout"], f"[{section}] timeout")
 
 
-def _protect_own_keys(tasks: tuple[TaskSpec, ...], redis: RedisSettings) -> None:
-    """A delete pattern on the maintenance Redis that could match one of the tool's keys is refused here.
+def _protect_own_keys(jobs: tuple[Job, ...], redis: RedisSettings) -> None:
+    """A delete pattern on the maintenance Redis that could match one of the tool's keys, any job's, is refused.
 
     An early, clear error: the guarantee is at run time, where `redis.delete_keys` skips
-    every key under the prefix whatever its pattern and target (builtins.py).
+    every key under every job's prefix whatever its pattern and target (builtins.py).
     """
     from tradeul_maint.keys import Keys
     from tradeul_maint.redisglob import can_match_key_starting_with
 
-    namespace = Keys(redis.key_prefix).namespace
-    for task in tasks:
-        if task.builtin != "redis.delete_keys" or task.params.get("url"):
-            continue
-        for pattern in task.params.get("patterns", []):
-            if can_match_key_starting_with(pattern, namespace):
-                raise ConfigError(f"[tasks.{task.name}] params.patterns: {pattern!r} would delete this tool's own "
-                                  f"state (it can match keys under {namespace}, the status documents and the "
-                                  "lock): narrow the pattern")
+    namespaces = dict.fromkeys(Keys(p).namespace for p in (redis.key_prefix, *(j.key_prefix for j in jobs)))
+    for job in jobs:
+        where = "" if job.name == MAIN_JOB else f"jobs.{job.name}."
+        for task in job.tasks:
+            if task.builtin != "redis.delete_keys" or task.params.get("url"):
+                continue
+            for pattern in task.params.get("patterns", []):
+                for namespace in namespaces:
+                    if can_match_key_starting_with(pattern, namespace):
+                        raise ConfigError(f"[{where}tasks.{task.name}] params.patterns: {pattern!r} would delete "
+                                          f"this tool's own state (it can match keys under {namespace}, the status "
+                                          "documents and the lock): narrow the pattern")
 
 
-def check_catchup(tasks: list[TaskSpec] | tuple[TaskSpec, ...]) -> None:
+def check_catchup(tasks: list[TaskSpec] | tuple[TaskSpec, ...], where: str = "") -> None:
     """A task run for every session must not wait for one run only for the newest.
 
     For an older session the "latest" task is skipped, so the dependent could never run
@@ -690,24 +837,25 @@ def check_catchup(tasks: list[TaskSpec] | tuple[TaskSpec, ...]) -> None:
     for task in tasks:
         for dep in task.after:
             if task.catchup == "all" and policy.get(dep) == "latest":
-                raise ConfigError(f"[tasks.{task.name}] after = {list(task.after)}: {task.name} runs for every "
+                raise ConfigError(f"[{where}tasks.{task.name}] after = {list(task.after)}: {task.name} runs for every "
                                   f"session (catchup = \"all\") but {dep} only for the newest (catchup = "
                                   f"\"latest\"), so older sessions could never run {task.name}: set catchup = "
                                   f"\"latest\" on {task.name} too, or drop {dep} from its after")
 
 
-def _check_graph(tasks: list[TaskSpec]) -> None:
+def _check_graph(tasks: list[TaskSpec], where: str = "") -> None:
     names: set[str] = set()
     for task in tasks:
         if task.name in names:
-            raise ConfigError(f"duplicate task name '{task.name}': task names must be unique")
+            raise ConfigError(f"duplicate task name '{task.name}'{' in [' + where.rstrip('.') + ']' if where else ''}: "
+                              "task names must be unique")
         names.add(task.name)
     for task in tasks:
         for dep in task.after:
             if dep not in names:
-                raise ConfigError(f"[tasks.{task.name}] after = {list(task.after)}: unknown task '{dep}'")
+                raise ConfigError(f"[{where}tasks.{task.name}] after = {list(task.after)}: unknown task '{dep}'")
             if dep == task.name:
-                raise ConfigError(f"[tasks.{task.name}] depends on itself")
+                raise ConfigError(f"[{where}tasks.{task.name}] depends on itself")
     # Depth-first search for a cycle, reporting the path an operator has to break.
     after = {t.name: t.after for t in tasks}
     state: dict[str, int] = {}

@@ -32,14 +32,20 @@ def iso(moment: dt.datetime | None) -> str | None:
 
 
 def parse_time(value: Any) -> dt.datetime | None:
-    """Timestamps of either writer; a naive one (the old service's) is taken as UTC."""
+    """Timestamps of either writer; a naive one (the old service's) is taken as UTC. One that does not parse, or
+    lies outside SANE_YEARS (where adding a backoff or a wait to it, or an offset, would overflow), is None."""
     if not value:
         return None
     try:
         moment = dt.datetime.fromisoformat(str(value))
     except ValueError:
         return None
+    if moment.year not in SANE_YEARS:
+        return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+SANE_YEARS = range(1900, 9000)
 
 
 class Shape(ValueError):
@@ -78,7 +84,8 @@ def _json_kind(value: Any) -> str:
 
 
 _RECORD_KINDS = {"started_at": _TIME, "finished_at": _TIME, "duration_seconds": _NUMBER, "attempts": "an integer",
-                 "error": _TEXT, "output": _TEXT, "result": "an object", "reason": _TEXT, "traceback": _TEXT}
+                 "error": _TEXT, "output": _TEXT, "result": "an object", "reason": _TEXT, "traceback": _TEXT,
+                 "waiting_since": _TIME}
 
 
 @dataclass
@@ -94,6 +101,7 @@ class TaskRecord:
     result: dict | None = None
     reason: str | None = None
     traceback: str | None = None  # a failed Python task's, scrubbed and capped
+    waiting_since: str | None = None  # waiting for data (wait_for) since its first probe that said "not yet"
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -108,6 +116,7 @@ class TaskRecord:
 
 INTERRUPTED_ATTEMPT = "interrupted"  # an attempt's outcome when a signal stopped it, or its runner died
 RUNNER_STOPPED = "interrupted: its runner stopped"  # a cycle's, when its runner died before its end
+WAITING_FOR_DATA = "waiting for data"  # a cycle's that only found its tasks' data missing (wait_for): no attempt
 MAX_CYCLES = 20  # cycles a session's document keeps, the latest; older ones are dropped (the log has them all)
 MAX_ATTEMPTS = 10  # attempts of one task a cycle keeps, the latest (a task with many retries)
 ATTEMPT_ERROR_LIMIT = 300  # characters of an attempt's error kept in its cycle; the task's record has more
@@ -303,6 +312,7 @@ class SessionStatus:
             known = {"date", "started_at", "completed_at", "duration_seconds", "all_success", "tasks",
                      "task_details", "attempts", "run_id", "runner", "interrupted", "cycles", "task_list"}
             started_at = parse_time(_field(doc, "started_at", _TIME))
+            attempts = _field(doc, "attempts", "an integer")  # 0 after cycles that only waited for data
             return cls(
                 session=session,
                 started_at=started_at,
@@ -311,7 +321,7 @@ class SessionStatus:
                 all_success=_field(doc, "all_success", "true or false") is True,
                 tasks=dict(tasks),
                 details=details,
-                attempts=_field(doc, "attempts", "an integer") or (1 if started_at else 0),
+                attempts=attempts if attempts is not None else (1 if started_at else 0),
                 run_id=_field(doc, "run_id", _TEXT),
                 runner=_field(doc, "runner", _TEXT),
                 interrupted=_field(doc, "interrupted", _TEXT),

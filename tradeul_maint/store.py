@@ -132,6 +132,33 @@ class StateStore:
         return Overview(statuses, LockHolder.parse(lock, lock_ttl),
                         last_run.decode(errors="replace") if last_run else None)
 
+    def job(self, prefix: str) -> StateStore:
+        """A store of the same Redis for another job's keys (its own prefix, so its own lock and documents)."""
+        if prefix == self.keys.prefix:
+            return self
+        return StateStore(self.client, Keys(prefix), self._ttl // 86400, self._lease_ms / 1000, self.replication)
+
+    def statuses_of(self, wanted: list[tuple[str, list[dt.date]]]) -> list[dict[dt.date, SessionStatus | None]]:
+        """Several jobs' sessions (key prefix, sessions), read in one round trip whatever the number of jobs: one
+        MGET of them all; on a cluster, a pipeline of one MGET per job (each job's keys share a slot, two jobs'
+        need not)."""
+        from tradeul_maint.handshake import is_cluster
+
+        keys = [[Keys(prefix).status(s) for s in sessions] for prefix, sessions in wanted]
+        if not any(keys):
+            replies = [[] for _ in keys]
+        elif is_cluster(self.client):
+            pipe = self.client.pipeline(transaction=False)
+            for job_keys in filter(None, keys):
+                pipe.execute_command("MGET", *job_keys)
+            answered = iter(pipe.execute())
+            replies = [next(answered) if job_keys else [] for job_keys in keys]
+        else:
+            flat = iter(self.client.mget([key for job_keys in keys for key in job_keys]))
+            replies = [[next(flat) for _ in job_keys] for job_keys in keys]
+        return [{s: SessionStatus.from_json(s, r) for s, r in zip(sessions, raw)}
+                for (_, sessions), raw in zip(wanted, replies)]
+
     def statuses(self, sessions: list[dt.date]) -> dict[dt.date, SessionStatus | None]:
         if not sessions:
             return {}

@@ -51,6 +51,7 @@ class TaskContext:
     params: dict[str, Any] = field(default_factory=dict)  # the task's `params` table, as written in the config
     result: dict[str, Any] = field(default_factory=dict)  # what report() collected
     key_prefix: str = "maintenance"  # the tool's own keys: built-ins never delete under it
+    namespaces: tuple[str, ...] = ()  # ...nor under any job's (Settings.namespaces); () : key_prefix's alone
 
     @property
     def session(self) -> dt.date:
@@ -84,11 +85,13 @@ def parse_day(text: str) -> dt.date:
 # --- what the runner asks for, and what it makes of the answer ---------------------------------
 
 
-def command_request(spec: TaskSpec, session: dt.date, run_id: str) -> CommandRequest:
-    """`{date}` in any argument becomes the session."""
+def command_request(spec: TaskSpec, session: dt.date, run_id: str,
+                    argv: tuple[str, ...] | None = None) -> CommandRequest:
+    """`{date}` in any argument becomes the session. `argv` is the task's wait_for probe instead of its command:
+    a probe runs as a command does, with the task's names and redis_env."""
     day = session.isoformat()
-    return CommandRequest(tuple(arg.replace("{date}", day) for arg in spec.command), _names(spec, session, run_id),
-                          spec.redis_env)
+    return CommandRequest(tuple(arg.replace("{date}", day) for arg in argv or spec.command),
+                          _names(spec, session, run_id), spec.redis_env)
 
 
 def python_request(spec: TaskSpec, session: dt.date, run_id: str) -> PythonRequest:
@@ -106,8 +109,9 @@ def task_environment(extra: Mapping[str, str]) -> dict[str, str]:
     return {**os.environ, **extra}
 
 
-def command_outcome(spec: TaskSpec, ended: Ended) -> Outcome:
-    program = spec.command[0]
+def command_outcome(spec: TaskSpec, ended: Ended, program: str | None = None) -> Outcome:
+    """How a command (or, with `program` its wait_for[0], a probe) ended."""
+    program = program or spec.command[0]
     output = ended.output or None
     failed_exec = ended.result if isinstance(ended.result, dict) else {}
     if "exec_error" in failed_exec:

@@ -513,8 +513,9 @@ def python_task(request: PythonRequest, shared: Shared, res_w: int, console: int
     if redis is None and shared.make_client is not None:
         redis = shared.make_client()
     ctx = tasks.TaskContext(date=request.session, task=spec.name, run_id=request.run_id, redis=redis,
-                            logger=logger.bind(date=day, run_id=request.run_id, task=spec.name),
-                            params=dict(spec.params), key_prefix=settings.redis.key_prefix)
+                            logger=logger.bind(date=day, run_id=request.run_id, task=spec.name, job=settings.job),
+                            params=dict(spec.params), key_prefix=settings.redis.key_prefix,
+                            namespaces=settings.namespaces)
     try:
         outcome = tasks.run_python(spec, ctx, tuple(settings.python_paths))
     except TaskStopped as exc:
