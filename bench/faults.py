@@ -187,7 +187,8 @@ class TcpServer:
         else:
             argv += ["--save", "", "--appendonly", "no"]
         argv += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), *self.args, *args]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # In its directory: a Sentinel opens its `logfile` before `--dir` applies (a stray sentinel.log otherwise).
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir)
         if not wait_until(self._answers, 10):
             raise RuntimeError(f"redis-server on port {self.port} did not start")
         return self

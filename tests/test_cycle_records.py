@@ -3,10 +3,14 @@ start, a failed Python task's traceback, a task slower than usual, and what a ta
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import textwrap
 
+from hypothesis import example, given, settings, strategies as st
+
 from conftest import marker_tasks
+from tradeul_maint.state.document import AttemptRecord, CycleRecord, SessionStatus, TaskRecord
 
 DAY = "2026-11-25"
 QUIET = "[schedule]\nauto_recover = false\n"
@@ -124,3 +128,68 @@ def test_a_cycle_expects_each_task_to_take_its_median_over_the_lookback(project,
     assert project.cli("run", "--date", "2026-11-25", "--now", "2026-11-25T18:00").exit_code == 0
     [cycle] = [e for e in log_entries(project) if e["event"] == "starting_maintenance_cycle"]
     assert cycle["expected_seconds"] == {"t": 4.0}
+
+
+# --- the document's text, reused from step to step ------------------------------------------
+
+_NAMES = st.sampled_from(["a", "b"])
+_TEXT = st.one_of(st.none(), st.text(max_size=5))
+_NUMBER = st.one_of(st.none(), st.integers(-3, 3), st.floats(allow_nan=False, allow_infinity=False))
+_RESULT = st.one_of(st.none(), st.dictionaries(st.sampled_from(["x", "y"]), st.integers(), max_size=2))
+_STEPS = st.lists(st.one_of(
+    st.tuples(st.just("record"), _NAMES),  # a new record for the task (a new object)
+    st.tuples(st.just("set"), _NAMES, st.sampled_from(["started_at", "error", "reason", "output"]), _TEXT),
+    st.tuples(st.just("set"), _NAMES, st.sampled_from(["duration_seconds", "attempts"]), _NUMBER),
+    st.tuples(st.just("set"), _NAMES, st.just("result"), _RESULT),
+    st.tuples(st.just("in place"), _NAMES, st.sampled_from(["x", "y"]), st.integers()),  # the result, changed in place
+    st.tuples(st.just("forget"), _NAMES),
+    st.tuples(st.just("cycle"), _TEXT),
+    st.tuples(st.just("attempt"), _NAMES, st.integers(1, 3)),
+    st.tuples(st.just("attempt set"), st.integers(0, 5), st.sampled_from(["outcome", "error", "finished_at"]), _TEXT),
+    st.tuples(st.just("only"), _NAMES),  # the latest cycle's list, changed in place
+), max_size=40)
+
+
+def _whole(status: SessionStatus) -> dict:
+    """The document as encoded whole, with nothing reused."""
+    doc = dict(status.extra)
+    doc.update({"date": status.session.isoformat(), "started_at": None, "completed_at": None,
+                "duration_seconds": status.duration_seconds, "all_success": status.all_success,
+                "tasks": status.tasks, "task_details": {n: r.to_json() for n, r in status.details.items()},
+                "attempts": status.attempts, "run_id": status.run_id, "runner": status.runner,
+                "interrupted": status.interrupted, "cycles": [c.to_json() for c in status.cycles]})
+    if status.task_list is not None:
+        doc["task_list"] = status.task_list
+    return json.loads(json.dumps(doc))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_STEPS)
+@example([("record", "a"), ("set", "a", "result", {"x": 1}), ("in place", "a", "x", 2)])
+@example([("record", "a"), ("set", "a", "attempts", 1), ("set", "a", "attempts", 2), ("cycle", None),
+          ("attempt", "a", 1), ("attempt set", 0, "outcome", "failed")])
+def test_every_step_writes_the_document_a_whole_encoding_would(steps):
+    """Each step's text reuses the records that did not change: after any sequence of changes (a record
+    replaced, a field set, a result changed in place, a cycle begun, an attempt added), it is the same."""
+    status = SessionStatus(dt.date(2026, 11, 25), extra={"from_another_tool": [1]})
+    for step in steps:
+        kind, *args = step
+        record = status.details.get(args[0]) if args and isinstance(args[0], str) else None
+        if kind == "record":
+            status.details[args[0]] = TaskRecord(started_at="2026-11-25T22:00:00.000+00:00")
+            status.tasks[args[0]] = "in_progress"
+        elif kind == "set" and record is not None:
+            setattr(record, args[1], args[2])
+        elif kind == "in place" and record is not None and isinstance(record.result, dict):
+            record.result[args[1]] = args[2]
+        elif kind == "forget":
+            status.details.pop(args[0], None)
+        elif kind == "cycle":
+            status.begin_cycle(CycleRecord(started_at=args[0], trigger="cron"))
+        elif kind == "attempt" and status.cycle is not None:
+            status.cycle.add_attempt(AttemptRecord(args[0], args[1], started_at="2026-11-25T22:00:00.000+00:00"))
+        elif kind == "attempt set" and status.cycle is not None and args[0] < len(status.cycle.attempts):
+            setattr(status.cycle.attempts[args[0]], args[1], args[2])
+        elif kind == "only" and status.cycle is not None:
+            status.cycle.only.append(args[0])
+        assert json.loads(status.to_json()) == _whole(status)

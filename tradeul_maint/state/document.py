@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,8 +184,11 @@ class CycleRecord:
             self.attempts.remove(mine[0])
 
     def to_json(self) -> dict:
-        doc = {k: v for k, v in self.__dict__.items() if v is not None and k != "attempts"}
-        return {**doc, "attempts": [a.to_json() for a in self.attempts]}
+        return {**self.head(), "attempts": [a.to_json() for a in self.attempts]}
+
+    def head(self) -> dict:
+        """What it records beside its attempts."""
+        return {k: v for k, v in self.__dict__.items() if v is not None and k != "attempts"}
 
     @classmethod
     def parse(cls, doc: Any, where: str) -> CycleRecord:
@@ -223,6 +227,7 @@ class SessionStatus:
     corrupt: str | None = None  # why the stored document could not be read
     extra: dict[str, Any] = field(default_factory=dict)  # unknown fields, kept on rewrite
     cycles: list[CycleRecord] = field(default_factory=list)  # oldest first, the latest MAX_CYCLES
+    _texts: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see _Texts
 
     @property
     def done(self) -> bool:
@@ -255,7 +260,9 @@ class SessionStatus:
         return self.cycles[-1] if self.cycles else None
 
     def to_json(self) -> str:
-        doc = dict(self.extra)
+        """The whole document. Each step of a cycle rewrites it, and most of it (the records of tasks and
+        attempts that did not change since the last step) is the text it was then, not encoded again."""
+        doc = {k: v for k, v in self.extra.items() if k not in ("task_details", "cycles")}
         doc.update({
             "date": self.session.isoformat(),
             "started_at": iso(self.started_at),
@@ -263,16 +270,20 @@ class SessionStatus:
             "duration_seconds": self.duration_seconds,
             "all_success": self.all_success,
             "tasks": self.tasks,
-            "task_details": {name: rec.to_json() for name, rec in self.details.items()},
             "attempts": self.attempts,
             "run_id": self.run_id,
             "runner": self.runner,
             "interrupted": self.interrupted,
-            "cycles": [c.to_json() for c in self.cycles],
         })
         if self.task_list is not None:
             doc["task_list"] = self.task_list
-        return _compact(doc)
+        texts = _Texts(self._texts)
+        details = ",".join(texts.of(record, name) for name, record in self.details.items())
+        cycles = ",".join(_with_member(_compact(cycle.head()), "attempts",
+                                       "[" + ",".join(map(texts.of, cycle.attempts)) + "]") for cycle in self.cycles)
+        self._texts = texts.kept
+        return _with_member(_with_member(_compact(doc), "task_details", "{" + details + "}"), "cycles",
+                            "[" + cycles + "]")
 
     @classmethod
     def from_json(cls, session: dt.date, raw: str | bytes | None) -> SessionStatus | None:
@@ -325,3 +336,38 @@ class SessionStatus:
 
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def _with_member(obj: str, name: str, value: str) -> str:
+    """The JSON object `obj` with one more member, whose value is the JSON text `value`."""
+    return f"{obj[:-1]}{',' if obj != '{}' else ''}{_compact(name)}:{value}}}"
+
+
+class _Texts:
+    """The JSON text of task and attempt records, kept from one document to the next.
+
+    A 200-task cycle rewrites its document 200 times, and encoding it whole each time
+    cost 0.7 ms at the end; most of its records have not changed since the last step. A
+    record's text is reused while it is the same object holding the very same values, all
+    strings, numbers or None (one that holds a dict, which could change in place, is encoded
+    each time)."""
+
+    def __init__(self, previous: dict):
+        self.previous = previous  # id(record) -> (record, its values, its key, its text)
+        self.kept: dict = {}  # what the next document may reuse: the records of this one
+
+    def of(self, record: TaskRecord | AttemptRecord, key: str | None = None) -> str:
+        values = tuple(record.__dict__.values())
+        known = self.previous.get(id(record))
+        if known is not None and known[0] is record and known[2] == key and all(map(operator.is_, known[1], values)):
+            self.kept[id(record)] = known
+            return known[3]
+        text = _compact(record.to_json())
+        if key is not None:
+            text = f"{_compact(key)}:{text}"
+        if all(type(v) in _PLAIN for v in values):
+            self.kept[id(record)] = (record, values, key, text)
+        return text
+
+
+_PLAIN = (str, int, float, type(None))
