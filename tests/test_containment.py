@@ -302,3 +302,30 @@ def test_the_proc_reader_is_not_fooled_by_a_process_name():
         child.kill()
         child.wait()
         child.stdout.close()
+
+
+def test_a_cgroup_tree_removed_while_it_is_read_is_no_error(tmp_path):
+    """A run's cgroup is read and removed by its own supervisor and by the next runner's look at dead runs, at
+    the same moments (the overlap fault trial met this: exit 70 on a FileNotFoundError). A tree that vanishes
+    under a reader reads as empty and counts as removed. Empty directories stand in for cgroups here."""
+    import threading
+
+    root, stop = tmp_path / "tradeul-maint.run", threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            for leaf in ("a/b/c", "a/d", "e"):
+                (root / leaf).mkdir(parents=True, exist_ok=True)
+            containment.remove_cgroup(root)
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        for _ in range(3000):
+            assert containment.cgroup_pids(root) == []
+            containment.remove_cgroup(root)
+    finally:
+        stop.set()
+        worker.join()
+    assert containment.remove_cgroup(root) and not root.exists()
+    assert containment.cgroup_pids(tmp_path / "never") == [] and containment.remove_cgroup(tmp_path / "never")

@@ -118,26 +118,34 @@ def join_cgroup(directory: Path) -> bool:
 
 
 def cgroup_pids(directory: Path | None) -> list[int]:
-    """The processes in the cgroup and every cgroup below it."""
+    """The processes in the cgroup and every cgroup below it.
+
+    The tree may be removed while it is read (its run ends, another runner forgets it): a
+    cgroup gone is one with no process, never an error (os.walk skips what vanished).
+    """
     if directory is None:
         return []
     found = []
-    for procs in directory.rglob("cgroup.procs"):  # a task's process may have made cgroups of its own below
-        try:
-            found += [int(line) for line in procs.read_text().split()]
-        except (OSError, ValueError):
-            continue
+    for below, _, files in os.walk(directory):  # a task's process may have made cgroups of its own below
+        if "cgroup.procs" in files:
+            try:
+                found += [int(line) for line in (Path(below) / "cgroup.procs").read_text().split()]
+            except (OSError, ValueError):
+                continue
     return found
 
 
 def remove_cgroup(directory: Path | None) -> bool:
-    """Remove the cgroup and those below it, once they are empty; False when one is not empty yet."""
-    if directory is None or not directory.exists():
+    """Remove the cgroup and those below it, once they are empty; False when one is not empty yet.
+
+    Another runner may be removing the same tree: what is already gone counts as removed.
+    """
+    if directory is None:
         return True
     gone = True
-    for child in sorted(directory.rglob("*/"), key=lambda p: -len(p.parts)) + [directory]:  # deepest first
+    for below, _, _ in os.walk(directory, topdown=False):  # deepest first
         try:
-            child.rmdir()
+            os.rmdir(below)
         except FileNotFoundError:
             continue
         except OSError:
