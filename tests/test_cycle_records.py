@@ -147,6 +147,8 @@ _STEPS = st.lists(st.one_of(
     st.tuples(st.just("attempt"), _NAMES, st.integers(1, 3)),
     st.tuples(st.just("attempt set"), st.integers(0, 5), st.sampled_from(["outcome", "error", "finished_at"]), _TEXT),
     st.tuples(st.just("only"), _NAMES),  # the latest cycle's list, changed in place
+    st.tuples(st.just("task list"), _NAMES, st.sampled_from(["f1", "f2"])),  # a new task list
+    st.tuples(st.just("task list in place"), _NAMES, st.sampled_from(["f1", "f2"])),
 ), max_size=40)
 
 
@@ -165,12 +167,14 @@ def _whole(status: SessionStatus) -> dict:
 
 @settings(max_examples=150, deadline=None)
 @given(_STEPS)
+@example([("task list", "a", "f1"), ("task list in place", "a", "f2"), ("task list in place", "b", "f1")])
 @example([("record", "a"), ("set", "a", "result", {"x": 1}), ("in place", "a", "x", 2)])
 @example([("record", "a"), ("set", "a", "attempts", 1), ("set", "a", "attempts", 2), ("cycle", None),
           ("attempt", "a", 1), ("attempt set", 0, "outcome", "failed")])
 def test_every_step_writes_the_document_a_whole_encoding_would(steps):
     """Each step's text reuses the records that did not change: after any sequence of changes (a record
-    replaced, a field set, a result changed in place, a cycle begun, an attempt added), it is the same."""
+    replaced, a field set, a result changed in place, a cycle begun, an attempt added, the task list replaced or
+    changed in place), it is the same."""
     status = SessionStatus(dt.date(2026, 11, 25), extra={"from_another_tool": [1]})
     for step in steps:
         kind, *args = step
@@ -192,4 +196,8 @@ def test_every_step_writes_the_document_a_whole_encoding_would(steps):
             setattr(status.cycle.attempts[args[0]], args[1], args[2])
         elif kind == "only" and status.cycle is not None:
             status.cycle.only.append(args[0])
+        elif kind == "task list":
+            status.task_list = {**(status.task_list or {}), args[0]: args[1]}
+        elif kind == "task list in place" and status.task_list is not None:
+            status.task_list[args[0]] = args[1]
         assert json.loads(status.to_json()) == _whole(status)

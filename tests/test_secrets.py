@@ -210,3 +210,16 @@ def test_a_working_url_whose_password_has_a_blank_is_never_shown(project, blank_
         assert result.exit_code == 0, (args, result.output)
         assert "words" not in result.output + result.stderr, args
     assert "Redis redis://***@127.0.0.1:" in outputs[("check",)].output
+
+
+def test_a_python_task_that_replaces_the_log_patcher_still_logs_no_secret(project):
+    """The log files scrub a line once, as loguru makes its record (the patcher); a task's own code may replace
+    the patcher in its process, and its lines are then scrubbed as they are written."""
+    (project.root / "unpatched.py").write_text(
+        "from loguru import logger\n\n\ndef run(ctx):\n    logger.configure(patcher=lambda record: None)\n"
+        f"    ctx.logger.bind(detail={list(SECRETS)!r}).warning('PGPASSWORD=S3xq in the message')\n")
+    project.write_config('[[tasks]]\nname = "t"\npython = "unpatched:run"\n')
+    assert project.cli("run", "--date", DAY, "--now", NOW).exit_code == 0
+    text = (project.log_dir / MAIN_LOG).read_text()
+    assert "PGPASSWORD=***" in text and "REDIS_PASSWORD=***" in text
+    assert [hidden for hidden in SECRETS.values() if hidden in text] == []

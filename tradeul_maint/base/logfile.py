@@ -39,13 +39,21 @@ def _json(entry: dict[str, Any]) -> str:
     The strings are scrubbed before they are encoded, never the encoded line: in JSON a
     newline is the two characters `\\n`, which would run one `NAME=value` into the next.
     """
-    return json.dumps(scrub_value(entry), default=lambda value: scrub(str(value)), ensure_ascii=False) + "\n"
+    return _encoded(scrub_value(entry))
+
+
+def _encoded(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, default=lambda value: scrub(str(value)), ensure_ascii=False) + "\n"
+
+
+_SCRUBBED = "tradeul_maint_scrubbed"  # set on a record by patch_record
 
 
 def patch_record(record) -> None:
     record["message"] = scrub(record["message"])
     for key, value in record["extra"].items():
         record["extra"][key] = scrub_value(value, key)
+    record[_SCRUBBED] = True
 
 
 _LEADING = ("date", "task", "run_id")
@@ -65,10 +73,12 @@ def entry_line(record) -> str:
             entry[key] = value
     if record["exception"] is not None:
         exc = record["exception"]
-        entry["exception"] = f"{exc.type.__name__}: {exc.value}" if exc.type else str(exc.value)
-        text = "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
+        entry["exception"] = scrub(f"{exc.type.__name__}: {exc.value}" if exc.type else str(exc.value))
+        text = scrub("".join(traceback.format_exception(exc.type, exc.value, exc.traceback)))  # whole secrets, then the cut
         entry["traceback"] = text if len(text) <= TRACEBACK_LIMIT else "..." + text[-TRACEBACK_LIMIT:]
-    return _json(entry)
+    # Its message and fields were scrubbed once, as the record was made (patch_record), not again here (a
+    # run's log lines are on the path between one task and the next), unless a task's code replaced the patcher.
+    return _encoded(entry) if record.get(_SCRUBBED) else _json(entry)
 
 
 def notice_line(event: str, level: str = "WARNING", **fields: Any) -> str:
