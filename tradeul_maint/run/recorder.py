@@ -64,6 +64,40 @@ def _tail(text: str | None, limit: int) -> str | None:
     return "..." + (cut[newline + 1:] if 0 <= newline < len(cut) - 1 else cut)  # whole lines only
 
 
+class HeldLog:
+    """A cycle's log whose lines wait, in order, until `say`: loguru's bound logger, held.
+
+    A line costs about 0.15 ms to make and write (scrubbed, encoded, appended under a lock),
+    and each task has two; the Recorder says them while its step's write is on its way to
+    Redis, in time the runner would otherwise spend waiting for the reply.
+    """
+
+    def __init__(self, log: Any, lines: list | None = None):
+        self._log = log
+        self.lines = [] if lines is None else lines  # (bound logger, level, event), shared by every bind
+
+    def bind(self, **fields: Any) -> HeldLog:
+        return HeldLog(self._log.bind(**fields), self.lines)
+
+    def log(self, level: str, event: str) -> None:
+        self.lines.append((self._log, level, event))
+
+    def info(self, event: str) -> None:
+        self.log("INFO", event)
+
+    def warning(self, event: str) -> None:
+        self.log("WARNING", event)
+
+    def error(self, event: str) -> None:
+        self.log("ERROR", event)
+
+    def say(self) -> None:
+        """Write the held lines, oldest first."""
+        lines, self.lines[:] = self.lines[:], []
+        for log, level, event in lines:
+            log.log(level, event)
+
+
 @dataclass
 class Recorder:
     """One cycle's writer of its session's status document, and the one place its transitions are told.
@@ -74,6 +108,10 @@ class Recorder:
     `executed` flag). The runner decides what happens; this records it. Some 250 lines, past
     the usual 200: one method per transition, each writing the same three places, which is
     the point of having them together.
+
+    Log lines are held (HeldLog) and said while the step's write travels, or before anything
+    starts or the runner waits (`say`): in their order, before any task they lead to starts,
+    a fraction of a millisecond after their event.
     """
 
     settings: Settings
@@ -267,8 +305,15 @@ class Recorder:
         self.log.bind(task=name, console=False).error("task_interrupted")
         self.listener(TaskEnded(name, INTERRUPTED, record.attempts, error))
 
+    def __post_init__(self) -> None:
+        self.log = self.log if isinstance(self.log, HeldLog) else HeldLog(self.log)
+
+    def say(self) -> None:
+        """The held log lines, written now."""
+        self.log.say()
+
     def write(self) -> None:
-        self.store.write(self.lock.token, self.status)
+        self.store.write(self.lock.token, self.status, meanwhile=self.say)
         self.blocked = False
 
     # --- the end ----------------------------------------------------------------------
@@ -279,6 +324,7 @@ class Recorder:
         self.cycle.finished_at, self.cycle.outcome = iso(self.clock()), why
         self.write()
         self.log.bind(signal=reason).warning("maintenance_cycle_interrupted")
+        self.say()
 
     def finish(self, planned: PlannedSession, started: float) -> CycleResult:
         """The cycle's end (it started at monotonic `started`), committed with the `executed` flag and `last_run` in
@@ -303,6 +349,7 @@ class Recorder:
                  "maintenance_cycle_waiting" if waited_only else "maintenance_cycle_finished")
         self.listener(CycleFinished(sum(s == COMPLETED for s in status.tasks.values()), len(status.tasks),
                                     status.duration_seconds))
+        self.say()
         return CycleResult(planned.session, status, ran, time.monotonic() - started, waited_only)
 
     def _only_waited(self) -> None:

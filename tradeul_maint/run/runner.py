@@ -102,6 +102,13 @@ class Runner:
 
     def run_cycle(self, planned: PlannedSession, existing: SessionStatus | None) -> CycleResult:
         """Run the planned tasks of one session and record the outcome; raises Interrupted on a signal."""
+        try:
+            return self._cycle(planned, existing)
+        finally:
+            if self._book is not None:
+                self._book.say()  # the log lines held when it ended, however it ended
+
+    def _cycle(self, planned: PlannedSession, existing: SessionStatus | None) -> CycleResult:
         log = logger.bind(date=planned.session.isoformat(), run_id=self.lock.run_id, job=self.settings.job)
         started = time.monotonic()
         specs = {t.name: t for t in self.settings.tasks}
@@ -127,7 +134,7 @@ class Runner:
                 for name in starting:
                     book.record(name, IN_PROGRESS)
                 if changed or book.blocked or starting:
-                    book.write()  # the step's transitions, before any task they allow starts
+                    book.write()  # the step's transitions (and log lines), before any task they allow starts
                 for name in ready:
                     running[name] = Running(specs[name], time.monotonic())
                     if name in self._probes:
@@ -166,6 +173,7 @@ class Runner:
 
     def _probe(self, task: Running, session: dt.date) -> None:
         """Ask the task's wait_for probe whether its data is there (a command under the supervisor, bounded)."""
+        self._book.say()  # what led to it is in the log before its probe can write there
         task.probing = True
         task.attempt_id = AttemptId(session, task.spec.name, PROBE)
         task.deadline = time.monotonic() + self._probe_limit(task.spec)
@@ -211,6 +219,7 @@ class Runner:
         return f"{local:%Y-%m-%d %H:%M} {getattr(self.tz, 'key', local.tzname())}"
 
     def _launch(self, task: Running, session: dt.date) -> None:
+        self._book.say()  # what led to it is in the log before the task can write there
         spec = task.spec
         task.attempt += 1
         task.attempt_id = AttemptId(session, spec.name, task.attempt)
@@ -231,6 +240,7 @@ class Runner:
         now = time.monotonic()
         timers = [t for task in running.values() for t in (task.deadline, task.retry_at) if t is not None]
         wait = max(0.0, min([POLL_SECONDS, *(t - now for t in timers)]))
+        book.say()  # nothing is held while the runner waits
         for event in self.processes.events(wait):
             name = event.attempt.task
             task = running.get(name)
