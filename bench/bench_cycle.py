@@ -180,6 +180,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--tcp", action="store_true", help="redis-server on a loopback TCP port, not a unix socket")
+    parser.add_argument("--latency", type=float, default=0.0, metavar="MS",
+                        help="reach redis-server through a proxy that delays each way by MS (a Redis on another host)")
     parser.add_argument("--also", type=Path, metavar="DIR", action="append", default=[],
                         help="also measure the package in DIR (repeatable)")
     args = parser.parse_args()
@@ -189,7 +191,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-cycle-") as tmp:
         root = Path(tmp)
-        with redis_server(root / "redis", tcp=args.tcp) as url:
+        with redis_server(root / "redis", tcp=args.tcp, latency_ms=args.latency) as url:
             benches = {label: Bench(root, url, path) for label, path in trees}
             for bench in benches.values():
                 bench.warm()
@@ -211,7 +213,9 @@ def main() -> int:
             for bench in benches.values():
                 bench.client.close()
 
-    print(f"median of {args.repeat} cycles each; redis-server on {'TCP localhost' if args.tcp else 'a unix socket'}; "
+    where = f"TCP localhost through a proxy adding {args.latency:g} ms each way" if args.latency else \
+        "TCP localhost" if args.tcp else "a unix socket"
+    print(f"median of {args.repeat} cycles each; redis-server on {where}; "
           f"commit {commit()}; load average (1, 5, 15 min) at the start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
           f"at the end {os.getloadavg()[0]:.2f}")
     for label in benches:

@@ -39,9 +39,35 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server(directory: Path, tcp: bool = False) -> Iterator[str]:
-    """A redis-server without persistence in `directory`; yields its URL and stops it on exit."""
+def redis_server(directory: Path, tcp: bool = False, latency_ms: float = 0.0) -> Iterator[str]:
+    """A redis-server without persistence in `directory`; yields its URL and stops it on exit.
+
+    `latency_ms`: reached through bench/latency_proxy.py, that much later each way (TCP), as a
+    Redis on another host is.
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    if latency_ms:
+        with redis_server(directory, tcp=True) as direct:
+            port = free_port()
+            proxy = subprocess.Popen([sys.executable, str(Path(__file__).with_name("latency_proxy.py")), str(port),
+                                      direct.rsplit(":", 1)[1].split("/")[0], str(latency_ms)])
+            try:
+                url = f"redis://127.0.0.1:{port}/0"
+                client, deadline = redis.Redis.from_url(url), time.monotonic() + 10
+                while True:
+                    try:
+                        client.ping()
+                        break
+                    except redis.ConnectionError:
+                        if time.monotonic() > deadline:
+                            raise SystemExit("the latency proxy did not start") from None
+                        time.sleep(0.05)
+                client.close()
+                yield url
+            finally:
+                proxy.terminate()
+                proxy.wait(10)
+        return
     if tcp:
         port = free_port()
         where = ["--port", str(port), "--bind", "127.0.0.1"]

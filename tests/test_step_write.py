@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
+import time
 
 import pytest
 import redis
@@ -23,24 +25,68 @@ EVENTS = ("task_starting", "task_completed")
 
 
 def test_a_steps_log_lines_are_in_the_file_before_the_task_it_starts(project, monkeypatch):
-    """When each task's start is asked for, maintenance.log has its start and the end of every task before it:
-    the step's lines are not left to be written while the task runs (its own lines would come first)."""
-    log, seen, start = project.log_dir / "maintenance.log", {}, TaskProcesses.start
+    """When the gate opens for each task (its step written, run/gate.py), maintenance.log has its start and the end
+    of every task before it: the step's lines are never left to be written while the task runs (its own lines
+    would come first)."""
+    log, opened, open_gate = project.log_dir / "maintenance.log", [], TaskProcesses.open_gate
 
-    def starting(self, attempt, request):
+    def opening(self):
         entries = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        seen[attempt.task] = [(e["event"], e.get("task")) for e in entries if e["event"] in EVENTS]
-        return start(self, attempt, request)
+        opened.append([(e["event"], e.get("task")) for e in entries if e["event"] in EVENTS])
+        return open_gate(self)
 
-    monkeypatch.setattr(TaskProcesses, "start", starting)
+    monkeypatch.setattr(TaskProcesses, "open_gate", opening)
     (project.root / "noop.py").write_text("def run(ctx):\n    return None\n")
     names = [f"t{i}" for i in range(8)]
     project.write_config(QUIET + "".join(f'[[tasks]]\nname = "{n}"\npython = "noop:run"\n' for n in names))
     result = project.cli("run", "--date", DAY)
     assert result.exit_code == 0, result.output
-    for i, name in enumerate(names):
-        assert seen[name] == [e for n in names[:i] for e in (("task_starting", n), ("task_completed", n))] + \
+    for i, name in enumerate(names):  # the i-th step starts the i-th task (max_parallel = 1)
+        assert opened[i] == [e for n in names[:i] for e in (("task_starting", n), ("task_completed", n))] + \
             [("task_starting", name)], name
+
+
+def test_no_task_runs_before_the_gate_opens_on_its_written_step(project, r, monkeypatch):
+    """The runner asks for a start before it writes the step; the task's own code waits for the write. With the
+    gate held 0.2 s after each write, every task starts after its gate opened and finds itself in progress."""
+    opened, open_gate = [], TaskProcesses.open_gate
+
+    def late(self):
+        time.sleep(0.2)
+        opened.append(time.monotonic())
+        return open_gate(self)
+
+    monkeypatch.setattr(TaskProcesses, "open_gate", late)
+    (project.root / "early.py").write_text(
+        "import json, time\n\n\ndef run(ctx):\n    began = time.monotonic()\n"
+        "    doc = json.loads(ctx.redis.get(f'maintenance:status:{ctx.date}'))\n"
+        "    ctx.report(began=began, state=doc['tasks'][ctx.task])\n")
+    names = ["a", "b", "c"]
+    project.write_config(QUIET + "".join(f'[[tasks]]\nname = "{n}"\npython = "early:run"\n' for n in names))
+    assert project.cli("run", "--date", DAY).exit_code == 0
+    details = json.loads(r.get(f"maintenance:status:{DAY}"))["task_details"]
+    for i, name in enumerate(names):
+        assert details[name]["result"]["state"] == IN_PROGRESS
+        assert details[name]["result"]["began"] > opened[i], name
+
+
+def test_no_command_runs_before_the_gate_opens(project, monkeypatch):
+    """A command task's process waits at the gate before it execs its program."""
+    opened, open_gate = [], TaskProcesses.open_gate
+
+    def late(self):
+        time.sleep(0.2)
+        opened.append(time.monotonic())
+        return open_gate(self)
+
+    monkeypatch.setattr(TaskProcesses, "open_gate", late)
+    stamps = project.root / "began.txt"
+    stamp = f"import time; open({str(stamps)!r}, 'a').write(repr(time.monotonic()) + chr(10))"
+    project.write_config(QUIET + "".join(f'[[tasks]]\nname = "{n}"\ncommand = [{sys.executable!r}, "-c", {stamp!r}]\n'
+                                         for n in ("a", "b")))
+    assert project.cli("run", "--date", DAY).exit_code == 0
+    began = [float(line) for line in stamps.read_text().split()]
+    assert len(began) == 2 and began[0] > opened[0] and began[1] > opened[1]
 
 
 @pytest.fixture

@@ -69,6 +69,7 @@ class LeaseHeld:
 class Start:
     attempt: AttemptId
     request: Request
+    gate: int = 0  # the step its process waits for before the task's own code runs (run/gate.py); 0: none
 
 
 @dataclass(frozen=True)

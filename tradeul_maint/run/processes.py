@@ -29,6 +29,7 @@ from tradeul_maint.base.errors import TaskProcessesLostError
 from tradeul_maint.config.settings import Settings
 from tradeul_maint.run import containment
 from tradeul_maint.run.containment import RecordedRun, RunRecord
+from tradeul_maint.run.gate import StepGate
 from tradeul_maint.run.messages import AttemptId, Bye, Ended, LeaseHeld, Ping, Pong, Request, Start, Stop, StopAll
 from tradeul_maint.state.lock import RunLock
 
@@ -67,8 +68,9 @@ class TaskProcesses:
         if self.record is None:
             logger.bind(state_dir=str(settings.state_dir), console=False).warning("process_record_unavailable")
         cgroup = self.record.cgroup if self.record is not None else None
+        self.gate = StepGate()  # before the fork: the supervisor, its reapers and their tasks share it
         shared = Shared(run_id, settings, self.grace, self.record, None, task_redis(redis), redis, cgroup,
-                        watch_identities=self.record is not None and cgroup is None)
+                        watch_identities=self.record is not None and cgroup is None, gate=self.gate)
         here, there = socket.socketpair()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -88,8 +90,13 @@ class TaskProcesses:
     def lease_held(self, lock: RunLock) -> None:
         self._send(LeaseHeld(lock.key, lock.token, lock.lease))
 
-    def start(self, attempt: AttemptId, request: Request) -> None:
-        self._send(Start(attempt, request))
+    def start(self, attempt: AttemptId, request: Request, gated: bool = True) -> None:
+        """Ask for the attempt; when `gated`, its task's own code waits until the next `open_gate` (run/gate.py)."""
+        self._send(Start(attempt, request, self.gate.next if gated else 0))
+
+    def open_gate(self) -> None:
+        """The step is written: the attempts asked for since the last call may run."""
+        self.gate.open()
 
     def stop(self, attempt: AttemptId, why: str) -> None:
         self._send(Stop(attempt, why))

@@ -133,14 +133,16 @@ class Runner:
                 starting = [name for name in ready if name not in self._probes]
                 for name in starting:
                     book.record(name, IN_PROGRESS)
-                if changed or book.blocked or starting:
-                    book.write()  # the step's transitions (and log lines), before any task they allow starts
                 for name in ready:
                     running[name] = Running(specs[name], time.monotonic())
                     if name in self._probes:
                         self._probe(running[name], planned.session)
                     else:
                         self._launch(running[name], planned.session)
+                if changed or book.blocked or starting:
+                    # The step's transitions (and log lines) while its tasks get ready; none runs before they are in.
+                    book.write()
+                    self.processes.open_gate()
                 if not running:
                     break
                 changed = self._step(running, schedule, planned.session)
@@ -173,12 +175,12 @@ class Runner:
 
     def _probe(self, task: Running, session: dt.date) -> None:
         """Ask the task's wait_for probe whether its data is there (a command under the supervisor, bounded)."""
-        self._book.say()  # what led to it is in the log before its probe can write there
+        self._book.say()  # what led to it is in the log before its probe runs (a probe waits at no gate)
         task.probing = True
         task.attempt_id = AttemptId(session, task.spec.name, PROBE)
         task.deadline = time.monotonic() + self._probe_limit(task.spec)
         self.processes.start(task.attempt_id, command_request(task.spec, session, self.lock.run_id,
-                                                               task.spec.wait_for))
+                                                               task.spec.wait_for), gated=False)
 
     @staticmethod
     def _probe_limit(spec: TaskSpec) -> float:
@@ -195,8 +197,7 @@ class Runner:
         if outcome.success:
             book.log.bind(task=name).info("data_ready")
             book.record(name, IN_PROGRESS)
-            book.write()  # in progress in Redis before its process starts, as for every task
-            self._launch(task, session)
+            self._launch(task, session)  # it runs once the next step's write has it in progress
             return
         del running[name]
         now = self.clock()
@@ -219,7 +220,7 @@ class Runner:
         return f"{local:%Y-%m-%d %H:%M} {getattr(self.tz, 'key', local.tzname())}"
 
     def _launch(self, task: Running, session: dt.date) -> None:
-        self._book.say()  # what led to it is in the log before the task can write there
+        """Ask for the task's next attempt; its own code runs once the step's write is in (run/gate.py)."""
         spec = task.spec
         task.attempt += 1
         task.attempt_id = AttemptId(session, spec.name, task.attempt)

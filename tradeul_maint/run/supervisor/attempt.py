@@ -38,6 +38,7 @@ from typing import Any, Callable
 from tradeul_maint.config.settings import Settings
 from tradeul_maint.run import taskenv
 from tradeul_maint.run.containment import RunRecord
+from tradeul_maint.run.gate import StepGate
 from tradeul_maint.run.messages import CommandRequest, PythonRequest, Start
 from tradeul_maint.run.supervisor.pipe import read_message
 from tradeul_maint.run.tasks import task_environment
@@ -85,6 +86,7 @@ class Shared:
     redis: dict[str, Any] | None  # where the run's Redis is, for a `redis_env` task (run/taskenv.py)
     run_cgroup: Path | None  # the run's cgroup: each reaper, and so each attempt in turn, gets one below it
     watch_identities: bool  # no cgroup: the reaper notes its main processes in the record
+    gate: StepGate | None = None  # where a task's process waits until its step is written (run/gate.py)
 
 
 # --- the reaper ----------------------------------------------------------------------------
@@ -116,16 +118,23 @@ def main_process(assign_r: int, shared: Shared, reaper_pid: int, out_w: int, res
     env = task_environment(request.env)
     taskenv.confine(env, request.redis_env, shared.redis)
     if isinstance(request, CommandRequest):
+        _wait_at_gate(shared, start)
         try:
             os.execvpe(request.argv[0], list(request.argv), env)
         except OSError as exc:  # res_w is close-on-exec: only a failed exec writes to it
             os.write(res_w, json.dumps({"exec_error": exc.errno, "strerror": exc.strerror}).encode())
             return 127
     _set_environment(env)
-    return python_task(request, shared, res_w, console)
+    return python_task(request, shared, res_w, console, start)
 
 
-def python_task(request: PythonRequest, shared: Shared, res_w: int, console: int) -> int:
+def _wait_at_gate(shared: Shared, start: Start) -> None:
+    """Ready: wait until the runner's step that started this attempt is written (run/gate.py)."""
+    if start.gate and shared.gate is not None:
+        shared.gate.wait(start.gate)
+
+
+def python_task(request: PythonRequest, shared: Shared, res_w: int, console: int, start: Start) -> int:
     """Call the task's callable with a context made for it; the outcome goes to `res_w` as JSON."""
     from tradeul_maint.config import logs
     from tradeul_maint.run import tasks
@@ -150,6 +159,7 @@ def python_task(request: PythonRequest, shared: Shared, res_w: int, console: int
                             logger=logger.bind(date=day, run_id=request.run_id, task=spec.name, job=settings.job),
                             params=dict(spec.params), key_prefix=settings.redis.key_prefix,
                             namespaces=settings.namespaces)
+    _wait_at_gate(shared, start)
     try:
         outcome = tasks.run_python(spec, ctx, tuple(settings.python_paths))
     except TaskStopped as exc:
