@@ -13,8 +13,9 @@ The gate is one 32-bit counter in memory the runner maps before it forks its sup
 every reaper and task process shares it: the number of the last step written. A start
 request carries the step it waits for; the process waits on the counter with a futex
 (Linux), and the runner wakes every waiter when it moves the counter. A process killed while
-it waits holds nothing. Where the futex's system call number is not known here, a waiter
-polls every 0.2 ms instead.
+it waits holds nothing, and one past the gate makes the page inaccessible in its own memory
+(`leave`): a task cannot move the counter for the tasks after it. Where the futex's system
+call number is not known here, a waiter polls every 0.2 ms instead.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def _load_syscall():
 
 
 _SYSCALL = _load_syscall() if _SYS_FUTEX is not None else None
+try:
+    _MPROTECT = ctypes.CDLL(None, use_errno=True).mprotect
+except (OSError, AttributeError):
+    _MPROTECT = None
 
 
 class StepGate:
@@ -63,6 +68,12 @@ class StepGate:
         self.next += 1
         if _SYSCALL is not None:
             _SYSCALL(_SYS_FUTEX, ctypes.c_void_p(self._address), _FUTEX_WAKE, _WAKE_ALL, None, None, 0)
+
+    def leave(self) -> None:
+        """In a task's process past the gate: the page is made inaccessible here, so that nothing the task runs
+        (its code, its children) can move the counter other tasks wait on."""
+        if _MPROTECT is not None:
+            _MPROTECT(ctypes.c_void_p(self._address), mmap.PAGESIZE, 0)  # PROT_NONE
 
     def wait(self, step: int) -> None:
         """In a task's process: until step `step` is written (the runner stops the process if it never is)."""

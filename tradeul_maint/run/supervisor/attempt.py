@@ -132,6 +132,7 @@ def _wait_at_gate(shared: Shared, start: Start) -> None:
     """Ready: wait until the runner's step that started this attempt is written (run/gate.py)."""
     if start.gate and shared.gate is not None:
         shared.gate.wait(start.gate)
+        shared.gate.leave()
 
 
 def python_task(request: PythonRequest, shared: Shared, res_w: int, console: int, start: Start) -> int:
@@ -159,8 +160,8 @@ def python_task(request: PythonRequest, shared: Shared, res_w: int, console: int
                             logger=logger.bind(date=day, run_id=request.run_id, task=spec.name, job=settings.job),
                             params=dict(spec.params), key_prefix=settings.redis.key_prefix,
                             namespaces=settings.namespaces)
-    _wait_at_gate(shared, start)
     try:
+        _wait_at_gate(shared, start)  # inside: a SIGTERM while it waits is a stop like any other
         outcome = tasks.run_python(spec, ctx, tuple(settings.python_paths))
     except TaskStopped as exc:
         outcome = tasks.Outcome(False, f"stopped by {exc}", result=dict(ctx.result) or None)
