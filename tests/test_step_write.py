@@ -89,6 +89,29 @@ def test_no_command_runs_before_the_gate_opens(project, monkeypatch):
     assert len(began) == 2 and began[0] > opened[0] and began[1] > opened[1]
 
 
+def test_a_task_cannot_open_the_gate_for_the_tasks_after_it(project, r, monkeypatch):
+    """A Python task that finds the gate in its memory and moves its counter is killed by the page's protection
+    (SIGSEGV): the task after it still waits for its own step's write."""
+    opened, open_gate = [], TaskProcesses.open_gate
+
+    def late(self):
+        time.sleep(0.2)
+        opened.append(time.monotonic())
+        return open_gate(self)
+
+    monkeypatch.setattr(TaskProcesses, "open_gate", late)
+    (project.root / "tamper.py").write_text(
+        "import gc, time\nfrom tradeul_maint.run.gate import StepGate\n\n\ndef run(ctx):\n    gc.unfreeze()\n"
+        "    for gate in [o for o in gc.get_objects() if isinstance(o, StepGate)]:\n"
+        "        gate._word.value = 1 << 30\n\n\ndef after(ctx):\n    ctx.report(began=time.monotonic())\n")
+    project.write_config(QUIET + '[[tasks]]\nname = "tamper"\npython = "tamper:run"\n'
+                                 '[[tasks]]\nname = "after"\npython = "tamper:after"\n')
+    assert project.cli("run", "--date", DAY).exit_code == 1
+    details = json.loads(r.get(f"maintenance:status:{DAY}"))["task_details"]
+    assert "killed by signal 11" in details["tamper"]["error"], details["tamper"]  # SIGSEGV
+    assert details["after"]["result"]["began"] > opened[1]
+
+
 @pytest.fixture
 def store(redis_url):
     client = redis.Redis.from_url(redis_url)
