@@ -46,9 +46,9 @@ def test_a_steps_log_lines_are_in_the_file_before_the_task_it_starts(project, mo
             [("task_starting", name)], name
 
 
-def test_no_task_runs_before_the_gate_opens_on_its_written_step(project, r, monkeypatch):
-    """The runner asks for a start before it writes the step; the task's own code waits for the write. With the
-    gate held 0.2 s after each write, every task starts after its gate opened and finds itself in progress."""
+@pytest.fixture
+def late_gate(monkeypatch) -> list[float]:
+    """The gate opened 0.2 s after each step's write: when each opening was (monotonic), in order."""
     opened, open_gate = [], TaskProcesses.open_gate
 
     def late(self):
@@ -57,6 +57,12 @@ def test_no_task_runs_before_the_gate_opens_on_its_written_step(project, r, monk
         return open_gate(self)
 
     monkeypatch.setattr(TaskProcesses, "open_gate", late)
+    return opened
+
+
+def test_no_task_runs_before_the_gate_opens_on_its_written_step(project, r, late_gate):
+    """The runner asks for a start before it writes the step; the task's own code waits for the write. With the
+    gate held 0.2 s after each write, every task starts after its gate opened and finds itself in progress."""
     (project.root / "early.py").write_text(
         "import json, time\n\n\ndef run(ctx):\n    began = time.monotonic()\n"
         "    doc = json.loads(ctx.redis.get(f'maintenance:status:{ctx.date}'))\n"
@@ -67,39 +73,23 @@ def test_no_task_runs_before_the_gate_opens_on_its_written_step(project, r, monk
     details = json.loads(r.get(f"maintenance:status:{DAY}"))["task_details"]
     for i, name in enumerate(names):
         assert details[name]["result"]["state"] == IN_PROGRESS
-        assert details[name]["result"]["began"] > opened[i], name
+        assert details[name]["result"]["began"] > late_gate[i], name
 
 
-def test_no_command_runs_before_the_gate_opens(project, monkeypatch):
+def test_no_command_runs_before_the_gate_opens(project, late_gate):
     """A command task's process waits at the gate before it execs its program."""
-    opened, open_gate = [], TaskProcesses.open_gate
-
-    def late(self):
-        time.sleep(0.2)
-        opened.append(time.monotonic())
-        return open_gate(self)
-
-    monkeypatch.setattr(TaskProcesses, "open_gate", late)
     stamps = project.root / "began.txt"
     stamp = f"import time; open({str(stamps)!r}, 'a').write(repr(time.monotonic()) + chr(10))"
     project.write_config(QUIET + "".join(f'[[tasks]]\nname = "{n}"\ncommand = [{sys.executable!r}, "-c", {stamp!r}]\n'
                                          for n in ("a", "b")))
     assert project.cli("run", "--date", DAY).exit_code == 0
     began = [float(line) for line in stamps.read_text().split()]
-    assert len(began) == 2 and began[0] > opened[0] and began[1] > opened[1]
+    assert len(began) == 2 and began[0] > late_gate[0] and began[1] > late_gate[1]
 
 
-def test_a_task_cannot_open_the_gate_for_the_tasks_after_it(project, r, monkeypatch):
+def test_a_task_cannot_open_the_gate_for_the_tasks_after_it(project, r, late_gate):
     """A Python task that finds the gate in its memory and moves its counter is killed by the page's protection
     (SIGSEGV): the task after it still waits for its own step's write."""
-    opened, open_gate = [], TaskProcesses.open_gate
-
-    def late(self):
-        time.sleep(0.2)
-        opened.append(time.monotonic())
-        return open_gate(self)
-
-    monkeypatch.setattr(TaskProcesses, "open_gate", late)
     (project.root / "tamper.py").write_text(
         "import gc, time\nfrom tradeul_maint.run.gate import StepGate\n\n\ndef run(ctx):\n    gc.unfreeze()\n"
         "    for gate in [o for o in gc.get_objects() if isinstance(o, StepGate)]:\n"
@@ -109,7 +99,7 @@ def test_a_task_cannot_open_the_gate_for_the_tasks_after_it(project, r, monkeypa
     assert project.cli("run", "--date", DAY).exit_code == 1
     details = json.loads(r.get(f"maintenance:status:{DAY}"))["task_details"]
     assert "killed by signal 11" in details["tamper"]["error"], details["tamper"]  # SIGSEGV
-    assert details["after"]["result"]["began"] > opened[1]
+    assert details["after"]["result"]["began"] > late_gate[1]
 
 
 @pytest.fixture
