@@ -1,6 +1,7 @@
-"""The step's write (state/store.py `_overlapped`): a step's log lines are written while its document travels to
-Redis, and always before any task the step starts; a write whose connection or script is gone is sent again the
-usual way, and a fenced-out one still fails."""
+"""The step's write and the step gate (state/store.py `_overlapped`, run/gate.py): a step's log lines are written
+while its document travels to Redis, and always before the gate opens; no task's own code runs before the gate
+opens on its written step; a write whose connection or script is gone is sent again the usual way, and a
+fenced-out one still fails."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 import pytest
 import redis
 
-from tradeul_maint.base.errors import LockLostError
+from tradeul_maint.base.errors import KeyTypeError, LockLostError
 from tradeul_maint.redisio.keys import Keys
 from tradeul_maint.run.processes import TaskProcesses
 from tradeul_maint.state.document import COMPLETED, IN_PROGRESS, SessionStatus
@@ -141,3 +142,17 @@ def test_a_fenced_out_overlapped_write_fails_and_still_says_its_lines(store, r):
     with pytest.raises(LockLostError):
         states.write(lock.token, status, meanwhile=lambda: said.append("said"))
     assert said == ["said"]
+
+
+def test_an_overlapped_write_onto_a_key_of_another_type_writes_nothing_and_names_the_key(store, r):
+    client, lock, states = store
+    status = SessionStatus(dt.date.fromisoformat(DAY), tasks={"a": IN_PROGRESS})
+    states.write(lock.token, status)  # the script is loaded: the next write takes the overlapped way
+    key = f"maintenance:status:{DAY}"
+    r.delete(key)
+    r.hset(key, "someone", "else")  # another application, mid-cycle
+    said = []
+    with pytest.raises(KeyTypeError) as raised:
+        states.write(lock.token, status, meanwhile=lambda: said.append("said"))
+    assert key in str(raised.value) and said == ["said"]
+    assert r.hgetall(key) == {"someone": "else"}

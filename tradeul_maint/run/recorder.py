@@ -109,9 +109,9 @@ class Recorder:
     the usual 200: one method per transition, each writing the same three places, which is
     the point of having them together.
 
-    Log lines are held (HeldLog) and said while the step's write travels, or before anything
-    starts or the runner waits (`say`): in their order, before any task they lead to starts,
-    a fraction of a millisecond after their event.
+    Log lines are held (HeldLog) and said while the step's write travels, or before a probe
+    starts or the runner waits (`say`): in their order, before the gate opens for any task they
+    lead to (run/gate.py), a fraction of a millisecond after their event.
     """
 
     settings: Settings

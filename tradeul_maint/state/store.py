@@ -7,7 +7,7 @@ so the document alone is the session's state at every moment, readable with one 
 end of a cycle (status document, `executed` flag, `last_run`) commits in one script. With
 `[redis] min_replicas`, each script is followed by WAIT on its connection (redisio/replicas.py).
 Without, a step's script is sent and the step's log lines are written while Redis runs it
-(`_overlapped`); its reply is read before any task the step starts.
+(`_overlapped`); its reply is read before the step's tasks may run (run/gate.py).
 
 An older version kept each task's latest record in a `transitions` hash between whole
 writes; a runner of it that died mid-cycle leaves one behind. Its document's `tasks` map
